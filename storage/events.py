@@ -1,0 +1,36 @@
+"""Event kinds. Every state change of a server is one `server_events` row of one of these kinds."""
+
+from enum import StrEnum
+
+
+class EventKind(StrEnum):
+    # changes people make
+    CREATED = "created"
+    UPDATED = "updated"
+    DELETED = "deleted"
+    ENABLED = "enabled"
+    DISABLED = "disabled"
+    TOOL_ENABLED = "tool_enabled"
+    TOOL_DISABLED = "tool_disabled"
+    TOOL_BYPASS = "tool_bypass"
+    # what the supervisor sees and does
+    STARTING = "starting"
+    STARTED = "started"
+    START_FAILED = "start_failed"
+    STOPPED = "stopped"
+    CRASHED = "crashed"
+    RESTARTED = "restarted"
+    DEGRADED = "degraded"
+    RECOVERED = "recovered"
+    HEALTH_FAILED = "health_failed"
+    AUTO_DISABLED = "auto_disabled"
+    TOOLS_CHANGED = "tools_changed"
+    # system-wide
+    JOB = "job"
+
+
+# Uptime is computed from these: a server is up from an UP event until the next DOWN event.
+UP_EVENTS = frozenset({EventKind.STARTED})
+DOWN_EVENTS = frozenset(
+    {EventKind.STOPPED, EventKind.CRASHED, EventKind.START_FAILED, EventKind.AUTO_DISABLED}
+)

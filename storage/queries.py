@@ -1,0 +1,41 @@
+"""Small reusable queries shared by the facade and the runtime."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storage.events import EventKind
+from storage.models import ServerEvent, ServerTool, ToolServer
+
+
+def add_event(
+    session: AsyncSession,
+    server_id: str | None,
+    kind: EventKind | str,
+    message: str = "",
+    actor: str | None = None,
+) -> ServerEvent:
+    row = ServerEvent(server_id=server_id, kind=str(kind), message=message, actor=actor)
+    session.add(row)
+    return row
+
+
+async def find_server(session: AsyncSession, ref: str) -> ToolServer | None:
+    """A server by id or by name."""
+    result = await session.execute(
+        select(ToolServer).where(or_(ToolServer.id == ref, ToolServer.name == ref))
+    )
+    return result.scalars().first()
+
+
+async def tool_counts(session: AsyncSession) -> dict[str, tuple[int, int]]:
+    """Per server id: (number of tools, number of enabled tools)."""
+    rows = await session.execute(
+        select(
+            ServerTool.server_id,
+            func.count(ServerTool.id),
+            func.sum(func.cast(ServerTool.enabled, type_=ServerTool.total_calls.type)),
+        ).group_by(ServerTool.server_id)
+    )
+    return {server_id: (total, int(enabled or 0)) for server_id, total, enabled in rows}
