@@ -185,7 +185,11 @@ class Settings(BaseSettings):
         validation_alias=_names("log_max_bytes"),
     )
     log_backups: int = Field(
-        3, ge=0, le=50, description="a whole number from 0 to 50", validation_alias=_names("log_backups")
+        3,
+        ge=0,
+        le=50,
+        description="a whole number from 0 to 50",
+        validation_alias=_names("log_backups"),
     )
     host: str = Field(
         "127.0.0.1", description="an address to bind to", validation_alias=_names("host")
@@ -325,7 +329,9 @@ def _source_of(
     return "default"
 
 
-def describe_settings(settings: Settings, flags: dict[str, Any] | None = None) -> list[SettingOrigin]:
+def describe_settings(
+    settings: Settings, flags: dict[str, Any] | None = None
+) -> list[SettingOrigin]:
     """Every effective setting, the variable that sets it, and where its value came from."""
     config_file = settings.data_dir / CONFIG_FILE_NAME
     file_values = _read_config_file(config_file)
@@ -338,7 +344,9 @@ def describe_settings(settings: Settings, flags: dict[str, Any] | None = None) -
         if field == "database_url" and value is None:
             value = settings.effective_database_url
         rows.append(
-            SettingOrigin(env_name(field), value, _source_of(field, given, file_values, config_file))
+            SettingOrigin(
+                env_name(field), value, _source_of(field, given, file_values, config_file)
+            )
         )
     return rows
 

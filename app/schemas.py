@@ -17,7 +17,14 @@ MASK = "********"
 Transport = Literal["stdio", "streamable_http", "sse"]
 TRANSPORTS: tuple[str, ...] = ("stdio", "streamable_http", "sse")
 ServerStatus = Literal["stopped", "starting", "running", "degraded", "stopping", "error"]
-SERVER_STATUSES: tuple[str, ...] = ("stopped", "starting", "running", "degraded", "stopping", "error")
+SERVER_STATUSES: tuple[str, ...] = (
+    "stopped",
+    "starting",
+    "running",
+    "degraded",
+    "stopping",
+    "error",
+)
 BulkOperationName = Literal["start", "stop", "restart", "enable", "disable", "delete", "refresh"]
 BULK_OPERATIONS: tuple[str, ...] = (
     "start",

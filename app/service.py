@@ -188,9 +188,7 @@ class Operations:
         async with self.db.session() as session:
             row = await self._server(session, ref)
             if row.is_builtin:
-                raise Conflict(
-                    f"{row.name} is a built-in server: it can be disabled, not deleted"
-                )
+                raise Conflict(f"{row.name} is a built-in server: it can be disabled, not deleted")
             server_id, name = row.id, row.name
         if self.runtime is not None:
             await self.runtime.forget(server_id)
@@ -233,7 +231,9 @@ class Operations:
         async with self.db.session() as session:
             server = await self._server(session, server_ref)
             rows = await session.execute(
-                select(ServerTool).where(ServerTool.server_id == server.id).order_by(ServerTool.name)
+                select(ServerTool)
+                .where(ServerTool.server_id == server.id)
+                .order_by(ServerTool.name)
             )
             return [self._tool_response(tool, server.name) for tool in rows.scalars()]
 
@@ -406,9 +406,7 @@ class Operations:
             raise NotFound(f"no server {ref!r}")
         return row
 
-    async def _tool(
-        self, session: AsyncSession, ref: str, server_ref: str | None
-    ) -> ServerTool:
+    async def _tool(self, session: AsyncSession, ref: str, server_ref: str | None) -> ServerTool:
         if server_ref is not None:
             server = await self._server(session, server_ref)
             query = select(ServerTool).where(

@@ -16,6 +16,7 @@ def _number(value: float) -> int | float:
         return int(value)
     return value
 
+
 Number = int | float
 
 server = MCPServer(

@@ -1,0 +1,97 @@
+"""What every verb shares: opening the facade, actors, printing, and error handling."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import sys
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any
+
+from pydantic import BaseModel
+
+from app.bootstrap import open_operations
+from app.config import load_settings
+from app.errors import TooldeckError
+from app.service import Operations
+
+Handler = Callable[[argparse.Namespace, Operations], Awaitable[int]]
+
+
+def actor() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli"
+
+
+def fail(message: str) -> int:
+    """A user error: one line on stderr, exit 1."""
+    print(f"tooldeck: {message}", file=sys.stderr)
+    return 1
+
+
+async def run_handler(handler: Handler, args: argparse.Namespace) -> int:
+    settings = load_settings(getattr(args, "data_dir", None), {"data_dir": args.data_dir})
+    ops = await open_operations(settings)
+    try:
+        return await handler(args, ops)
+    except TooldeckError as exc:
+        return fail(str(exc))
+    finally:
+        await ops.db.dispose()
+
+
+def to_jsonable(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, list | tuple):
+        return [to_jsonable(item) for item in value]
+    return value
+
+
+def print_json(value: Any) -> None:
+    print(json.dumps(to_jsonable(value), indent=2, sort_keys=False))
+
+
+def print_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """Plain aligned columns: readable in any terminal and easy to grep."""
+    text_rows = [["" if cell is None else str(cell) for cell in row] for row in rows]
+    widths = [len(header) for header in headers]
+    for row in text_rows:
+        widths = [max(width, len(cell)) for width, cell in zip(widths, row, strict=True)]
+    print(
+        "  ".join(
+            header.upper().ljust(width) for header, width in zip(headers, widths, strict=True)
+        ).rstrip()
+    )
+    for row in text_rows:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+
+
+def key_value(text: str) -> tuple[str, str]:
+    """argparse type for KEY=VALUE options."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
+def add_json_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+
+def ago(moment: Any) -> str:
+    """A short age such as 5s, 3m, 2h, 4d for tables."""
+    from datetime import UTC, datetime
+
+    if moment is None:
+        return "-"
+    seconds = max(0, int((datetime.now(UTC) - moment).total_seconds()))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
