@@ -1,0 +1,64 @@
+"""Schema migrations: from an empty database, and from the first revision with data in it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import inspect, text
+
+from storage.db import Database, head_revision, sqlite_url
+from storage.models import Base
+
+FIRST_REVISION = "0001"
+
+
+async def test_upgrade_from_empty_creates_every_table(tmp_path: Path) -> None:
+    db = Database(sqlite_url(tmp_path / "empty.db"))
+    try:
+        assert await db.current_revision() is None
+        await db.upgrade()
+        assert await db.current_revision() == head_revision()
+        async with db.engine.connect() as conn:
+            tables = await conn.run_sync(lambda sync: set(inspect(sync).get_table_names()))
+        assert set(Base.metadata.tables) <= tables
+    finally:
+        await db.dispose()
+
+
+async def test_upgrade_from_first_revision_keeps_rows(tmp_path: Path) -> None:
+    db = Database(sqlite_url(tmp_path / "old.db"))
+    try:
+        await db.upgrade(FIRST_REVISION)
+        async with db.engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "INSERT INTO tool_servers (id, name, transport, command, args, env, headers,"
+                    " enabled, auto_start, auto_update, max_failures, startup_timeout_s,"
+                    " call_timeout_s, is_builtin, status, consecutive_failures, created_at,"
+                    " updated_at) VALUES ('s1', 'old', 'stdio', 'x', '[]', '{}', '{}', 1, 1, 1,"
+                    " 3, 30, 60, 0, 'stopped', 0, '2026-01-01 00:00:00', '2026-01-01 00:00:00')"
+                )
+            )
+            await conn.execute(
+                text(
+                    "INSERT INTO tool_usage (server_id, tool_name, called_at, success)"
+                    " VALUES ('s1', 't', '2026-01-01 00:00:00', 1)"
+                )
+            )
+        await db.upgrade()
+        assert await db.current_revision() == head_revision()
+        async with db.engine.connect() as conn:
+            assert (await conn.execute(text("SELECT name FROM tool_servers"))).scalar() == "old"
+            assert (await conn.execute(text("SELECT count(*) FROM tool_usage"))).scalar() == 1
+    finally:
+        await db.dispose()
+
+
+async def test_upgrade_is_idempotent(tmp_path: Path) -> None:
+    db = Database(sqlite_url(tmp_path / "twice.db"))
+    try:
+        await db.upgrade()
+        await db.upgrade()
+        assert await db.current_revision() == head_revision()
+    finally:
+        await db.dispose()
