@@ -20,6 +20,7 @@ from sqlalchemy import Select, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.changes import Change, ChangeBus
 from app.config import Settings
 from app.errors import Conflict, InvalidInput, NotFound, NotRunning, invalid_from_pydantic
 from app.schemas import (
@@ -90,6 +91,8 @@ class Operations:
         self.db = db
         self.settings = settings
         self.runtime = runtime
+        # Who wants to know that servers or tools changed: the gateway, the dashboard.
+        self.changes = ChangeBus()
 
     # ---- servers: create, read, update, delete ------------------------------------------
 
@@ -196,6 +199,7 @@ class Operations:
             row = await self._server(session, server_id)
             await session.delete(row)
             add_event(session, server_id, EventKind.DELETED, f"deleted {name}", actor)
+        self.changes.publish(Change.SERVERS, server_id)
 
     async def set_server_enabled(
         self, ref: str, enabled: bool, *, actor: str, reason: str | None = None
@@ -428,6 +432,7 @@ class Operations:
         return response
 
     async def _intent_changed(self, server_id: str) -> None:
+        self.changes.publish(Change.SERVERS, server_id)
         if self.runtime is not None:
             await self.runtime.intent_changed(server_id)
 
