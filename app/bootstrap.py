@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
 from app.config import Settings
 from app.service import Operations
 from storage.db import Database
@@ -20,3 +23,35 @@ async def open_operations(settings: Settings) -> Operations:
     operations = Operations(db, settings)
     await operations.seed_builtin_servers()
     return operations
+
+
+@asynccontextmanager
+async def running_core(settings: Settings) -> AsyncIterator[Operations]:
+    """The whole runtime behind the facade: supervisor, scheduler and usage recorder.
+
+    On entry, statuses left by a crashed process are reset and the auto-start servers begin
+    starting (in the background); on exit every server is stopped, no child is left behind,
+    and recorded usage is flushed. The caller must hold the data dir's supervisor lock.
+    """
+    from app.scheduler import core_scheduler
+    from app.supervisor import Supervisor
+    from app.usage import UsageRecorder
+
+    async with AsyncExitStack() as stack:
+        ops = await open_operations(settings)
+        stack.push_async_callback(ops.db.dispose)
+        recorder = UsageRecorder(ops.db, settings)
+        await recorder.start()
+        # Pushed before the supervisor: exits run in reverse, so calls still in flight when the
+        # servers stop are recorded before the final flush.
+        stack.push_async_callback(recorder.stop)
+        ops.recorder = recorder
+        supervisor = Supervisor(ops.db, settings, changes=ops.changes)
+        stack.push_async_callback(supervisor.shutdown)
+        ops.runtime = supervisor
+        await supervisor.startup()
+        scheduler = core_scheduler(ops.db, settings, supervisor)
+        await scheduler.start()
+        stack.push_async_callback(scheduler.stop)
+        ops.scheduler = scheduler
+        yield ops

@@ -191,11 +191,104 @@ class Settings(BaseSettings):
         description="a whole number from 0 to 50",
         validation_alias=_names("log_backups"),
     )
+    gateway_separator: str = Field(
+        "__",
+        pattern=r"^[A-Za-z0-9_.-]{1,4}$",
+        description="1 to 4 of the characters A-Z a-z 0-9 _ . - (between server and tool names)",
+        validation_alias=_names("gateway_separator"),
+    )
+    gateway_page_size: int = Field(
+        100,
+        ge=1,
+        le=1000,
+        description="a whole number from 1 to 1000 (tools per tools/list page)",
+        validation_alias=_names("gateway_page_size"),
+    )
     host: str = Field(
         "127.0.0.1", description="an address to bind to", validation_alias=_names("host")
     )
     port: int = Field(
         8765, ge=1, le=65535, description="a port from 1 to 65535", validation_alias=_names("port")
+    )
+
+    # Alerts (app.alerts) and resource limits (app.limits).
+    alert_interval_s: float = Field(
+        60.0, gt=0, description="seconds > 0", validation_alias=_names("alert_interval_s")
+    )
+    alert_cooldown_s: float = Field(
+        900.0,
+        ge=0,
+        description="seconds >= 0: a condition back within this time reopens its alert quietly",
+        validation_alias=_names("alert_cooldown_s"),
+    )
+    alert_down_minutes: float = Field(
+        10.0, gt=0, description="minutes > 0", validation_alias=_names("alert_down_minutes")
+    )
+    alert_health_failures: int = Field(
+        3, ge=1, description="a whole number >= 1", validation_alias=_names("alert_health_failures")
+    )
+    alert_window_minutes: float = Field(
+        15.0, gt=0, description="minutes > 0", validation_alias=_names("alert_window_minutes")
+    )
+    alert_error_rate: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="a fraction > 0 and <= 1",
+        validation_alias=_names("alert_error_rate"),
+    )
+    alert_min_calls: int = Field(
+        10, ge=1, description="a whole number >= 1", validation_alias=_names("alert_min_calls")
+    )
+    alert_p95_ms: float = Field(
+        5000.0, gt=0, description="milliseconds > 0", validation_alias=_names("alert_p95_ms")
+    )
+    alert_anomaly_weeks: int = Field(
+        4,
+        ge=2,
+        le=52,
+        description="a whole number from 2 to 52",
+        validation_alias=_names("alert_anomaly_weeks"),
+    )
+    alert_anomaly_mads: float = Field(
+        5.0, gt=0, description="a number > 0", validation_alias=_names("alert_anomaly_mads")
+    )
+    alert_anomaly_min_calls: int = Field(
+        20,
+        ge=1,
+        description="a whole number >= 1",
+        validation_alias=_names("alert_anomaly_min_calls"),
+    )
+    alert_command: str | None = Field(
+        None,
+        description="a command (split like a shell would, run without one) fed each alert's JSON",
+        validation_alias=_names("alert_command"),
+    )
+    alert_webhook_url: str | None = Field(
+        None,
+        description="an http(s) URL to POST each alert's JSON to",
+        validation_alias=_names("alert_webhook_url"),
+    )
+    alert_hook_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="seconds, > 0 and <= 300",
+        validation_alias=_names("alert_hook_timeout_s"),
+    )
+    alert_hook_retries: int = Field(
+        2,
+        ge=0,
+        le=10,
+        description="a whole number from 0 to 10",
+        validation_alias=_names("alert_hook_retries"),
+    )
+    limits_sample_interval_s: float = Field(
+        5.0,
+        gt=0,
+        le=600,
+        description="seconds, > 0 and <= 600",
+        validation_alias=_names("limits_sample_interval_s"),
     )
 
     # Not a setting anyone writes: where this configuration was loaded from.

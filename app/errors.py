@@ -48,6 +48,16 @@ class NotRunning(TooldeckError):
     status_code = 409
 
 
+class StartFailed(NotRunning):
+    """A server was asked to start and could not; the message is the cause a person can fix."""
+
+
+class CallFailed(TooldeckError):
+    """A tool call reached a server but got no result: it timed out or the connection broke."""
+
+    status_code = 502
+
+
 def invalid_from_pydantic(exc: ValidationError) -> InvalidInput:
     """The first error of a pydantic validation, as one message naming the field."""
     error = exc.errors()[0]
@@ -63,3 +73,25 @@ def invalid_from_pydantic(exc: ValidationError) -> InvalidInput:
     if field is None and (match := re.match(r"^([a-z_]+): (.+)$", message)):
         field, message = match.group(1), match.group(2)
     return InvalidInput(message, field=field)
+
+
+class Unauthorized(TooldeckError):
+    """The HTTP API was called without the daemon's bearer token, or with another one."""
+
+    status_code = 401
+
+
+class PayloadTooLarge(TooldeckError):
+    status_code = 413
+
+
+class Unavailable(TooldeckError):
+    """The daemon this process attached to does not answer, or failed on its side."""
+
+    status_code = 503
+
+
+class BadRequest(TooldeckError):
+    """A request the HTTP API cannot even read, such as a body that is not JSON."""
+
+    status_code = 400

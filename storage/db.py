@@ -10,8 +10,8 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import event
-from sqlalchemy.engine import Connection
+from sqlalchemy import create_engine, event, make_url
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -28,6 +28,8 @@ def sqlite_url(path: Path) -> str:
 
 
 def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # Let SQLAlchemy, not the driver, open transactions: see _begin_immediate.
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     # WAL lets the dashboard read while the usage writer writes; NORMAL sync is safe under WAL.
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -35,6 +37,17 @@ def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.close()
+
+
+def _begin_immediate(connection: Connection) -> None:
+    """Take SQLite's write lock when a transaction starts, not at its first write.
+
+    A deferred transaction that reads and then writes cannot upgrade its lock while another
+    writer holds it, and SQLite answers "database is locked" at once instead of waiting: with
+    the lock taken up front, concurrent writers (supervisor, usage writer, facade) queue on the
+    busy timeout. Transactions here are short, so the serialisation costs little.
+    """
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def alembic_config() -> Config:
@@ -55,6 +68,7 @@ class Database:
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _set_sqlite_pragmas)
+            event.listen(self.engine.sync_engine, "begin", _begin_immediate)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
 
     @asynccontextmanager
@@ -75,6 +89,22 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+    def create_sync_engine(self) -> Engine:
+        """A synchronous engine on the same database, with the same pragmas.
+
+        For work that runs on a worker thread (the usage writer), so that its CPU time never
+        stalls the event loop. The caller disposes of it.
+        """
+        url = make_url(self.url)
+        kwargs: dict[str, Any] = {}
+        if self.is_sqlite:
+            kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+        engine = create_engine(url.set(drivername=url.get_backend_name()), **kwargs)
+        if self.is_sqlite:
+            event.listen(engine, "connect", _set_sqlite_pragmas)
+            event.listen(engine, "begin", _begin_immediate)
+        return engine
 
 
 def _run_alembic(connection: Connection, verb: str, revision: str) -> None:

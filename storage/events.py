@@ -25,8 +25,13 @@ class EventKind(StrEnum):
     HEALTH_FAILED = "health_failed"
     AUTO_DISABLED = "auto_disabled"
     TOOLS_CHANGED = "tools_changed"
+    TOOL_AUTO_DISABLED = "tool_auto_disabled"
+    LIMIT_EXCEEDED = "limit_exceeded"
+    LIMITS_CHANGED = "limits_changed"
+    ALERT_ACKED = "alert_acked"
     # system-wide
     JOB = "job"
+    USAGE_DROPPED = "usage_dropped"
 
 
 # Uptime is computed from these: a server is up from an UP event until the next DOWN event.

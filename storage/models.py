@@ -19,6 +19,9 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
+    PrimaryKeyConstraint,
+    SmallInteger,
     String,
     Text,
     TypeDecorator,
@@ -117,9 +120,15 @@ class ServerTool(Base):
     display_name: Mapped[str | None] = mapped_column(String(200))
     description: Mapped[str | None] = mapped_column(Text)
     input_schema: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # Passed through by the gateway as the server listed them.
+    output_schema: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    annotations: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     is_available: Mapped[bool] = mapped_column(Boolean, default=False)
     bypass_when_unavailable: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Off (None) unless a person sets it: this many failed calls in a row disable the tool.
+    auto_disable_after: Mapped[int | None] = mapped_column(Integer)
+    disabled_reason: Mapped[str | None] = mapped_column(Text)
     total_calls: Mapped[int] = mapped_column(Integer, default=0)
     total_errors: Mapped[int] = mapped_column(Integer, default=0)
     last_called: Mapped[datetime | None] = mapped_column()
@@ -136,7 +145,8 @@ class ToolUsage(Base):
     __table_args__ = (
         Index("ix_tool_usage_called_at", "called_at"),
         Index("ix_tool_usage_server_called_at", "server_id", "called_at"),
-        Index("ix_tool_usage_tool_called_at", "tool_id", "called_at"),
+        # No (tool_id, called_at) index: the rollups answer every per-tool question, and its
+        # thousand scattered insertion points cost half of every insert (migration 0002).
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -155,6 +165,9 @@ class ToolUsage(Base):
     conversation_id: Mapped[str | None] = mapped_column(String(200))
     arguments: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # The latency histogram bucket (storage.latency), kept so that the raw rows at a window's
+    # ragged edge can be merged with the hourly rollups by SQL alone.
+    latency_bucket: Mapped[int | None] = mapped_column(SmallInteger)
 
 
 class ServerEvent(Base):
@@ -169,3 +182,130 @@ class ServerEvent(Base):
     message: Mapped[str] = mapped_column(Text, default="")
     actor: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    # The audit trail: before/after of the changed fields, secrets masked (app.audit).
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+# ---- usage rollups ---------------------------------------------------------------------------
+# Written by the usage recorder in the same transaction as the raw rows (storage.rollups) and
+# kept past the raw-row retention. Every rollup row carries running totals ("cum_*": everything
+# up to the end of its hour), so the totals of any whole-hour window are two index lookups:
+# the latest row before the window's end minus the latest row before its start.
+
+
+class UsageSeries(Base):
+    """One (server, tool) pair that has been called; '' stands for an unknown id."""
+
+    __tablename__ = "usage_series"
+    __table_args__ = (
+        UniqueConstraint("server_id", "tool_id", "tool_name", name="uq_usage_series_key"),
+        Index("ix_usage_series_tool_id", "tool_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    server_id: Mapped[str] = mapped_column(String(36))
+    tool_id: Mapped[str] = mapped_column(String(36))
+    tool_name: Mapped[str] = mapped_column(String(200))
+    # The running totals of the newest hour, so a window ending now needs no lookup at all.
+    last_hour: Mapped[int] = mapped_column(Integer, default=0)
+    last_called: Mapped[datetime | None] = mapped_column()
+    cum_calls: Mapped[int] = mapped_column(Integer, default=0)
+    cum_errors: Mapped[int] = mapped_column(Integer, default=0)
+    cum_timed: Mapped[int] = mapped_column(Integer, default=0)
+    cum_ms: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class UsageToolHourly(Base):
+    """One series in one hour (`hour` counts whole hours since 1970-01-01 UTC)."""
+
+    __tablename__ = "usage_tool_hourly"
+    __table_args__ = (
+        PrimaryKeyConstraint("series_id", "hour"),
+        # Small rows looked up by their key: clustering them on it saves an index and a seek.
+        {"sqlite_with_rowid": False},
+    )
+
+    series_id: Mapped[int] = mapped_column(Integer)
+    hour: Mapped[int] = mapped_column(Integer)
+    calls: Mapped[int] = mapped_column(Integer, default=0)
+    errors: Mapped[int] = mapped_column(Integer, default=0)
+    timed_calls: Mapped[int] = mapped_column(Integer, default=0)
+    total_ms: Mapped[float] = mapped_column(Float, default=0.0)
+    last_called: Mapped[datetime | None] = mapped_column()
+    latency_hist: Mapped[bytes | None] = mapped_column(LargeBinary)
+    cum_calls: Mapped[int] = mapped_column(Integer, default=0)
+    cum_errors: Mapped[int] = mapped_column(Integer, default=0)
+    cum_timed: Mapped[int] = mapped_column(Integer, default=0)
+    cum_ms: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class UsageScopes(Base):
+    """Each rollup scope and its newest hour: the table that drives per-scope lookups."""
+
+    __tablename__ = "usage_scopes"
+
+    scope: Mapped[str] = mapped_column(String(36), primary_key=True)
+    last_hour: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class UsageScopeHourly(Base):
+    """Running totals and the running latency histogram of one server (`scope` is its id) or
+    of all servers (`scope` is "*"), up to the end of `hour`."""
+
+    __tablename__ = "usage_scope_hourly"
+    __table_args__ = (PrimaryKeyConstraint("scope", "hour"),)
+
+    scope: Mapped[str] = mapped_column(String(36))
+    hour: Mapped[int] = mapped_column(Integer)
+    last_called: Mapped[datetime | None] = mapped_column()
+    cum_calls: Mapped[int] = mapped_column(Integer, default=0)
+    cum_errors: Mapped[int] = mapped_column(Integer, default=0)
+    cum_timed: Mapped[int] = mapped_column(Integer, default=0)
+    cum_ms: Mapped[float] = mapped_column(Float, default=0.0)
+    cum_latency_hist: Mapped[bytes | None] = mapped_column(LargeBinary)
+
+
+# ---- alerts and limits (app.alerts, app.limits) -----------------------------------------------
+
+
+class Alert(Base):
+    """One incident of one rule on one subject: repeats count up instead of adding rows."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (Index("ix_alerts_rule_subject", "rule", "subject"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    rule: Mapped[str] = mapped_column(String(40))
+    subject: Mapped[str] = mapped_column(String(120))  # "server:<id>" or "tool:<id>"
+    server_id: Mapped[str | None] = mapped_column(String(36))
+    tool_id: Mapped[str | None] = mapped_column(String(36))
+    severity: Mapped[str] = mapped_column(String(20), default="warning")
+    message: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[str] = mapped_column(String(20), default="open")  # open | resolved
+    count: Mapped[int] = mapped_column(Integer, default=1)
+    occurrence: Mapped[str | None] = mapped_column(String(120))
+    first_seen: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen: Mapped[datetime] = mapped_column(default=utcnow)
+    resolved_at: Mapped[datetime | None] = mapped_column()
+    acknowledged_by: Mapped[str | None] = mapped_column(String(200))
+    acknowledged_at: Mapped[datetime | None] = mapped_column()
+    notified_at: Mapped[datetime | None] = mapped_column()
+    delivery: Mapped[str | None] = mapped_column(Text)
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class ServerLimits(Base):
+    """Resource limits of one stdio server; no row means no limits."""
+
+    __tablename__ = "server_limits"
+
+    server_id: Mapped[str] = mapped_column(
+        ForeignKey("tool_servers.id", ondelete="CASCADE"), primary_key=True
+    )
+    max_rss_mb: Mapped[float | None] = mapped_column(Float)
+    max_cpu_percent: Mapped[float | None] = mapped_column(Float)
+    # How long a limit must be exceeded before the server is restarted.
+    sustain_s: Mapped[float] = mapped_column(Float, default=30.0)
+    max_concurrent_calls: Mapped[int | None] = mapped_column(Integer)
+    max_queued_calls: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -15,8 +17,11 @@ def add_event(
     kind: EventKind | str,
     message: str = "",
     actor: str | None = None,
+    details: dict[str, Any] | None = None,
 ) -> ServerEvent:
-    row = ServerEvent(server_id=server_id, kind=str(kind), message=message, actor=actor)
+    row = ServerEvent(
+        server_id=server_id, kind=str(kind), message=message, actor=actor, details=details
+    )
     session.add(row)
     return row
 

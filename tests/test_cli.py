@@ -94,7 +94,7 @@ def test_edit_enable_disable_rm_and_events() -> None:
     assert tooldeck("server", "enable", "demo").returncode == 0
     assert tooldeck("server", "rm", "demo").returncode == 0
     events = json.loads(tooldeck("events", "--json").stdout)
-    # The deleted server's events keep its id, not its name: select them by the calculator's absence.
+    # A deleted server's events keep its id but lose its name: pick them as "not calculator".
     demo_events = [event for event in events if event["server_name"] != "calculator"]
     assert {e["kind"] for e in demo_events} == {
         "created",

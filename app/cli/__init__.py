@@ -13,12 +13,12 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from app import __version__
-from app.cli import config_cmd, servers, tools
+from app import __version__, daemon
+from app.cli import config_cmd, daemon_cmd, gateway_cmd, interchange, runtime, servers, tools
 from app.cli.common import Handler, fail, run_handler
 from app.config import ConfigError
 
-AREAS = (servers, tools, config_cmd)
+AREAS = (servers, tools, runtime, interchange, gateway_cmd, config_cmd, daemon_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--read-only", action="store_true", help="dashboard: hide every action that changes state"
     )
+    daemon.add_arguments(parser)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for area in AREAS:
         area.register(subparsers)
@@ -65,6 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if command_runner is not None:
             return command_runner(args)
+        if args.headless:
+            return daemon.run_headless(args)
         if handler is None:
             return run_dashboard(args)
         return asyncio.run(run_handler(handler, args))

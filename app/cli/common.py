@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from app.bootstrap import open_operations
+from app.attach import open_facade
 from app.config import load_settings
 from app.errors import TooldeckError
 from app.service import Operations
@@ -34,13 +34,13 @@ def fail(message: str) -> int:
 
 async def run_handler(handler: Handler, args: argparse.Namespace) -> int:
     settings = load_settings(getattr(args, "data_dir", None), {"data_dir": args.data_dir})
-    ops = await open_operations(settings)
     try:
-        return await handler(args, ops)
+        # The running daemon's operations when there is one, so nothing runs twice.
+        async with open_facade(settings) as ops:
+            # RemoteOperations has Operations' methods (a contract test holds them equal).
+            return await handler(args, ops)  # type: ignore[arg-type]
     except TooldeckError as exc:
         return fail(str(exc))
-    finally:
-        await ops.db.dispose()
 
 
 def to_jsonable(value: Any) -> Any:

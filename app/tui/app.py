@@ -1,68 +1,204 @@
-"""The Tooldeck dashboard (first cut: the server list, read from the database)."""
+"""The Tooldeck dashboard: one App over the operations facade.
+
+The app owns the core (the facade, with the supervisor when this process runs one), the clock,
+the chosen period and the read-only switch. Screens read and act through `DeckData` and the
+facade, always in workers, so a hanging server or a slow query never freezes a key press.
+"""
 
 from __future__ import annotations
 
-from textual import work
-from textual.app import App, ComposeResult
-from textual.binding import Binding
-from textual.widgets import DataTable, Footer, Header
+import asyncio
+import getpass
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, ClassVar
 
-from app.bootstrap import open_operations
+from textual import work
+from textual.app import App
+from textual.binding import Binding, BindingType
+from textual.message import Message
+from textual.reactive import reactive
+from textual.screen import Screen
+from textual.worker import Worker
+
 from app.config import Settings
 from app.service import Operations
+from app.tui.base import report_worker
+from app.tui.commands import OperationsProvider
+from app.tui.data import DEFAULT_PERIOD, PERIODS, DeckData
 
-REFRESH_SECONDS = 2.0
+logger = logging.getLogger(__name__)
+
+DEFAULT_REFRESH_S = 2.0
+# The open facade for the app's lifetime; closing the context stops what it started.
+CoreFactory = Callable[[Settings], AbstractAsyncContextManager[Operations]]
+
+
+def tui_actor() -> str:
+    try:
+        return f"tui:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "tui"
+
+
+@asynccontextmanager
+async def supervised_core(settings: Settings) -> AsyncIterator[Operations]:
+    """The running daemon's facade if there is one, else a supervisor in this process.
+
+    `make run` therefore opens with the built-in servers running. When another dashboard
+    already supervises this data dir, this one still opens, without a runtime of its own.
+    """
+    from app.attach import open_facade
+    from app.lock import AlreadyRunning
+
+    async with AsyncExitStack() as stack:
+        try:
+            ops = await stack.enter_async_context(open_facade(settings, with_runtime=True))
+        except AlreadyRunning as exc:
+            logger.warning("%s: opening without a supervisor", exc)
+            ops = await stack.enter_async_context(open_facade(settings, with_runtime=False))
+        yield ops  # type: ignore[misc]
+
+
+@asynccontextmanager
+async def storage_core(settings: Settings) -> AsyncIterator[Operations]:
+    """The facade without a supervisor: everything but start/stop/probe works."""
+    from app.bootstrap import open_operations
+
+    ops = await open_operations(settings)
+    try:
+        yield ops
+    finally:
+        await ops.db.dispose()
+
+
+@asynccontextmanager
+async def given_core(ops: Operations) -> AsyncIterator[Operations]:
+    """A facade someone else opened and will close (tests, benchmarks)."""
+    yield ops
 
 
 class TooldeckApp(App[None]):
+    CSS_PATH = "tooldeck.tcss"
     TITLE = "Tooldeck"
-    BINDINGS = [Binding("q", "quit", "Quit", id="quit")]
+    COMMANDS = App.COMMANDS | {OperationsProvider}
+    # Narrow terminals (80 columns over SSH) drop the side panes; short ones the bottom row.
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (30, "-tall")]
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("question_mark", "help", "Help", key_display="?", id="help"),
+        Binding("ctrl+p", "command_palette", "Commands", key_display="^p", id="palette"),
+        Binding("q", "quit", "Quit", id="quit"),
+    ]
 
-    def __init__(self, settings: Settings, *, read_only: bool = False) -> None:
+    period: reactive[str] = reactive(DEFAULT_PERIOD, init=False)
+
+    class CoreReady(Message):
+        """The facade is open: screens may start reading."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        read_only: bool = False,
+        core: CoreFactory | None = None,
+        ops: Operations | None = None,
+        clock: Callable[[], datetime] | None = None,
+        refresh_interval: float = DEFAULT_REFRESH_S,
+        cursor_blink: bool = True,
+        with_runtime: bool = True,
+    ) -> None:
         super().__init__()
         self.settings = settings
         self.read_only = read_only
+        self.clock: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
+        self.fixed_clock = clock is not None
+        self.refresh_interval = refresh_interval
+        self.cursor_blink = cursor_blink
+        self.actor = tui_actor()
+        if ops is not None:
+            self._core: CoreFactory = lambda _settings: given_core(ops)
+        else:
+            self._core = core or (supervised_core if with_runtime else storage_core)
         self.ops: Operations | None = None
+        self.data: DeckData | None = None
+        self._quit_requested = asyncio.Event()
+        self._core_worker: Worker[None] | None = None
+        if read_only:
+            self.sub_title = "read-only"
 
-    def compose(self) -> ComposeResult:
-        yield Header()
-        table: DataTable[str] = DataTable(id="servers", cursor_type="row")
-        table.add_columns("Name", "Status", "Enabled", "Transport", "Tools", "Note")
-        yield table
-        yield Footer()
+    def get_default_screen(self) -> Screen[Any]:
+        from app.tui.screens.main import MainScreen
 
-    async def on_mount(self) -> None:
-        self.ops = await open_operations(self.settings)
-        self.sub_title = str(self.settings.data_dir)
-        self.refresh_servers()
-        self.set_interval(REFRESH_SECONDS, self.refresh_servers)
+        return MainScreen()
 
-    @work(exclusive=True, group="refresh")
-    async def refresh_servers(self) -> None:
-        assert self.ops is not None
-        servers = await self.ops.list_servers()
-        table = self.query_one("#servers", DataTable)
-        with self.batch_update():
-            seen = set()
-            for server in servers:
-                seen.add(server.id)
-                cells = (
-                    server.name,
-                    server.status,
-                    "yes" if server.enabled else "no",
-                    server.transport,
-                    f"{server.enabled_tools_count}/{server.tools_count}",
-                    server.disabled_reason or server.last_startup_error or "",
-                )
-                if server.id in table.rows:
-                    for column, value in zip(table.columns, cells, strict=True):
-                        if table.get_cell(server.id, column) != value:
-                            table.update_cell(server.id, column, value)
-                else:
-                    table.add_row(*cells, key=server.id)
-            for key in [key for key in table.rows if key.value not in seen]:
-                table.remove_row(key)
+    def on_mount(self) -> None:
+        self._core_worker = self.run_core()
 
-    async def on_unmount(self) -> None:
-        if self.ops is not None:
-            await self.ops.db.dispose()
+    @work(group="core", exit_on_error=False)
+    async def run_core(self) -> None:
+        """Holds the core open for the app's lifetime, in one task.
+
+        The supervisor's task groups must be entered and left by the same task, so the core
+        lives in this worker and is closed here when the app quits (or the worker is
+        cancelled at shutdown).
+        """
+        async with self._core(self.settings) as ops:
+            self.ops = ops
+            self.data = DeckData(ops, self.clock, fixed_clock=self.fixed_clock)
+            for screen in self.screen_stack:
+                screen.post_message(self.CoreReady())
+            await self._quit_requested.wait()
+
+    @property
+    def core_ready(self) -> bool:
+        return self.data is not None
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        report_worker(self, event.worker)
+        if event.worker is self._core_worker and event.worker.is_finished and self.ops is None:
+            self.notify(
+                "The dashboard could not open its data; see the message above.",
+                severity="error",
+                timeout=30,
+            )
+
+    async def action_quit(self) -> None:
+        """Close the core (stopping servers this process runs) before leaving."""
+        self._quit_requested.set()
+        worker = self._core_worker
+        if worker is not None and self.ops is not None and not worker.is_finished:
+            self.notify("Stopping…", timeout=5)
+            try:
+                await asyncio.wait_for(worker.wait(), timeout=15)
+            except (TimeoutError, Exception):  # quitting must always work
+                logger.warning("the core did not close in time", exc_info=True)
+        self.exit()
+
+    def action_help(self) -> None:
+        from app.tui.screens.help import HelpScreen
+
+        if isinstance(self.screen, HelpScreen):
+            self.screen.dismiss()
+            return
+        self.push_screen(HelpScreen(self.screen))
+
+    def watch_period(self, period: str) -> None:
+        for screen in self.screen_stack:
+            screen.post_message(self.PeriodChanged(period))
+
+    class PeriodChanged(Message):
+        def __init__(self, period: str) -> None:
+            super().__init__()
+            self.period = period
+
+    def set_period(self, period: str) -> None:
+        if period in PERIODS:
+            self.period = period
+
+    @property
+    def data_dir(self) -> Path:
+        return self.settings.data_dir

@@ -1,0 +1,92 @@
+"""The HTTP API's bearer token: one secret per data dir, in a file only its owner can read."""
+
+from __future__ import annotations
+
+import hmac
+import os
+import secrets
+from pathlib import Path
+
+TOKEN_FILE_NAME = "api-token"
+TOKEN_BYTES = 32
+
+
+def token_path(data_dir: Path) -> Path:
+    return data_dir / TOKEN_FILE_NAME
+
+
+def _new_token() -> str:
+    return secrets.token_urlsafe(TOKEN_BYTES)
+
+
+def _write_private(path: Path, text: str, *, exclusive: bool) -> None:
+    # The mode is given to open() itself: a chmod after writing would leave a readable window.
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC)
+    fd = os.open(path, flags, 0o600)
+    try:
+        os.write(fd, f"{text}\n".encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def load_or_create_token(data_dir: Path) -> str:
+    """The token of this data dir, made on first use."""
+    path = token_path(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        _write_private(path, _new_token(), exclusive=True)
+    except FileExistsError:
+        pass  # made before, or by a process starting at the same moment: read theirs
+    token = path.read_text().strip()
+    if not token:
+        # An empty file would make every request match "": never serve with it.
+        return rotate_token(data_dir)
+    return token
+
+
+def rotate_token(data_dir: Path) -> str:
+    """A new token replaces the old one at once; a running daemon picks it up on its next check."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = token_path(data_dir)
+    temporary = path.with_name(f".{TOKEN_FILE_NAME}.{os.getpid()}.tmp")
+    token = _new_token()
+    _write_private(temporary, token, exclusive=False)
+    os.replace(temporary, path)
+    return token
+
+
+def read_token(data_dir: Path) -> str | None:
+    try:
+        return token_path(data_dir).read_text().strip() or None
+    except FileNotFoundError:
+        return None
+
+
+class TokenStore:
+    """The daemon's view of the token file, re-read when the file changes (`token rotate`)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = token_path(data_dir)
+        self._token = load_or_create_token(data_dir)
+        self._stamp = self._file_stamp()
+
+    def _file_stamp(self) -> tuple[int, int, int] | None:
+        try:
+            info = self.path.stat()
+        except FileNotFoundError:
+            return None
+        return (info.st_ino, info.st_mtime_ns, info.st_size)
+
+    def current(self) -> str:
+        stamp = self._file_stamp()
+        if stamp is not None and stamp != self._stamp:
+            token = read_token(self.path.parent)
+            if token:
+                self._token = token
+            self._stamp = stamp
+        return self._token
+
+    def matches(self, given: str) -> bool:
+        # compare_digest takes time independent of where the strings differ.
+        return hmac.compare_digest(given.encode(), self.current().encode())

@@ -1,0 +1,66 @@
+"""What every dashboard screen shares: the app's facade, one error handler, no blink in tests."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+from textual.screen import ModalScreen, Screen
+from textual.widgets import Input, TextArea
+from textual.worker import Worker, WorkerState
+
+from app.errors import TooldeckError
+
+if TYPE_CHECKING:
+    from app.tui.app import TooldeckApp
+
+logger = logging.getLogger(__name__)
+ResultT = TypeVar("ResultT")
+
+
+def describe_error(error: BaseException) -> str:
+    """One line for a notification: the facade's own words, or the exception's type and text."""
+    if isinstance(error, TooldeckError):
+        return str(error)
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def report_worker(app: TooldeckApp, worker: Worker[Any]) -> None:
+    """The single place a failed worker ends up: a notification, never a traceback on screen."""
+    if worker.state != WorkerState.ERROR or worker.error is None:
+        return
+    error = worker.error
+    if not isinstance(error, TooldeckError):
+        logger.error("worker %s failed", worker.name, exc_info=error)
+    app.notify(describe_error(error), title="Failed", severity="error", markup=False)
+
+
+class DeckScreenMixin:
+    """Shared by full screens and modals."""
+
+    @property
+    def deck(self) -> TooldeckApp:
+        return cast("TooldeckApp", cast(Screen[Any], self).app)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        report_worker(self.deck, event.worker)
+
+    def on_screen_resume(self) -> None:
+        self.settle_cursors()
+
+    def settle_cursors(self) -> None:
+        """Stop blinking cursors when the app asks for still frames (snapshots, slow links)."""
+        if self.deck.cursor_blink:
+            return
+        for widget in cast(Screen[Any], self).query("Input, TextArea"):
+            assert isinstance(widget, Input | TextArea)
+            widget.cursor_blink = False
+
+
+class DeckScreen(DeckScreenMixin, Screen[ResultT]):
+    pass
+
+
+class DeckModal(DeckScreenMixin, ModalScreen[ResultT]):
+    pass

@@ -1,0 +1,160 @@
+"""The command palette (`ctrl+p`): every operation by name.
+
+Two kinds of entries: the main screen's actions ("Restart", applied to the marked rows or the
+cursor row, as the key would), and the same verbs named for each server ("Restart calculator"),
+so a server can be acted on without finding it in the table. In read-only mode nothing that
+changes state is offered.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING
+
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+
+if TYPE_CHECKING:
+    from app.tui.app import TooldeckApp
+    from app.tui.screens.main import MainScreen
+
+
+@dataclass(frozen=True)
+class DeckCommand:
+    name: str
+    help: str
+    action: str  # an action of the main screen
+    mutating: bool = False
+    needs: str | None = None  # a facade method the command needs
+
+
+COMMANDS: tuple[DeckCommand, ...] = (
+    DeckCommand("New server", "Add a server with the form (n)", "new_server", True),
+    DeckCommand("Edit server", "Change the cursor row's server (e)", "edit_server", True),
+    DeckCommand("Server details", "Everything about the cursor row's server (enter)", "details"),
+    DeckCommand(
+        "Delete servers", "Delete the marked servers, after asking (ctrl+d)", "delete", True
+    ),
+    DeckCommand("Start servers", "Start the marked servers or the cursor row (s)", "start", True),
+    DeckCommand("Stop servers", "Stop the marked servers or the cursor row (x)", "stop", True),
+    DeckCommand(
+        "Restart servers", "Restart the marked servers or the cursor row (r)", "restart", True
+    ),
+    DeckCommand(
+        "Enable servers", "Enable the marked servers or the cursor row (+)", "enable", True
+    ),
+    DeckCommand(
+        "Disable servers", "Disable the marked servers or the cursor row (-)", "disable", True
+    ),
+    DeckCommand("Refresh tools", "List the tools again (f)", "refresh_tools", True),
+    DeckCommand(
+        "Check health now",
+        "Probe the marked servers or the cursor row (h)",
+        "health_check",
+        True,
+        "check_health",
+    ),
+    DeckCommand("Server log", "The cursor row's stderr, followed (l)", "log", needs="log_tail"),
+    DeckCommand("Analytics", "Top tools, failing tools, usage and latency charts (a)", "analytics"),
+    DeckCommand("Events", "Every event, filtered by server or kind (v)", "events"),
+    DeckCommand("Filter", "Filter the focused table (/)", "filter"),
+    DeckCommand("Clear filter and marks", "Clear the filter, then the marks (esc)", "clear"),
+    DeckCommand("Toggle tool", "Enable or disable the highlighted tool (t)", "toggle_tool", True),
+    DeckCommand(
+        "Toggle bypass",
+        "Bypass the highlighted tool when its server is down (b)",
+        "toggle_bypass",
+        True,
+    ),
+    DeckCommand(
+        "Call tool", "Call the highlighted tool with a form (c)", "call_tool", True, "call_tool"
+    ),
+    *(
+        DeckCommand(f"Period {period}", f"Show usage over the last {period}", f"period('{period}')")
+        for period in ("1h", "24h", "7d", "30d", "90d")
+    ),
+)
+
+# Verbs offered per server by name; `action` is a bulk operation or a screen method.
+SERVER_VERBS: tuple[tuple[str, str, bool], ...] = (
+    ("Start", "start", True),
+    ("Stop", "stop", True),
+    ("Restart", "restart", True),
+    ("Enable", "enable", True),
+    ("Disable", "disable", True),
+    ("Refresh tools of", "refresh", True),
+    ("Edit", "edit", True),
+    ("Log of", "log", False),
+    ("Details of", "details", False),
+)
+
+
+class OperationsProvider(Provider):
+    """Offers the dashboard's operations; runs them on the main screen."""
+
+    def _main(self) -> MainScreen | None:
+        from app.tui.screens.main import MainScreen
+
+        for screen in self.app.screen_stack:
+            if isinstance(screen, MainScreen):
+                return screen
+        return None
+
+    @property
+    def _deck(self) -> TooldeckApp:
+        from app.tui.app import TooldeckApp
+
+        assert isinstance(self.app, TooldeckApp)
+        return self.app
+
+    def _allowed(self, command: DeckCommand) -> bool:
+        deck = self._deck
+        if command.mutating and deck.read_only:
+            return False
+        return command.needs is None or (deck.data is not None and deck.data.can(command.needs))
+
+    async def _run(self, action: str) -> None:
+        main = self._main()
+        if main is None:
+            return
+        while self.app.screen is not main and len(self.app.screen_stack) > 1:
+            self.app.pop_screen()
+        await main.run_action(action)
+
+    async def discover(self) -> Hits:
+        for command in COMMANDS:
+            if self._allowed(command):
+                yield DiscoveryHit(
+                    command.name, partial(self._run, command.action), help=command.help
+                )
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for command in COMMANDS:
+            if not self._allowed(command):
+                continue
+            score = matcher.match(command.name)
+            if score > 0:
+                yield Hit(
+                    score,
+                    matcher.highlight(command.name),
+                    partial(self._run, command.action),
+                    help=command.help,
+                )
+        main = self._main()
+        if main is None or len(query.strip()) < 2:
+            return
+        read_only = self._deck.read_only
+        for server in main.server_models():
+            for verb, operation, mutating in SERVER_VERBS:
+                if mutating and read_only:
+                    continue
+                name = f"{verb} {server.name}"
+                score = matcher.match(name)
+                if score > 0:
+                    yield Hit(
+                        score,
+                        matcher.highlight(name),
+                        partial(main.act_on_server, operation, server.key),
+                        help=f"{server.status}, {server.tools_enabled}/{server.tools_total} tools",
+                    )

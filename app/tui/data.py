@@ -1,0 +1,431 @@
+"""What the dashboard's screens read, gathered from the operations facade in one place.
+
+Screens call these from workers and get plain row models back; nothing here touches Textual's
+widgets, SQL or MCP. Facade methods that belong to the runtime or to analytics may be missing
+(an older daemon, a core without a supervisor): each is looked up once and skipped when absent,
+so the dashboard still shows what it can.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
+
+from app.errors import NotFound, NotRunning
+from app.schemas import (
+    ServerEventResponse,
+    ServerRuntimeInfo,
+    ServerToolResponse,
+    ToolMetrics,
+    ToolServerAnalytics,
+    ToolServerMetrics,
+    ToolServerResponse,
+    UsageTimeSeries,
+)
+from app.service import Operations
+from widgets.event_log import EventRow
+from widgets.health_pane import HealthInfo
+from widgets.metric_sparklines import SeriesSet
+from widgets.server_table import ServerRow
+from widgets.tool_table import ToolRow
+
+PERIODS: tuple[str, ...] = ("1h", "24h", "7d", "30d", "90d")
+DEFAULT_PERIOD = "24h"
+EVENT_PANE_LIMIT = 50
+STDERR_PANE_LINES = 6
+METRICS_MAX_AGE_S = 10.0
+SPARK_BUCKETS = 24
+TOOL_METRICS_CONCURRENCY = 4
+TOP_N = 10
+# Buckets per period for the analytics charts: 5 minutes, 1 hour, 6 hours, 1 day, 2 days.
+CHART_BUCKETS = {"1h": 12, "24h": 24, "7d": 28, "30d": 30, "90d": 45}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Overview:
+    servers: list[ServerRow]
+    responses: dict[str, ToolServerResponse]
+    events: list[EventRow]
+    system: SeriesSet | None = None
+
+    @property
+    def status_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for row in self.servers:
+            counts[row.status] = counts.get(row.status, 0) + 1
+        return counts
+
+
+@dataclass(frozen=True)
+class ServerDetail:
+    server: ToolServerResponse
+    tools: list[ToolRow]
+    tool_responses: dict[str, ServerToolResponse]
+    health: HealthInfo
+    series: SeriesSet | None = None
+    log_lines: list[str] = field(default_factory=list)
+    runtime: ServerRuntimeInfo | None = None
+
+
+def event_row(event: ServerEventResponse) -> EventRow:
+    return EventRow(
+        id=event.id,
+        at=event.created_at,
+        kind=event.kind,
+        message=event.message,
+        server_name=event.server_name,
+        actor=event.actor,
+    )
+
+
+def server_target(server: ToolServerResponse) -> str:
+    if server.transport == "stdio":
+        return " ".join([server.command or "", *server.args]).strip()
+    return f"{server.transport} {server.url or ''}".strip()
+
+
+def server_reason(server: ToolServerResponse) -> str | None:
+    """Why a server is in its state, in the words a person needs."""
+    if server.disabled_reason:
+        return server.disabled_reason
+    if not server.enabled:
+        return None  # a person disabled it: the status line says so
+    if server.status == "error" and server.last_startup_error:
+        return server.last_startup_error
+    if server.consecutive_failures:
+        return f"{server.consecutive_failures} failure(s) in a row"
+    return None
+
+
+class DeckData:
+    """Reads for the screens, over one facade.
+
+    Usage figures change slowly next to statuses, so they are cached for `metrics_max_age_s`
+    and read again sooner only when the period changes: the refresh tick stays cheap with a
+    thousand servers.
+    """
+
+    def __init__(
+        self,
+        ops: Operations,
+        clock: Callable[[], datetime] = utcnow,
+        *,
+        fixed_clock: bool = False,
+        metrics_max_age_s: float = METRICS_MAX_AGE_S,
+    ) -> None:
+        self.ops = ops
+        self.clock = clock
+        # A fixed clock (tests, screenshots) asks for windows ending at its time, not now.
+        self.fixed_clock = fixed_clock
+        self.metrics_max_age_s = metrics_max_age_s
+        self._server_metrics: _Cached[dict[str, ToolServerMetrics]] = _Cached()
+        self._system_series: _Cached[SeriesSet | None] = _Cached()
+        self._detail_metrics: dict[str, _Cached[_DetailMetrics]] = {}
+
+    def can(self, method: str) -> bool:
+        return callable(getattr(self.ops, method, None))
+
+    async def _optional(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        function = getattr(self.ops, method, None)
+        if not callable(function):
+            return None
+        return await function(*args, **kwargs)
+
+    def window(self, period: str) -> dict[str, Any]:
+        """Keyword arguments naming the window of `period` for the facade's analytics."""
+        if self.fixed_clock:
+            return {"period": period, "end": self.clock()}
+        return {"period": period}
+
+    def invalidate(self) -> None:
+        """Forget cached figures (after an action, so its effect shows at once)."""
+        self._server_metrics = _Cached()
+        self._system_series = _Cached()
+        self._detail_metrics.clear()
+
+    # ---- the main screen -----------------------------------------------------------------
+
+    async def overview(self, period: str) -> Overview:
+        servers, events, metrics, system = await asyncio.gather(
+            self.ops.list_servers(),
+            self.ops.list_events(limit=EVENT_PANE_LIMIT),
+            self._server_metrics.get(period, self.metrics_max_age_s, self._read_metrics),
+            self._system_series.get(period, self.metrics_max_age_s, self._read_system_series),
+        )
+        rows = [self.server_row(server, metrics.get(server.id)) for server in servers]
+        return Overview(
+            servers=rows,
+            responses={server.id: server for server in servers},
+            events=[event_row(event) for event in events],
+            system=system,
+        )
+
+    async def _read_metrics(self, period: str) -> dict[str, ToolServerMetrics]:
+        if not self.can("analytics"):
+            return {}
+        view = await self.ops.analytics(**self.window(period))
+        return {metrics.server_id: metrics for metrics in view.server_metrics}
+
+    async def _read_system_series(self, period: str) -> SeriesSet | None:
+        return await self.series(None, period)
+
+    async def series(self, server_id: str | None, period: str) -> SeriesSet | None:
+        if not self.can("time_series"):
+            return None
+        series = await self.ops.time_series(server_id, buckets=SPARK_BUCKETS, **self.window(period))
+        return series_set(series)
+
+    def server_row(
+        self, server: ToolServerResponse, metrics: ToolServerMetrics | None = None
+    ) -> ServerRow:
+        return ServerRow(
+            key=server.id,
+            name=server.name,
+            status=server.status,
+            enabled=server.enabled,
+            tools_enabled=server.enabled_tools_count,
+            tools_total=server.tools_count,
+            calls=metrics.total_calls if metrics else None,
+            errors=metrics.total_errors if metrics else None,
+            success_rate=metrics.success_rate if metrics else None,
+            p95_ms=metrics.p95_response_time_ms if metrics else None,
+            last_health_check=server.last_health_check,
+            up_since=server.last_startup_success,
+            disabled_reason=server.disabled_reason,
+            display_name=server.display_name,
+            description=server.description,
+            is_builtin=server.is_builtin,
+        )
+
+    async def detail(self, server_id: str, period: str) -> ServerDetail:
+        cached = self._detail_metrics.setdefault(server_id, _Cached())
+        server, tools, log_lines, runtime, usage = await asyncio.gather(
+            self.ops.get_server(server_id),
+            self.ops.list_tools(server_id),
+            self.log_tail(server_id, STDERR_PANE_LINES),
+            self.runtime_info(server_id),
+            cached.get(
+                period,
+                self.metrics_max_age_s,
+                lambda chosen: self._read_detail_metrics(server_id, chosen),
+            ),
+        )
+        return ServerDetail(
+            server=server,
+            tools=[self.tool_row(tool, usage.tools.get(tool.id)) for tool in tools],
+            tool_responses={tool.id: tool for tool in tools},
+            health=self.health_info(server, log_lines, runtime),
+            series=usage.series,
+            log_lines=log_lines,
+            runtime=runtime,
+        )
+
+    async def _read_detail_metrics(self, server_id: str, period: str) -> _DetailMetrics:
+        tools = await self.ops.list_tools(server_id)
+        series = await self.series(server_id, period)
+        if not self.can("tool_metrics"):
+            return _DetailMetrics({}, series)
+        limit = asyncio.Semaphore(TOOL_METRICS_CONCURRENCY)
+
+        async def one(tool: ServerToolResponse) -> ToolMetrics | None:
+            async with limit:
+                try:
+                    return await self.ops.tool_metrics(tool.id, **self.window(period))
+                except NotFound:
+                    return None
+
+        answers = await asyncio.gather(*(one(tool) for tool in tools))
+        metrics = {tool.id: answer for tool, answer in zip(tools, answers, strict=True) if answer}
+        return _DetailMetrics(metrics, series)
+
+    def tool_row(self, tool: ServerToolResponse, metrics: ToolMetrics | None = None) -> ToolRow:
+        if metrics is not None:
+            return ToolRow(
+                key=tool.id,
+                name=tool.name,
+                enabled=tool.enabled,
+                available=tool.is_available,
+                bypass=tool.bypass_when_unavailable,
+                calls=metrics.total_calls,
+                errors=metrics.total_errors,
+                mean_ms=metrics.avg_response_time_ms,
+                p95_ms=metrics.p95_response_time_ms,
+                last_called=metrics.last_called or tool.last_called,
+                description=tool.description,
+            )
+        # Without analytics, the tool's lifetime counters are the best there is.
+        return ToolRow(
+            key=tool.id,
+            name=tool.name,
+            enabled=tool.enabled,
+            available=tool.is_available,
+            bypass=tool.bypass_when_unavailable,
+            calls=tool.total_calls,
+            errors=tool.total_errors,
+            mean_ms=tool.avg_response_time_ms,
+            last_called=tool.last_called,
+            description=tool.description,
+        )
+
+    async def runtime_info(self, server_id: str) -> ServerRuntimeInfo | None:
+        """What the supervisor knows of the process; None without a supervisor."""
+        try:
+            info = await self._optional("runtime_info", server_id)
+        except (NotRunning, NotFound):
+            return None
+        return info if isinstance(info, ServerRuntimeInfo) else None
+
+    def health_info(
+        self,
+        server: ToolServerResponse,
+        log_lines: list[str],
+        runtime: ServerRuntimeInfo | None = None,
+    ) -> HealthInfo:
+        reason = server_reason(server)
+        if runtime is not None and runtime.next_retry_at is not None and server.enabled:
+            wait = max(0, int((runtime.next_retry_at - self.clock()).total_seconds()))
+            reason = f"{reason or runtime.last_error or 'failed'}; retry in {wait}s"
+        return HealthInfo(
+            name=server.name,
+            status=server.status,
+            enabled=server.enabled,
+            reason=reason,
+            pid=runtime.pid if runtime else None,
+            rss_bytes=runtime.rss_bytes if runtime else None,
+            cpu_percent=runtime.cpu_percent if runtime else None,
+            failures=server.consecutive_failures,
+            max_failures=server.max_failures,
+            last_check=server.last_health_check,
+            last_latency_ms=runtime.latency_ms if runtime else None,
+            last_startup_error=server.last_startup_error,
+            stderr_tail=tuple(log_lines),
+            target=server_target(server),
+        )
+
+    # ---- other screens -------------------------------------------------------------------
+
+    async def analytics(self, period: str) -> AnalyticsView:
+        """System-wide figures for the analytics screen."""
+        if not (self.can("analytics") and self.can("time_series")):
+            return AnalyticsView(period=period, available=False)
+        window = self.window(period)
+        view, series = await asyncio.gather(
+            self.ops.analytics(**window),
+            self.ops.time_series(None, buckets=CHART_BUCKETS[period], **window),
+        )
+        return analytics_view(period, view, series)
+
+    async def log_tail(self, server_id: str, lines: int) -> list[str]:
+        """The server's last stderr lines; none when it has no log (yet)."""
+        try:
+            tail = await self._optional("log_tail", server_id, lines)
+        except (NotRunning, NotFound):
+            return []
+        return list(tail or [])
+
+
+def series_set(series: UsageTimeSeries) -> SeriesSet:
+    points = series.points
+    calls = sum(point.calls for point in points)
+    errors = sum(point.errors for point in points)
+    p95s = [point.p95_response_time_ms for point in points if point.p95_response_time_ms]
+    return SeriesSet(
+        calls=tuple(float(point.calls) for point in points),
+        errors=tuple(float(point.errors) for point in points),
+        p95=tuple(float(point.p95_response_time_ms or 0.0) for point in points),
+        total_calls=calls,
+        total_errors=errors,
+        # The sparkline's summary is the worst bucket: a tail to look into, not an average.
+        p95_ms=max(p95s) if p95s else None,
+    )
+
+
+def bucket_label(start: datetime, bucket_seconds: int) -> str:
+    return start.strftime("%H:%M" if bucket_seconds < 86_400 else "%b %d")
+
+
+def analytics_view(
+    period: str, view: ToolServerAnalytics, series: UsageTimeSeries
+) -> AnalyticsView:
+    points = series.points
+    top = [
+        (f"{tool.server_name}/{tool.tool_name}", float(tool.total_calls)) for tool in view.top_tools
+    ]
+    failing = [
+        (f"{tool.server_name}/{tool.tool_name}", 1.0 - (tool.success_rate or 0.0))
+        for tool in view.failing_tools
+    ]
+    failing.sort(key=lambda pair: pair[1], reverse=True)
+    calls = sum(point.calls for point in points)
+    errors = sum(point.errors for point in points)
+    return AnalyticsView(
+        period=period,
+        total_calls=calls,
+        total_errors=errors,
+        success_rate=view.overall_success_rate,
+        mean_ms=view.avg_response_time_ms,
+        p95_ms=view.p95_response_time_ms,
+        top_tools=top[:TOP_N],
+        failing_tools=failing[:TOP_N],
+        bucket_labels=[bucket_label(point.start, series.bucket_seconds) for point in points],
+        calls=[float(point.calls) for point in points],
+        errors=[float(point.errors) for point in points],
+        latency={
+            "mean": [point.avg_response_time_ms for point in points],
+            "p95": [point.p95_response_time_ms for point in points],
+        },
+    )
+
+
+ValueT = TypeVar("ValueT")
+
+
+class _Cached(Generic[ValueT]):
+    """One value per period, read again when older than a maximum age (monotonic time)."""
+
+    def __init__(self) -> None:
+        self._period: str | None = None
+        self._at = 0.0
+        self._value: ValueT | None = None
+
+    async def get(
+        self, period: str, max_age_s: float, read: Callable[[str], Awaitable[ValueT]]
+    ) -> ValueT:
+        now = time.monotonic()
+        if self._period != period or now - self._at > max_age_s or self._value is None:
+            self._value = await read(period)
+            self._period, self._at = period, now
+        return self._value
+
+
+@dataclass(frozen=True)
+class _DetailMetrics:
+    tools: dict[str, ToolMetrics]
+    series: SeriesSet | None
+
+
+@dataclass(frozen=True)
+class AnalyticsView:
+    """The analytics screen's figures for one period."""
+
+    period: str
+    total_calls: int | None = None
+    total_errors: int | None = None
+    success_rate: float | None = None
+    mean_ms: float | None = None
+    p95_ms: float | None = None
+    top_tools: list[tuple[str, float]] = field(default_factory=list)
+    failing_tools: list[tuple[str, float]] = field(default_factory=list)
+    bucket_labels: list[str] = field(default_factory=list)
+    calls: list[float] = field(default_factory=list)
+    errors: list[float] = field(default_factory=list)
+    latency: dict[str, list[float | None]] = field(default_factory=dict)
+    available: bool = True  # False when this core has no analytics at all

@@ -1,0 +1,153 @@
+"""`v`: every event, newest first, filtered by server and by kind."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal
+from textual.widgets import DataTable, Footer, Label, Select
+
+from app.tui.app import TooldeckApp
+from app.tui.base import DeckScreen
+from app.tui.data import event_row
+from storage.events import EventKind
+from widgets import formatting as fmt
+from widgets.event_log import KIND_STYLES, EventRow
+from widgets.status_bar import StatusBar, StatusState
+
+EVENTS_LIMIT = 500
+ALL = "*"
+
+
+class EventsScreen(DeckScreen[None]):
+    HELP_TITLE = "events"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "app.pop_screen", "Back", id="events-back"),
+        Binding("s", "focus_server", "Server filter", id="events-server"),
+        Binding("k", "focus_kind", "Kind filter", id="events-kind"),
+        Binding("r", "reload", "Reload", id="events-reload"),
+    ]
+
+    def __init__(self, server: str | None = None, kind: str | None = None) -> None:
+        super().__init__()
+        self.server = server
+        self.kind = kind
+        self._shown: tuple[int, ...] = ()
+
+    def compose(self) -> ComposeResult:
+        yield StatusBar(id="status")
+        with Horizontal(id="events-filters"):
+            yield Label("server", classes="filter-label")
+            yield Select[str]([], prompt="all servers", id="events-server-filter", compact=True)
+            yield Label("kind", classes="filter-label")
+            yield Select[str](
+                [(kind.value, kind.value) for kind in EventKind],
+                prompt="all kinds",
+                value=self.kind if self.kind else Select.NULL,
+                id="events-kind-filter",
+                compact=True,
+            )
+        table: DataTable[Text] = DataTable(id="events-table", cursor_type="row")
+        yield table
+        yield Footer(show_command_palette=False)
+
+    def on_mount(self) -> None:
+        table = self.query_one("#events-table", DataTable)
+        table.add_column("Time", width=14, key="time")
+        table.add_column("Server", width=18, key="server")
+        table.add_column("Kind", width=14, key="kind")
+        table.add_column("By", width=14, key="actor")
+        table.add_column("Message", key="message")
+        table.focus()
+        self._status(0)
+        self.set_interval(self.deck.refresh_interval, self._tick, name="events-refresh")
+        self.load_servers()
+        self.load()
+
+    def _status(self, count: int) -> None:
+        parts = ["Events"]
+        if self.server:
+            parts.append(self.server)
+        if self.kind:
+            parts.append(self.kind)
+        parts.append(f"{count} shown")
+        self.query_one(StatusBar).show(
+            StatusState(
+                period=self.deck.period, read_only=self.deck.read_only, title=" · ".join(parts)
+            )
+        )
+
+    def on_tooldeck_app_core_ready(self, _message: TooldeckApp.CoreReady) -> None:
+        self.load_servers()
+        self.load()
+
+    def _tick(self) -> None:
+        if self.is_active:
+            self.load()
+
+    @work(exclusive=True, group="events-servers", exit_on_error=False)
+    async def load_servers(self) -> None:
+        ops = self.deck.ops
+        if ops is None:
+            return
+        servers = await ops.list_servers()
+        select = self.query_one("#events-server-filter", Select)
+        with self.prevent(Select.Changed):
+            select.set_options([(server.name, server.name) for server in servers])
+            if self.server:
+                select.value = self.server
+
+    @work(exclusive=True, group="events", exit_on_error=False)
+    async def load(self) -> None:
+        ops = self.deck.ops
+        if ops is None:
+            return
+        events = await ops.list_events(self.server, kind=self.kind, limit=EVENTS_LIMIT)
+        self.show([event_row(event) for event in events])
+
+    def show(self, events: list[EventRow]) -> None:
+        ids = tuple(event.id for event in events)
+        if ids == self._shown:
+            return
+        self._shown = ids
+        table = self.query_one("#events-table", DataTable)
+        row = table.cursor_row
+        now = self.deck.clock()
+        with self.app.batch_update():
+            table.clear()
+            for event in events:
+                table.add_row(
+                    Text(fmt.clock_time(event.at, now), style="dim"),
+                    Text(event.server_name or fmt.DASH, style="bold"),
+                    Text(event.kind, style=KIND_STYLES.get(event.kind, "")),
+                    Text(event.actor or fmt.DASH, style="dim"),
+                    Text(event.message),
+                    key=str(event.id),
+                )
+            if events:
+                table.move_cursor(row=min(row, len(events) - 1), animate=False, scroll=False)
+        self._status(len(events))
+
+    @on(Select.Changed, "#events-server-filter")
+    def _server_changed(self, event: Select.Changed) -> None:
+        self.server = event.value if isinstance(event.value, str) else None
+        self.load()
+
+    @on(Select.Changed, "#events-kind-filter")
+    def _kind_changed(self, event: Select.Changed) -> None:
+        self.kind = event.value if isinstance(event.value, str) else None
+        self.load()
+
+    def action_focus_server(self) -> None:
+        self.query_one("#events-server-filter", Select).focus()
+
+    def action_focus_kind(self) -> None:
+        self.query_one("#events-kind-filter", Select).focus()
+
+    def action_reload(self) -> None:
+        self._shown = ()
+        self.load()

@@ -1,0 +1,699 @@
+"""The main screen: servers, the highlighted server's tools, health and metrics, events.
+
+Reads run in exclusive workers (a newer read replaces an older one) and the refresh tick skips a
+read still running, so a slow database never queues ticks. Actions run in their own workers and
+are never cancelled by another key: a half-done restart is worse than a late one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, ClassVar
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.events import DescendantFocus
+from textual.widgets import DataTable, Footer, Input, Label, ProgressBar
+from textual.worker import Worker
+
+from app.errors import NotFound
+from app.schemas import BulkOperationItem, ServerToolResponse, ToolServerResponse
+from app.tui.app import TooldeckApp
+from app.tui.base import DeckScreen, describe_error
+from app.tui.data import PERIODS, Overview, ServerDetail
+from widgets.event_log import EventLog
+from widgets.health_pane import HealthPane
+from widgets.live_table import LiveTable
+from widgets.metric_sparklines import MetricSparklines
+from widgets.server_table import ServerRow, ServerTable
+from widgets.status_bar import StatusBar, StatusState
+from widgets.tool_table import ToolTable
+
+BULK_CONCURRENCY = 8
+# Past tense for summaries, keyed by bulk operation.
+DONE = {
+    "start": "started",
+    "stop": "stopped",
+    "restart": "restarted",
+    "enable": "enabled",
+    "disable": "disabled",
+    "delete": "deleted",
+    "refresh": "refreshed",
+}
+MUTATING = frozenset(
+    {
+        "new_server",
+        "edit_server",
+        "delete",
+        "start",
+        "stop",
+        "restart",
+        "enable",
+        "disable",
+        "refresh_tools",
+        "health_check",
+        "toggle_tool",
+        "toggle_bypass",
+        "call_tool",
+    }
+)
+TOOL_ACTIONS = frozenset({"toggle_tool", "toggle_bypass", "call_tool"})
+SERVER_SORTS = {
+    "N": "name",
+    "S": "status",
+    "O": "on/off",
+    "T": "tools",
+    "C": "calls",
+    "E": "errors",
+    "R": "success rate",
+    "P": "p95",
+    "H": "last health check",
+    "U": "uptime",
+    "A": "available (tools)",
+    "B": "bypass (tools)",
+    "M": "mean latency (tools)",
+    "L": "last called (tools)",
+}
+
+
+def summary(operation: str, items: list[BulkOperationItem], names: dict[str, str]) -> str:
+    ok = [item for item in items if item.success]
+    failed = [item for item in items if not item.success]
+    verb = DONE.get(operation, operation)
+    if not failed:
+        listed = ", ".join(names.get(item.server_id, item.server_id) for item in ok[:5])
+        more = f" and {len(ok) - 5} more" if len(ok) > 5 else ""
+        return f"{verb} {len(ok)}: {listed}{more}"
+    lines = [f"{verb} {len(ok)}, failed {len(failed)}:"]
+    for item in failed[:6]:
+        lines.append(f"• {names.get(item.server_id, item.server_id)}: {item.message}")
+    if len(failed) > 6:
+        lines.append(f"• and {len(failed) - 6} more")
+    return "\n".join(lines)
+
+
+class MainScreen(DeckScreen[None]):
+    HELP_TITLE = "dashboard"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        # Help first, so it stays in the footer when 80 columns cut the rest off.
+        Binding("question_mark", "app.help", "Help", key_display="?", id="main-help"),
+        Binding("ctrl+p", "app.command_palette", "Commands", key_display="^p", id="main-palette"),
+        Binding("n", "new_server", "New", id="new"),
+        Binding("e", "edit_server", "Edit", id="edit"),
+        Binding("ctrl+d", "delete", "Delete", id="delete"),
+        Binding("s", "start", "Start", id="start"),
+        Binding("x", "stop", "Stop", id="stop"),
+        Binding("r", "restart", "Restart", id="restart"),
+        Binding("plus", "enable", "Enable", key_display="+", id="enable", show=False),
+        Binding("minus", "disable", "Disable", key_display="-", id="disable", show=False),
+        Binding("f", "refresh_tools", "Refresh tools", id="refresh-tools", show=False),
+        Binding("h", "health_check", "Check health", id="health-check", show=False),
+        Binding("space", "toggle_mark", "Mark", id="mark"),
+        Binding("slash", "filter", "Filter", key_display="/", id="filter"),
+        Binding("escape", "clear", "Clear filter/marks", id="clear", show=False),
+        Binding("l", "log", "Log", id="log"),
+        Binding("a", "analytics", "Analytics", id="analytics"),
+        Binding("v", "events", "Events", id="events", show=False),
+        Binding("t", "toggle_tool", "Tool on/off", id="tool-toggle", tooltip="In the tools table"),
+        Binding("b", "toggle_bypass", "Bypass", id="tool-bypass", tooltip="In the tools table"),
+        Binding("c", "call_tool", "Call", id="tool-call", tooltip="In the tools table"),
+        *(
+            Binding(
+                str(index),
+                f"period('{period}')",
+                f"Period {period}",
+                id=f"period-{period}",
+                show=False,
+            )
+            for index, period in enumerate(PERIODS, start=1)
+        ),
+        *(
+            Binding(letter, f"sort('{letter}')", f"Sort by {what}", id=f"sort-{letter}", show=False)
+            for letter, what in SERVER_SORTS.items()
+        ),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._selected: str | None = None
+        self._detail: ServerDetail | None = None
+        self._overview: Overview | None = None
+        self._overview_worker: Worker[None] | None = None
+        self._detail_worker: Worker[None] | None = None
+        self._filter_target: LiveTable[Any] | None = None
+        self._busy: list[str] = []
+
+    # ---- layout ----------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        clock = self.deck.clock
+        yield StatusBar(id="status")
+        with Horizontal(id="top"):
+            with Vertical(id="servers-pane", classes="pane"):
+                yield ServerTable(id="servers", clock=clock)
+                yield Input(
+                    id="filter",
+                    placeholder="filter: enter keeps it, esc clears it",
+                    compact=True,
+                )
+            with Vertical(id="side"):
+                with Vertical(id="health-box", classes="pane"):
+                    yield HealthPane(id="health", clock=clock)
+                with Vertical(id="metrics-box", classes="pane"):
+                    yield MetricSparklines(id="sparklines")
+        with Horizontal(id="bottom"):
+            with Vertical(id="tools-pane", classes="pane"):
+                yield ToolTable(id="tools", clock=clock)
+            with Vertical(id="events-pane", classes="pane"):
+                yield EventLog(id="events", clock=clock)
+        with Horizontal(id="bulk-bar"):
+            yield Label("", id="bulk-label")
+            yield ProgressBar(id="bulk-progress", show_eta=False)
+        # The palette key is one of this screen's own bindings, so it is placed in order.
+        yield Footer(show_command_palette=False)
+
+    @property
+    def servers(self) -> ServerTable:
+        return self.query_one("#servers", ServerTable)
+
+    @property
+    def tools(self) -> ToolTable:
+        return self.query_one("#tools", ToolTable)
+
+    def on_mount(self) -> None:
+        self.query_one("#servers-pane").border_title = "Servers"
+        self.query_one("#tools-pane").border_title = "Tools"
+        self.query_one("#health-box").border_title = "Health"
+        self.query_one("#events-pane").border_title = "Events"
+        self._title_metrics()
+        self.query_one("#filter").display = False
+        self.query_one("#bulk-bar").display = False
+        self.query_one(HealthPane).show(None)
+        self._show_status()
+        self.set_interval(self.deck.refresh_interval, self._tick, name="refresh")
+        self.servers.focus()
+        if self.deck.core_ready:
+            self.reload()
+
+    def on_tooldeck_app_core_ready(self, _message: TooldeckApp.CoreReady) -> None:
+        self.reload()
+
+    def on_tooldeck_app_period_changed(self, _message: TooldeckApp.PeriodChanged) -> None:
+        self._title_metrics()
+        self._show_status()
+        self.reload()
+
+    def _title_metrics(self) -> None:
+        self.query_one("#metrics-box").border_title = f"Metrics · {self.deck.period}"
+
+    # ---- reading -----------------------------------------------------------------------------
+
+    def reload(self) -> None:
+        """Read everything now (after an action, a period change, the core opening)."""
+        self._overview_worker = self.load_overview()
+        if self._selected is not None:
+            self._detail_worker = self.load_detail(self._selected)
+
+    def _tick(self) -> None:
+        if not self.deck.core_ready or not self.is_active:
+            return
+        if self._overview_worker is None or self._overview_worker.is_finished:
+            self._overview_worker = self.load_overview()
+        if self._selected is not None and (
+            self._detail_worker is None or self._detail_worker.is_finished
+        ):
+            self._detail_worker = self.load_detail(self._selected)
+
+    @work(exclusive=True, group="overview", exit_on_error=False)
+    async def load_overview(self) -> None:
+        data = self.deck.data
+        if data is None:
+            return
+        overview = await data.overview(self.deck.period)
+        self.show_overview(overview)
+
+    def show_overview(self, overview: Overview) -> None:
+        self._overview = overview
+        table = self.servers
+        table.sync(overview.servers)
+        self.query_one(EventLog).show(overview.events)
+        self._show_status()
+        if self._detail is not None or self._selected is None:
+            self._show_sparklines()
+        key = table.cursor_key
+        if key != self._selected:
+            self._select(key)
+
+    @work(exclusive=True, group="detail", exit_on_error=False)
+    async def load_detail(self, server_id: str) -> None:
+        data = self.deck.data
+        if data is None:
+            return
+        try:
+            detail = await data.detail(server_id, self.deck.period)
+        except NotFound:
+            return  # deleted meanwhile; the next overview removes its row
+        if server_id == self._selected:
+            self.show_detail(detail)
+
+    def show_detail(self, detail: ServerDetail) -> None:
+        self._detail = detail
+        self.tools.sync(detail.tools)
+        self.query_one(HealthPane).show(detail.health)
+        self._show_sparklines()
+
+    def _show_sparklines(self) -> None:
+        system = self._overview.system if self._overview else None
+        server = self._detail.series if self._detail else None
+        name = self._detail.server.name if self._detail else "-"
+        self.query_one(MetricSparklines).show(server, system, name)
+
+    def _select(self, key: str | None) -> None:
+        self._selected = key
+        model = self.servers.model(key) if key else None
+        name = model.name if model else ""
+        self.query_one("#tools-pane").border_title = f"Tools · {name}" if name else "Tools"
+        self.query_one("#health-box").border_title = f"Health · {name}" if name else "Health"
+        if key is None:
+            self._detail = None
+            self.tools.sync([])
+            self.query_one(HealthPane).show(None)
+            return
+        if self._detail is not None and self._detail.server.id != key:
+            # Another server: show its row's state at once, its detail when it arrives.
+            self._detail = None
+            self.tools.sync([])
+        if self.deck.core_ready:
+            self._detail_worker = self.load_detail(key)
+
+    @on(DataTable.RowHighlighted, "#servers")
+    def _server_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        key = event.row_key.value
+        if key != self._selected:
+            self._select(key)
+
+    @on(DataTable.RowSelected, "#servers")
+    def _server_selected(self, _event: DataTable.RowSelected) -> None:
+        self.action_details()
+
+    @on(DataTable.RowSelected, "#tools")
+    def _tool_selected(self, _event: DataTable.RowSelected) -> None:
+        if self.check_action("call_tool", ()):
+            self.action_call_tool()
+
+    @on(LiveTable.MarksChanged)
+    def _marks_changed(self, _event: LiveTable.MarksChanged) -> None:
+        self._show_status()
+
+    def _show_status(self) -> None:
+        overview = self._overview
+        self.query_one(StatusBar).show(
+            StatusState(
+                period=self.deck.period,
+                periods=PERIODS,
+                counts=overview.status_counts if overview else {},
+                total=len(overview.servers) if overview else 0,
+                marked=len(self.servers.marked),
+                filter_text=self.servers.filter_text,
+                read_only=self.deck.read_only,
+                connected=overview is not None,
+                busy=" · ".join(self._busy),
+            )
+        )
+
+    def server_models(self) -> list[ServerRow]:
+        return self.servers.models
+
+    # ---- which actions show ---------------------------------------------------------------
+
+    def hidden_action(self, action: str) -> bool:
+        """Hidden whatever the focus: read-only mode hides what changes anything."""
+        return action in MUTATING and self.deck.read_only
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if self.hidden_action(action):
+            return False
+        if action in TOOL_ACTIONS and not self.tools.has_focus:
+            return False
+        data = self.deck.data
+        needs = {"call_tool": "call_tool", "health_check": "check_health", "log": "log_tail"}
+        if action in needs and data is not None and not data.can(needs[action]):
+            return False
+        return True
+
+    def on_descendant_focus(self, _event: DescendantFocus) -> None:
+        self.refresh_bindings()
+
+    # ---- navigation and view actions ---------------------------------------------------------
+
+    def action_period(self, period: str) -> None:
+        self.deck.set_period(period)
+
+    def _focused_table(self) -> LiveTable[Any]:
+        return self.tools if self.tools.has_focus else self.servers
+
+    def action_sort(self, letter: str) -> None:
+        table = self._focused_table()
+        for spec in table.COLUMNS:
+            if spec.sort_key == letter:
+                table.sort_by(spec.key)
+                return
+
+    def action_toggle_mark(self) -> None:
+        table = self.servers
+        if not table.has_focus:
+            return
+        table.toggle_mark()
+        # Marking moves down, so a run of rows is marked with repeated presses.
+        if table.cursor_row < table.row_count - 1:
+            table.move_cursor(row=table.cursor_row + 1)
+
+    def action_filter(self) -> None:
+        self._filter_target = self._focused_table()
+        box = self.query_one("#filter", Input)
+        box.value = self._filter_target.filter_text
+        box.placeholder = (
+            "filter tools: enter keeps it, esc clears it"
+            if self._filter_target is self.tools
+            else "filter servers by name, description or status: enter keeps it, esc clears it"
+        )
+        box.display = True
+        box.focus()
+        self.settle_cursors()
+
+    @on(Input.Changed, "#filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        target = self._filter_target or self.servers
+        target.set_filter(event.value)
+        self._title_filter(target)
+        self._show_status()
+
+    @on(Input.Submitted, "#filter")
+    def _filter_submitted(self, _event: Input.Submitted) -> None:
+        box = self.query_one("#filter", Input)
+        target = self._filter_target or self.servers
+        box.display = bool(target.filter_text) and target is self.servers
+        target.focus()
+
+    def _title_filter(self, table: LiveTable[Any]) -> None:
+        pane = self.query_one("#tools-pane" if table is self.tools else "#servers-pane")
+        pane.border_subtitle = f'/ "{table.filter_text}"' if table.filter_text else ""
+
+    def action_clear(self) -> None:
+        box = self.query_one("#filter", Input)
+        for table in (self.tools, self.servers):
+            if table.filter_text and (box.has_focus or table.has_focus or table is self.servers):
+                table.set_filter("")
+                self._title_filter(table)
+                box.value = ""
+                box.display = False
+                self.servers.focus() if table is self.servers else table.focus()
+                self._show_status()
+                return
+        if box.display:
+            box.display = False
+            (self._filter_target or self.servers).focus()
+            return
+        self.servers.clear_marks()
+
+    def action_details(self) -> None:
+        key = self.servers.cursor_key
+        if key is None:
+            return
+        from app.tui.screens.details import ServerDetailsScreen
+
+        self.app.push_screen(ServerDetailsScreen(key))
+
+    def action_log(self) -> None:
+        key = self.servers.cursor_key
+        model = self.servers.model(key) if key else None
+        if model is None:
+            return
+        from app.tui.screens.log import LogScreen
+
+        self.app.push_screen(LogScreen(model.key, model.name))
+
+    def action_analytics(self) -> None:
+        from app.tui.screens.analytics import AnalyticsScreen
+
+        self.app.push_screen(AnalyticsScreen())
+
+    def action_events(self) -> None:
+        from app.tui.screens.events import EventsScreen
+
+        self.app.push_screen(EventsScreen())
+
+    # ---- server actions ----------------------------------------------------------------------
+
+    def _names(self) -> dict[str, str]:
+        return {row.key: row.name for row in self.servers.models}
+
+    def _targets(self) -> list[str]:
+        targets = self.servers.targets()
+        if not targets:
+            self.notify("No server under the cursor.", severity="warning")
+        return targets
+
+    def action_new_server(self) -> None:
+        from app.tui.screens.server_form import ServerFormScreen
+
+        self.app.push_screen(ServerFormScreen(None), self._after_form)
+
+    def action_edit_server(self) -> None:
+        key = self.servers.cursor_key
+        if key is None:
+            return
+        self._edit(key)
+
+    def _edit(self, key: str) -> None:
+        from app.tui.screens.server_form import ServerFormScreen
+
+        self.app.push_screen(ServerFormScreen(key), self._after_form)
+
+    def _after_form(self, saved: ToolServerResponse | None) -> None:
+        if saved is not None:
+            self.notify(f"Saved {saved.name}.", markup=False)
+            self.reload()
+
+    def action_delete(self) -> None:
+        targets = self._targets()
+        if not targets:
+            return
+        from app.tui.screens.confirm import ConfirmScreen
+
+        names = self._names()
+        listed = ", ".join(names.get(key, key) for key in targets[:8])
+        if len(targets) > 8:
+            listed += f" and {len(targets) - 8} more"
+        one = len(targets) == 1
+        noun = "server" if one else f"{len(targets)} servers"
+        message = f"Delete {noun}: {listed}?\n\n" + (
+            "Its definition and tools are removed and, if it runs, it is stopped. "
+            "Its usage history is kept."
+            if one
+            else "Their definitions and tools are removed and running ones are stopped. "
+            "Their usage history is kept."
+        )
+        builtin = [
+            model.name
+            for key in targets
+            if (model := self.servers.model(key)) is not None and model.is_builtin
+        ]
+        if builtin:
+            message += f"\n\nBuilt-in servers are only ever disabled: {', '.join(builtin)} stays."
+
+        def confirmed(answer: bool | None) -> None:
+            if answer:
+                self.run_bulk("delete", targets)
+
+        self.app.push_screen(
+            ConfirmScreen(f"Delete {noun}", message, confirm_label="Delete"), confirmed
+        )
+
+    def action_start(self) -> None:
+        self._bulk("start")
+
+    def action_stop(self) -> None:
+        self._bulk("stop")
+
+    def action_restart(self) -> None:
+        self._bulk("restart")
+
+    def action_enable(self) -> None:
+        self._bulk("enable")
+
+    def action_disable(self) -> None:
+        self._bulk("disable")
+
+    def action_refresh_tools(self) -> None:
+        self._bulk("refresh")
+
+    def _bulk(self, operation: str) -> None:
+        targets = self._targets()
+        if targets:
+            self.run_bulk(operation, targets)
+
+    async def act_on_server(self, operation: str, key: str) -> None:
+        """A palette command on one named server."""
+        if operation in DONE:
+            if not self.deck.read_only:
+                self.run_bulk(operation, [key])
+        elif operation == "edit":
+            if not self.deck.read_only:
+                self._edit(key)
+        elif operation == "log":
+            model = self.servers.model(key)
+            if model is not None:
+                from app.tui.screens.log import LogScreen
+
+                self.app.push_screen(LogScreen(key, model.name))
+        elif operation == "details":
+            from app.tui.screens.details import ServerDetailsScreen
+
+            self.app.push_screen(ServerDetailsScreen(key))
+
+    def _begin(self, label: str, total: int) -> None:
+        self._busy.append(label)
+        bar = self.query_one("#bulk-bar")
+        bar.display = True
+        self.query_one("#bulk-label", Label).update(label)
+        self.query_one("#bulk-progress", ProgressBar).update(total=total, progress=0)
+        self._show_status()
+
+    def _advance(self) -> None:
+        self.query_one("#bulk-progress", ProgressBar).advance(1)
+
+    def _end(self, label: str) -> None:
+        if label in self._busy:
+            self._busy.remove(label)
+        if not self._busy:
+            self.query_one("#bulk-bar").display = False
+        self._show_status()
+
+    @work(group="actions", exit_on_error=False)
+    async def run_bulk(self, operation: str, server_ids: list[str]) -> list[BulkOperationItem]:
+        ops = self.deck.ops
+        if ops is None:
+            return []
+        names = self._names()
+        label = f"{operation} {len(server_ids)}…"
+        self._begin(label, len(server_ids))
+        limit = asyncio.Semaphore(BULK_CONCURRENCY)
+
+        async def one(server_id: str) -> BulkOperationItem:
+            # One bulk call per server, so progress moves as each one finishes.
+            async with limit:
+                try:
+                    result = await ops.bulk(
+                        {"server_ids": [server_id], "operation": operation}, actor=self.deck.actor
+                    )
+                    item = result.results[0]
+                except Exception as exc:  # reported in the summary, with the others
+                    item = BulkOperationItem(
+                        server_id=server_id, success=False, message=describe_error(exc)
+                    )
+                self._advance()
+                return item
+
+        try:
+            items = list(await asyncio.gather(*(one(server_id) for server_id in server_ids)))
+        finally:
+            self._end(label)
+        failed = sum(1 for item in items if not item.success)
+        severity = "information" if not failed else "error" if failed == len(items) else "warning"
+        self.notify(
+            summary(operation, items, names),
+            title=operation.capitalize(),
+            severity=severity,
+            timeout=4 if not failed else 12,
+            markup=False,
+        )
+        self.reload()
+        return items
+
+    def action_health_check(self) -> None:
+        targets = self._targets()
+        if targets:
+            self.run_health(targets)
+
+    @work(group="actions", exit_on_error=False)
+    async def run_health(self, server_ids: list[str]) -> None:
+        ops = self.deck.ops
+        check = getattr(ops, "check_health", None)
+        if check is None:
+            return
+        names = self._names()
+        label = f"health {len(server_ids)}…"
+        self._begin(label, len(server_ids))
+        limit = asyncio.Semaphore(BULK_CONCURRENCY)
+
+        async def one(server_id: str) -> tuple[str, bool, str]:
+            async with limit:
+                try:
+                    health = await check(server_id)
+                    ok = bool(health.is_responsive)
+                    note = health.error_message or (
+                        f"{health.latency_ms:.0f}ms" if health.latency_ms is not None else "ok"
+                    )
+                except Exception as exc:  # reported in the summary
+                    ok, note = False, describe_error(exc)
+                self._advance()
+                return names.get(server_id, server_id), ok, note
+
+        try:
+            results = await asyncio.gather(*(one(server_id) for server_id in server_ids))
+        finally:
+            self._end(label)
+        bad = [(name, note) for name, ok, note in results if not ok]
+        good = len(results) - len(bad)
+        lines = [f"{good} responsive, {len(bad)} not"]
+        lines += [f"• {name}: {note}" for name, note in bad[:6]]
+        self.notify(
+            "\n".join(lines),
+            title="Health",
+            severity="warning" if bad else "information",
+            markup=False,
+        )
+        self.reload()
+
+    # ---- tool actions ------------------------------------------------------------------------
+
+    def _tool(self) -> ServerToolResponse | None:
+        key = self.tools.cursor_key
+        if key is None or self._detail is None:
+            return None
+        return self._detail.tool_responses.get(key)
+
+    def action_toggle_tool(self) -> None:
+        tool = self._tool()
+        if tool is not None:
+            self.run_tool_flag(tool, "enabled", not tool.enabled)
+
+    def action_toggle_bypass(self) -> None:
+        tool = self._tool()
+        if tool is not None:
+            self.run_tool_flag(tool, "bypass", not tool.bypass_when_unavailable)
+
+    @work(group="actions", exit_on_error=False)
+    async def run_tool_flag(self, tool: ServerToolResponse, flag: str, value: bool) -> None:
+        ops = self.deck.ops
+        if ops is None:
+            return
+        if flag == "enabled":
+            await ops.set_tool_enabled(tool.id, value, actor=self.deck.actor)
+            verb = "enabled" if value else "disabled"
+        else:
+            await ops.set_tool_bypass(tool.id, value, actor=self.deck.actor)
+            verb = "bypass on for" if value else "bypass off for"
+        self.notify(f"{verb} {tool.name}", markup=False)
+        self.reload()
+
+    def action_call_tool(self) -> None:
+        tool = self._tool()
+        if tool is None:
+            return
+        from app.tui.screens.tool_call import ToolCallScreen
+
+        self.app.push_screen(ToolCallScreen(tool))

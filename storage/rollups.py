@@ -1,0 +1,840 @@
+"""The usage writer: raw usage rows, their hourly rollups and the tools' counters, written in
+one transaction so that they can never disagree.
+
+The rollups (see storage.models) carry running totals: a row for hour h holds everything up to
+the end of h, so any whole-hour window is "latest row before the end minus latest row before the
+start", two index lookups however long the window. A late row (a call that started before an
+hour boundary and was recorded after calls of the next hour) is added to its own hour and to the
+running totals of every later hour, so the totals stay exact whatever order rows arrive in.
+
+Everything here is synchronous: the recorder runs it on a worker thread with its own connection,
+so the CPU spent on a batch never stalls the event loop. The hot statements are compiled once and
+handed to the driver with plain tuples, and times travel in SQLite's stored text form (which
+sorts like time): SQLAlchemy's per-row type processing cost more than SQLite's own work.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Dialect,
+    String,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    tuple_,
+    type_coerce,
+    update,
+)
+from sqlalchemy.dialects import sqlite
+
+from storage.latency import bucket_of, decode_dense, decode_sparse, encode_dense, encode_sparse
+from storage.models import (
+    ServerTool,
+    ToolUsage,
+    UsageScopeHourly,
+    UsageScopes,
+    UsageSeries,
+    UsageToolHourly,
+)
+
+HOUR_S = 3600
+ALL_SCOPE = "*"
+# IN lists stay well below SQLite's limit on bound parameters.
+IN_CHUNK = 2000
+
+SeriesKey = tuple[str, str, str]
+
+
+class UsageRow(Protocol):
+    """What the writer needs of a call (app.usage.UsageRecord is one)."""
+
+    server_id: str | None
+    tool_id: str | None
+    tool_name: str
+    called_at: datetime
+    response_time_ms: float | None
+    success: bool
+    error_message: str | None
+    source: str | None
+    client_name: str | None
+    user_id: str | None
+    conversation_id: str | None
+    arguments: Any
+    result: Any
+
+
+def as_utc(moment: datetime) -> datetime:
+    if moment.tzinfo is UTC:
+        return moment
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def hour_of(moment: datetime) -> int:
+    return int(as_utc(moment).timestamp() // HOUR_S)
+
+
+def hour_start(hour: int) -> datetime:
+    return datetime.fromtimestamp(hour * HOUR_S, UTC)
+
+
+def sqlite_time(moment: datetime) -> str:
+    """A UTC time as SQLAlchemy's SQLite DateTime stores it ('2026-01-02 03:04:05.000006')."""
+    return moment.isoformat(" ", "microseconds")[:26]
+
+
+def parse_sqlite_time(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+@dataclass(slots=True)
+class Usage:
+    """Counts, latency sum and latency histogram of a set of calls. Mergeable by addition."""
+
+    calls: int = 0
+    errors: int = 0
+    timed: int = 0
+    total_ms: float = 0.0
+    last_called: datetime | None = None
+    hist: dict[int, int] = field(default_factory=dict)
+
+    def add(self, other: Usage, *, sign: int = 1) -> None:
+        self.calls += sign * other.calls
+        self.errors += sign * other.errors
+        self.timed += sign * other.timed
+        self.total_ms += sign * other.total_ms
+        if sign > 0 and other.last_called is not None:
+            if self.last_called is None or other.last_called > self.last_called:
+                self.last_called = other.last_called
+        for index, count in other.hist.items():
+            value = self.hist.get(index, 0) + sign * count
+            if value:
+                self.hist[index] = value
+            else:
+                del self.hist[index]
+
+    def since(self, earlier: Usage) -> Usage:
+        """Running totals now minus running totals then: what happened in between."""
+        calls = self.calls - earlier.calls
+        timed = self.timed - earlier.timed
+        before = earlier.hist
+        return Usage(
+            calls,
+            self.errors - earlier.errors,
+            timed,
+            # Zero, not the float residue of two large equal sums.
+            self.total_ms - earlier.total_ms if timed else 0.0,
+            # The newest call so far lies in between exactly when something happened in between.
+            self.last_called if calls > 0 else None,
+            {
+                index: count - before.get(index, 0)
+                for index, count in self.hist.items()
+                if count != before.get(index, 0)
+            }
+            if before
+            else dict(self.hist),
+        )
+
+    def copy(self) -> Usage:
+        return Usage(
+            self.calls, self.errors, self.timed, self.total_ms, self.last_called, dict(self.hist)
+        )
+
+    @property
+    def avg_ms(self) -> float | None:
+        return self.total_ms / self.timed if self.timed else None
+
+    @property
+    def success_rate(self) -> float | None:
+        return (self.calls - self.errors) / self.calls if self.calls else None
+
+
+def payload_json(value: Any, max_bytes: int) -> str | None:
+    """A call's arguments or result as JSON text of at most `max_bytes`.
+
+    A payload over the cap becomes an object that says so and keeps the payload's beginning, so
+    a person can still see what the call was about.
+    """
+    if value is None:
+        return None
+    text = json.dumps(value, default=str, ensure_ascii=False, separators=(",", ":"))
+    encoded = text.encode()
+    if len(encoded) <= max_bytes:
+        return text
+    keep = max_bytes
+    while keep > 0:
+        stub = json.dumps(
+            {
+                "truncated": True,
+                "size_bytes": len(encoded),
+                "preview": encoded[:keep].decode("utf-8", "ignore"),
+            },
+            ensure_ascii=False,
+            separators=(",", ":"),
+        )
+        excess = len(stub.encode()) - max_bytes
+        if excess <= 0:
+            return stub
+        keep -= excess
+    return json.dumps({"truncated": True, "size_bytes": len(encoded)}, separators=(",", ":"))
+
+
+# ---- the writer's own arithmetic ---------------------------------------------------------
+
+
+class _Acc:
+    """Usage as the writer keeps it: the newest call time as SQLite text, never parsed."""
+
+    __slots__ = ("calls", "errors", "hist", "last", "timed", "total_ms")
+
+    def __init__(
+        self,
+        calls: int = 0,
+        errors: int = 0,
+        timed: int = 0,
+        total_ms: float = 0.0,
+        last: str | None = None,
+        hist: dict[int, int] | None = None,
+    ) -> None:
+        self.calls = calls
+        self.errors = errors
+        self.timed = timed
+        self.total_ms = total_ms
+        self.last = last
+        self.hist = {} if hist is None else hist
+
+    def add(self, other: _Acc, *, hist: bool = True) -> None:
+        self.calls += other.calls
+        self.errors += other.errors
+        self.timed += other.timed
+        self.total_ms += other.total_ms
+        if other.last is not None and (self.last is None or other.last > self.last):
+            self.last = other.last
+        if hist:
+            own = self.hist
+            for index, count in other.hist.items():
+                own[index] = own.get(index, 0) + count
+
+    def minus(self, other: _Acc) -> _Acc:
+        """Totals before `other` was added; the time is unknown and left empty."""
+        return _Acc(
+            self.calls - other.calls,
+            self.errors - other.errors,
+            self.timed - other.timed,
+            self.total_ms - other.total_ms,
+        )
+
+    def copy(self, *, hist: bool = True) -> _Acc:
+        return _Acc(
+            self.calls,
+            self.errors,
+            self.timed,
+            self.total_ms,
+            self.last,
+            dict(self.hist) if hist else None,
+        )
+
+    def running(self) -> tuple[int, int, int, float]:
+        return self.calls, self.errors, self.timed, self.total_ms
+
+    @property
+    def avg_ms(self) -> float | None:
+        return self.total_ms / self.timed if self.timed else None
+
+
+@dataclass(slots=True)
+class _HourRow:
+    """A rollup row being updated: its running totals and (tool rows only) its own totals."""
+
+    hour: int
+    cum: _Acc
+    own: _Acc | None = None
+    own_blob: bytes | None = None  # this hour's histogram, decoded only if the row is touched
+    dirty: bool = False
+
+    def own_acc(self) -> _Acc:
+        assert self.own is not None
+        if self.own_blob is not None:
+            self.own.hist = decode_sparse(self.own_blob)
+            self.own_blob = None
+        return self.own
+
+
+def _position(chain: list[_HourRow], hour: int) -> int:
+    """Where `hour` is or belongs in a chain sorted by hour (new hours are mostly at the end)."""
+    position = len(chain)
+    while position > 0 and chain[position - 1].hour >= hour:
+        position -= 1
+    return position
+
+
+def _chunks(items: Sequence[Any], size: int = IN_CHUNK) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+# ---- statements ------------------------------------------------------------------------------
+
+
+class _Statement:
+    """A statement compiled once, run through the driver with tuples in `keys` order."""
+
+    def __init__(self, statement: Any, dialect: Dialect, keys: Sequence[str]) -> None:
+        compiled = statement.compile(dialect=dialect, column_keys=list(keys))
+        self.sql = str(compiled)
+        self.keys = tuple(keys)
+        self.positional = compiled.positional
+        names = list(compiled.positiontup or ()) if compiled.positional else list(keys)
+        order = [self.keys.index(name) for name in names]
+        self.order = None if order == list(range(len(keys))) else order
+
+    def run(self, conn: Connection, rows: list[tuple[Any, ...]]) -> None:
+        if not rows:
+            return
+        if not self.positional:
+            params: list[Any] = [dict(zip(self.keys, row, strict=True)) for row in rows]
+        elif self.order is not None:
+            params = [tuple(row[i] for i in self.order) for row in rows]
+        else:
+            params = rows
+        conn.exec_driver_sql(self.sql, params)
+
+
+RUNNING_KEYS = ("cum_calls", "cum_errors", "cum_timed", "cum_ms")
+RAW_KEYS = (
+    "server_id",
+    "tool_id",
+    "tool_name",
+    "called_at",
+    "response_time_ms",
+    "success",
+    "error_message",
+    "source",
+    "client_name",
+    "user_id",
+    "conversation_id",
+    "arguments",
+    "result",
+    "latency_bucket",
+)
+TOOL_HOUR_KEYS = (
+    "series_id",
+    "hour",
+    "calls",
+    "errors",
+    "timed_calls",
+    "total_ms",
+    "last_called",
+    "latency_hist",
+    "cum_calls",
+    "cum_errors",
+    "cum_timed",
+    "cum_ms",
+)
+SCOPE_HOUR_KEYS = (
+    "scope",
+    "hour",
+    "last_called",
+    "cum_calls",
+    "cum_errors",
+    "cum_timed",
+    "cum_ms",
+    "cum_latency_hist",
+)
+
+
+class _Statements:
+    def __init__(self, dialect: Dialect) -> None:
+        if dialect.name != "sqlite":
+            raise NotImplementedError(
+                f"the usage writer supports SQLite; {dialect.name} needs its own time handling"
+            )
+        self.raw = _Statement(insert(ToolUsage), dialect, RAW_KEYS)
+        self.new_series = _Statement(
+            sqlite.insert(UsageSeries).on_conflict_do_nothing(
+                index_elements=["server_id", "tool_id", "tool_name"]
+            ),
+            dialect,
+            ("server_id", "tool_id", "tool_name", "last_hour", *RUNNING_KEYS),
+        )
+        tool_hour = sqlite.insert(UsageToolHourly)
+        self.tool_hour = _Statement(
+            tool_hour.on_conflict_do_update(
+                index_elements=["series_id", "hour"],
+                set_={key: tool_hour.excluded[key] for key in TOOL_HOUR_KEYS[2:]},
+            ),
+            dialect,
+            TOOL_HOUR_KEYS,
+        )
+        self.series = _Statement(
+            update(UsageSeries)
+            .where(UsageSeries.id == bindparam("b_id"))
+            .values(
+                last_hour=bindparam("b_last_hour"),
+                last_called=type_coerce(bindparam("b_last_called"), String),
+                cum_calls=bindparam("b_calls"),
+                cum_errors=bindparam("b_errors"),
+                cum_timed=bindparam("b_timed"),
+                cum_ms=bindparam("b_ms"),
+            ),
+            dialect,
+            ("b_id", "b_last_hour", "b_last_called", "b_calls", "b_errors", "b_timed", "b_ms"),
+        )
+        scope_hour = sqlite.insert(UsageScopeHourly)
+        self.scope_hour = _Statement(
+            scope_hour.on_conflict_do_update(
+                index_elements=["scope", "hour"],
+                set_={key: scope_hour.excluded[key] for key in SCOPE_HOUR_KEYS[2:]},
+            ),
+            dialect,
+            SCOPE_HOUR_KEYS,
+        )
+        scopes = sqlite.insert(UsageScopes)
+        self.scopes = _Statement(
+            scopes.on_conflict_do_update(
+                index_elements=["scope"],
+                set_={
+                    "last_hour": case(
+                        (UsageScopes.last_hour > scopes.excluded.last_hour, UsageScopes.last_hour),
+                        else_=scopes.excluded.last_hour,
+                    )
+                },
+            ),
+            dialect,
+            ("scope", "last_hour"),
+        )
+        last_called = type_coerce(bindparam("b_last_called"), String)
+        self.counters = _Statement(
+            update(ServerTool)
+            .where(ServerTool.id == bindparam("b_id"))
+            .values(
+                total_calls=ServerTool.total_calls + bindparam("b_calls"),
+                total_errors=ServerTool.total_errors + bindparam("b_errors"),
+                last_called=case(
+                    (
+                        or_(
+                            ServerTool.last_called.is_(None),
+                            type_coerce(ServerTool.last_called, String) < last_called,
+                        ),
+                        last_called,
+                    ),
+                    else_=ServerTool.last_called,
+                ),
+                last_error=func.coalesce(bindparam("b_error"), ServerTool.last_error),
+                # The series' running totals hold every call of the tool: a true mean, not a
+                # mean of batch means.
+                avg_response_time_ms=func.coalesce(
+                    bindparam("b_avg"), ServerTool.avg_response_time_ms
+                ),
+                updated_at=type_coerce(bindparam("b_now"), String),
+            ),
+            dialect,
+            ("b_id", "b_calls", "b_errors", "b_last_called", "b_error", "b_avg", "b_now"),
+        )
+
+
+# ---- the writer ------------------------------------------------------------------------------
+
+
+class UsageWriter:
+    """Writes batches of usage rows with their rollups and the tools' counters.
+
+    Safe with several writers on one database: everything a write is based on is read after the
+    transaction took the write lock, which the raw insert (always first) does.
+    """
+
+    def __init__(self, *, payload_max_bytes: int | None = None) -> None:
+        # None: arguments and results are not stored at all.
+        self.payload_max_bytes = payload_max_bytes
+        # A series keeps its id forever, so ids found once need no lookup again.
+        self._series_ids: dict[SeriesKey, int] = {}
+        self._statements: _Statements | None = None
+        # The running totals of the series of the batch being written.
+        self._totals: dict[int, _Acc] = {}
+
+    def forget_series(self) -> None:
+        """Drop the cached series ids: a transaction that created some was rolled back."""
+        self._series_ids.clear()
+
+    def _sql(self, conn: Connection) -> _Statements:
+        if self._statements is None:
+            self._statements = _Statements(conn.dialect)
+        return self._statements
+
+    def write(self, conn: Connection, rows: Sequence[UsageRow]) -> None:
+        """Insert `rows` and roll them up, inside the caller's transaction."""
+        if not rows:
+            return
+        sql = self._sql(conn)
+        parts: dict[SeriesKey, dict[int, _Acc]] = defaultdict(dict)
+        last_errors: dict[str, str] = {}
+        raw: list[tuple[Any, ...]] = []
+        cap = self.payload_max_bytes
+        seconds: dict[int, str] = {}
+        for row in rows:
+            called_at = as_utc(row.called_at)
+            timestamp = called_at.timestamp()
+            # The text of a time, from its second's text: a burst shares few seconds.
+            second = int(timestamp // 1)
+            prefix = seconds.get(second)
+            if prefix is None:
+                prefix = seconds[second] = sqlite_time(called_at)[:19]
+            at = f"{prefix}.{called_at.microsecond:06d}"
+            ms = row.response_time_ms
+            bucket = None if ms is None else bucket_of(ms)
+            success = bool(row.success)
+            key = (row.server_id or "", row.tool_id or "", row.tool_name)
+            hours = parts[key]
+            hour = int(timestamp // HOUR_S)
+            part = hours.get(hour)
+            if part is None:
+                part = hours[hour] = _Acc()
+            part.calls += 1
+            if not success:
+                part.errors += 1
+            if bucket is not None:
+                part.timed += 1
+                part.total_ms += ms  # type: ignore[operator]
+                part.hist[bucket] = part.hist.get(bucket, 0) + 1
+            if part.last is None or at > part.last:
+                part.last = at
+            if not success and row.tool_id:
+                # The last failed call recorded (records arrive in the order calls ended).
+                last_errors[row.tool_id] = row.error_message or "error"
+            raw.append(
+                (
+                    row.server_id,
+                    row.tool_id,
+                    row.tool_name,
+                    at,
+                    ms,
+                    success,
+                    row.error_message,
+                    row.source,
+                    row.client_name,
+                    row.user_id,
+                    row.conversation_id,
+                    None if cap is None else payload_json(row.arguments, cap),
+                    None if cap is None else payload_json(row.result, cap),
+                    bucket,
+                )
+            )
+        sql.raw.run(conn, raw)
+        self._roll(conn, parts)
+        self._count_for_tools(conn, parts, last_errors)
+
+    def _count_for_tools(
+        self, conn: Connection, parts: dict[SeriesKey, dict[int, _Acc]], last_errors: dict[str, str]
+    ) -> None:
+        """The tools' own counters, in the same transaction as their rows."""
+        batch: dict[str, _Acc] = {}
+        series_of: dict[str, int] = {}
+        for key, hours in parts.items():
+            tool_id = key[1]
+            if not tool_id:
+                continue
+            total = batch.setdefault(tool_id, _Acc())
+            for part in hours.values():
+                total.add(part, hist=False)
+            series_of[tool_id] = self._series_ids[key]
+        now = sqlite_time(datetime.now(UTC))
+        self._sql(conn).counters.run(
+            conn,
+            [
+                (
+                    tool_id,
+                    total.calls,
+                    total.errors,
+                    total.last,
+                    last_errors.get(tool_id),
+                    self._totals[series_of[tool_id]].avg_ms,
+                    now,
+                )
+                for tool_id, total in batch.items()
+            ],
+        )
+
+    def rebuild(self, conn: Connection, chunk: int = 20_000) -> int:
+        """Recompute every rollup (and the rows' latency buckets) from the raw rows.
+
+        For raw rows written without rollups, as before the rollups existed; the tools' own
+        counters are left as they are. Returns the number of raw rows rolled up.
+        """
+        self._sql(conn)
+        for table in (UsageToolHourly, UsageScopeHourly, UsageScopes, UsageSeries):
+            conn.execute(delete(table))
+        self._series_ids.clear()
+        done = 0
+        last_id = 0
+        usage = ToolUsage.__table__.c
+        while True:
+            batch = conn.execute(
+                select(
+                    usage.id,
+                    usage.server_id,
+                    usage.tool_id,
+                    usage.tool_name,
+                    type_coerce(usage.called_at, String),
+                    usage.response_time_ms,
+                    usage.success,
+                )
+                .where(usage.id > last_id)
+                .order_by(usage.id)
+                .limit(chunk)
+            ).all()
+            if not batch:
+                return done
+            last_id = batch[-1][0]
+            parts: dict[SeriesKey, dict[int, _Acc]] = defaultdict(dict)
+            buckets = []
+            for row_id, server_id, tool_id, tool_name, text, ms, success in batch:
+                called_at = parse_sqlite_time(text)
+                assert called_at is not None
+                at = sqlite_time(called_at)
+                part = parts[(server_id or "", tool_id or "", tool_name)].setdefault(
+                    int(called_at.timestamp() // HOUR_S), _Acc()
+                )
+                part.calls += 1
+                part.errors += 0 if success else 1
+                if ms is not None:
+                    bucket = bucket_of(ms)
+                    buckets.append({"b_id": row_id, "b_bucket": bucket})
+                    part.timed += 1
+                    part.total_ms += ms
+                    part.hist[bucket] = part.hist.get(bucket, 0) + 1
+                if part.last is None or at > part.last:
+                    part.last = at
+            if buckets:
+                conn.execute(
+                    update(ToolUsage)
+                    .where(ToolUsage.id == bindparam("b_id"))
+                    .values(latency_bucket=bindparam("b_bucket")),
+                    buckets,
+                    execution_options={"synchronize_session": False},
+                )
+            self._roll(conn, parts)
+            done += len(batch)
+
+    def _roll(self, conn: Connection, parts: dict[SeriesKey, dict[int, _Acc]]) -> None:
+        series_ids = self._resolve_series(conn, list(parts))
+        by_series = {series_ids[key]: hours for key, hours in parts.items()}
+        self._totals = self._roll_tools(conn, by_series)
+        # A server's (and everything's) part of an hour is the sum of its tools' parts.
+        scopes: dict[str, dict[int, _Acc]] = defaultdict(dict)
+        for (server_id, _tool_id, _name), hours in parts.items():
+            for hour, part in hours.items():
+                for scope in (ALL_SCOPE, server_id) if server_id else (ALL_SCOPE,):
+                    total = scopes[scope].get(hour)
+                    if total is None:
+                        scopes[scope][hour] = part.copy()
+                    else:
+                        total.add(part)
+        self._roll_scopes(conn, scopes)
+
+    # ---- series ------------------------------------------------------------------------
+
+    def _resolve_series(self, conn: Connection, keys: list[SeriesKey]) -> dict[SeriesKey, int]:
+        missing = [key for key in keys if key not in self._series_ids]
+        if missing:
+            self._sql(conn).new_series.run(conn, [(*key, 0, 0, 0, 0, 0.0) for key in missing])
+            key_columns = tuple_(UsageSeries.server_id, UsageSeries.tool_id, UsageSeries.tool_name)
+            for chunk in _chunks(missing):
+                found = conn.execute(
+                    select(
+                        UsageSeries.server_id,
+                        UsageSeries.tool_id,
+                        UsageSeries.tool_name,
+                        UsageSeries.id,
+                    ).where(key_columns.in_(chunk))
+                )
+                for server_id, tool_id, tool_name, series_id in found:
+                    self._series_ids[(server_id, tool_id, tool_name)] = series_id
+        return {key: self._series_ids[key] for key in keys}
+
+    # ---- per-tool hours ----------------------------------------------------------------
+
+    def _roll_tools(self, conn: Connection, parts: dict[int, dict[int, _Acc]]) -> dict[int, _Acc]:
+        """Apply each series' parts hour by hour; returns each series' new running totals."""
+        ids = sorted(parts)
+        min_hour = min(min(hours) for hours in parts.values())
+        running: dict[int, tuple[_Acc, int]] = {}
+        chains: dict[int, list[_HourRow]] = defaultdict(list)
+        series, hourly = UsageSeries.__table__.c, UsageToolHourly.__table__.c
+        for chunk in _chunks(ids):
+            rows = conn.execute(
+                select(
+                    series.id,
+                    series.last_hour,
+                    type_coerce(series.last_called, String),
+                    *(series[key] for key in RUNNING_KEYS),
+                ).where(series.id.in_(chunk))
+            )
+            for series_id, last_hour, last, calls, errors, timed, total_ms in rows:
+                running[series_id] = (_Acc(calls, errors, timed, total_ms, last), last_hour)
+            rows = conn.execute(
+                select(
+                    hourly.series_id,
+                    hourly.hour,
+                    hourly.calls,
+                    hourly.errors,
+                    hourly.timed_calls,
+                    hourly.total_ms,
+                    type_coerce(hourly.last_called, String),
+                    hourly.latency_hist,
+                    *(hourly[key] for key in RUNNING_KEYS),
+                )
+                .where(hourly.series_id.in_(chunk), hourly.hour >= min_hour)
+                .order_by(hourly.series_id, hourly.hour)
+            )
+            for row in rows:
+                own = _Acc(row[2], row[3], row[4], row[5], row[6])
+                # The running time up to this hour is this hour's newest call, or older.
+                cum = _Acc(row[8], row[9], row[10], row[11], row[6])
+                chains[row[0]].append(_HourRow(row[1], cum, own=own, own_blob=row[7]))
+
+        totals: dict[int, _Acc] = {}
+        changed: list[tuple[Any, ...]] = []
+        series_rows: list[tuple[Any, ...]] = []
+        for series_id in ids:
+            total, last_hour = running[series_id]
+            chain = chains[series_id]
+            series_parts = parts[series_id]
+            for hour in sorted(series_parts):
+                part = series_parts[hour]
+                position = _position(chain, hour)
+                if position < len(chain) and chain[position].hour == hour:
+                    chain[position].own_acc().add(part)
+                else:
+                    if position > 0:
+                        base = chain[position - 1].cum.copy(hist=False)
+                    elif chain:
+                        base = chain[0].cum.minus(chain[0].own_acc())
+                    else:
+                        base = total.copy(hist=False)
+                    chain.insert(position, _HourRow(hour, base, own=part.copy()))
+                for later in chain[position:]:
+                    later.cum.add(part, hist=False)
+                    later.dirty = True
+                total.add(part, hist=False)
+                last_hour = max(last_hour, hour)
+            totals[series_id] = total
+            series_rows.append((series_id, last_hour, total.last, *total.running()))
+            for hour_row in chain:
+                if hour_row.dirty:
+                    own = hour_row.own_acc()
+                    changed.append(
+                        (
+                            series_id,
+                            hour_row.hour,
+                            own.calls,
+                            own.errors,
+                            own.timed,
+                            own.total_ms,
+                            own.last,
+                            encode_sparse(own.hist),
+                            *hour_row.cum.running(),
+                        )
+                    )
+        sql = self._sql(conn)
+        sql.tool_hour.run(conn, changed)
+        sql.series.run(conn, series_rows)
+        return totals
+
+    # ---- per-scope hours: each server, and all servers ---------------------------------
+
+    def _roll_scopes(self, conn: Connection, parts: dict[str, dict[int, _Acc]]) -> None:
+        scopes = sorted(parts)
+        min_hour = min(min(hours) for hours in parts.values())
+        last_hours: dict[str, int] = {
+            scope: hour
+            for scope, hour in conn.execute(
+                select(UsageScopes.scope, UsageScopes.last_hour).where(
+                    UsageScopes.scope.in_(scopes)
+                )
+            )
+        }
+        # A scope whose newest row is older than this batch continues from that row.
+        anchors = [(scope, hour) for scope, hour in last_hours.items() if hour < min_hour]
+        wanted: list[ColumnElement[bool]] = [
+            UsageScopeHourly.scope.in_(scopes) & (UsageScopeHourly.hour >= min_hour)
+        ]
+        if anchors:
+            wanted.append(tuple_(UsageScopeHourly.scope, UsageScopeHourly.hour).in_(anchors))
+        chains: dict[str, list[_HourRow]] = defaultdict(list)
+        anchor_rows: dict[str, _Acc] = {}
+        for row in conn.execute(self._scope_rows().where(or_(*wanted))):
+            scope, hour, cum = _scope_row(row)
+            if hour < min_hour:
+                anchor_rows[scope] = cum
+            else:
+                chains[scope].append(_HourRow(hour, cum))
+
+        changed: list[tuple[Any, ...]] = []
+        for scope in scopes:
+            chain = chains[scope]
+            for hour in sorted(parts[scope]):
+                part = parts[scope][hour]
+                position = _position(chain, hour)
+                if position == len(chain) or chain[position].hour != hour:
+                    if position > 0:
+                        base = chain[position - 1].cum.copy()
+                    elif scope in anchor_rows:
+                        base = anchor_rows[scope].copy()
+                    else:
+                        base = self._scope_before(conn, scope, hour)
+                    chain.insert(position, _HourRow(hour, base))
+                for later in chain[position:]:
+                    later.cum.add(part)
+                    later.dirty = True
+            changed.extend(
+                (
+                    scope,
+                    hour_row.hour,
+                    hour_row.cum.last,
+                    *hour_row.cum.running(),
+                    encode_dense(hour_row.cum.hist),
+                )
+                for hour_row in chain
+                if hour_row.dirty
+            )
+        sql = self._sql(conn)
+        sql.scope_hour.run(conn, changed)
+        sql.scopes.run(conn, [(scope, max(parts[scope])) for scope in scopes])
+
+    @staticmethod
+    def _scope_rows() -> Any:
+        hourly = UsageScopeHourly.__table__.c
+        return select(
+            hourly.scope,
+            hourly.hour,
+            type_coerce(hourly.last_called, String),
+            *(hourly[key] for key in RUNNING_KEYS),
+            hourly.cum_latency_hist,
+        ).order_by(hourly.scope, hourly.hour)
+
+    def _scope_before(self, conn: Connection, scope: str, hour: int) -> _Acc:
+        row = conn.execute(
+            self._scope_rows()
+            .where(UsageScopeHourly.scope == scope, UsageScopeHourly.hour < hour)
+            .order_by(None)
+            .order_by(UsageScopeHourly.hour.desc())
+            .limit(1)
+        ).first()
+        return _scope_row(row)[2] if row is not None else _Acc()
+
+
+def _scope_row(row: Any) -> tuple[str, int, _Acc]:
+    scope, hour, last, calls, errors, timed, total_ms, blob = row
+    return scope, hour, _Acc(calls, errors, timed, total_ms, last, decode_dense(blob))

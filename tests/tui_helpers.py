@@ -1,0 +1,124 @@
+"""Shared by the dashboard's tests: a fixed clock, a runtime stand-in, and waiting for workers.
+
+The runtime stand-in replaces the supervisor only where a test is about the dashboard's
+behaviour (marks, progress, a hanging action); it speaks no MCP. Tests about calls use the
+real supervisor and a real server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from textual.pilot import Pilot
+
+from app.config import Settings
+from app.schemas import ServerHealth, ServerRuntimeInfo
+from app.service import Operations
+from app.tui.app import TooldeckApp
+
+FIXED_NOW = datetime(2030, 3, 14, 15, 9, 26, tzinfo=UTC)
+
+
+class FakeRuntime:
+    """Records what it was asked to do; `hang` makes restarts wait until released."""
+
+    def __init__(self, *, hang: bool = False) -> None:
+        self.calls: list[tuple[str, str]] = []
+        self.hang = hang
+        self.release = asyncio.Event()
+
+    async def _act(self, verb: str, server_id: str) -> None:
+        self.calls.append((verb, server_id))
+        if self.hang and verb == "restart":
+            await self.release.wait()
+
+    async def start(self, server_id: str, *, actor: str) -> None:
+        await self._act("start", server_id)
+
+    async def stop(self, server_id: str, *, actor: str) -> None:
+        await self._act("stop", server_id)
+
+    async def restart(self, server_id: str, *, actor: str) -> None:
+        await self._act("restart", server_id)
+
+    async def refresh_tools(self, server_id: str, *, actor: str) -> int:
+        await self._act("refresh", server_id)
+        return 0
+
+    async def intent_changed(self, server_id: str) -> None:
+        return None
+
+    async def forget(self, server_id: str) -> None:
+        return None
+
+    def is_running(self, server_id: str) -> bool:
+        return False
+
+    async def check_health(self, server_id: str) -> ServerHealth:
+        await self._act("health", server_id)
+        return ServerHealth(
+            server_id=server_id,
+            server_name=server_id,
+            status="running",
+            is_running=True,
+            is_responsive=True,
+            tools_count=0,
+            last_check=FIXED_NOW,
+            latency_ms=3.0,
+        )
+
+    async def runtime_info(self, server_id: str) -> ServerRuntimeInfo:
+        return ServerRuntimeInfo(server_id=server_id, server_name=server_id, status="running")
+
+    async def log_tail(self, server_id: str, lines: int = 100) -> list[str]:
+        return [f"line {index}" for index in range(5)]
+
+
+def make_app(settings: Settings, ops: Operations, **options: Any) -> TooldeckApp:
+    """The dashboard on an open facade, with a fixed clock and still cursors; no timer refresh
+    unless asked, so a test decides when data is read."""
+    options.setdefault("clock", lambda: FIXED_NOW)
+    options.setdefault("cursor_blink", False)
+    options.setdefault("refresh_interval", 3600.0)
+    return TooldeckApp(settings, ops=ops, **options)
+
+
+async def settle(pilot: Pilot[Any], rounds: int = 3) -> None:
+    """Wait until the dashboard's workers (not the core's) are done and the screen is idle."""
+    app = pilot.app
+    for _ in range(rounds):
+        await pilot.pause()
+        running = [
+            worker for worker in app.workers if worker.group != "core" and not worker.is_finished
+        ]
+        if running:
+            await asyncio.wait(
+                [asyncio.ensure_future(_quiet(worker.wait())) for worker in running], timeout=20
+            )
+    await pilot.pause()
+
+
+async def _quiet(waiting: Any) -> None:
+    try:
+        await waiting
+    except Exception:  # a failed worker is reported by the app; the test checks what it shows
+        return
+
+
+async def add_servers(ops: Operations, *names: str, **fields: Any) -> list[str]:
+    ids = []
+    for name in names:
+        created = await ops.create_server(
+            {"name": name, "command": "true", **fields}, actor="test"
+        )
+        ids.append(created.id)
+    return ids
+
+
+def copy_tree(source: Path, target: Path) -> None:
+    import shutil
+
+    shutil.copytree(source, target, dirs_exist_ok=True)

@@ -1,0 +1,154 @@
+"""Plotext charts for the analytics screen.
+
+Each chart keeps its data and replays it on every render, so a resize redraws it at the new
+size (textual-plotext sizes the figure in `render`). Colours are plotext's named colours, which
+map onto the terminal's 16/256-colour palette over SSH.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from textual_plotext import PlotextPlot
+
+from widgets import formatting as fmt
+
+NO_DATA = "no calls in this period"
+
+
+def thin_ticks(labels: Sequence[str], room: int, width: int = 8) -> tuple[list[int], list[str]]:
+    """A readable subset of x labels: as many as fit at `width` characters apiece."""
+    if not labels:
+        return [], []
+    fit = max(2, room // (width + 2))
+    step = max(1, -(-len(labels) // fit))
+    ticks = list(range(0, len(labels), step))
+    return ticks, [labels[index] for index in ticks]
+
+
+class _Chart(PlotextPlot):
+    """A chart with a title that draws "no data" instead of an empty frame."""
+
+    def __init__(self, title: str, *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes)
+        self.chart_title = title
+        self._has_data = False
+
+    def _start(self) -> None:
+        plt = self.plt
+        plt.clear_figure()
+        plt.title(self.chart_title)
+
+    def _empty(self) -> None:
+        self._start()
+        self.plt.text(NO_DATA, x=0.5, y=0.5, alignment="center")
+        self.plt.xlim(0, 1)
+        self.plt.ylim(0, 1)
+        self.plt.xticks([], [])
+        self.plt.yticks([], [])
+
+
+class LatencyChart(_Chart):
+    """Latency lines per bucket over the period (mean and p95, or any named percentiles)."""
+
+    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__("Latency (ms)", id=id, classes=classes)
+        self._labels: list[str] = []
+        self._lines: dict[str, list[float | None]] = {}
+
+    def show(self, labels: Sequence[str], lines: dict[str, Sequence[float | None]]) -> None:
+        self._labels = list(labels)
+        self._lines = {name: list(values) for name, values in lines.items()}
+        self.refresh()
+
+    def render(self):  # type: ignore[no-untyped-def]
+        self._draw()
+        return super().render()
+
+    def _draw(self) -> None:
+        if not self._labels or not any(
+            value is not None for values in self._lines.values() for value in values
+        ):
+            self._empty()
+            return
+        self._start()
+        plt = self.plt
+        colors = {"mean": "green", "p50": "green", "p95": "yellow", "p99": "red"}
+        for name, values in self._lines.items():
+            points = [(i, v) for i, v in enumerate(values) if v is not None]
+            if points:
+                xs, ys = zip(*points, strict=True)
+                plt.plot(list(xs), list(ys), label=name, color=colors.get(name, "blue"))
+        ticks, names = thin_ticks(self._labels, self.size.width)
+        plt.xticks(ticks, names)
+
+
+class UsageChart(_Chart):
+    """Calls and errors per bucket, side by side."""
+
+    def __init__(
+        self, title: str = "Calls and errors", *, id: str | None = None, classes: str | None = None
+    ) -> None:
+        super().__init__(title, id=id, classes=classes)
+        self._labels: list[str] = []
+        self._calls: list[float] = []
+        self._errors: list[float] = []
+
+    def show(self, labels: Sequence[str], calls: Sequence[float], errors: Sequence[float]) -> None:
+        self._labels, self._calls, self._errors = list(labels), list(calls), list(errors)
+        self.refresh()
+
+    def render(self):  # type: ignore[no-untyped-def]
+        self._draw()
+        return super().render()
+
+    def _draw(self) -> None:
+        if not self._labels or not any(self._calls):
+            self._empty()
+            return
+        self._start()
+        plt = self.plt
+        xs = list(range(len(self._labels)))
+        plt.bar(xs, self._calls, label="calls", color="blue", width=0.8)
+        plt.bar(xs, self._errors, label="errors", color="red", width=0.8)
+        ticks, names = thin_ticks(self._labels, self.size.width, width=6)
+        plt.xticks(ticks, names)
+
+
+class RankChart(_Chart):
+    """A horizontal bar per name, largest first: top tools, failing tools."""
+
+    def __init__(
+        self,
+        title: str,
+        *,
+        color: str = "blue",
+        percent: bool = False,
+        id: str | None = None,
+        classes: str | None = None,
+    ) -> None:
+        super().__init__(title, id=id, classes=classes)
+        self._color = color
+        self._percent = percent
+        self._names: list[str] = []
+        self._values: list[float] = []
+
+    def show(self, names: Sequence[str], values: Sequence[float]) -> None:
+        self._names, self._values = list(names), list(values)
+        self.refresh()
+
+    def render(self):  # type: ignore[no-untyped-def]
+        self._draw()
+        return super().render()
+
+    def _draw(self) -> None:
+        if not self._names:
+            self._empty()
+            return
+        self._start()
+        plt = self.plt
+        names = [fmt.truncate(name, 22) for name in reversed(self._names)]
+        values = list(reversed(self._values))
+        if self._percent:
+            values = [value * 100 for value in values]
+        plt.bar(names, values, orientation="horizontal", color=self._color, width=0.6)

@@ -1,0 +1,307 @@
+"""A DataTable that follows a changing list of rows without losing the reader's place.
+
+Each refresh hands the table the full list of row models. The table diffs them by key: it
+adds and removes rows, calls `update_cell` only for cells whose text or style changed, and
+re-sorts only when the order changed. Cursor (by row key), scroll offset, sort, filter and
+marks survive every refresh; nothing is cleared and rebuilt on a live update.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
+
+from rich.text import Text
+from textual.binding import Binding, BindingType
+from textual.message import Message
+from textual.widgets import DataTable
+from textual.widgets.data_table import ColumnKey, RowDoesNotExist
+
+# A rendered cell: its text and its Rich style. Compared as plain tuples, which is both cheaper
+# than comparing Text objects and exact (Text equality ignores the base style).
+Cell = tuple[str, str]
+MARK_GLYPH = "✓"
+MARK_STYLE = "bold magenta"
+
+
+class KeyedRow(Protocol):
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def search_text(self) -> str: ...
+
+
+RowT = TypeVar("RowT", bound=KeyedRow)
+
+
+@dataclass(frozen=True)
+class ColumnSpec(Generic[RowT]):
+    """One column: how to render a row's cell and, when sortable, what to sort by."""
+
+    key: str
+    label: str
+    width: int | None
+    render: Callable[[RowT, datetime], Cell]
+    sort_value: Callable[[RowT], Any] | None = None
+    sort_key: str | None = None  # the shift+letter that sorts by this column
+    justify: str = "left"
+
+
+def _sortable(value: Any) -> tuple[int, Any]:
+    # Missing values sort after every real value, in either direction of the primary key.
+    return (1, 0) if value is None else (0, value)
+
+
+class LiveTable(DataTable[Text], Generic[RowT]):
+    """Rows diffed by key; marks, filter and sort are kept on the row models, not the cells."""
+
+    COLUMNS: ClassVar[Sequence[ColumnSpec[Any]]] = ()
+    MARKABLE: ClassVar[bool] = False
+    # The habits of k9s and less users, next to the arrow keys.
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("j", "cursor_down", "Down", id="table-down", show=False),
+        Binding("k", "cursor_up", "Up", id="table-up", show=False),
+        Binding("g", "scroll_top", "First row", id="table-top", show=False),
+        Binding("G", "scroll_bottom", "Last row", id="table-bottom", show=False),
+    ]
+
+    class MarksChanged(Message):
+        """The set of marked rows changed (its size is shown on screen)."""
+
+        def __init__(self, table: LiveTable[Any], marked: frozenset[str]) -> None:
+            super().__init__()
+            self.table = table
+            self.marked = marked
+
+        @property
+        def control(self) -> LiveTable[Any]:
+            return self.table
+
+    class SortChanged(Message):
+        def __init__(self, table: LiveTable[Any], column: str | None, reverse: bool) -> None:
+            super().__init__()
+            self.table = table
+            self.column = column
+            self.reverse = reverse
+
+        @property
+        def control(self) -> LiveTable[Any]:
+            return self.table
+
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], datetime] | None = None,
+        id: str | None = None,
+        classes: str | None = None,
+    ) -> None:
+        super().__init__(id=id, classes=classes, cursor_type="row")
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._models: dict[str, RowT] = {}
+        self._order: list[str] = []  # every model's key, in the order it was given
+        self._cells: dict[str, tuple[Cell, ...]] = {}
+        self._marked: set[str] = set()
+        self.filter_text = ""
+        self.sort_column: str | None = None
+        self.sort_reverse = False
+        self._specs: dict[str, ColumnSpec[RowT]] = {spec.key: spec for spec in self.COLUMNS}
+
+    def on_mount(self) -> None:
+        for spec in self.COLUMNS:
+            self.add_column(self._header(spec), width=spec.width, key=spec.key)
+
+    # ---- what the screen asks of the table -------------------------------------------------
+
+    @property
+    def cursor_key(self) -> str | None:
+        if not self.row_count or not self.is_valid_row_index(self.cursor_row):
+            return None
+        key = self.coordinate_to_cell_key(self.cursor_coordinate).row_key
+        return key.value
+
+    @property
+    def marked(self) -> frozenset[str]:
+        return frozenset(self._marked)
+
+    def model(self, key: str) -> RowT | None:
+        return self._models.get(key)
+
+    @property
+    def models(self) -> list[RowT]:
+        return [self._models[key] for key in self._order]
+
+    @property
+    def visible_keys(self) -> list[str]:
+        return [row.key.value or "" for row in self.ordered_rows]
+
+    def targets(self) -> list[str]:
+        """The rows an action applies to: the marked ones, else the cursor row."""
+        if self._marked:
+            return [key for key in self._order if key in self._marked]
+        key = self.cursor_key
+        return [key] if key is not None else []
+
+    def sync(self, rows: Iterable[RowT]) -> None:
+        """Show these rows: the whole current list, in its natural order."""
+        self._models = {}
+        self._order = []
+        for row in rows:
+            self._models[row.key] = row
+            self._order.append(row.key)
+        gone = self._marked - self._models.keys()
+        if gone:
+            self._marked -= gone
+            self.post_message(self.MarksChanged(self, self.marked))
+        self._apply()
+
+    def set_filter(self, text: str) -> None:
+        self.filter_text = text.strip()
+        self._apply()
+
+    def sort_by(self, column: str) -> None:
+        """Sort by a column; the same column again reverses the order."""
+        if column not in self._specs or self._specs[column].sort_value is None:
+            return
+        if self.sort_column == column:
+            self.sort_reverse = not self.sort_reverse
+        else:
+            self.sort_column, self.sort_reverse = column, False
+        for spec in self.COLUMNS:
+            self.columns[ColumnKey(spec.key)].label = self._header(spec)
+        self._apply()
+        self.post_message(self.SortChanged(self, self.sort_column, self.sort_reverse))
+
+    def toggle_mark(self, key: str | None = None) -> None:
+        key = key if key is not None else self.cursor_key
+        if key is None or not self.MARKABLE:
+            return
+        if key in self._marked:
+            self._marked.discard(key)
+        else:
+            self._marked.add(key)
+        self._render_rows([key])
+        self.post_message(self.MarksChanged(self, self.marked))
+
+    def clear_marks(self) -> None:
+        if not self._marked:
+            return
+        keys = list(self._marked)
+        self._marked.clear()
+        self._render_rows(keys)
+        self.post_message(self.MarksChanged(self, self.marked))
+
+    def rerender(self) -> None:
+        """Re-render every visible row (the clock moved: relative times changed)."""
+        self._render_rows(self.visible_keys)
+
+    # ---- rendering --------------------------------------------------------------------------
+
+    def render_cells(self, row: RowT, now: datetime) -> tuple[Cell, ...]:
+        return tuple(spec.render(row, now) for spec in self.COLUMNS)
+
+    def _header(self, spec: ColumnSpec[RowT]) -> Text:
+        label = Text(spec.label, justify=spec.justify)  # type: ignore[arg-type]
+        if spec.key == self.sort_column:
+            label.append("▼" if self.sort_reverse else "▲", style="bold")
+        return label
+
+    def _cells_for(self, row: RowT, now: datetime) -> tuple[Cell, ...]:
+        cells = self.render_cells(row, now)
+        if self.MARKABLE and row.key in self._marked:
+            # A glyph in the first column, and the name in the mark's colour: visible in
+            # 16 colours and without colour at all.
+            first = (MARK_GLYPH + cells[0][0][1:], MARK_STYLE)
+            index = self.UNIQUE_COLUMN_INDEX
+            name = (cells[index][0], MARK_STYLE)
+            cells = tuple(
+                first if i == 0 else name if i == index else cell for i, cell in enumerate(cells)
+            )
+        return cells
+
+    def _to_text(self, cell: Cell, spec: ColumnSpec[RowT]) -> Text:
+        return Text(cell[0], style=cell[1], justify=spec.justify, no_wrap=True, end="")  # type: ignore[arg-type]
+
+    def _wanted(self) -> list[str]:
+        needle = self.filter_text.lower()
+        keys = [key for key in self._order if not needle or needle in self._models[key].search_text]
+        if self.sort_column is not None:
+            spec = self._specs[self.sort_column]
+            assert spec.sort_value is not None
+            value = spec.sort_value
+            keys.sort(
+                key=lambda key: _sortable(value(self._models[key])), reverse=self.sort_reverse
+            )
+            if self.sort_reverse:
+                # Keep missing values last when reversed as well.
+                keys.sort(key=lambda key: value(self._models[key]) is None)
+        return keys
+
+    def _apply(self) -> None:
+        wanted = self._wanted()
+        wanted_set = set(wanted)
+        cursor_key = self.cursor_key
+        now = self._clock()
+        with self.app.batch_update():
+            stale = [row_key for row_key in self.rows if row_key.value not in wanted_set]
+            if stale and len(stale) > len(self.rows) // 2:
+                # Many removals at once (a new filter): one clear is cheaper than n removals,
+                # each of which reindexes the whole table.
+                self.clear()
+                self._cells.clear()
+            else:
+                for row_key in stale:
+                    self.remove_row(row_key)
+                    self._cells.pop(row_key.value or "", None)
+            for key in wanted:
+                cells = self._cells_for(self._models[key], now)
+                if key not in self._cells:
+                    self.add_row(
+                        *(self._to_text(c, s) for c, s in zip(cells, self.COLUMNS, strict=True)),
+                        key=key,
+                    )
+                else:
+                    self._update_row(key, cells)
+                self._cells[key] = cells
+            if self.visible_keys != wanted:
+                position = {self._models[key].key: index for index, key in enumerate(wanted)}
+                unique = self.COLUMNS[self.UNIQUE_COLUMN_INDEX]
+                by_unique = {
+                    self._cells[key][self.UNIQUE_COLUMN_INDEX][0]: position[key] for key in wanted
+                }
+                self.sort(unique.key, key=lambda cell: by_unique[cell.plain])
+            self._follow_cursor(cursor_key)
+
+    # The column whose text is unique per row (the name): DataTable sorts by cell values only.
+    UNIQUE_COLUMN_INDEX: ClassVar[int] = 1
+
+    def _update_row(self, key: str, cells: tuple[Cell, ...]) -> None:
+        old = self._cells[key]
+        if old == cells:
+            return
+        for spec, before, after in zip(self.COLUMNS, old, cells, strict=True):
+            if before != after:
+                self.update_cell(key, spec.key, self._to_text(after, spec))
+
+    def _render_rows(self, keys: Iterable[str]) -> None:
+        now = self._clock()
+        with self.app.batch_update():
+            for key in keys:
+                model = self._models.get(key)
+                if model is None or key not in self._cells:
+                    continue
+                cells = self._cells_for(model, now)
+                self._update_row(key, cells)
+                self._cells[key] = cells
+
+    def _follow_cursor(self, key: str | None) -> None:
+        if key is None or not self.row_count:
+            return
+        try:
+            index = self.get_row_index(key)
+        except RowDoesNotExist:
+            return
+        if index != self.cursor_row:
+            self.move_cursor(row=index, animate=False)

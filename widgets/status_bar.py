@@ -1,0 +1,82 @@
+"""The top line: the period (always visible), server counts, marks, filter and mode."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from rich.text import Text
+from textual.widgets import Static
+
+from widgets import formatting as fmt
+
+
+@dataclass(frozen=True)
+class StatusState:
+    period: str = "24h"
+    periods: Sequence[str] = ("1h", "24h", "7d", "30d", "90d")
+    counts: dict[str, int] = field(default_factory=dict)
+    total: int = 0
+    marked: int = 0
+    filter_text: str = ""
+    read_only: bool = False
+    connected: bool = False
+    busy: str = ""
+    title: str = ""  # a screen's own heading, shown instead of the server counts
+
+
+def status_text(state: StatusState) -> Text:
+    text = Text(no_wrap=True, overflow="ellipsis", end="")
+    text.append(" Tooldeck ", style="bold reverse")
+    text.append("  ")
+    for index, period in enumerate(state.periods, start=1):
+        if period == state.period:
+            text.append(f" {index}:{period} ", style="bold reverse")
+        else:
+            text.append(f" {index}:{period} ", style="dim")
+    text.append("  ")
+    if state.title:
+        text.append(state.title, style="bold")
+    elif not state.connected:
+        text.append("opening…", style="italic")
+    else:
+        noun = "server" if state.total == 1 else "servers"
+        text.append(f"{state.total} {noun}", style="bold")
+        for status in ("running", "degraded", "starting", "stopping", "error", "stopped"):
+            number = state.counts.get(status, 0)
+            if number:
+                text.append("  ")
+                text.append(
+                    f"{fmt.STATUS_GLYPHS[status]} {number}", style=fmt.STATUS_STYLES[status]
+                )
+    if state.marked:
+        text.append("  ")
+        text.append(f" ✓ {state.marked} marked ", style="bold reverse")
+    if state.filter_text:
+        text.append("  ")
+        text.append(f'/ "{state.filter_text}"', style="bold")
+    if state.busy:
+        text.append("  ")
+        text.append(state.busy, style="italic")
+    if state.read_only:
+        text.append("  ")
+        text.append(" READ-ONLY ", style="bold reverse")
+    return text
+
+
+class StatusBar(Static):
+    DEFAULT_CSS = """
+    StatusBar {
+        height: 1;
+        width: 1fr;
+    }
+    """
+
+    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__("", id=id, classes=classes)
+        self.state: StatusState | None = None
+
+    def show(self, state: StatusState) -> None:
+        if state != self.state:
+            self.state = state
+            self.update(status_text(state))
