@@ -53,6 +53,13 @@ class ServerLimitsSpec(BaseModel):
     sustain_s: float = Field(30.0, gt=0, le=3600)
     max_concurrent_calls: int | None = Field(None, ge=1, le=10_000)
     max_queued_calls: int = Field(0, ge=0, le=100_000)
+    # Applied at spawn where the platform allows (app.spawn_guard); a change takes effect at the
+    # next start.
+    rlimit_as_mb: int | None = Field(None, ge=16, description="address space, MiB")
+    rlimit_nofile: int | None = Field(None, ge=8, description="open files")
+    rlimit_cpu_s: int | None = Field(None, ge=1, description="CPU seconds")
+    run_as_user: str | None = Field(None, pattern=r"^[a-z_][a-z0-9_.-]{0,63}\$?$")
+    run_as_group: str | None = Field(None, pattern=r"^[a-z_][a-z0-9_.-]{0,63}\$?$")
 
 
 class ServerLimitsResponse(ServerLimitsSpec):

@@ -53,6 +53,7 @@ WEEK_HOURS = 168
 # A MAD of zero (a perfectly regular tool) would make any change "infinitely" anomalous; counts
 # vary like a Poisson process at least, so the spread is never taken below sqrt(median).
 MAD_TO_SIGMA = 1.4826
+CLOSE_GRACE_S = 3.0
 
 RULE_SERVER_AUTO_DISABLED = "server_auto_disabled"
 RULE_SERVER_DOWN = "server_down"
@@ -395,6 +396,7 @@ class AlertEngine:
         self._listeners: list[AlertListener] = []
         self._lock = asyncio.Lock()
         self._pending: asyncio.Task[None] | None = None
+        self._again = False
         self._unsubscribe: Callable[[], None] | None = None
 
     # ---- wiring -------------------------------------------------------------------------------
@@ -410,27 +412,37 @@ class AlertEngine:
     def _on_change(self, change: Change, server_id: str | None) -> None:
         if change not in (Change.SERVERS, Change.TOOLS, Change.STATUS):
             return
+        # A run in progress may have read the state before this change: it runs once more.
+        self._again = True
         if self._pending is not None and not self._pending.done():
-            return  # one evaluation already queued covers this change too
+            return
         with suppress(RuntimeError):  # no running loop: nothing to schedule on
             self._pending = asyncio.get_running_loop().create_task(self._quietly_state())
 
     async def _quietly_state(self) -> None:
-        await asyncio.sleep(0)  # let the publisher's transaction and siblings finish first
-        try:
-            await self.evaluate(state_only=True)
-        except Exception:
-            logger.exception("evaluating alerts after a change failed")
+        while self._again:
+            self._again = False
+            await asyncio.sleep(0)  # let the publisher's transaction and siblings finish first
+            try:
+                await self.evaluate(state_only=True)
+            except Exception:
+                logger.exception("evaluating alerts after a change failed")
 
-    async def close(self) -> None:
-        """Stop watching and wait (bounded by the hooks' own timeouts) for deliveries."""
+    async def close(self, grace_s: float = CLOSE_GRACE_S) -> None:
+        """Stop watching; give deliveries in flight `grace_s` to finish, then cancel them
+        (a hook command is killed with its process group), so a hung hook cannot hold up
+        shutdown for its whole timeout and retries."""
         if self._unsubscribe is not None:
             self._unsubscribe()
         if self._pending is not None:
             self._pending.cancel()
             with suppress(asyncio.CancelledError, Exception):
                 await self._pending
-        await self.drain()
+        if self._deliveries:
+            _done, late = await asyncio.wait(list(self._deliveries), timeout=grace_s)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
 
     async def drain(self) -> None:
         while self._deliveries:

@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 from app.api_token import read_token, token_path
 from app.config import Settings
 from app.errors import Unauthorized, Unavailable
-from app.lock import LockInfo, SupervisorLock, read_lock
+from app.lock import HolderKind, LockInfo, SupervisorLock, read_lock
 from app.remote import RemoteOperations
 from app.service import Operations
 
@@ -52,11 +52,14 @@ def remote_operations(settings: Settings, info: LockInfo) -> RemoteOperations:
 
 
 @asynccontextmanager
-async def open_facade(settings: Settings, *, with_runtime: bool = False) -> AsyncIterator[Facade]:
+async def open_facade(
+    settings: Settings, *, with_runtime: bool = False, holder: HolderKind = "dashboard"
+) -> AsyncIterator[Facade]:
     """The daemon's operations when one runs, else this process's own.
 
     `with_runtime` asks for a supervisor in this process when there is no daemon (the dashboard
-    wants one; a CLI verb does not, and answers NotRunning for runtime operations instead).
+    wants one; most CLI verbs do not, and answer NotRunning for runtime operations instead).
+    A `cli` holder is a one-shot: it starts no server up front, only what its verb touches.
     """
     info = await running_daemon(settings)
     if info is not None:
@@ -68,10 +71,10 @@ async def open_facade(settings: Settings, *, with_runtime: bool = False) -> Asyn
 
         # This process becomes the data dir's supervisor: hold the lock so that a daemon (or
         # another dashboard) started now refuses instead of running every server twice.
-        lock = SupervisorLock(settings.data_dir, "dashboard")
+        lock = SupervisorLock(settings.data_dir, holder)
         lock.acquire()
         try:
-            async with running_core(settings) as ops:
+            async with running_core(settings, autostart=holder != "cli") as ops:
                 yield ops
         finally:
             lock.release()

@@ -26,12 +26,13 @@ async def open_operations(settings: Settings) -> Operations:
 
 
 @asynccontextmanager
-async def running_core(settings: Settings) -> AsyncIterator[Operations]:
+async def running_core(settings: Settings, *, autostart: bool = True) -> AsyncIterator[Operations]:
     """The whole runtime behind the facade: supervisor, scheduler and usage recorder.
 
     On entry, statuses left by a crashed process are reset and the auto-start servers begin
-    starting (in the background); on exit every server is stopped, no child is left behind,
-    and recorded usage is flushed. The caller must hold the data dir's supervisor lock.
+    starting (in the background; `autostart=False` starts none, for a one-shot call); on exit
+    every server is stopped, no child is left behind, and recorded usage is flushed. The
+    caller must hold the data dir's supervisor lock.
     """
     from app.scheduler import core_scheduler
     from app.supervisor import Supervisor
@@ -49,8 +50,11 @@ async def running_core(settings: Settings) -> AsyncIterator[Operations]:
         supervisor = Supervisor(ops.db, settings, changes=ops.changes)
         stack.push_async_callback(supervisor.shutdown)
         ops.runtime = supervisor
-        await supervisor.startup()
+        await supervisor.startup(autostart=autostart)
         scheduler = core_scheduler(ops.db, settings, supervisor)
+        from app.alerting import install_alerting
+
+        stack.push_async_callback(await install_alerting(ops, supervisor, scheduler))
         await scheduler.start()
         stack.push_async_callback(scheduler.stop)
         ops.scheduler = scheduler

@@ -282,8 +282,11 @@ async def open_connection(
     log: ServerLog | None = None,
     on_tools_changed: Callable[[], None] | None = None,
     on_closed: Callable[[], None] | None = None,
+    launcher: list[str] | None = None,
 ) -> AsyncIterator[Connection]:
     """Start or connect, `initialize` within `startup_timeout`, and yield the connection.
+
+    `launcher` (app.spawn_guard) runs before a stdio command and execs it: same pid, same group.
 
     Leaving the context closes the session and, for stdio, ends the child (stdin closed, then
     SIGTERM, then SIGKILL to its process group, as the SDK does) and reaps it.
@@ -325,9 +328,10 @@ async def open_connection(
                 # Runs after the SDK has closed the child and before the stderr pipe drains:
                 # whatever the child left in its group would otherwise hold the pipe open.
                 stack.push_async_callback(_end_groups, group)
+                argv = [*(launcher or []), spec.command, *spec.args]
                 params = StdioServerParameters(
-                    command=spec.command,
-                    args=list(spec.args),
+                    command=argv[0],
+                    args=argv[1:],
                     env={**dict(spec.env), INSTANCE_ENV: marker},
                     cwd=spec.cwd,
                 )

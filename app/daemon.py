@@ -170,7 +170,11 @@ async def serve(
         loop.add_signal_handler(signum, on_signal, signum)
     try:
         async with running_core(settings) as ops, AsyncExitStack() as gateway_scope:
-            gateway = Gateway(ops)
+            gateway = Gateway(
+                ops,
+                separator=settings.gateway_separator,
+                page_size=settings.gateway_page_size,
+            )
             gateway_scope.callback(gateway.close)
             mcp_app = gateway.http_app(host=settings.host)
             # Left before the core: MCP sessions end before the servers behind them stop.

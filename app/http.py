@@ -36,6 +36,7 @@ from app.errors import (
     Unauthorized,
     Unavailable,
 )
+from app.http_alerts import router as alerts_router
 from app.jsonlog import request_id_var
 from app.prometheus import CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE
 from app.prometheus import render_metrics
@@ -767,6 +768,7 @@ def create_app(
     app.state.ops = ops
     app.include_router(public)
     app.include_router(router)
+    app.include_router(alerts_router)
     app.add_exception_handler(TooldeckError, _tooldeck_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

@@ -24,7 +24,7 @@ from sqlalchemy import select
 from app.errors import TooldeckError
 from storage.db import Database
 from storage.events import EventKind
-from storage.models import ServerLimits, ToolServer
+from storage.models import ServerLimits
 from storage.queries import add_event
 
 if TYPE_CHECKING:
@@ -206,9 +206,3 @@ class ResourceWatchdog:
             await self.supervisor.restart(row.server_id, actor=ACTOR)
         except TooldeckError as exc:
             logger.warning("restarting %s for its %s failed: %s", name, label, exc)
-
-
-async def stdio_server(db: Database, server_id: str) -> bool:
-    async with db.session() as session:
-        row = await session.get(ToolServer, server_id)
-        return row is not None and row.transport == "stdio"

@@ -22,7 +22,7 @@ import psutil
 from app.errors import Conflict
 
 LOCK_FILE_NAME = "tooldeck.lock"
-HolderKind = Literal["daemon", "dashboard", "gateway"]
+HolderKind = Literal["daemon", "dashboard", "gateway", "cli"]
 HOLDER_NAMES: dict[str, str] = {
     "daemon": "the daemon",
     "dashboard": "a dashboard",

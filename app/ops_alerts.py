@@ -25,8 +25,9 @@ from app.alert_schemas import (
 )
 from app.audit import audit_rows, change_details
 from app.changes import Change
-from app.errors import InvalidInput, NotFound, invalid_from_pydantic
+from app.errors import Conflict, InvalidInput, NotFound, invalid_from_pydantic
 from app.schemas import ServerToolResponse
+from app.spawn_guard import check_account
 from storage.events import EventKind
 from storage.models import Alert, ServerLimits, ServerTool, ToolServer
 from storage.queries import add_event, find_server
@@ -42,6 +43,15 @@ logger = logging.getLogger(__name__)
 SINCE_PATTERN = re.compile(r"^(\d+)\s*([mhdw])$")
 SINCE_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 LIMIT_FIELDS = tuple(ServerLimitsSpec.model_fields)
+LOCAL_ONLY_FIELDS = (
+    "max_rss_mb",
+    "max_cpu_percent",
+    "rlimit_as_mb",
+    "rlimit_nofile",
+    "rlimit_cpu_s",
+    "run_as_user",
+    "run_as_group",
+)
 
 
 def parse_since(since: str | datetime | None, now: datetime | None = None) -> datetime | None:
@@ -187,10 +197,15 @@ class AlertOperations:
             server = await find_server(session, ref)
             if server is None:
                 raise NotFound(f"no server {ref!r}")
-            if server.transport != "stdio" and (spec.max_rss_mb or spec.max_cpu_percent):
+            local = [name for name in LOCAL_ONLY_FIELDS if getattr(spec, name) is not None]
+            if server.transport != "stdio" and local:
                 raise InvalidInput(
-                    "memory and CPU limits apply to stdio servers only", field="max_rss_mb"
+                    f"{', '.join(local)}: only for stdio servers (local processes)",
+                    field=local[0],
                 )
+            why = check_account(spec.run_as_user, spec.run_as_group)
+            if why is not None:
+                raise Conflict(f"cannot run {server.name} as another account: {why}")
             row = await session.get(ServerLimits, server.id)
             before = ServerLimitsSpec().model_dump()
             if row is None:

@@ -22,6 +22,7 @@ from app import errors
 from app.config import Settings
 from app.errors import InvalidInput, TooldeckError, Unavailable
 from app.interchange import parse_document
+from app.remote_alerts import RemoteAlertOperations
 from app.schemas import (
     BulkOperationResult,
     BulkToolServerOperation,
@@ -109,7 +110,7 @@ def _payload(data: BaseModel | dict[str, Any], *, exclude_unset: bool = False) -
     return to_jsonable_python(data)
 
 
-class RemoteOperations:
+class RemoteOperations(RemoteAlertOperations):
     """`Operations` over the daemon's HTTP API."""
 
     def __init__(

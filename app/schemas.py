@@ -188,6 +188,9 @@ class ServerToolResponse(BaseModel):
     enabled: bool
     is_available: bool
     bypass_when_unavailable: bool
+    # Off (None) unless set: this many failed calls in a row disable the tool (app.ops_alerts).
+    auto_disable_after: int | None = None
+    disabled_reason: str | None = None
     total_calls: int
     total_errors: int
     last_called: datetime | None

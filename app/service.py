@@ -716,21 +716,11 @@ class Operations(AlertOperations):
         return [self._tool_response(tool, server_name) for tool, server_name in rows]
 
     async def list_resources(self, server_ref: str) -> list[types.Resource]:
-        async def every_page(session: Any) -> list[types.Resource]:
-            if not _has_capability(session, "resources"):
-                return []
-            resources: list[types.Resource] = []
-            cursor: str | None = None
-            while True:
-                page = await session.list_resources(
-                    params=types.PaginatedRequestParams(cursor=cursor)
-                )
-                resources.extend(page.resources)
-                cursor = page.next_cursor
-                if not cursor:
-                    return resources
-
-        return await self._upstream(server_ref, every_page, "listing resources")
+        return await self._upstream(
+            server_ref,
+            lambda session: _every_page(session, "resources", session.list_resources),
+            "listing resources",
+        )
 
     async def read_resource(self, server_ref: str, uri: str) -> types.ReadResourceResult:
         return await self._upstream(
@@ -738,21 +728,11 @@ class Operations(AlertOperations):
         )
 
     async def list_prompts(self, server_ref: str) -> list[types.Prompt]:
-        async def every_page(session: Any) -> list[types.Prompt]:
-            if not _has_capability(session, "prompts"):
-                return []
-            prompts: list[types.Prompt] = []
-            cursor: str | None = None
-            while True:
-                page = await session.list_prompts(
-                    params=types.PaginatedRequestParams(cursor=cursor)
-                )
-                prompts.extend(page.prompts)
-                cursor = page.next_cursor
-                if not cursor:
-                    return prompts
-
-        return await self._upstream(server_ref, every_page, "listing prompts")
+        return await self._upstream(
+            server_ref,
+            lambda session: _every_page(session, "prompts", session.list_prompts),
+            "listing prompts",
+        )
 
     async def get_prompt(
         self, server_ref: str, name: str, arguments: dict[str, str]
@@ -1155,9 +1135,22 @@ class Operations(AlertOperations):
         return keep_masked({key: value for key, value in values.items() if key not in dropped}, old)
 
 
-def _has_capability(session: Any, name: str) -> bool:
+async def _every_page(
+    session: Any, capability: str, list_page: Callable[..., Awaitable[Any]]
+) -> list[Any]:
+    """Every item of a paginated MCP listing (`resources`, `prompts`), or none when the server
+    does not offer that capability."""
     capabilities = getattr(session, "server_capabilities", None)
-    return getattr(capabilities, name, None) is not None
+    if getattr(capabilities, capability, None) is None:
+        return []
+    items: list[Any] = []
+    cursor: str | None = None
+    while True:
+        page = await list_page(params=types.PaginatedRequestParams(cursor=cursor))
+        items.extend(getattr(page, capability))
+        cursor = page.next_cursor
+        if not cursor:
+            return items
 
 
 def _drop_none(changes: dict[str, Any]) -> dict[str, Any]:

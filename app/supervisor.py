@@ -39,11 +39,13 @@ from app.connections import (
     seconds,
 )
 from app.errors import CallFailed, Conflict, NotFound, NotRunning, StartFailed
+from app.limits import CallGates
 from app.schemas import ServerHealth, ServerRuntimeInfo
 from app.serverlog import LogWriter, ServerLog, log_path, read_log_tail
+from app.spawn_guard import launcher as spawn_launcher
 from storage.db import Database
 from storage.events import EventKind
-from storage.models import ServerTool, ToolServer
+from storage.models import ServerLimits, ServerTool, ToolServer
 from storage.queries import add_event
 
 logger = logging.getLogger(__name__)
@@ -128,11 +130,14 @@ class Supervisor:
         # One writer at a time from here: fifty servers changing state at once would otherwise
         # queue inside SQLite, where a busy writer times out instead of waiting its turn.
         self._db_lock = asyncio.Lock()
+        # Per-server concurrent-call limits (app.limits), loaded by the facade and the watchdog.
+        self.call_gates = CallGates()
 
     # ---- life of the supervisor itself ------------------------------------------------------
 
-    async def startup(self) -> None:
-        """Reset statuses a crashed process left behind, then start the auto-start servers.
+    async def startup(self, *, autostart: bool = True) -> None:
+        """Reset statuses a crashed process left behind, then start the auto-start servers
+        (unless `autostart` is off: a one-shot CLI call starts only the server it calls).
 
         Returns once the reset is done; the starts go on in the background (see
         `wait_autostart`), so a slow server does not hold the dashboard up.
@@ -151,7 +156,7 @@ class Supervisor:
                     row.status = "stopped"
                 self._handle_for(row.id, row.name).was_enabled = row.enabled
             await session.execute(update(ServerTool).values(is_available=False))
-            targets = [row.id for row in rows if row.enabled and row.auto_start]
+            targets = [row.id for row in rows if row.enabled and row.auto_start and autostart]
         self._publish(Change.STATUS, None)
         self._publish(Change.TOOLS, None)
         self._autostart = asyncio.create_task(self._start_all(targets), name="autostart")
@@ -379,7 +384,8 @@ class Supervisor:
             row = await self._row(server_id)
             raise NotRunning(f"{row.name} is not running")
         try:
-            async with asyncio.timeout(timeout_s):
+            # A call queued at its server's concurrency limit waits within its own timeout.
+            async with asyncio.timeout(timeout_s), self.call_gates.slot(server_id, conn.spec.name):
                 return await conn.session.call_tool(tool_name, arguments)
         except TimeoutError:
             raise CallFailed(f"{tool_name} timed out after {seconds(timeout_s)} s") from None
@@ -537,6 +543,7 @@ class Supervisor:
                 handle.want_running = False
                 return None
             spec = ConnectionSpec.of(row)
+            launcher = spawn_launcher(await session.get(ServerLimits, row.id))
             startup_timeout = row.startup_timeout_s
             failures = row.consecutive_failures
             row.status = "starting"
@@ -559,6 +566,7 @@ class Supervisor:
                 log=handle.log,
                 on_tools_changed=lambda: self._tools_changed(handle),
                 on_closed=handle.signal.set,
+                launcher=launcher,
             ) as conn:
                 pid = conn.pid
                 ending = await self._run(handle, conn, began, failures)
@@ -735,9 +743,13 @@ class Supervisor:
                     f"auto-disabled after {failures} consecutive failure"
                     f"{'s' if failures != 1 else ''}: {message}"
                 )
+                details = {
+                    "before": {"enabled": True, "disabled_reason": row.disabled_reason},
+                    "after": {"enabled": False, "disabled_reason": reason},
+                }
                 row.enabled = False
                 row.disabled_reason = reason
-                add_event(session, row.id, EventKind.AUTO_DISABLED, reason, SYSTEM)
+                add_event(session, row.id, EventKind.AUTO_DISABLED, reason, SYSTEM, details)
                 handle.want_running = False
                 handle.was_enabled = False
                 handle.log.note(reason)

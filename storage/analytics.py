@@ -4,7 +4,10 @@ A window [start, end) is answered in two parts:
 - its whole hours from the hourly rollups, whose running totals make any span of hours two index
   lookups per series (storage.rollups), however long the window;
 - its ragged edges (the part of an hour before the first whole hour, and after the last one when
-  the window ends in the past) from the raw rows, grouped by SQL.
+  the window ends in the past) from the raw rows, grouped by SQL. Of the two ways to cover a
+  partial first hour, the one reading fewer raw rows is taken: add the raw rows of the part
+  inside the window, or take the whole hour from the rollups and subtract the raw rows of the
+  part before it. So the start edge never reads more than half an hour of raw rows.
 A window that ends now needs no raw rows at its end: the rollups of the current hour are written
 with the raw rows, so they are complete up to now.
 
@@ -27,15 +30,16 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from itertools import pairwise
 from typing import Any
 
-from sqlalchemy import String, and_, case, func, select, type_coerce
+from sqlalchemy import String, and_, bindparam, case, func, select, type_coerce
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage.db import Database
 from storage.events import DOWN_EVENTS, UP_EVENTS
-from storage.latency import RunningHistogram, decode_sparse, percentiles
+from storage.latency import RunningHistogram, merge_dense, percentiles
 from storage.models import (
     ServerEvent,
     ServerTool,
@@ -112,14 +116,15 @@ def make_window(
 
 @dataclass(frozen=True, slots=True)
 class _Plan:
-    """How a window is answered: rollup hours [first_hour, end_hour) plus raw `edges`."""
+    """How a window is answered: rollup hours [first_hour, end_hour), plus (sign 1) or minus
+    (sign -1) the raw rows of each edge [low, high)."""
 
     start: datetime
     end: datetime
     first_hour: int
     end_hour: int
     live: bool
-    edges: tuple[tuple[datetime, datetime], ...]
+    edges: tuple[tuple[datetime, datetime, int], ...]
 
 
 def _ceil_hour(moment: datetime) -> int:
@@ -140,19 +145,29 @@ def plan_window(window: Window, raw_horizon: datetime) -> _Plan:
         if end < raw_horizon and hour_start(last) != end:
             last += 1
             end = hour_start(last)
-    edges: list[tuple[datetime, datetime]] = []
+    edges: list[tuple[datetime, datetime, int]] = []
     if first >= last:
         # No whole hour inside: all of it from the raw rows, cut at the hour so that every edge
         # lies within one hour (and so within one day).
         stop = hour_start(last) if window.live else end
         cut = hour_start(first)
-        edges.extend([(start, cut), (cut, stop)] if start < cut < stop else [(start, stop)])
+        if start < cut < stop:
+            edges += [(start, cut, 1), (cut, stop, 1)]
+        else:
+            edges.append((start, stop, 1))
         first = last
     else:
         if start < hour_start(first):
-            edges.append((start, hour_start(first)))
+            before = hour_start(first - 1)
+            if start - before < hour_start(first) - start and before >= raw_horizon:
+                first -= 1
+                edges.append((before, start, -1))
+            else:
+                edges.append((start, hour_start(first), 1))
+        # At the end only adding will do: the newest call of an hour taken whole could lie
+        # after the end, and running totals do not say which one came before it.
         if not window.live and hour_start(last) < end:
-            edges.append((hour_start(last), end))
+            edges.append((hour_start(last), end, 1))
     return _Plan(start, end, first, last, window.live, tuple(edges))
 
 
@@ -251,6 +266,7 @@ _tool_hours = UsageToolHourly.__table__
 _scope_hours = UsageScopeHourly.__table__
 _scopes = UsageScopes.__table__.c
 _RUNNING = ("cum_calls", "cum_errors", "cum_timed", "cum_ms")
+_EDGES = "usage_analytics_edges"
 
 
 def _text(column: Any) -> Any:
@@ -296,10 +312,14 @@ class UsageAnalytics:
     @asynccontextmanager
     async def _read(self) -> AsyncIterator[AsyncConnection]:
         # One read transaction: every query of an answer sees the same snapshot, so the raw
-        # rows of an edge asked for twice in one answer are read once.
-        self._edges: dict[tuple[Any, ...], dict[SeriesKey, Usage]] = {}
+        # rows of an edge asked for twice in one answer are read once (memo on the connection,
+        # which serves one answer at a time).
         async with self.db.engine.connect() as conn, conn.begin():
-            yield conn
+            conn.info[_EDGES] = {}
+            try:
+                yield conn
+            finally:
+                conn.info.pop(_EDGES, None)
 
     def plan(self, window: Window, now: datetime) -> _Plan:
         return plan_window(window, now - self.raw_retention)
@@ -508,10 +528,10 @@ class UsageAnalytics:
             daily[day.date().isoformat()] = (
                 running[high].since(running[low]) if low < high else Usage()
             )
-        for low_at, high_at in plan.edges:
+        for edge in plan.edges:
             # An edge lies within one hour, so within one day.
-            day_usage = daily[low_at.date().isoformat()]
-            for part in (await self._raw_edges(conn, [(low_at, high_at)])).values():
+            day_usage = daily[edge[0].date().isoformat()]
+            for part in (await self._raw_edges(conn, [edge])).values():
                 day_usage.add(part)
         return calendar, daily
 
@@ -605,30 +625,13 @@ class UsageAnalytics:
         """
         if plan.first_hour >= plan.end_hour:
             return {}, {}
-        columns: list[Any] = [_series.id, _series.server_id, _series.tool_id, _series.tool_name]
-        joined: Any = UsageSeries.__table__
-        for name, hour in (("at_start", plan.first_hour), ("at_end", plan.end_hour)):
-            if name == "at_end" and plan.live:
-                columns += [*(_series[key] for key in _RUNNING), _text(_series.last_called)]
-                continue
-            rows = _tool_hours.alias(name)
-            earlier = _tool_hours.alias(f"{name}_earlier")
-            # Driven by usage_series (a LEFT JOIN keeps it the outer loop): one seek per series.
-            latest = (
-                select(func.max(earlier.c.hour))
-                .where(earlier.c.series_id == _series.id, earlier.c.hour < hour)
-                .scalar_subquery()
-            )
-            joined = joined.outerjoin(
-                rows, and_(rows.c.series_id == _series.id, rows.c.hour == latest)
-            )
-            columns += [*(rows.c[key] for key in _RUNNING), _text(rows.c.last_called)]
-        query = select(*columns).select_from(joined)
+        query = _series_window_query(plan.live)
         if where is not None:
             query = query.where(where)
+        hours = {"first_hour": plan.first_hour, "end_hour": plan.end_hour}
         usage: dict[SeriesKey, Usage] = {}
         seen: dict[SeriesKey, tuple[int | None, str | None]] = {}
-        for row in (await conn.execute(query)).all():
+        for row in (await conn.execute(query, hours)).all():
             calls = row[9]
             if calls is None:
                 continue  # nothing up to the window's end
@@ -652,31 +655,20 @@ class UsageAnalytics:
             return usage
         ids = select(_series.id).where(_series.tool_id == tool_id).scalar_subquery()
         hourly = _tool_hours.c
-        rows = await conn.execute(
-            select(
-                hourly.calls,
-                hourly.errors,
-                hourly.timed_calls,
-                hourly.total_ms,
-                _text(hourly.last_called),
-                hourly.latency_hist,
-            ).where(hourly.series_id.in_(ids), hourly.hour >= first_hour, hourly.hour < end_hour)
-        )
-        rows = rows.all()
-        hist: dict[int, int] = defaultdict(int)
-        last: str | None = None
-        for calls, errors, timed, total_ms, last_called, blob in rows:
-            usage.calls += calls
-            usage.errors += errors
-            usage.timed += timed
-            usage.total_ms += total_ms
-            if last_called is not None and (last is None or last_called > last):
-                last = last_called
-            for index, count in decode_sparse(blob).items():
-                hist[index] += count
-        usage.hist = dict(hist)
-        usage.last_called = parse_sqlite_time(last)
-        return usage
+        hours = and_(hourly.series_id.in_(ids), hourly.hour >= first_hour, hourly.hour < end_hour)
+        calls, errors, timed, total_ms, last = (
+            await conn.execute(
+                select(
+                    func.coalesce(func.sum(hourly.calls), 0),
+                    func.coalesce(func.sum(hourly.errors), 0),
+                    func.coalesce(func.sum(hourly.timed_calls), 0),
+                    func.coalesce(func.sum(hourly.total_ms), 0.0),
+                    func.max(_text(hourly.last_called)),
+                ).where(hours)
+            )
+        ).one()
+        blobs = (await conn.execute(select(hourly.latency_hist).where(hours))).scalars().all()
+        return Usage(calls, errors, timed, total_ms, parse_sqlite_time(last), merge_dense(blobs))
 
     async def _scope_usage(
         self, conn: AsyncConnection, plan: _Plan, scopes: Sequence[str]
@@ -732,16 +724,17 @@ class UsageAnalytics:
         """A scope's running totals before each boundary hour (hours list, then a few rows)."""
         hourly = _scope_hours.c
         low, high = min(boundaries), max(boundaries)
-        hours = list(
+        hours = sorted(
             (
                 await conn.execute(
                     select(hourly.hour).where(
                         hourly.scope == scope, hourly.hour >= low, hourly.hour < high
                     )
                 )
-            ).scalars()
+            )
+            .scalars()
+            .all()
         )
-        hours.sort()
         previous = (
             await conn.execute(
                 select(func.max(hourly.hour)).where(hourly.scope == scope, hourly.hour < low)
@@ -772,22 +765,22 @@ class UsageAnalytics:
     async def _raw_edges(
         self,
         conn: AsyncConnection,
-        edges: Iterable[tuple[datetime, datetime]],
+        edges: Iterable[tuple[datetime, datetime, int]],
         *,
         server_id: str | None = None,
         tool_id: str | None = None,
         hist: bool = True,
     ) -> dict[SeriesKey, Usage]:
-        """The raw rows of the edges, per series, with their histograms unless `hist` is off."""
+        """What the edges add to (or take from) each series, with histograms unless `hist` is
+        off. A part taken away carries no time: the newest call is not among them."""
         result: dict[SeriesKey, Usage] = {}
-        for low, high in edges:
+        for low, high, sign in edges:
             parts = await self._raw_edge(conn, low, high, server_id, tool_id, hist)
             for key, part in parts.items():
                 usage = result.get(key)
                 if usage is None:
-                    result[key] = part.copy()
-                else:
-                    usage.add(part)
+                    usage = result[key] = Usage()
+                usage.add(part, sign=sign)
         return result
 
     async def _raw_edge(
@@ -799,9 +792,10 @@ class UsageAnalytics:
         tool_id: str | None,
         hist: bool,
     ) -> dict[SeriesKey, Usage]:
+        memo: dict[tuple[Any, ...], dict[SeriesKey, Usage]] = conn.info[_EDGES]
         memo_key = (low, high, server_id, tool_id, hist)
-        if memo_key in self._edges:
-            return self._edges[memo_key]
+        if memo_key in memo:
+            return memo[memo_key]
         # Without histograms, one group per series instead of one per series and bucket.
         bucket: Any = _usage.latency_bucket if hist else func.min(_usage.latency_bucket)
         query = (
@@ -845,11 +839,38 @@ class UsageAnalytics:
                 result[key] = part
             else:
                 usage.add(part)
-        self._edges[memo_key] = result
+        memo[memo_key] = result
         return result
 
 
 # ---- helpers ---------------------------------------------------------------------------------
+
+
+@cache
+def _series_window_query(live: bool) -> Any:
+    """Every series with its running totals before `first_hour` and before `end_hour` (or its
+    own newest running totals when the window ends now). Built once: it is the costliest
+    statement to build, and only the hours change."""
+    columns: list[Any] = [_series.id, _series.server_id, _series.tool_id, _series.tool_name]
+    joined: Any = UsageSeries.__table__
+    for name in ("first_hour", "end_hour"):
+        if name == "end_hour" and live:
+            columns += [*(_series[key] for key in _RUNNING), _text(_series.last_called)]
+            continue
+        rows = _tool_hours.alias(f"before_{name}")
+        earlier = _tool_hours.alias(f"before_{name}_earlier")
+        # Driven by usage_series (a LEFT JOIN keeps it the outer loop): one seek per series.
+        latest = (
+            select(func.max(earlier.c.hour))
+            .where(earlier.c.series_id == _series.id, earlier.c.hour < bindparam(name))
+            .scalar_subquery()
+        )
+        joined = joined.outerjoin(rows, and_(rows.c.series_id == _series.id, rows.c.hour == latest))
+        columns += [*(rows.c[key] for key in _RUNNING), _text(rows.c.last_called)]
+    # A series idle since before the window (and its raw edge's hour) needs no lookup.
+    return (
+        select(*columns).select_from(joined).where(_series.last_hour >= bindparam("first_hour") - 1)
+    )
 
 
 def _add_part(
@@ -984,7 +1005,7 @@ def _server_metrics(
         total_errors=usage.errors,
         success_rate=usage.success_rate,
         avg_response_time_ms=usage.avg_ms,
-        last_activity=usage.last_called,
+        last_activity=usage.last_called if usage.calls > 0 else None,
         uptime_percentage=uptime.get(server.id),
         p50_response_time_ms=values[50],
         p95_response_time_ms=values[95],
@@ -1017,7 +1038,7 @@ def _tool_metrics(
         total_errors=usage.errors,
         success_rate=usage.success_rate,
         avg_response_time_ms=usage.avg_ms,
-        last_called=usage.last_called,
+        last_called=usage.last_called if usage.calls > 0 else None,
         calls_last_24h=last_day.calls,
         errors_last_24h=last_day.errors,
         p50_response_time_ms=values[50],

@@ -59,13 +59,15 @@ def percentiles(
     counts: Mapping[int, int], wanted: Iterable[int] = PERCENTILES
 ) -> dict[int, float | None]:
     """The value of each wanted percentile (an integer percent) of a histogram."""
-    items = sorted(counts.items())
-    running = list(accumulate(count for _, count in items))
-    total = running[-1] if running else 0
+    if not counts:
+        return {percent: None for percent in wanted}
+    indexes, values = zip(*sorted(counts.items()), strict=True)
+    running = list(accumulate(values))
+    total = running[-1]
     if total <= 0:
         return {percent: None for percent in wanted}
     return {
-        percent: bucket_value(items[bisect_left(running, rank(total, percent))][0])
+        percent: bucket_value(indexes[bisect_left(running, rank(total, percent))])
         for percent in wanted
     }
 
@@ -79,32 +81,13 @@ def add_into(total: dict[int, int], counts: Mapping[int, int], sign: int = 1) ->
             total.pop(index, None)
 
 
-def encode_sparse(counts: Mapping[int, int]) -> bytes:
-    """A small histogram (one tool, one hour) as (bucket, count) pairs of uint32."""
-    pairs = array("I")
-    for index in sorted(counts):
-        count = counts[index]
-        if count:
-            pairs.append(index)
-            pairs.append(count)
-    if _SWAP:
-        pairs.byteswap()
-    return pairs.tobytes()
-
-
-def decode_sparse(blob: bytes | None) -> dict[int, int]:
-    if not blob:
-        return {}
-    pairs = array("I")
-    pairs.frombytes(blob)
-    if _SWAP:
-        pairs.byteswap()
-    return dict(zip(pairs[0::2], pairs[1::2], strict=True))
-
-
 def encode_dense(counts: Mapping[int, int]) -> bytes:
-    """A cumulative histogram (a server over all time) as uint64 counts from its lowest bucket,
-    compressed: long runs of similar high-order bytes shrink to a third."""
+    """A histogram as stored: its lowest used bucket, then uint64 counts from there to its
+    highest, compressed (zero counts and high-order zero bytes shrink to little).
+
+    One format for a tool's hour and a server's running totals, so that any number of them
+    can be added (or subtracted) as big integers, one 64-bit lane per bucket: see
+    `merge_dense` and `RunningHistogram`."""
     used = [index for index, count in counts.items() if count]
     if not used:
         return b""
@@ -162,3 +145,21 @@ class RunningHistogram:
         if _SWAP:
             counts.byteswap()
         return dict(zip(range(self.low, self.low + self.size), counts.tolist(), strict=True))
+
+
+def merge_dense(blobs: Iterable[bytes | None]) -> dict[int, int]:
+    """The sum of stored histograms: each is one big integer of 64-bit lanes, shifted to its
+    lowest bucket, so the whole sum is additions in C (no lane overflows below 2^64 calls)."""
+    total = 0
+    for blob in blobs:
+        if blob:
+            (low,) = _OFFSET.unpack_from(blob)
+            lanes = int.from_bytes(zlib.decompress(blob[_OFFSET.size :]), "little")
+            total += lanes << (64 * low)
+    if not total:
+        return {}
+    size = (total.bit_length() + 63) // 64
+    counts = array("Q", total.to_bytes(8 * size, "little"))
+    if _SWAP:
+        counts.byteswap()
+    return {index: count for index, count in enumerate(counts) if count}

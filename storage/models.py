@@ -308,4 +308,10 @@ class ServerLimits(Base):
     sustain_s: Mapped[float] = mapped_column(Float, default=30.0)
     max_concurrent_calls: Mapped[int | None] = mapped_column(Integer)
     max_queued_calls: Mapped[int] = mapped_column(Integer, default=0)
+    # Hard limits and the account, applied by app.spawn_guard before the server's command runs.
+    rlimit_as_mb: Mapped[int | None] = mapped_column(Integer)
+    rlimit_nofile: Mapped[int | None] = mapped_column(Integer)
+    rlimit_cpu_s: Mapped[int | None] = mapped_column(Integer)
+    run_as_user: Mapped[str | None] = mapped_column(String(64))
+    run_as_group: Mapped[str | None] = mapped_column(String(64))
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

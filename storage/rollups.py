@@ -40,7 +40,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import sqlite
 
-from storage.latency import bucket_of, decode_dense, decode_sparse, encode_dense, encode_sparse
+from storage.latency import bucket_of, decode_dense, encode_dense
 from storage.models import (
     ServerTool,
     ToolUsage,
@@ -267,7 +267,7 @@ class _HourRow:
     def own_acc(self) -> _Acc:
         assert self.own is not None
         if self.own_blob is not None:
-            self.own.hist = decode_sparse(self.own_blob)
+            self.own.hist = decode_dense(self.own_blob)
             self.own_blob = None
         return self.own
 
@@ -743,7 +743,7 @@ class UsageWriter:
                             own.timed,
                             own.total_ms,
                             own.last,
-                            encode_sparse(own.hist),
+                            encode_dense(own.hist),
                             *hour_row.cum.running(),
                         )
                     )

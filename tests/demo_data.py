@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import random
-import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -99,7 +98,8 @@ DEMO_FLEET: tuple[DemoServer, ...] = (
             "name": "calculator",
             "display_name": "Calculator",
             "description": "Arithmetic and a safe expression evaluator (built in)",
-            "command": sys.executable,
+            # Not this machine's interpreter: screenshots and snapshots must not show its path.
+            "command": "python3",
             "args": ["-m", "app.builtin.calculator"],
         },
         "running",
@@ -523,53 +523,61 @@ async def _write_state(ops: Operations, fleet: DemoFleet, rng: random.Random) ->
                 )
 
 
-# What the servers wrote on stderr, as the supervisor keeps it (one file per server).
-DEMO_LOGS: dict[str, tuple[str, ...]] = {
+# What the servers wrote on stderr, as the supervisor keeps it (one file per server); lines
+# starting with "@" are the supervisor's own notes, which it stamps.
+DEMO_LOGS: dict[str, tuple[tuple[float, str], ...]] = {
     "calculator": (
-        "INFO     Processing request of type ListToolsRequest",
-        "INFO     Processing request of type CallToolRequest",
-        "INFO     Processing request of type PingRequest",
-        "WARNING  evaluate: division by zero in '1/0'",
-        "INFO     Processing request of type CallToolRequest",
+        (50.21, "@starting: python3 -m app.builtin.calculator"),
+        (50.2, "@started, pid 48213"),
+        (2.0, "INFO     Processing request of type ListToolsRequest"),
+        (0.9, "INFO     Processing request of type CallToolRequest"),
+        (0.5, "WARNING  evaluate: division by zero in '1/0'"),
+        (0.1, "INFO     Processing request of type PingRequest"),
     ),
     "github": (
-        "GitHub MCP Server running on stdio",
-        "rate limit: 4211 of 5000 requests left, resets in 38m",
-        "fatal error: runtime: out of memory",
-        "GitHub MCP Server running on stdio",
-        "rate limit: 4876 of 5000 requests left, resets in 52m",
+        (26.7, "GitHub MCP Server running on stdio"),
+        (26.6, "fatal error: runtime: out of memory"),
+        (26.6, "@exited with code 137"),
+        (26.5, "@started, pid 51877"),
+        (26.5, "GitHub MCP Server running on stdio"),
+        (1.2, "rate limit: 4876 of 5000 requests left, resets in 52m"),
     ),
     "filesystem": (
-        "Secure MCP Filesystem Server running on stdio",
-        "Allowed directories: [ '/home/demo/projects' ]",
-        "Access denied - path outside allowed directories: /etc/passwd",
+        (50.1, "@started, pid 48230"),
+        (50.1, "Secure MCP Filesystem Server running on stdio"),
+        (50.1, "Allowed directories: [ '/home/demo/projects' ]"),
+        (4.0, "Access denied - path outside allowed directories: /etc/passwd"),
     ),
     "postgres": (
-        "Traceback (most recent call last):",
-        '  File "/usr/lib/python3/site-packages/mcp_server_postgres/server.py", line 41, in main',
-        "    pool = await asyncpg.create_pool(dsn)",
-        "ConnectionRefusedError: [Errno 111] Connect call failed ('10.0.3.7', 5432)",
-        "connection refused: could not connect to 10.0.3.7:5432",
+        (1.5, "@exited with code 1"),
+        (1.0, "@starting: uvx mcp-server-postgres postgresql://reader@db.internal/analytics"),
+        (1.0, "Traceback (most recent call last):"),
+        (1.0, '  File "mcp_server_postgres/server.py", line 41, in main'),
+        (1.0, "    pool = await asyncpg.create_pool(dsn)"),
+        (1.0, "ConnectionRefusedError: [Errno 111] Connect call failed ('10.0.3.7', 5432)"),
+        (1.0, "@exited with code 1"),
     ),
     "legacy-crm": (
-        "mcp-bridge 0.9.2 starting",
-        "error: CRM_API_URL is not set",
-        "mcp-bridge exited with status 2",
+        (30.1, "mcp-bridge 0.9.2 starting"),
+        (30.1, "error: CRM_API_URL is not set"),
+        (30.1, "@exited with code 2"),
+        (30.0, "@disabled after 3 failures in a row"),
     ),
-    "notes": ("notes-mcp: shutting down (SIGTERM)",),
+    "notes": ((0.01, "@stopping"), (0.005, "notes-mcp: shutting down (SIGTERM)")),
 }
 
 
 def _write_logs(ops: Operations, fleet: DemoFleet) -> None:
     logs = ops.settings.logs_dir
     logs.mkdir(parents=True, exist_ok=True)
-    for name, lines in DEMO_LOGS.items():
-        count = len(lines)
-        stamped = [
-            f"{(fleet.now - timedelta(minutes=7 * (count - index))):%Y-%m-%d %H:%M:%S} {line}"
-            for index, line in enumerate(lines)
-        ]
-        (logs / f"{name}.log").write_text("\n".join(stamped) + "\n")
+    for name, entries in DEMO_LOGS.items():
+        lines = []
+        for hours_ago, line in entries:
+            if line.startswith("@"):
+                stamp = fleet.now - timedelta(hours=hours_ago)
+                line = f"[tooldeck {stamp:%Y-%m-%d %H:%M:%S}] {line[1:]}"
+            lines.append(line)
+        (logs / f"{name}.log").write_text("\n".join(lines) + "\n")
 
 
 async def _write_usage(ops: Operations, fleet: DemoFleet, rng: random.Random, days: int) -> int:

@@ -259,6 +259,16 @@ async def test_explicit_windows_include_the_start_and_exclude_the_end(
     # The newest call is in the raw edge after the last whole hour.
     assert view.top_tools[0].last_called == end - timedelta(microseconds=1)
     assert view.server_metrics[0].last_activity == end - timedelta(microseconds=1)
+    # The first hour is taken whole and its call before the start (03:00) subtracted.
+    quiet = window(
+        start=datetime(2026, 3, 11, 3, 10, tzinfo=UTC), end=datetime(2026, 3, 11, 5, tzinfo=UTC)
+    )
+    nothing = await analytics_at(ops).server_metrics(fleet.alpha, quiet)
+    assert (nothing.total_calls, nothing.last_activity, nothing.p50_response_time_ms) == (
+        0,
+        None,
+        None,
+    )
     # A window inside one hour is all raw rows.
     short = window(start=start, end=start + 30 * MIN)
     assert (await analytics_at(ops).server_metrics(fleet.alpha, short)).total_calls == 1

@@ -44,7 +44,6 @@ def test_logs_read_the_log_file(capsys: pytest.CaptureFixture[str], settings: Se
     [
         ["server", "start", "calculator"],
         ["server", "health", "calculator"],
-        ["tool", "call", "calculator", "add", "--args", '{"a": 2, "b": 3}'],
         ["jobs"],
         ["jobs", "run", "health"],
     ],
@@ -59,3 +58,20 @@ def test_runtime_verbs_without_a_daemon_say_how_to_get_one(
 def test_tool_call_arguments_must_be_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["tool", "call", "calculator", "add", "--args", "{a: 2}"]) == 1
     assert capsys.readouterr().err.startswith("tooldeck: --args: not JSON:")
+
+
+def test_tool_call_without_a_daemon_runs_a_one_shot_supervisor(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The call starts only the server it needs, is metered, and leaves nothing running."""
+    assert main(["tool", "call", "calculator", "add", "--args", '{"a": 2, "b": 3}']) == 0
+    captured = capsys.readouterr()
+    assert captured.out == "5\n"
+    assert captured.err.startswith("(ok, ")
+    assert main(["analytics", "--period", "24h", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["total_calls_today"] == 1
+    assert main(["server", "list", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["status"] == "stopped"
+    # A tool's error result exits 1 with the tool's message.
+    assert main(["tool", "call", "calculator", "divide", "--args", '{"a": 1, "b": 0}']) == 1
+    assert "division by zero" in capsys.readouterr().err

@@ -45,8 +45,10 @@ async def test_start_discovers_tools_then_stop_ends_the_whole_group(
     ops: Operations, runtime: Supervisor, tmp_path: Path
 ) -> None:
     pid_file = tmp_path / "pids"
+    # Auto-start off: a new auto-start server would start at once, by `system`.
     await ops.create_server(
-        scripted("healthy", "--spawn-child", "--pid-file", str(pid_file)), actor="test"
+        scripted("healthy", "--spawn-child", "--pid-file", str(pid_file), auto_start=False),
+        actor="test",
     )
     server = await ops.start_server("healthy", actor="cli:ann")
     assert server.status == "running"
@@ -500,3 +502,10 @@ async def test_a_changed_command_restarts_a_running_server(
 
     await eventually(restarted, within=15)
     assert "restarted" in await event_kinds(ops, "mutable")
+
+
+async def test_a_new_auto_start_server_starts_at_once(ops: Operations, runtime: Supervisor) -> None:
+    await ops.create_server(scripted("eager"), actor="test")
+    await eventually(lambda: status_is(ops, "eager", "running"), within=30)
+    started = (await events_of(ops, "eager", "started"))[-1]
+    assert started.actor == "system"

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import io
 
+from rich.console import Console
 from textual.widgets import Input, Static
 
 from app.config import Settings
@@ -184,9 +186,7 @@ async def test_mark_three_and_restart(settings: Settings, ops: Operations) -> No
         assert not main_screen(app).servers.marked
 
 
-async def test_bulk_failure_summary_names_the_failures(
-    settings: Settings, ops: Operations
-) -> None:
+async def test_bulk_failure_summary_names_the_failures(settings: Settings, ops: Operations) -> None:
     await add_servers(ops, "a1", "a2")
     app = make_app(settings, ops)  # no runtime: start is refused for each server
     async with app.run_test(size=(120, 36), notifications=True) as pilot:
@@ -271,9 +271,7 @@ async def test_read_only_hides_every_action(settings: Settings, ops: Operations)
         assert state is not None and state.read_only
 
 
-async def test_ui_answers_keys_while_an_action_hangs(
-    settings: Settings, ops: Operations
-) -> None:
+async def test_ui_answers_keys_while_an_action_hangs(settings: Settings, ops: Operations) -> None:
     await add_servers(ops, "stuck")
     runtime = FakeRuntime(hang=True)
     ops.runtime = runtime  # type: ignore[assignment]
@@ -302,6 +300,10 @@ async def test_help_lists_the_screen_keys(settings: Settings, ops: Operations) -
         await settle(pilot)
         await pilot.press("question_mark")
         await settle(pilot)
-        text = str(app.screen.query_one("#help-table", Static).render())
+        help_screen = app.screen
+        assert isinstance(help_screen, HelpScreen)
+        console = Console(width=120, record=True, file=io.StringIO())
+        console.print(help_screen.render_help())
+        text = console.export_text()
         for words in ("New", "Delete", "Mark", "Filter", "Period 7d", "Sort by name", "Quit"):
             assert words in text

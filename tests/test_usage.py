@@ -19,7 +19,7 @@ from app.config import Settings
 from app.service import Operations
 from app.usage import UsageRecord, UsageRecorder
 from storage.db import Database, sqlite_url
-from storage.latency import decode_dense, decode_sparse
+from storage.latency import decode_dense
 from storage.models import (
     ServerEvent,
     ServerTool,
@@ -113,7 +113,7 @@ async def assert_rollups_match_rows(db: Database) -> None:
         owner = series[row.series_id]
         key = ("tool", owner.server_id, owner.tool_id, owner.tool_name, row.hour)
         actual[key] = [row.calls, row.errors, row.timed_calls]
-        assert sum(decode_sparse(row.latency_hist).values()) == row.timed_calls
+        assert sum(decode_dense(row.latency_hist).values()) == row.timed_calls
         earlier = [h for h in hours if h.series_id == row.series_id and h.hour <= row.hour]
         assert row.cum_calls == sum(h.calls for h in earlier)
         assert row.cum_errors == sum(h.errors for h in earlier)

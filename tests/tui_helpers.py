@@ -111,9 +111,7 @@ async def _quiet(waiting: Any) -> None:
 async def add_servers(ops: Operations, *names: str, **fields: Any) -> list[str]:
     ids = []
     for name in names:
-        created = await ops.create_server(
-            {"name": name, "command": "true", **fields}, actor="test"
-        )
+        created = await ops.create_server({"name": name, "command": "true", **fields}, actor="test")
         ids.append(created.id)
     return ids
 

@@ -46,12 +46,21 @@ def says_kind(event: EventRow) -> bool:
     return event.message.lower().startswith(stem)
 
 
+def event_time(event: EventRow, now: datetime, *, relative: bool) -> str:
+    return fmt.ago(event.at, now) if relative else fmt.clock_time(event.at, now)
+
+
 def event_line(
-    event: EventRow, now: datetime, *, server_width: int = 12, time_width: int = 8
+    event: EventRow,
+    now: datetime,
+    *,
+    server_width: int = 12,
+    time_width: int = 8,
+    relative: bool = False,
 ) -> Text:
-    """One line: time, server, and what happened, coloured by its kind."""
+    """One line: when, server, and what happened, coloured by its kind."""
     line = Text(no_wrap=True, overflow="ellipsis", end="")
-    line.append(fmt.clock_time(event.at, now).rjust(time_width), style="dim")
+    line.append(event_time(event, now, relative=relative).rjust(time_width), style="dim")
     line.append(" ")
     server = fmt.truncate(event.server_name or "-", server_width)
     line.append(server.ljust(server_width), style="bold")
@@ -65,17 +74,19 @@ def event_line(
     return line
 
 
-def event_lines(events: Sequence[EventRow], now: datetime) -> Text:
-    width = max((len(fmt.clock_time(event.at, now)) for event in events), default=8)
+def event_lines(events: Sequence[EventRow], now: datetime, *, relative: bool = False) -> Text:
+    """Events one per line, times aligned: wall-clock times, or ages where space is short."""
+    times = [event_time(event, now, relative=relative) for event in events]
+    width = max((len(time) for time in times), default=8)
     text = Text("\n", no_wrap=True, overflow="ellipsis", end="").join(
-        event_line(event, now, time_width=width) for event in events
+        event_line(event, now, time_width=width, relative=relative) for event in events
     )
     text.no_wrap = True
     return text
 
 
 class EventLog(Static):
-    """A compact list of events; redrawn only when the set of events changes."""
+    """A compact list of events with their ages; redrawn only when what it shows changes."""
 
     DEFAULT_CSS = """
     EventLog {
@@ -94,14 +105,16 @@ class EventLog(Static):
     ) -> None:
         super().__init__("", id=id, classes=classes)
         self._clock = clock or (lambda: datetime.now(UTC))
-        self._shown: tuple[int, ...] | None = None
+        self._shown: tuple[tuple[int, str], ...] | None = None
 
     def show(self, events: Sequence[EventRow]) -> None:
-        ids = tuple(event.id for event in events)
-        if ids == self._shown:
+        now = self._clock()
+        # Ages move with the clock: they are part of what decides a redraw.
+        shown = tuple((event.id, fmt.ago(event.at, now)) for event in events)
+        if shown == self._shown:
             return
-        self._shown = ids
+        self._shown = shown
         if not events:
             self.update(Text("No events yet.", style="dim"))
             return
-        self.update(event_lines(events, self._clock()))
+        self.update(event_lines(events, now, relative=True))

@@ -36,6 +36,28 @@ def ago(moment: datetime | None, now: datetime) -> str:
     return duration(max(0.0, (now - moment).total_seconds()))
 
 
+def age_minutes(moment: datetime | None, now: datetime) -> str:
+    """An age to the minute (<1m, 7m, 2h05m, 3d04h), for table columns.
+
+    A table of a thousand rows with ages in seconds would change every cell of the column on
+    every refresh; to the minute, a refresh touches only the rows whose minute turned.
+    """
+    if moment is None:
+        return DASH
+    return duration_minutes(max(0.0, (now - moment).total_seconds()))
+
+
+def duration_minutes(seconds: float | None) -> str:
+    if seconds is None:
+        return DASH
+    if seconds < 60:
+        return "<1m"
+    whole = int(seconds) // 60 * 60
+    if whole < 3600:
+        return f"{whole // 60}m"
+    return duration(whole)
+
+
 def duration(seconds: float | None) -> str:
     """A duration in its largest two units: 45s, 3m12s, 5h04m, 12d03h."""
     if seconds is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,6 +32,14 @@ class HealthInfo:
     target: str = ""  # the command line or URL, so "which server is this" is never a question
 
 
+NOTE = re.compile(r"^\[tooldeck \d{4}-\d\d-\d\d (\d\d:\d\d:\d\d)\] ")
+
+
+def short_note(line: str) -> str:
+    """Tooldeck's own log notes without their date, so a narrow pane shows what happened."""
+    return NOTE.sub(r"\1 ", line)
+
+
 def health_renderable(info: HealthInfo, now: datetime, *, stderr_lines: int = 6) -> Table:
     grid = Table.grid(padding=(0, 1))
     grid.add_column(style="dim", no_wrap=True)
@@ -46,9 +55,9 @@ def health_renderable(info: HealthInfo, now: datetime, *, stderr_lines: int = 6)
     grid.add_row("target", Text(info.target or fmt.DASH, overflow="ellipsis", no_wrap=True))
     process = Text(f"pid {info.pid}" if info.pid else "no process")
     if info.rss_bytes is not None:
-        process.append(f"  rss {fmt.byte_size(info.rss_bytes)}")
+        process.append(f" · {info.rss_bytes / 2**20:.0f} MiB")
     if info.cpu_percent is not None:
-        process.append(f"  cpu {info.cpu_percent:.1f}%")
+        process.append(f" · {info.cpu_percent:.0f}% cpu")
     grid.add_row("process", process)
     failures = Text(f"{info.failures} of {info.max_failures}")
     if info.failures:
@@ -62,7 +71,7 @@ def health_renderable(info: HealthInfo, now: datetime, *, stderr_lines: int = 6)
     grid.add_row("checked", check)
     if info.last_startup_error:
         grid.add_row("start err", Text(info.last_startup_error, style="red"))
-    tail = list(info.stderr_tail)[-stderr_lines:]
+    tail = [short_note(line) for line in list(info.stderr_tail)[-stderr_lines:]]
     if tail:
         grid.add_row(
             "stderr", Text("\n".join(tail), style="dim", no_wrap=True, overflow="ellipsis")

@@ -7,6 +7,7 @@ map onto the terminal's 16/256-colour palette over SSH.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from textual_plotext import PlotextPlot
@@ -24,6 +25,27 @@ def thin_ticks(labels: Sequence[str], room: int, width: int = 8) -> tuple[list[i
     step = max(1, -(-len(labels) // fit))
     ticks = list(range(0, len(labels), step))
     return ticks, [labels[index] for index in ticks]
+
+
+def nice_ticks(top: float, count: int = 4) -> list[float]:
+    """Round tick values from 0 to at least `top`: 0, 250, 500, 750 rather than 0, 188.3..."""
+    if top <= 0:
+        return [0.0, 1.0]
+    raw = top / count
+    magnitude = 10 ** math.floor(math.log10(raw))
+    step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
+    ticks = [0.0]
+    while ticks[-1] < top:
+        ticks.append(ticks[-1] + step)
+    return ticks
+
+
+def tick_label(value: float, unit: str = "") -> str:
+    if unit == "ms":
+        return fmt.millis(value) if value else "0"
+    if unit == "%":
+        return f"{value:.0f}%"
+    return fmt.count(int(value))
 
 
 class _Chart(PlotextPlot):
@@ -52,7 +74,7 @@ class LatencyChart(_Chart):
     """Latency lines per bucket over the period (mean and p95, or any named percentiles)."""
 
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
-        super().__init__("Latency (ms)", id=id, classes=classes)
+        super().__init__("Latency: mean and p95", id=id, classes=classes)
         self._labels: list[str] = []
         self._lines: dict[str, list[float | None]] = {}
 
@@ -81,6 +103,10 @@ class LatencyChart(_Chart):
                 plt.plot(list(xs), list(ys), label=name, color=colors.get(name, "blue"))
         ticks, names = thin_ticks(self._labels, self.size.width)
         plt.xticks(ticks, names)
+        top = max(v for values in self._lines.values() for v in values if v is not None)
+        # No 0 tick: the lines sit well above it, and its label would touch the dates.
+        values = [value for value in nice_ticks(top) if value > 0]
+        plt.yticks(values, [tick_label(value, "ms") for value in values])
 
 
 class UsageChart(_Chart):
@@ -113,6 +139,8 @@ class UsageChart(_Chart):
         plt.bar(xs, self._errors, label="errors", color="red", width=0.8)
         ticks, names = thin_ticks(self._labels, self.size.width, width=6)
         plt.xticks(ticks, names)
+        values = nice_ticks(max(self._calls))
+        plt.yticks(values, [tick_label(value) for value in values])
 
 
 class RankChart(_Chart):
@@ -152,3 +180,5 @@ class RankChart(_Chart):
         if self._percent:
             values = [value * 100 for value in values]
         plt.bar(names, values, orientation="horizontal", color=self._color, width=0.6)
+        ticks = nice_ticks(max(values), count=3)
+        plt.xticks(ticks, [tick_label(tick, "%" if self._percent else "") for tick in ticks])

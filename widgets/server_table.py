@@ -93,12 +93,12 @@ def _p95(row: ServerRow, _now: datetime) -> Cell:
 
 
 def _checked(row: ServerRow, now: datetime) -> Cell:
-    return (fmt.ago(row.last_health_check, now), "" if row.last_health_check else "dim")
+    return (fmt.age_minutes(row.last_health_check, now), "" if row.last_health_check else "dim")
 
 
 def _uptime(row: ServerRow, now: datetime) -> Cell:
     seconds = row.uptime_seconds(now)
-    return (fmt.duration(seconds), "" if seconds is not None else "dim")
+    return (fmt.duration_minutes(seconds), "" if seconds is not None else "dim")
 
 
 SERVER_COLUMNS: tuple[ColumnSpec[ServerRow], ...] = (

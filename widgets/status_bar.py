@@ -6,7 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from rich.text import Text
-from textual.widgets import Static
+from textual.app import RenderResult
+from textual.widget import Widget
 
 from widgets import formatting as fmt
 
@@ -25,15 +26,19 @@ class StatusState:
     title: str = ""  # a screen's own heading, shown instead of the server counts
 
 
-def status_text(state: StatusState) -> Text:
+def status_text(state: StatusState, *, compact: bool = False) -> Text:
+    """The line; `compact` (under 100 columns) names only the current period."""
     text = Text(no_wrap=True, overflow="ellipsis", end="")
     text.append(" Tooldeck ", style="bold reverse")
     text.append("  ")
-    for index, period in enumerate(state.periods, start=1):
-        if period == state.period:
-            text.append(f" {index}:{period} ", style="bold reverse")
-        else:
-            text.append(f" {index}:{period} ", style="dim")
+    if compact:
+        text.append(f" {state.period} ", style="bold reverse")
+    else:
+        for index, period in enumerate(state.periods, start=1):
+            if period == state.period:
+                text.append(f" {index}:{period} ", style="bold reverse")
+            else:
+                text.append(f" {index}:{period} ", style="dim")
     text.append("  ")
     if state.title:
         text.append(state.title, style="bold")
@@ -64,7 +69,11 @@ def status_text(state: StatusState) -> Text:
     return text
 
 
-class StatusBar(Static):
+# Below this width the period keys are not all spelled out.
+COMPACT_BELOW = 100
+
+
+class StatusBar(Widget):
     DEFAULT_CSS = """
     StatusBar {
         height: 1;
@@ -73,10 +82,15 @@ class StatusBar(Static):
     """
 
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
-        super().__init__("", id=id, classes=classes)
+        super().__init__(id=id, classes=classes)
         self.state: StatusState | None = None
 
     def show(self, state: StatusState) -> None:
         if state != self.state:
             self.state = state
-            self.update(status_text(state))
+            self.refresh()
+
+    def render(self) -> RenderResult:
+        if self.state is None:
+            return Text("")
+        return status_text(self.state, compact=self.size.width < COMPACT_BELOW)

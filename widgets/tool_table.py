@@ -68,7 +68,7 @@ def _p95(row: ToolRow, _now: datetime) -> Cell:
 
 
 def _last(row: ToolRow, now: datetime) -> Cell:
-    return (fmt.ago(row.last_called, now), "" if row.last_called else "dim")
+    return (fmt.age_minutes(row.last_called, now), "" if row.last_called else "dim")
 
 
 TOOL_COLUMNS: tuple[ColumnSpec[ToolRow], ...] = (

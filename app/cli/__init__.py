@@ -14,11 +14,32 @@ import sys
 from collections.abc import Callable, Sequence
 
 from app import __version__, daemon
-from app.cli import config_cmd, daemon_cmd, gateway_cmd, interchange, runtime, servers, tools
+from app.cli import (
+    alerts_cmd,
+    analytics,
+    config_cmd,
+    daemon_cmd,
+    gateway_cmd,
+    interchange,
+    runtime,
+    servers,
+    tools,
+)
 from app.cli.common import Handler, fail, run_handler
 from app.config import ConfigError
 
-AREAS = (servers, tools, runtime, interchange, gateway_cmd, config_cmd, daemon_cmd)
+# `analytics` adds `server metrics`, so it comes after `servers`.
+AREAS = (
+    servers,
+    tools,
+    runtime,
+    interchange,
+    gateway_cmd,
+    config_cmd,
+    daemon_cmd,
+    alerts_cmd,
+    analytics,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -35,8 +35,10 @@ def fail(message: str) -> int:
 async def run_handler(handler: Handler, args: argparse.Namespace) -> int:
     settings = load_settings(getattr(args, "data_dir", None), {"data_dir": args.data_dir})
     try:
-        # The running daemon's operations when there is one, so nothing runs twice.
-        async with open_facade(settings) as ops:
+        # The running daemon's operations when there is one, so nothing runs twice. A verb
+        # that needs a supervisor (a tool call) runs a one-shot one when no daemon runs.
+        one_shot = getattr(args, "one_shot_runtime", False)
+        async with open_facade(settings, with_runtime=one_shot, holder="cli") as ops:
             # RemoteOperations has Operations' methods (a contract test holds them equal).
             return await handler(args, ops)  # type: ignore[arg-type]
     except TooldeckError as exc:

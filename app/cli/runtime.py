@@ -54,7 +54,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     call.add_argument("tool")
     call.add_argument("--args", dest="arguments", default="{}", help="a JSON object")
     add_json_flag(call)
-    call.set_defaults(handler=call_tool)
+    call.set_defaults(handler=call_tool, one_shot_runtime=True)
 
     jobs = subparsers.add_parser("jobs", help="the scheduler's jobs; `jobs run NAME` runs one now")
     add_json_flag(jobs)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import getpass
 import logging
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime
@@ -29,6 +30,7 @@ from app.service import Operations
 from app.tui.base import report_worker
 from app.tui.commands import OperationsProvider
 from app.tui.data import DEFAULT_PERIOD, PERIODS, DeckData
+from app.tui.reader import ReadThread
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +112,7 @@ class TooldeckApp(App[None]):
         refresh_interval: float = DEFAULT_REFRESH_S,
         cursor_blink: bool = True,
         with_runtime: bool = True,
+        use_reader: bool = True,
     ) -> None:
         super().__init__()
         self.settings = settings
@@ -118,6 +121,7 @@ class TooldeckApp(App[None]):
         self.fixed_clock = clock is not None
         self.refresh_interval = refresh_interval
         self.cursor_blink = cursor_blink
+        self.use_reader = use_reader
         self.actor = tui_actor()
         if ops is not None:
             self._core: CoreFactory = lambda _settings: given_core(ops)
@@ -147,11 +151,42 @@ class TooldeckApp(App[None]):
         cancelled at shutdown).
         """
         async with self._core(self.settings) as ops:
-            self.ops = ops
-            self.data = DeckData(ops, self.clock, fixed_clock=self.fixed_clock)
-            for screen in self.screen_stack:
-                screen.post_message(self.CoreReady())
-            await self._quit_requested.wait()
+            reader = ReadThread.for_facade(ops) if self.use_reader else None
+            if reader is not None:
+                await asyncio.to_thread(reader.start)
+            unsubscribe = self._follow_changes(ops)
+            try:
+                self.ops = ops
+                self.data = DeckData(ops, self.clock, fixed_clock=self.fixed_clock, reader=reader)
+                for screen in self.screen_stack:
+                    screen.post_message(self.CoreReady())
+                await self._quit_requested.wait()
+            finally:
+                unsubscribe()
+                if reader is not None:
+                    await asyncio.to_thread(reader.stop)
+
+    class DataChanged(Message):
+        """The facade said servers, statuses or tools changed: read now, not at the next tick."""
+
+    def _follow_changes(self, ops: Any) -> Callable[[], None]:
+        bus = getattr(ops, "changes", None)
+        if bus is None:  # a remote facade: the refresh tick is all there is
+            return lambda: None
+        app_thread = threading.get_ident()
+
+        def changed(_change: Any, _server_id: str | None) -> None:
+            if threading.get_ident() == app_thread:
+                self._announce_change()
+            else:
+                self.call_from_thread(self._announce_change)
+
+        unsubscribe: Callable[[], None] = bus.subscribe(changed)
+        return unsubscribe
+
+    def _announce_change(self) -> None:
+        for screen in self.screen_stack:
+            screen.post_message(self.DataChanged())
 
     @property
     def core_ready(self) -> bool:

@@ -27,6 +27,7 @@ from app.schemas import (
     UsageTimeSeries,
 )
 from app.service import Operations
+from app.tui.reader import ReadThread
 from widgets.event_log import EventRow
 from widgets.health_pane import HealthInfo
 from widgets.metric_sparklines import SeriesSet
@@ -55,6 +56,7 @@ class Overview:
     responses: dict[str, ToolServerResponse]
     events: list[EventRow]
     system: SeriesSet | None = None
+    complete: bool = True  # False for a first paint without usage figures
 
     @property
     def status_counts(self) -> dict[str, int]:
@@ -120,8 +122,10 @@ class DeckData:
         *,
         fixed_clock: bool = False,
         metrics_max_age_s: float = METRICS_MAX_AGE_S,
+        reader: ReadThread | None = None,
     ) -> None:
         self.ops = ops
+        self.reader = reader
         self.clock = clock
         # A fixed clock (tests, screenshots) asks for windows ending at its time, not now.
         self.fixed_clock = fixed_clock
@@ -139,6 +143,17 @@ class DeckData:
             return None
         return await function(*args, **kwargs)
 
+    @property
+    def _has_runtime(self) -> bool:
+        """A supervisor in this process, or a daemon's (a remote facade has no `runtime`)."""
+        return getattr(self.ops, "runtime", True) is not None
+
+    async def read(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """A read of the facade, on the reader thread when there is one."""
+        if self.reader is not None:
+            return await self.reader.call(method, *args, **kwargs)
+        return await getattr(self.ops, method)(*args, **kwargs)
+
     def window(self, period: str) -> dict[str, Any]:
         """Keyword arguments naming the window of `period` for the facade's analytics."""
         if self.fixed_clock:
@@ -153,25 +168,35 @@ class DeckData:
 
     # ---- the main screen -----------------------------------------------------------------
 
-    async def overview(self, period: str) -> Overview:
-        servers, events, metrics, system = await asyncio.gather(
-            self.ops.list_servers(),
-            self.ops.list_events(limit=EVENT_PANE_LIMIT),
-            self._server_metrics.get(period, self.metrics_max_age_s, self._read_metrics),
-            self._system_series.get(period, self.metrics_max_age_s, self._read_system_series),
-        )
+    async def overview(self, period: str, *, quick: bool = False) -> Overview:
+        """Servers, events and usage figures; `quick` leaves out figures not read yet (the
+        first paint shows the fleet at once, its usage a moment later)."""
+        if quick and not self._server_metrics.holds(period):
+            servers, events = await asyncio.gather(
+                self.read("list_servers"), self.read("list_events", limit=EVENT_PANE_LIMIT)
+            )
+            metrics: dict[str, ToolServerMetrics] = {}
+            system = None
+        else:
+            servers, events, metrics, system = await asyncio.gather(
+                self.read("list_servers"),
+                self.read("list_events", limit=EVENT_PANE_LIMIT),
+                self._server_metrics.get(period, self.metrics_max_age_s, self._read_metrics),
+                self._system_series.get(period, self.metrics_max_age_s, self._read_system_series),
+            )
         rows = [self.server_row(server, metrics.get(server.id)) for server in servers]
         return Overview(
             servers=rows,
             responses={server.id: server for server in servers},
             events=[event_row(event) for event in events],
             system=system,
+            complete=not quick or self._server_metrics.holds(period),
         )
 
     async def _read_metrics(self, period: str) -> dict[str, ToolServerMetrics]:
         if not self.can("analytics"):
             return {}
-        view = await self.ops.analytics(**self.window(period))
+        view = await self.read("analytics", **self.window(period))
         return {metrics.server_id: metrics for metrics in view.server_metrics}
 
     async def _read_system_series(self, period: str) -> SeriesSet | None:
@@ -180,7 +205,9 @@ class DeckData:
     async def series(self, server_id: str | None, period: str) -> SeriesSet | None:
         if not self.can("time_series"):
             return None
-        series = await self.ops.time_series(server_id, buckets=SPARK_BUCKETS, **self.window(period))
+        series = await self.read(
+            "time_series", server_id, buckets=SPARK_BUCKETS, **self.window(period)
+        )
         return series_set(series)
 
     def server_row(
@@ -208,8 +235,8 @@ class DeckData:
     async def detail(self, server_id: str, period: str) -> ServerDetail:
         cached = self._detail_metrics.setdefault(server_id, _Cached())
         server, tools, log_lines, runtime, usage = await asyncio.gather(
-            self.ops.get_server(server_id),
-            self.ops.list_tools(server_id),
+            self.read("get_server", server_id),
+            self.read("list_tools", server_id),
             self.log_tail(server_id, STDERR_PANE_LINES),
             self.runtime_info(server_id),
             cached.get(
@@ -229,7 +256,7 @@ class DeckData:
         )
 
     async def _read_detail_metrics(self, server_id: str, period: str) -> _DetailMetrics:
-        tools = await self.ops.list_tools(server_id)
+        tools = await self.read("list_tools", server_id)
         series = await self.series(server_id, period)
         if not self.can("tool_metrics"):
             return _DetailMetrics({}, series)
@@ -238,7 +265,10 @@ class DeckData:
         async def one(tool: ServerToolResponse) -> ToolMetrics | None:
             async with limit:
                 try:
-                    return await self.ops.tool_metrics(tool.id, **self.window(period))
+                    metrics: ToolMetrics = await self.read(
+                        "tool_metrics", tool.id, **self.window(period)
+                    )
+                    return metrics
                 except NotFound:
                     return None
 
@@ -277,6 +307,8 @@ class DeckData:
 
     async def runtime_info(self, server_id: str) -> ServerRuntimeInfo | None:
         """What the supervisor knows of the process; None without a supervisor."""
+        if not self._has_runtime:
+            return None
         try:
             info = await self._optional("runtime_info", server_id)
         except (NotRunning, NotFound):
@@ -318,15 +350,19 @@ class DeckData:
             return AnalyticsView(period=period, available=False)
         window = self.window(period)
         view, series = await asyncio.gather(
-            self.ops.analytics(**window),
-            self.ops.time_series(None, buckets=CHART_BUCKETS[period], **window),
+            self.read("analytics", **window),
+            self.read("time_series", None, buckets=CHART_BUCKETS[period], **window),
         )
         return analytics_view(period, view, series)
 
     async def log_tail(self, server_id: str, lines: int) -> list[str]:
         """The server's last stderr lines; none when it has no log (yet)."""
         try:
-            tail = await self._optional("log_tail", server_id, lines)
+            if self._has_runtime or not self.can("log_tail"):
+                # The supervisor keeps the live tail on the app's loop: ask it there.
+                tail = await self._optional("log_tail", server_id, lines)
+            else:
+                tail = await self.read("log_tail", server_id, lines)
         except (NotRunning, NotFound):
             return []
         return list(tail or [])
@@ -395,6 +431,9 @@ class _Cached(Generic[ValueT]):
         self._period: str | None = None
         self._at = 0.0
         self._value: ValueT | None = None
+
+    def holds(self, period: str) -> bool:
+        return self._period == period and self._value is not None
 
     async def get(
         self, period: str, max_age_s: float, read: Callable[[str], Awaitable[ValueT]]

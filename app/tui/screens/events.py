@@ -91,10 +91,10 @@ class EventsScreen(DeckScreen[None]):
 
     @work(exclusive=True, group="events-servers", exit_on_error=False)
     async def load_servers(self) -> None:
-        ops = self.deck.ops
-        if ops is None:
+        data = self.deck.data
+        if data is None:
             return
-        servers = await ops.list_servers()
+        servers = await data.read("list_servers")
         select = self.query_one("#events-server-filter", Select)
         with self.prevent(Select.Changed):
             select.set_options([(server.name, server.name) for server in servers])
@@ -103,10 +103,10 @@ class EventsScreen(DeckScreen[None]):
 
     @work(exclusive=True, group="events", exit_on_error=False)
     async def load(self) -> None:
-        ops = self.deck.ops
-        if ops is None:
+        data = self.deck.data
+        if data is None:
             return
-        events = await ops.list_events(self.server, kind=self.kind, limit=EVENTS_LIMIT)
+        events = await data.read("list_events", self.server, kind=self.kind, limit=EVENTS_LIMIT)
         self.show([event_row(event) for event in events])
 
     def show(self, events: list[EventRow]) -> None:

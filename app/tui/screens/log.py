@@ -6,6 +6,7 @@ in a worker; following re-reads it on a timer and only redraws when it changed.
 
 from __future__ import annotations
 
+import re
 from typing import ClassVar
 
 from rich.text import Text
@@ -22,15 +23,25 @@ LOG_LINES = 2000
 FOLLOW_INTERVAL_S = 1.0
 
 
+# Tooldeck's own notes in the log, and lines that look like failures, stand out.
+NOTE_PREFIX = "[tooldeck "
+FAILURE = re.compile(r"(?i)\b(error|fatal|traceback|exception|refused|denied)\b")
+
+
+def log_line(line: str) -> Text:
+    style = "cyan" if line.startswith(NOTE_PREFIX) else "red" if FAILURE.search(line) else ""
+    return Text(line, style=style, no_wrap=True, end="")
+
+
 def matching_lines(lines: list[str], needle: str) -> list[Text]:
     """The lines to show: all of them, or those containing `needle`, highlighted."""
     if not needle:
-        return [Text(line, no_wrap=True, end="") for line in lines]
+        return [log_line(line) for line in lines]
     shown = []
     lowered = needle.lower()
     for line in lines:
         if lowered in line.lower():
-            text = Text(line, no_wrap=True, end="")
+            text = log_line(line)
             text.highlight_words([needle], style="bold reverse", case_sensitive=False)
             shown.append(text)
     return shown

@@ -32,6 +32,7 @@ from widgets.status_bar import StatusBar, StatusState
 from widgets.tool_table import ToolTable
 
 BULK_CONCURRENCY = 8
+CHANGE_DEBOUNCE_S = 0.25
 # Past tense for summaries, keyed by bulk operation.
 DONE = {
     "start": "started",
@@ -57,6 +58,8 @@ MUTATING = frozenset(
         "toggle_tool",
         "toggle_bypass",
         "call_tool",
+        # Marks only choose what an action applies to: with no actions they are noise.
+        "toggle_mark",
     }
 )
 TOOL_ACTIONS = frozenset({"toggle_tool", "toggle_bypass", "call_tool"})
@@ -100,6 +103,10 @@ class MainScreen(DeckScreen[None]):
         # Help first, so it stays in the footer when 80 columns cut the rest off.
         Binding("question_mark", "app.help", "Help", key_display="?", id="main-help"),
         Binding("ctrl+p", "app.command_palette", "Commands", key_display="^p", id="main-palette"),
+        # Shown only while the tools pane has focus, and then before the server keys.
+        Binding("t", "toggle_tool", "Tool on/off", id="tool-toggle", tooltip="In the tools table"),
+        Binding("b", "toggle_bypass", "Bypass", id="tool-bypass", tooltip="In the tools table"),
+        Binding("c", "call_tool", "Call", id="tool-call", tooltip="In the tools table"),
         Binding("n", "new_server", "New", id="new"),
         Binding("e", "edit_server", "Edit", id="edit"),
         Binding("ctrl+d", "delete", "Delete", id="delete"),
@@ -116,9 +123,6 @@ class MainScreen(DeckScreen[None]):
         Binding("l", "log", "Log", id="log"),
         Binding("a", "analytics", "Analytics", id="analytics"),
         Binding("v", "events", "Events", id="events", show=False),
-        Binding("t", "toggle_tool", "Tool on/off", id="tool-toggle", tooltip="In the tools table"),
-        Binding("b", "toggle_bypass", "Bypass", id="tool-bypass", tooltip="In the tools table"),
-        Binding("c", "call_tool", "Call", id="tool-call", tooltip="In the tools table"),
         *(
             Binding(
                 str(index),
@@ -144,6 +148,7 @@ class MainScreen(DeckScreen[None]):
         self._detail_worker: Worker[None] | None = None
         self._filter_target: LiveTable[Any] | None = None
         self._busy: list[str] = []
+        self._change_pending = False
 
     # ---- layout ----------------------------------------------------------------------------
 
@@ -200,6 +205,17 @@ class MainScreen(DeckScreen[None]):
     def on_tooldeck_app_core_ready(self, _message: TooldeckApp.CoreReady) -> None:
         self.reload()
 
+    def on_tooldeck_app_data_changed(self, _message: TooldeckApp.DataChanged) -> None:
+        # Changes come in bursts (a bulk restart, a discovery): one read shortly after the
+        # first notice shows them all.
+        if not self._change_pending:
+            self._change_pending = True
+            self.set_timer(CHANGE_DEBOUNCE_S, self._read_changes)
+
+    def _read_changes(self) -> None:
+        self._change_pending = False
+        self._tick()
+
     def on_tooldeck_app_period_changed(self, _message: TooldeckApp.PeriodChanged) -> None:
         self._title_metrics()
         self._show_status()
@@ -231,8 +247,10 @@ class MainScreen(DeckScreen[None]):
         data = self.deck.data
         if data is None:
             return
-        overview = await data.overview(self.deck.period)
-        self.show_overview(overview)
+        if self._overview is None:
+            # First paint: the fleet now, its usage figures as soon as they are read.
+            self.show_overview(await data.overview(self.deck.period, quick=True))
+        self.show_overview(await data.overview(self.deck.period))
 
     def show_overview(self, overview: Overview) -> None:
         self._overview = overview
@@ -321,6 +339,15 @@ class MainScreen(DeckScreen[None]):
                 connected=overview is not None,
                 busy=" · ".join(self._busy),
             )
+        )
+
+    @property
+    def loaded(self) -> bool:
+        """The fleet is shown, and the highlighted server's detail too (tests wait on this)."""
+        if self._overview is None or not self._overview.complete:
+            return False
+        return self._selected is None or (
+            self._detail is not None and self._detail.server.id == self._selected
         )
 
     def server_models(self) -> list[ServerRow]:

@@ -19,7 +19,7 @@ from textual.widget import Widget
 from textual.widgets import Button, Checkbox, Footer, Input, Label, Select, Static, TextArea
 
 from app.errors import InvalidInput, TooldeckError, invalid_from_pydantic
-from app.schemas import MASK, TRANSPORTS, ToolServerCreate, ToolServerResponse
+from app.schemas import MASK, TRANSPORTS, ProbeReport, ToolServerCreate, ToolServerResponse
 from app.tui.base import DeckModal, describe_error
 from widgets.key_value_editor import KeyValueEditor
 
@@ -387,7 +387,7 @@ class ServerFormScreen(DeckModal[ToolServerResponse | None]):
             result.set_classes("-failed")
             return
         result.update(probe_text(outcome))
-        result.set_class(not getattr(outcome, "ok", True), "-failed")
+        result.set_class(not outcome.ok, "-failed")
 
     def action_reveal(self) -> None:
         for editor in self.query(KeyValueEditor):
@@ -412,20 +412,16 @@ class ServerFormScreen(DeckModal[ToolServerResponse | None]):
         self.dismiss(None)
 
 
-def probe_text(outcome: Any) -> str:
-    """A one-line result of a connection test, whatever shape the facade returns."""
-    ok = getattr(outcome, "ok", None)
-    error = getattr(outcome, "error", None) or getattr(outcome, "error_message", None)
-    tools = getattr(outcome, "tools", None)
-    latency = getattr(outcome, "latency_ms", None)
-    if ok is False or error:
-        return f"✖ {error or 'failed'}"
-    parts = ["✔ connected"]
-    if tools is not None:
-        names = [getattr(tool, "name", str(tool)) for tool in tools]
-        parts.append(
-            f"{len(names)} tools: {', '.join(names[:8])}" + ("…" if len(names) > 8 else "")
-        )
-    if latency is not None:
-        parts.append(f"in {latency:.0f}ms")
-    return ", ".join(parts)
+def probe_text(report: ProbeReport) -> str:
+    """A connection test's result in a few lines: what answered, its tools, how long it took."""
+    if not report.ok:
+        lines = [f"✖ {report.error or 'the server did not answer'}"]
+        lines += [f"  {line}" for line in report.stderr_tail[-3:]]
+        return "\n".join(lines)
+    who = " ".join(part for part in (report.server_name, report.server_version) if part)
+    names = [tool.name for tool in report.tools]
+    listed = ", ".join(names[:8]) + ("…" if len(names) > 8 else "")
+    return (
+        f"✔ {who or 'connected'} in {report.total_ms:.0f} ms, protocol "
+        f"{report.protocol_version or '?'}\n  {len(names)} tools: {listed}"
+    )

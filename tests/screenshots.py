@@ -1,0 +1,162 @@
+"""`make screenshots`: SVGs of the real dashboard on the demo fleet, in screenshots/.
+
+    python -m tests.screenshots [--out DIR] [NAME ...]
+
+Each shot opens the app on a fresh copy of the demo data dir (servers in every state, 30 days
+of usage), with the demo's fixed clock, presses its keys and waits for the screen's reads before
+saving. The snapshot tests drive the same shots, so what the README shows is what is tested.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from textual.pilot import Pilot
+
+from app.bootstrap import open_operations
+from app.config import Settings, load_settings
+from app.tui.app import TooldeckApp
+from tests.demo_data import DEMO_NOW, build_demo
+from tests.tui_helpers import settle
+
+REPO = Path(__file__).resolve().parent.parent
+# The demo is its own world: no built-in servers seeded, none rewritten to this machine's paths.
+DEMO_FLAGS: dict[str, Any] = {"mcp_enabled": False}
+
+
+@dataclass(frozen=True)
+class Shot:
+    name: str
+    title: str
+    size: tuple[int, int] = (120, 36)
+    keys: tuple[str, ...] = ()
+    read_only: bool = False
+
+
+SHOTS: tuple[Shot, ...] = (
+    Shot("main", "The dashboard"),
+    Shot("main-80x24", "The dashboard at 80x24", size=(80, 24)),
+    Shot(
+        "marks",
+        "Three servers marked, sorted by errors",
+        keys=("E", "E", "space", "space", "space"),
+    ),
+    Shot("filter", "Filtered with /", keys=("slash", "g", "i", "t", "enter")),
+    Shot("tools", "The tools of the highlighted server", keys=("down", "down", "tab")),
+    Shot("help", "Help: every key of the screen", keys=("question_mark",)),
+    Shot("new-server", "Adding a server", keys=("n",)),
+    Shot("form-errors", "Inline validation", keys=("n", "B", "a", "d", "ctrl+s")),
+    Shot("edit-server", "Editing a server, secrets masked", keys=("down", "down", "e")),
+    Shot("delete", "Delete asks first", keys=("space", "down", "space", "ctrl+d")),
+    Shot(
+        "call-tool",
+        "Calling a tool from its schema",
+        keys=("tab", "down", "down", "c", *"(2+3)*4"),
+    ),
+    Shot("analytics", "Analytics over 30 days", keys=("4", "a")),
+    Shot("events", "Events", keys=("v",)),
+    Shot("details", "Server details", keys=("E", "E", "g", "enter")),
+    Shot("log", "A server's stderr", keys=("E", "E", "g", "l")),
+    Shot("palette", "The command palette", keys=("ctrl+p", "r", "e", "s")),
+    Shot("read-only", "Read-only mode", read_only=True),
+)
+
+
+def demo_settings(home: Path) -> Settings:
+    return load_settings(home, DEMO_FLAGS)
+
+
+async def build_demo_home(home: Path) -> int:
+    ops = await open_operations(demo_settings(home))
+    try:
+        fleet = await build_demo(ops)
+    finally:
+        await ops.db.dispose()
+    return fleet.usage_rows
+
+
+def copy_home(template: Path, home: Path) -> Path:
+    shutil.copytree(template, home, dirs_exist_ok=True)
+    return home
+
+
+def demo_app(home: Path, shot: Shot) -> TooldeckApp:
+    return TooldeckApp(
+        demo_settings(home),
+        read_only=shot.read_only,
+        with_runtime=False,
+        clock=lambda: DEMO_NOW,
+        cursor_blink=False,
+        refresh_interval=3600.0,
+    )
+
+
+async def ready(pilot: Pilot[Any], within: float = 20.0) -> None:
+    """Wait until the main screen shows the fleet and the highlighted server's detail."""
+    from app.tui.screens.main import MainScreen
+
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        await settle(pilot)
+        screen = pilot.app.screen
+        if isinstance(screen, MainScreen) and screen.loaded:
+            return
+        await asyncio.sleep(0.05)
+    raise TimeoutError("the dashboard did not load the demo fleet")
+
+
+def driver(keys: Sequence[str]) -> Any:
+    """A `run_before` for snapshot tests and shots: load, press the keys, wait for reads."""
+
+    async def drive(pilot: Pilot[Any]) -> None:
+        await ready(pilot)
+        for key in keys:
+            await pilot.press(key)
+            await settle(pilot, rounds=1)
+        await settle(pilot)
+        # Plots and sparklines draw on the next refresh after their data arrives.
+        await pilot.pause(0.2)
+
+    return drive
+
+
+async def take(home: Path, shot: Shot) -> str:
+    app = demo_app(home, shot)
+    async with app.run_test(size=shot.size) as pilot:
+        await driver(shot.keys)(pilot)
+        svg = app.export_screenshot(title=f"Tooldeck · {shot.title}")
+        await app.action_quit()
+    return svg
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=REPO / "screenshots")
+    parser.add_argument("names", nargs="*", help="only these shots")
+    args = parser.parse_args(argv)
+    chosen = [shot for shot in SHOTS if not args.names or shot.name in args.names]
+    args.out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="tooldeck-demo-") as scratch:
+        template = Path(scratch) / "template"
+        rows = asyncio.run(build_demo_home(template))
+        print(f"demo fleet: {rows} usage rows over 30 days", file=sys.stderr)
+        for index, shot in enumerate(chosen):
+            home = copy_home(template, Path(scratch) / f"shot-{index}")
+            svg = asyncio.run(take(home, shot))
+            target = args.out / f"{shot.name}.svg"
+            target.write_text(svg)
+            print(f"wrote {target.relative_to(REPO) if target.is_relative_to(REPO) else target}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""Hard limits applied at spawn and running a server as another account (app.spawn_guard)."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from app import spawn_guard
+from app.errors import Conflict, StartFailed
+from app.service import Operations
+from tests.conftest import PYTHON, TEST_SERVERS
+from tests.runtime_helpers import fast_supervisor, scripted
+
+GUARD = str(Path(spawn_guard.__file__).resolve())
+root_only = pytest.mark.skipif(not spawn_guard.can_switch_accounts(), reason="needs root")
+
+
+def command_line(pid: int) -> str:
+    return " ".join(Path(f"/proc/{pid}/cmdline").read_text().split("\0"))
+
+
+def limits_of(pid: int) -> dict[str, str]:
+    rows = Path(f"/proc/{pid}/limits").read_text().splitlines()[1:]
+    return {row[:26].strip(): row[26:47].strip() for row in rows}
+
+
+async def test_a_server_runs_under_its_hard_limits_as_the_same_process(ops: Operations) -> None:
+    supervisor = fast_supervisor(ops)
+    try:
+        spec = {"name": "hungry", "command": PYTHON, "args": [str(TEST_SERVERS / "hungry.py")]}
+        await ops.create_server(spec, actor="test")
+        await ops.set_server_limits(
+            "hungry",
+            {"rlimit_nofile": 64, "rlimit_cpu_s": 3600, "rlimit_as_mb": 2048},
+            actor="cli:alice",
+        )
+        await ops.start_server("hungry", actor="test")
+        info = await ops.runtime_info("hungry")
+        assert info.pid is not None
+        # The guard exec'd the server: the pid the supervisor watches is the server itself.
+        assert "hungry.py" in command_line(info.pid)
+        limits = limits_of(info.pid)
+        assert limits["Max open files"] == "64"
+        assert limits["Max cpu time"] == "3600"
+        assert limits["Max address space"] == str(2048 * 2**20)
+        # Beyond the address-space limit, allocation fails inside the server; it lives on.
+        result = await ops.call_tool("hungry", "grow", {"mb": 3000}, source="cli")
+        assert result.is_error
+        assert not (await ops.call_tool("hungry", "grow", {"mb": 1}, source="cli")).is_error
+    finally:
+        await supervisor.shutdown()
+
+
+def test_guard_reports_what_it_cannot_do() -> None:
+    missing = subprocess.run(
+        [PYTHON, "-I", GUARD, "--nofile", "64", "--", "tooldeck-no-such-command"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert missing.returncode == spawn_guard.EXIT_CANNOT
+    assert "tooldeck: cannot run tooldeck-no-such-command" in missing.stderr
+    ran = subprocess.run(
+        [PYTHON, "-I", GUARD, "--nofile", "50", "--", "sh", "-c", "ulimit -n"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert ran.stdout.strip() == "50"
+
+
+@root_only
+def test_guard_switches_account() -> None:
+    nobody = pwd.getpwnam("nobody")
+    ran = subprocess.run(
+        [PYTHON, "-I", GUARD, "--user", "nobody", "--", "id", "-u"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd="/",
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.strip() == str(nobody.pw_uid)
+    groups = subprocess.run(
+        [PYTHON, "-I", GUARD, "--user", "nobody", "--", "id", "-g"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd="/",
+    )
+    assert groups.stdout.strip() == str(nobody.pw_gid)
+
+
+async def test_run_as_is_refused_without_the_right_to_switch(
+    ops: Operations, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await ops.create_server(scripted("plain"), actor="test")
+    monkeypatch.setattr(spawn_guard, "can_switch_accounts", lambda: False)
+    with pytest.raises(Conflict, match="no right to switch accounts"):
+        await ops.set_server_limits("plain", {"run_as_user": "nobody"}, actor="test")
+    monkeypatch.undo()
+    if spawn_guard.can_switch_accounts():
+        with pytest.raises(Conflict, match="no user 'no-such-user-here'"):
+            await ops.set_server_limits("plain", {"run_as_user": "no-such-user-here"}, actor="t")
+
+
+@root_only
+async def test_a_server_the_account_cannot_run_fails_to_start_with_the_reason(
+    ops: Operations,
+) -> None:
+    supervisor = fast_supervisor(ops)
+    try:
+        await ops.create_server(scripted("locked", max_failures=1), actor="test")
+        await ops.set_server_limits("locked", {"run_as_user": "nobody"}, actor="test")
+        if os.access(sys.executable, os.X_OK) and _nobody_can_run(sys.executable):
+            pytest.skip("nobody can run this interpreter here")
+        with pytest.raises(StartFailed) as failed:
+            await ops.start_server("locked", actor="test")
+        assert "cannot run" in str(failed.value)
+    finally:
+        await supervisor.shutdown()
+
+
+def _nobody_can_run(path: str) -> bool:
+    ran = subprocess.run(
+        [PYTHON, "-I", GUARD, "--user", "nobody", "--", path, "-c", "pass"],
+        capture_output=True,
+        timeout=30,
+        cwd="/",
+    )
+    return ran.returncode == 0
