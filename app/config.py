@@ -204,6 +204,13 @@ class Settings(BaseSettings):
         description="a whole number from 1 to 1000 (tools per tools/list page)",
         validation_alias=_names("gateway_page_size"),
     )
+    tui_refresh_s: float = Field(
+        2.0,
+        ge=0.5,
+        le=60,
+        description="seconds from 0.5 to 60 between dashboard refreshes (raise it on slow links)",
+        validation_alias=_names("tui_refresh_s"),
+    )
     host: str = Field(
         "127.0.0.1", description="an address to bind to", validation_alias=_names("host")
     )

@@ -208,7 +208,7 @@ class Operations(AlertOperations):
         return response
 
     async def get_server(self, ref: str, *, reveal: bool = False) -> ToolServerResponse:
-        async with self.db.session() as session:
+        async with self.db.read() as session:
             row = await self._server(session, ref)
             counts = (await tool_counts(session)).get(row.id, (0, 0))
             return server_response(row, counts, reveal=reveal)
@@ -237,7 +237,7 @@ class Operations(AlertOperations):
                     ToolServer.description.ilike(pattern),
                 )
             )
-        async with self.db.session() as session:
+        async with self.db.read() as session:
             rows = (await session.execute(query)).scalars().all()
             counts = await tool_counts(session)
             return [server_response(row, counts.get(row.id, (0, 0)), reveal=reveal) for row in rows]
@@ -327,7 +327,7 @@ class Operations(AlertOperations):
     # ---- tools -------------------------------------------------------------------------
 
     async def list_tools(self, server_ref: str) -> list[ServerToolResponse]:
-        async with self.db.session() as session:
+        async with self.db.read() as session:
             server = await self._server(session, server_ref)
             rows = await session.execute(
                 select(ServerTool)
@@ -337,7 +337,7 @@ class Operations(AlertOperations):
             return [self._tool_response(tool, server.name) for tool in rows.scalars()]
 
     async def get_tool(self, ref: str, server_ref: str | None = None) -> ServerToolResponse:
-        async with self.db.session() as session:
+        async with self.db.read() as session:
             tool = await self._tool(session, ref, server_ref)
             server = await session.get(ToolServer, tool.server_id)
             return self._tool_response(tool, server.name if server else None)
@@ -400,7 +400,7 @@ class Operations(AlertOperations):
         query = select(ServerEvent, ToolServer.name).outerjoin(
             ToolServer, ToolServer.id == ServerEvent.server_id
         )
-        async with self.db.session() as session:
+        async with self.db.read() as session:
             if server_ref is not None:
                 server = await self._server(session, server_ref)
                 query = query.where(ServerEvent.server_id == server.id)
@@ -628,7 +628,7 @@ class Operations(AlertOperations):
         cached = self._routes.get(key)
         if cached is not None:
             return cached
-        async with self.db.session() as session:
+        async with self.db.read() as session:
             server = await self._server(session, server_ref)
             tool = await self._call_target(session, server, tool_ref)
         if tool is not None:  # a missing tool may appear at the next discovery: ask again
@@ -711,7 +711,7 @@ class Operations(AlertOperations):
             )
             .order_by(ToolServer.name, ServerTool.name)
         )
-        async with self.db.session() as session:
+        async with self.db.read() as session:
             rows = (await session.execute(query)).all()
         return [self._tool_response(tool, server_name) for tool, server_name in rows]
 

@@ -314,7 +314,7 @@ class UsageAnalytics:
         # One read transaction: every query of an answer sees the same snapshot, so the raw
         # rows of an edge asked for twice in one answer are read once (memo on the connection,
         # which serves one answer at a time).
-        async with self.db.engine.connect() as conn, conn.begin():
+        async with self.db.read_engine.connect() as conn, conn.begin():
             conn.info[_EDGES] = {}
             try:
                 yield conn

@@ -50,6 +50,10 @@ def _begin_immediate(connection: Connection) -> None:
     connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def _begin_deferred(connection: Connection) -> None:
+    connection.exec_driver_sql("BEGIN")
+
+
 def alembic_config() -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
@@ -70,11 +74,26 @@ class Database:
             event.listen(self.engine.sync_engine, "connect", _set_sqlite_pragmas)
             event.listen(self.engine.sync_engine, "begin", _begin_immediate)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        # Reads take no write lock: in WAL mode a deferred read transaction sees a consistent
+        # snapshot and never waits for the writer, so the dashboard is not held up by a
+        # usage flush. A second pool keeps the two kinds of transaction apart.
+        self.read_engine: AsyncEngine = self.engine
+        if self.is_sqlite:
+            self.read_engine = create_async_engine(url, **kwargs)
+            event.listen(self.read_engine.sync_engine, "connect", _set_sqlite_pragmas)
+            event.listen(self.read_engine.sync_engine, "begin", _begin_deferred)
+        self.read_sessions = async_sessionmaker(self.read_engine, expire_on_commit=False)
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
         """A session in one transaction: committed on success, rolled back on error."""
         async with self.sessions() as session, session.begin():
+            yield session
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncSession]:
+        """A session for reading only: one consistent snapshot, no write lock."""
+        async with self.read_sessions() as session, session.begin():
             yield session
 
     async def upgrade(self, revision: str = "head") -> None:
@@ -89,6 +108,8 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+        if self.read_engine is not self.engine:
+            await self.read_engine.dispose()
 
     def create_sync_engine(self) -> Engine:
         """A synchronous engine on the same database, with the same pragmas.

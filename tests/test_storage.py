@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 
-from storage.db import Database
+from storage.db import SQLITE_BUSY_TIMEOUT_MS, Database
 from storage.models import ServerEvent, ServerTool, ToolServer, ToolUsage
 
 
@@ -82,3 +83,16 @@ async def test_sqlite_runs_in_wal_mode_with_foreign_keys(db: Database) -> None:
         assert (await conn.execute(text("PRAGMA journal_mode"))).scalar() == "wal"
         assert (await conn.execute(text("PRAGMA foreign_keys"))).scalar() == 1
         assert (await conn.execute(text("PRAGMA busy_timeout"))).scalar() > 0
+
+
+async def test_a_read_does_not_wait_for_a_writer_holding_the_lock(db: Database) -> None:
+    """Reads see the last commit while a write transaction is open, instead of queueing on
+    the busy timeout (5 s) behind it."""
+    async with db.session() as writer:
+        writer.add(ToolServer(name="pending", command="x"))
+        await writer.flush()
+        async with asyncio.timeout(SQLITE_BUSY_TIMEOUT_MS / 2000), db.read() as reader:
+            count = (await reader.execute(select(func.count(ToolServer.id)))).scalar_one()
+        assert count == 0  # the writer's row is not committed yet
+    async with db.read() as reader:
+        assert (await reader.execute(select(func.count(ToolServer.id)))).scalar_one() == 1
