@@ -9,11 +9,6 @@ from app.schemas import SERVER_STATUSES, ServerToolResponse, ToolServerAnalytics
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 UP_STATUSES = frozenset({"running", "degraded"})
-# Upper bounds of the latency histogram buckets, in milliseconds: from a local stdio call
-# (~2 ms) to a slow remote tool (a minute).
-LATENCY_BOUNDS_MS: tuple[float, ...] = (
-    1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000,
-)  # fmt: skip
 QUANTILES = (("0.5", "p50_response_time_ms"), ("0.95", "p95_response_time_ms"),
              ("0.99", "p99_response_time_ms"))  # fmt: skip
 QUANTILE_PERIOD = "1h"
@@ -179,10 +174,10 @@ async def render_metrics(ops: MetricsSource) -> str:
 
 
 async def _latency_histograms(ops: Any) -> list[LatencyHistogram] | None:
-    # Cumulative per-tool buckets come from the usage rollups through the facade; a facade
-    # without that operation still serves every other family.
-    method = getattr(ops, "latency_histograms", None)
-    if method is None:
+    # Counted by the call path of the process that serves this page (the daemon's); a facade
+    # without it (a remote one) still serves every other family.
+    latency = getattr(ops, "call_latency", None)
+    if latency is None:
         return None
-    histograms: list[LatencyHistogram] = await method(LATENCY_BOUNDS_MS)
+    histograms: list[LatencyHistogram] = latency.snapshot()
     return histograms

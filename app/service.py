@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import interchange
 from app.audit import change_details, created_details, deleted_details, snapshot
+from app.call_latency import CallLatency
 from app.calls import ArgumentChecker, CallTrace, content_dicts, error_text
 from app.changes import Change, ChangeBus
 from app.config import Settings
@@ -182,6 +183,8 @@ class Operations(AlertOperations):
         # Who wants to know that servers or tools changed: the gateway, the dashboard.
         self.changes = ChangeBus()
         self._routes: dict[tuple[str, str], tuple[ToolServer, ServerTool]] = {}
+        # Durations of this process's calls per tool, for Prometheus histograms.
+        self.call_latency = CallLatency()
         self.changes.subscribe(self._forget_routes)
 
     # ---- servers: create, read, update, delete ------------------------------------------
@@ -687,6 +690,8 @@ class Operations(AlertOperations):
         error: str | None,
         result: dict[str, Any] | None = None,
     ) -> None:
+        if trace.duration_ms is not None:
+            self.call_latency.observe(trace.server_name, trace.tool_name, trace.duration_ms)
         if self.recorder is None:
             return
         try:

@@ -168,6 +168,9 @@ async def test_gateway_over_http(core: Operations) -> None:
     assert len(gateway_rows) >= 5
     assert {row.client_name for row in gateway_rows} == {"gateway-test-client"}
     assert any(not row.success for row in gateway_rows)
+    # ...and timed for the Prometheus histograms.
+    timed = {(t.server_name, t.tool_name): t.count for t in core.call_latency.snapshot()}
+    assert timed[("library", "add")] == 1 and timed[("calculator", "divide")] == 1
 
 
 def tooldeck(home: Path, *args: str) -> None:

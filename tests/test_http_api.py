@@ -13,8 +13,10 @@ import httpx2
 import pytest
 
 from app.api_token import TokenStore, load_or_create_token, rotate_token, token_path
+from app.call_latency import LATENCY_BOUNDS_MS, CallLatency
 from app.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, Unauthorized, Unavailable
 from app.http import MAX_BODY_BYTES, create_app
+from app.prometheus import render_metrics
 from app.remote import RemoteOperations
 from app.service import Operations
 from tests.conftest import stdio_server_spec
@@ -331,33 +333,26 @@ async def test_remote_without_a_daemon_is_unavailable() -> None:
             await remote.list_servers()
 
 
-async def test_latency_histograms_render_when_the_facade_has_them(ops: Operations) -> None:
-    from dataclasses import dataclass
+def test_call_latency_counts_each_call_in_its_bucket() -> None:
+    latency = CallLatency()
+    for duration_ms in (0.5, 2.0, 2.5, 40.0, 90_000.0):
+        latency.observe("calc", "add", duration_ms)
+    (tool,) = latency.snapshot()
+    assert tool.count == 5 and tool.sum_ms == 90_045.0
+    # le=1 ms holds 0.5; le=2.5 holds 0.5, 2.0 and 2.5 (bounds are inclusive); +Inf holds all.
+    assert tool.cumulative_counts[:3] == [1, 3, 3]
+    assert tool.cumulative_counts[-1] == 4  # 90 s is above the last bound (60 s)
 
-    from app.prometheus import LATENCY_BOUNDS_MS, render_metrics
 
-    @dataclass
-    class Histogram:
-        server_name: str | None
-        tool_name: str
-        bounds_ms: tuple[float, ...]
-        cumulative_counts: list[int]
-        sum_ms: float
-        count: int
-
-    async def latency_histograms(bounds_ms: tuple[float, ...]) -> list[Histogram]:
-        counts = [0, 1, 2] + [3] * (len(bounds_ms) - 3)
-        return [Histogram("calc", "add", bounds_ms, counts, 12.5, 4)]
-
-    ops.latency_histograms = latency_histograms  # type: ignore[attr-defined]
+async def test_latency_histograms_of_real_calls_render(ops: Operations) -> None:
+    for duration_ms in (0.5, 3.0):
+        ops.call_latency.observe("calc", "add", duration_ms)
     text = await render_metrics(ops)
     assert "# TYPE tooldeck_tool_call_duration_seconds histogram" in text
-    assert (
-        'tooldeck_tool_call_duration_seconds_bucket{server="calc",tool="add",le="0.001"} 0' in text
-    )
-    assert (
-        'tooldeck_tool_call_duration_seconds_bucket{server="calc",tool="add",le="+Inf"} 4' in text
-    )
-    assert 'tooldeck_tool_call_duration_seconds_sum{server="calc",tool="add"} 0.0125' in text
-    assert 'tooldeck_tool_call_duration_seconds_count{server="calc",tool="add"} 4' in text
+    bucket = "tooldeck_tool_call_duration_seconds_bucket"
+    assert f'{bucket}{{server="calc",tool="add",le="0.001"}} 1' in text
+    assert f'{bucket}{{server="calc",tool="add",le="0.005"}} 2' in text
+    assert f'{bucket}{{server="calc",tool="add",le="+Inf"}} 2' in text
+    assert 'tooldeck_tool_call_duration_seconds_sum{server="calc",tool="add"} 0.0035' in text
+    assert 'tooldeck_tool_call_duration_seconds_count{server="calc",tool="add"} 2' in text
     assert len(LATENCY_BOUNDS_MS) + 1 == text.count("_bucket{")
