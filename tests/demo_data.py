@@ -18,7 +18,7 @@ from sqlalchemy import select, update
 
 from app.service import Operations
 from app.usage import UsageRecord, UsageRecorder
-from storage.models import ServerEvent, ServerTool, ToolServer
+from storage.models import Alert, ServerEvent, ServerTool, ToolServer
 
 # A fixed instant for tests: in the future, so no retention horizon ever reaches the demo's
 # usage and every window is answered the same way, whatever day the tests run.
@@ -449,6 +449,7 @@ async def build_demo(
         )
         fleet.servers[name] = created.id
     await _write_state(ops, fleet, rng)
+    await _write_alerts_and_audit(ops, fleet)
     _write_logs(ops, fleet)
     fleet.usage_rows = await _write_usage(ops, fleet, rng, usage_days)
     return fleet
@@ -521,6 +522,154 @@ async def _write_state(ops: Operations, fleet: DemoFleet, rng: random.Random) ->
                         created_at=now - timedelta(hours=hours_ago),
                     )
                 )
+
+
+# Alerts as the engine leaves them: rule, server, tool (or None), severity, message, count,
+# first and last seen (hours ago), acknowledged by, resolved (hours ago).
+DEMO_ALERTS: tuple[
+    tuple[str, str, str | None, str, str, int, float, float, str | None, float | None], ...
+] = (
+    (
+        "server_down",
+        "postgres",
+        None,
+        "critical",
+        "postgres has been down for 90 min (limit 10 min)",
+        9,
+        1.35,
+        0.02,
+        None,
+        None,
+    ),
+    (
+        "error_rate",
+        "slack",
+        "post_message",
+        "warning",
+        "post_message of slack: 21 of 140 calls failed in the last 1h (15% > 10%)",
+        3,
+        2.5,
+        0.1,
+        None,
+        None,
+    ),
+    (
+        "server_auto_disabled",
+        "legacy-crm",
+        None,
+        "critical",
+        "legacy-crm was disabled after 3 failures in a row",
+        1,
+        30.0,
+        30.0,
+        "tui:dana",
+        None,
+    ),
+    (
+        "p95_latency",
+        "github",
+        "search_repositories",
+        "warning",
+        "search_repositories of github: p95 2.9s over 2.0s in the last 1h",
+        4,
+        27.0,
+        26.0,
+        "tui:dana",
+        25.5,
+    ),
+)
+
+# Changes people and the system made, with before/after as the facade records them (secrets
+# masked): hours ago, server, kind, actor, message, details.
+DEMO_AUDIT: tuple[tuple[float, str, str, str, str, dict[str, Any]], ...] = (
+    (
+        6.0,
+        "github",
+        "updated",
+        "tui:dana",
+        "updated github: timeout, env",
+        {
+            "before": {"timeout": 30, "env": {"GITHUB_PERSONAL_ACCESS_TOKEN": "********"}},
+            "after": {"timeout": 60, "env": {"GITHUB_PERSONAL_ACCESS_TOKEN": "********"}},
+            "secrets_changed": ["env"],
+        },
+    ),
+    (
+        5.0,
+        "postgres",
+        "limits_changed",
+        "api:deploy-bot",
+        "changed limits of postgres: max_rss_mb, max_concurrent_calls",
+        {
+            "before": {"max_rss_mb": None, "max_concurrent_calls": None},
+            "after": {"max_rss_mb": 512.0, "max_concurrent_calls": 4},
+        },
+    ),
+    (
+        4.5,
+        "slack",
+        "tool_disabled",
+        "cli:ops",
+        "disabled tool get_history of slack",
+        {"tool": "get_history", "before": {"enabled": True}, "after": {"enabled": False}},
+    ),
+    (
+        4.4,
+        "slack",
+        "tool_enabled",
+        "cli:ops",
+        "enabled tool get_history of slack",
+        {"tool": "get_history", "before": {"enabled": False}, "after": {"enabled": True}},
+    ),
+)
+
+
+async def _write_alerts_and_audit(ops: Operations, fleet: DemoFleet) -> None:
+    now = fleet.now
+    async with ops.db.session() as session:
+        for (
+            rule,
+            server,
+            tool,
+            severity,
+            message,
+            count,
+            first_h,
+            last_h,
+            acked_by,
+            resolved_h,
+        ) in DEMO_ALERTS:
+            server_id = fleet.servers[server]
+            tool_id = fleet.tools[(server, tool)] if tool else None
+            session.add(
+                Alert(
+                    rule=rule,
+                    subject=f"tool:{tool_id}" if tool_id else f"server:{server_id}",
+                    server_id=server_id,
+                    tool_id=tool_id,
+                    severity=severity,
+                    message=message,
+                    status="resolved" if resolved_h is not None else "open",
+                    count=count,
+                    first_seen=now - timedelta(hours=first_h),
+                    last_seen=now - timedelta(hours=last_h),
+                    resolved_at=now - timedelta(hours=resolved_h) if resolved_h else None,
+                    acknowledged_by=acked_by,
+                    acknowledged_at=now - timedelta(hours=last_h) if acked_by else None,
+                    notified_at=now - timedelta(hours=first_h),
+                )
+            )
+        for hours_ago, server, kind, actor, message, details in DEMO_AUDIT:
+            session.add(
+                ServerEvent(
+                    server_id=fleet.servers[server],
+                    kind=kind,
+                    message=message,
+                    actor=actor,
+                    details=details,
+                    created_at=now - timedelta(hours=hours_ago),
+                )
+            )
 
 
 # What the servers wrote on stderr, as the supervisor keeps it (one file per server); lines

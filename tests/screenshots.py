@@ -64,6 +64,8 @@ SHOTS: tuple[Shot, ...] = (
     ),
     Shot("analytics", "Analytics over 30 days", keys=("4", "a")),
     Shot("events", "Events", keys=("v",)),
+    Shot("alerts", "Open and resolved alerts", keys=("exclamation_mark", "t")),
+    Shot("audit", "The audit trail: who changed what", keys=("u", "down", "down", "down")),
     Shot("details", "Server details", keys=("E", "E", "g", "enter")),
     Shot("log", "A server's stderr", keys=("E", "E", "g", "l")),
     Shot("palette", "The command palette", keys=("ctrl+p", "r", "e", "s")),

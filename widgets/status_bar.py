@@ -1,4 +1,4 @@
-"""The top line: the period (always visible), server counts, marks, filter and mode."""
+"""The top line: the period (always visible), server counts, open alerts, marks, filter, mode."""
 
 from __future__ import annotations
 
@@ -26,7 +26,26 @@ class StatusState:
     title: str = ""  # a screen's own heading, shown instead of the server counts
 
 
-def status_text(state: StatusState, *, compact: bool = False) -> Text:
+@dataclass(frozen=True)
+class AlertBadge:
+    """The open alerts, shown on every screen's status line: how many, and the worst severity."""
+
+    count: int = 0
+    severity: str = "warning"
+
+
+ALERT_STYLES = {"critical": "bold red", "warning": "bold yellow"}
+
+
+def alert_text(badge: AlertBadge) -> Text:
+    noun = "alert" if badge.count == 1 else "alerts"
+    style = ALERT_STYLES.get(badge.severity, "bold yellow")
+    return Text(f"⚠ {badge.count} {noun}", style=style, end="")
+
+
+def status_text(
+    state: StatusState, *, compact: bool = False, alerts: AlertBadge | None = None
+) -> Text:
     """The line; `compact` (under 100 columns) names only the current period."""
     text = Text(no_wrap=True, overflow="ellipsis", end="")
     text.append(" Tooldeck ", style="bold reverse")
@@ -54,6 +73,9 @@ def status_text(state: StatusState, *, compact: bool = False) -> Text:
                 text.append(
                     f"{fmt.STATUS_GLYPHS[status]} {number}", style=fmt.STATUS_STYLES[status]
                 )
+    if alerts is not None and alerts.count:
+        text.append("  ")
+        text.append_text(alert_text(alerts))
     if state.marked:
         text.append("  ")
         text.append(f" ✓ {state.marked} marked ", style="bold reverse")
@@ -84,6 +106,18 @@ class StatusBar(Widget):
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes)
         self.state: StatusState | None = None
+        self.alerts: AlertBadge | None = None
+
+    def on_mount(self) -> None:
+        # The app keeps the open-alert count; a bar mounted later starts from it.
+        badge = getattr(self.app, "alert_badge", None)
+        if isinstance(badge, AlertBadge):
+            self.alerts = badge
+
+    def show_alerts(self, badge: AlertBadge | None) -> None:
+        if badge != self.alerts:
+            self.alerts = badge
+            self.refresh()
 
     def show(self, state: StatusState) -> None:
         if state != self.state:
@@ -93,4 +127,4 @@ class StatusBar(Widget):
     def render(self) -> RenderResult:
         if self.state is None:
             return Text("")
-        return status_text(self.state, compact=self.size.width < COMPACT_BELOW)
+        return status_text(self.state, compact=self.size.width < COMPACT_BELOW, alerts=self.alerts)

@@ -31,10 +31,14 @@ from app.tui.base import report_worker
 from app.tui.commands import OperationsProvider
 from app.tui.data import DEFAULT_PERIOD, PERIODS, DeckData
 from app.tui.reader import ReadThread
+from widgets.status_bar import AlertBadge, StatusBar
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_REFRESH_S = 2.0
+# New alerts named one by one in notifications; more are summed up in one.
+ALERT_NOTICES = 3
+SEVERITY_RANK = {"critical": 2, "warning": 1}
 # The open facade for the app's lifetime; closing the context stops what it started.
 CoreFactory = Callable[[Settings], AbstractAsyncContextManager[Operations]]
 
@@ -131,6 +135,10 @@ class TooldeckApp(App[None]):
         self.data: DeckData | None = None
         self._quit_requested = asyncio.Event()
         self._core_worker: Worker[None] | None = None
+        # The open alerts, for every status bar; None until first read (or no alerts facade).
+        self.alert_badge: AlertBadge | None = None
+        self._known_alerts: set[int] | None = None
+        self._alerts_worker: Worker[None] | None = None
         if read_only:
             self.sub_title = "read-only"
 
@@ -141,6 +149,7 @@ class TooldeckApp(App[None]):
 
     def on_mount(self) -> None:
         self._core_worker = self.run_core()
+        self.set_interval(self.refresh_interval, self._alerts_tick, name="alerts-refresh")
 
     @work(group="core", exit_on_error=False)
     async def run_core(self) -> None:
@@ -155,13 +164,16 @@ class TooldeckApp(App[None]):
             if reader is not None:
                 await asyncio.to_thread(reader.start)
             unsubscribe = self._follow_changes(ops)
+            unsubscribe_alerts = self._follow_alerts(ops)
             try:
                 self.ops = ops
                 self.data = DeckData(ops, self.clock, fixed_clock=self.fixed_clock, reader=reader)
                 for screen in self.screen_stack:
                     screen.post_message(self.CoreReady())
+                self.read_alerts()
                 await self._quit_requested.wait()
             finally:
+                unsubscribe_alerts()
                 unsubscribe()
                 if reader is not None:
                     await asyncio.to_thread(reader.stop)
@@ -187,6 +199,89 @@ class TooldeckApp(App[None]):
     def _announce_change(self) -> None:
         for screen in self.screen_stack:
             screen.post_message(self.DataChanged())
+
+    # ---- alerts: the count on every status bar, a notification for each new one -------------
+
+    def _follow_alerts(self, ops: Any) -> Callable[[], None]:
+        """In-process, the alert engine says when an alert is raised; attached to a daemon
+        there is no engine here, and the refresh tick's read finds new ones."""
+        engine = getattr(ops, "alerts", None)
+        if engine is None or not callable(getattr(engine, "subscribe", None)):
+            return lambda: None
+        app_thread = threading.get_ident()
+
+        def raised(alert: Any) -> None:
+            if threading.get_ident() == app_thread:
+                self._alert_raised(alert)
+            else:
+                self.call_from_thread(self._alert_raised, alert)
+
+        unsubscribe: Callable[[], None] = engine.subscribe(raised)
+        return unsubscribe
+
+    def _alert_raised(self, alert: Any) -> None:
+        if self._known_alerts is not None and alert.id not in self._known_alerts:
+            self._known_alerts.add(alert.id)
+            self._notify_alerts([alert])
+        self.read_alerts()
+
+    def _alerts_tick(self) -> None:
+        if self.data is not None and (
+            self._alerts_worker is None or self._alerts_worker.is_finished
+        ):
+            self.read_alerts()
+
+    def read_alerts(self) -> None:
+        """Read the open alerts now (after an acknowledgement, a new alert, the tick)."""
+        if self.data is not None and self.data.can("list_alerts"):
+            self._alerts_worker = self.load_alerts()
+
+    @work(exclusive=True, group="alerts", exit_on_error=False)
+    async def load_alerts(self) -> None:
+        data = self.data
+        if data is None:
+            return
+        alerts = await data.read("list_alerts")
+        self.show_alerts(alerts)
+
+    def show_alerts(self, alerts: list[Any]) -> None:
+        ids = {alert.id for alert in alerts}
+        if self._known_alerts is not None:
+            fresh = [alert for alert in alerts if alert.id not in self._known_alerts]
+            if fresh:
+                self._notify_alerts(fresh)
+            self._known_alerts |= ids
+        else:  # the first read: what is open already is shown by the count, not announced
+            self._known_alerts = set(ids)
+        worst = max(
+            (alert.severity for alert in alerts),
+            key=lambda severity: SEVERITY_RANK.get(severity, 0),
+            default="warning",
+        )
+        badge = AlertBadge(count=len(alerts), severity=worst)
+        if badge == self.alert_badge:
+            return
+        self.alert_badge = badge
+        for screen in self.screen_stack:
+            for bar in screen.query(StatusBar):
+                bar.show_alerts(badge)
+
+    def _notify_alerts(self, alerts: list[Any]) -> None:
+        for alert in alerts[:ALERT_NOTICES]:
+            self.notify(
+                alert.message,
+                title=f"Alert · {alert.rule}",
+                severity="error" if alert.severity == "critical" else "warning",
+                timeout=10,
+                markup=False,
+            )
+        if len(alerts) > ALERT_NOTICES:
+            self.notify(
+                f"and {len(alerts) - ALERT_NOTICES} more new alerts (!)",
+                title="Alerts",
+                severity="warning",
+                timeout=10,
+            )
 
     @property
     def core_ready(self) -> bool:

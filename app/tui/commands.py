@@ -57,6 +57,15 @@ COMMANDS: tuple[DeckCommand, ...] = (
     DeckCommand("Server log", "The cursor row's stderr, followed (l)", "log", needs="log_tail"),
     DeckCommand("Analytics", "Top tools, failing tools, usage and latency charts (a)", "analytics"),
     DeckCommand("Events", "Every event, filtered by server or kind (v)", "events"),
+    DeckCommand(
+        "Alerts", "Open alerts, resolved ones, acknowledge (!)", "alerts", needs="list_alerts"
+    ),
+    DeckCommand(
+        "Audit trail",
+        "Who changed what and when, before and after (u)",
+        "audit",
+        needs="list_audit",
+    ),
     DeckCommand("Filter", "Filter the focused table (/)", "filter"),
     DeckCommand("Clear filter and marks", "Clear the filter, then the marks (esc)", "clear"),
     DeckCommand("Toggle tool", "Enable or disable the highlighted tool (t)", "toggle_tool", True),

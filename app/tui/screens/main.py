@@ -123,6 +123,8 @@ class MainScreen(DeckScreen[None]):
         Binding("l", "log", "Log", id="log"),
         Binding("a", "analytics", "Analytics", id="analytics"),
         Binding("v", "events", "Events", id="events", show=False),
+        Binding("exclamation_mark", "alerts", "Alerts", key_display="!", id="alerts"),
+        Binding("u", "audit", "Audit trail", id="audit", show=False),
         *(
             Binding(
                 str(index),
@@ -365,7 +367,13 @@ class MainScreen(DeckScreen[None]):
         if action in TOOL_ACTIONS and not self.tools.has_focus:
             return False
         data = self.deck.data
-        needs = {"call_tool": "call_tool", "health_check": "check_health", "log": "log_tail"}
+        needs = {
+            "call_tool": "call_tool",
+            "health_check": "check_health",
+            "log": "log_tail",
+            "alerts": "list_alerts",
+            "audit": "list_audit",
+        }
         if action in needs and data is not None and not data.can(needs[action]):
             return False
         return True
@@ -471,6 +479,16 @@ class MainScreen(DeckScreen[None]):
         from app.tui.screens.events import EventsScreen
 
         self.app.push_screen(EventsScreen())
+
+    def action_alerts(self) -> None:
+        from app.tui.screens.alerts import AlertsScreen
+
+        self.app.push_screen(AlertsScreen())
+
+    def action_audit(self) -> None:
+        from app.tui.screens.audit import AuditScreen
+
+        self.app.push_screen(AuditScreen())
 
     # ---- server actions ----------------------------------------------------------------------
 
