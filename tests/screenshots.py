@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from textual.pilot import Pilot
+from textual.widgets import DataTable
 
 from app.bootstrap import open_operations
 from app.config import Settings, load_settings
@@ -127,8 +128,24 @@ def driver(keys: Sequence[str]) -> Any:
         await settle(pilot)
         # Plots and sparklines draw on the next refresh after their data arrives.
         await pilot.pause(0.2)
+        await tables_laid_out(pilot)
 
     return drive
+
+
+async def tables_laid_out(pilot: Pilot[Any], attempts: int = 100) -> None:
+    """Wait until every table of the screen has sized its columns.
+
+    A DataTable measures auto-width columns on its next idle; under load a capture could come
+    first and show them at their header's width. (Textual keeps the flag private.)
+    """
+    for _ in range(attempts):
+        pending = [
+            table for table in pilot.app.screen.query(DataTable) if table._require_update_dimensions
+        ]
+        if not pending:
+            return
+        await pilot.pause(0.02)
 
 
 async def take(home: Path, shot: Shot) -> str:

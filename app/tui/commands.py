@@ -66,6 +66,13 @@ COMMANDS: tuple[DeckCommand, ...] = (
         "audit",
         needs="list_audit",
     ),
+    DeckCommand(
+        "Import configuration",
+        "Import servers from Claude Desktop, Cursor or VS Code's file (i)",
+        "import_config",
+        True,
+        "import_servers",
+    ),
     DeckCommand("Filter", "Filter the focused table (/)", "filter"),
     DeckCommand("Clear filter and marks", "Clear the filter, then the marks (esc)", "clear"),
     DeckCommand("Toggle tool", "Enable or disable the highlighted tool (t)", "toggle_tool", True),

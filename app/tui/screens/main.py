@@ -19,7 +19,12 @@ from textual.widgets import DataTable, Footer, Input, Label, ProgressBar
 from textual.worker import Worker
 
 from app.errors import NotFound
-from app.schemas import BulkOperationItem, ServerToolResponse, ToolServerResponse
+from app.schemas import (
+    BulkOperationItem,
+    ImportReport,
+    ServerToolResponse,
+    ToolServerResponse,
+)
 from app.tui.app import TooldeckApp
 from app.tui.base import DeckScreen, describe_error
 from app.tui.data import PERIODS, Overview, ServerDetail
@@ -60,6 +65,7 @@ MUTATING = frozenset(
         "call_tool",
         # Marks only choose what an action applies to: with no actions they are noise.
         "toggle_mark",
+        "import_config",
     }
 )
 TOOL_ACTIONS = frozenset({"toggle_tool", "toggle_bypass", "call_tool"})
@@ -125,6 +131,7 @@ class MainScreen(DeckScreen[None]):
         Binding("v", "events", "Events", id="events", show=False),
         Binding("exclamation_mark", "alerts", "Alerts", key_display="!", id="alerts"),
         Binding("u", "audit", "Audit trail", id="audit", show=False),
+        Binding("i", "import_config", "Import configuration", id="import", show=False),
         *(
             Binding(
                 str(index),
@@ -373,6 +380,7 @@ class MainScreen(DeckScreen[None]):
             "log": "log_tail",
             "alerts": "list_alerts",
             "audit": "list_audit",
+            "import_config": "import_servers",
         }
         if action in needs and data is not None and not data.can(needs[action]):
             return False
@@ -489,6 +497,15 @@ class MainScreen(DeckScreen[None]):
         from app.tui.screens.audit import AuditScreen
 
         self.app.push_screen(AuditScreen())
+
+    def action_import_config(self) -> None:
+        from app.tui.screens.import_config import ImportScreen
+
+        self.app.push_screen(ImportScreen(), self._after_import)
+
+    def _after_import(self, report: ImportReport | None) -> None:
+        if report is not None:
+            self.reload()
 
     # ---- server actions ----------------------------------------------------------------------
 
