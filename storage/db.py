@@ -20,7 +20,10 @@ from sqlalchemy.ext.asyncio import (
 )
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
-SQLITE_BUSY_TIMEOUT_MS = 5000
+# Generous: a write that waits is better than one that is lost. Under heavy load a write lock
+# has been seen held past 5 s, probably by the connection of a task cancelled mid-transaction
+# until it was released; waiting longer turns that into a delay.
+SQLITE_BUSY_TIMEOUT_MS = 15000
 
 
 def sqlite_url(path: Path) -> str:
