@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from textual.screen import ModalScreen, Screen
-from textual.widgets import Input, TextArea
+from textual.widgets import DataTable, Input, Select, TextArea
 from textual.worker import Worker, WorkerState
 
 from app.errors import TooldeckError
@@ -64,3 +65,27 @@ class DeckScreen(DeckScreenMixin, Screen[ResultT]):
 
 class DeckModal(DeckScreenMixin, ModalScreen[ResultT]):
     pass
+
+
+def columns_with_message(
+    table: DataTable[Any], columns: Sequence[tuple[str, int, str]], width: int, min_message: int
+) -> int:
+    """Fixed columns, then a "Message" column in what is left of `width` (no sideways
+    scroll). Returns the message column's width."""
+    table.clear(columns=True)
+    for label, column_width, key in columns:
+        table.add_column(label, width=column_width, key=key)
+    # Each column pads one cell on each side; the table's border and scrollbar take 2 + 2.
+    fixed = sum(column_width + 2 for _label, column_width, _key in columns) + 2 + 2
+    message_width = max(min_message, width - fixed)
+    table.add_column("Message", width=message_width, key="message")
+    return message_width
+
+
+def set_server_options(select: Select[str], servers: Sequence[Any], current: str | None) -> None:
+    """Offer every server's name in a filter, keeping the current choice, without firing
+    Select.Changed (which would reload the screen)."""
+    with select.prevent(Select.Changed):
+        select.set_options([(server.name, server.name) for server in servers])
+        if current:
+            select.value = current

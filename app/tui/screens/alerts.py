@@ -13,7 +13,7 @@ from textual.widgets import DataTable, Footer, Label, Static
 
 from app.alert_schemas import AlertResponse
 from app.tui.app import TooldeckApp
-from app.tui.base import DeckScreen
+from app.tui.base import DeckScreen, columns_with_message
 from widgets import formatting as fmt
 from widgets.status_bar import StatusBar, StatusState
 
@@ -74,14 +74,8 @@ class AlertsScreen(DeckScreen[None]):
         self.load()
 
     def _columns(self) -> None:
-        """Fixed columns, then the message in what is left of the width (no sideways scroll)."""
         table = self.query_one("#alerts-table", DataTable)
-        table.clear(columns=True)
-        for label, width, key in COLUMNS:
-            table.add_column(label, width=width, key=key)
-        fixed = sum(width + 2 for _label, width, _key in COLUMNS) + 2 + 2
-        self._message_width = max(MIN_MESSAGE, self.size.width - fixed)
-        table.add_column("Message", width=self._message_width, key="message")
+        self._message_width = columns_with_message(table, COLUMNS, self.size.width, MIN_MESSAGE)
 
     def on_resize(self) -> None:
         self._shown = None

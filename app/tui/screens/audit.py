@@ -18,7 +18,7 @@ from textual.widgets import DataTable, Footer, Label, Select, Static
 
 from app.alert_schemas import AuditEntry
 from app.tui.app import TooldeckApp
-from app.tui.base import DeckScreen
+from app.tui.base import DeckScreen, columns_with_message, set_server_options
 from widgets import formatting as fmt
 from widgets.event_log import KIND_STYLES
 from widgets.status_bar import StatusBar, StatusState
@@ -109,14 +109,8 @@ class AuditScreen(DeckScreen[None]):
         self.load()
 
     def _columns(self) -> None:
-        """Fixed columns, then the message in what is left of the width (no sideways scroll)."""
         table = self.query_one("#audit-table", DataTable)
-        table.clear(columns=True)
-        for label, width, key in COLUMNS:
-            table.add_column(label, width=width, key=key)
-        fixed = sum(width + 2 for _label, width, _key in COLUMNS) + 2 + 2
-        self._message_width = max(MIN_MESSAGE, self.size.width - fixed)
-        table.add_column("Message", width=self._message_width, key="message")
+        self._message_width = columns_with_message(table, COLUMNS, self.size.width, MIN_MESSAGE)
 
     def on_resize(self) -> None:
         self._shown = None
@@ -147,11 +141,7 @@ class AuditScreen(DeckScreen[None]):
         if data is None:
             return
         servers = await data.read("list_servers")
-        select = self.query_one("#audit-server-filter", Select)
-        with self.prevent(Select.Changed):
-            select.set_options([(server.name, server.name) for server in servers])
-            if self.server:
-                select.value = self.server
+        set_server_options(self.query_one("#audit-server-filter", Select), servers, self.server)
 
     @work(exclusive=True, group="audit", exit_on_error=False)
     async def load(self) -> None:

@@ -12,7 +12,7 @@ from textual.containers import Horizontal
 from textual.widgets import DataTable, Footer, Label, Select
 
 from app.tui.app import TooldeckApp
-from app.tui.base import DeckScreen
+from app.tui.base import DeckScreen, columns_with_message, set_server_options
 from app.tui.data import event_row
 from storage.events import EventKind
 from widgets import formatting as fmt
@@ -20,6 +20,13 @@ from widgets.event_log import KIND_STYLES, EventRow
 from widgets.status_bar import StatusBar, StatusState
 
 EVENTS_LIMIT = 500
+COLUMNS: tuple[tuple[str, int, str], ...] = (
+    ("Time", 14, "time"),
+    ("Server", 18, "server"),
+    ("Kind", 14, "kind"),
+    ("By", 14, "actor"),
+)
+MIN_MESSAGE = 24
 ALL = "*"
 
 
@@ -56,16 +63,23 @@ class EventsScreen(DeckScreen[None]):
         yield Footer(show_command_palette=False)
 
     def on_mount(self) -> None:
+        self._columns()
         table = self.query_one("#events-table", DataTable)
-        table.add_column("Time", width=14, key="time")
-        table.add_column("Server", width=18, key="server")
-        table.add_column("Kind", width=14, key="kind")
-        table.add_column("By", width=14, key="actor")
-        table.add_column("Message", key="message")
         table.focus()
         self._status(0)
         self.set_interval(self.deck.refresh_interval, self._tick, name="events-refresh")
         self.load_servers()
+        self.load()
+
+    def _columns(self) -> None:
+        # A width from the screen, not from the content: an auto-width column is measured on
+        # the table's next idle, and a frame drawn before that showed it at its header's width.
+        table = self.query_one("#events-table", DataTable)
+        columns_with_message(table, COLUMNS, self.size.width, MIN_MESSAGE)
+
+    def on_resize(self) -> None:
+        self._columns()
+        self._shown = ()
         self.load()
 
     def _status(self, count: int) -> None:
@@ -95,11 +109,7 @@ class EventsScreen(DeckScreen[None]):
         if data is None:
             return
         servers = await data.read("list_servers")
-        select = self.query_one("#events-server-filter", Select)
-        with self.prevent(Select.Changed):
-            select.set_options([(server.name, server.name) for server in servers])
-            if self.server:
-                select.value = self.server
+        set_server_options(self.query_one("#events-server-filter", Select), servers, self.server)
 
     @work(exclusive=True, group="events", exit_on_error=False)
     async def load(self) -> None:
