@@ -171,7 +171,7 @@ def plan_window(window: Window, raw_horizon: datetime) -> _Plan:
     return _Plan(start, end, first, last, window.live, tuple(edges))
 
 
-# ---- results (the facade turns them into app.schemas models) ---------------------------------
+# ---- results (the facade turns them into app.core.schemas models) -----------------------------
 
 
 @dataclass(slots=True)

@@ -182,7 +182,7 @@ class ServerEvent(Base):
     message: Mapped[str] = mapped_column(Text, default="")
     actor: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
-    # The audit trail: before/after of the changed fields, secrets masked (app.audit).
+    # The audit trail: before/after of the changed fields, secrets masked (app.governance.audit).
     details: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
@@ -265,7 +265,7 @@ class UsageScopeHourly(Base):
     cum_latency_hist: Mapped[bytes | None] = mapped_column(LargeBinary)
 
 
-# ---- alerts and limits (app.alerts, app.limits) -----------------------------------------------
+# ---- alerts and limits (app.governance) ----------------------------------------------------
 
 
 class Alert(Base):
@@ -308,7 +308,8 @@ class ServerLimits(Base):
     sustain_s: Mapped[float] = mapped_column(Float, default=30.0)
     max_concurrent_calls: Mapped[int | None] = mapped_column(Integer)
     max_queued_calls: Mapped[int] = mapped_column(Integer, default=0)
-    # Hard limits and the account, applied by app.spawn_guard before the server's command runs.
+    # Hard limits and the account, applied by app.runtime.spawn_guard before the server's command
+    # runs.
     rlimit_as_mb: Mapped[int | None] = mapped_column(Integer)
     rlimit_nofile: Mapped[int | None] = mapped_column(Integer)
     rlimit_cpu_s: Mapped[int | None] = mapped_column(Integer)

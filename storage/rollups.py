@@ -59,7 +59,7 @@ SeriesKey = tuple[str, str, str]
 
 
 class UsageRow(Protocol):
-    """What the writer needs of a call (app.usage.UsageRecord is one)."""
+    """What the writer needs of a call (app.runtime.usage.UsageRecord is one)."""
 
     server_id: str | None
     tool_id: str | None

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from app.config import Settings, load_settings
-from app.service import Operations
+from app.core.settings import Settings, load_settings
+from app.ops.facade import Operations
 from storage.db import Database
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

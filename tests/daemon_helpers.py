@@ -14,8 +14,8 @@ from typing import Any
 
 import httpx2
 
-from app.api_token import read_token
-from app.lock import read_lock
+from app.runtime.api_token import read_token
+from app.runtime.lock import read_lock
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT_S = 60.0

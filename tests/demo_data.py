@@ -16,8 +16,8 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from app.service import Operations
-from app.usage import UsageRecord, UsageRecorder
+from app.ops.facade import Operations
+from app.runtime.usage import UsageRecord, UsageRecorder
 from storage.models import Alert, ServerEvent, ServerTool, ToolServer
 
 # A fixed instant for tests: in the future, so no retention horizon ever reaches the demo's

@@ -12,8 +12,8 @@ from typing import TypeVar
 
 import psutil
 
-from app.service import Operations
-from app.supervisor import Supervisor
+from app.ops.facade import Operations
+from app.runtime.supervisor import Supervisor
 from storage.models import ServerEvent
 from tests.conftest import PYTHON, TEST_SERVERS
 

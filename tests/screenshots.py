@@ -23,8 +23,8 @@ from typing import Any
 from textual.pilot import Pilot
 from textual.widgets import DataTable
 
-from app.bootstrap import open_operations
-from app.config import Settings, load_settings
+from app.core.settings import Settings, load_settings
+from app.ops.bootstrap import open_operations
 from app.tui.app import TooldeckApp
 from tests.demo_data import DEMO_NOW, build_demo
 from tests.tui_helpers import settle

@@ -19,7 +19,11 @@ from typing import Any
 import httpx2
 import pytest
 
-from app.alerts import (
+from app.cli import main as cli_main
+from app.core.errors import NotFound
+from app.core.settings import Settings
+from app.faces.http.api import create_app
+from app.governance.alerts import (
     RULE_ANOMALY,
     RULE_ERROR_RATE,
     RULE_HEALTH_FAILING,
@@ -33,12 +37,8 @@ from app.alerts import (
     server_state_findings,
     window_usage_findings,
 )
-from app.cli import main as cli_main
-from app.config import Settings
-from app.errors import NotFound
-from app.http import create_app
-from app.service import Operations
-from app.usage import UsageRecord, UsageRecorder
+from app.ops.facade import Operations
+from app.runtime.usage import UsageRecord, UsageRecorder
 from storage.events import EventKind
 from storage.models import ServerEvent, ServerTool, ToolServer
 from storage.rollups import hour_of, hour_start
@@ -324,7 +324,7 @@ def payload() -> dict[str, Any]:
 
 
 async def test_webhook_delivers_and_retries_a_failing_receiver(settings: Settings) -> None:
-    from app.alert_hooks import AlertDelivery
+    from app.governance.alert_delivery import AlertDelivery
 
     with webhook_receiver(500, 200) as receiver:
         delivery = AlertDelivery(
@@ -341,7 +341,7 @@ async def test_webhook_delivers_and_retries_a_failing_receiver(settings: Setting
 
 
 async def test_a_hanging_webhook_times_out(settings: Settings) -> None:
-    from app.alert_hooks import AlertDelivery
+    from app.governance.alert_delivery import AlertDelivery
 
     with webhook_receiver("hang", "hang") as receiver:
         receiver.hang_s = 3
@@ -361,7 +361,7 @@ async def test_a_hanging_webhook_times_out(settings: Settings) -> None:
 async def test_commands_get_the_json_and_failing_or_hanging_ones_are_bounded(
     settings: Settings, tmp_path: Path
 ) -> None:
-    from app.alert_hooks import AlertDelivery
+    from app.governance.alert_delivery import AlertDelivery
 
     out = tmp_path / "alert.json"
     ok = AlertDelivery(

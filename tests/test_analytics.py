@@ -10,10 +10,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select, update
 
-from app.config import Settings
-from app.errors import InvalidInput
-from app.service import Operations
-from app.usage import UsageRecord, UsageRecorder
+from app.core.errors import InvalidInput
+from app.core.settings import Settings
+from app.ops.facade import Operations
+from app.runtime.usage import UsageRecord, UsageRecorder
 from storage.analytics import UsageAnalytics, make_window
 from storage.latency import RELATIVE_ERROR, rank
 from storage.models import ServerEvent, ServerTool, ToolServer, ToolUsage

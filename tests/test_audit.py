@@ -9,9 +9,9 @@ import httpx2
 import pytest
 
 from app.cli import main as cli_main
-from app.errors import InvalidInput, NotFound
-from app.http import create_app
-from app.service import Operations
+from app.core.errors import InvalidInput, NotFound
+from app.faces.http.api import create_app
+from app.ops.facade import Operations
 from storage.models import ServerTool
 from tests.runtime_helpers import eventually, fast_supervisor
 

@@ -8,16 +8,16 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from app.errors import Conflict, InvalidInput, NotFound, NotRunning
-from app.service import Operations
-from app.supervisor import Supervisor
-from app.usage import UsageRecord
+from app.core.errors import Conflict, InvalidInput, NotFound, NotRunning
+from app.ops.facade import Operations
+from app.runtime.supervisor import Supervisor
+from app.runtime.usage import UsageRecord
 from storage.models import ServerTool, ToolServer
 from tests.runtime_helpers import fast_supervisor, scripted, status_is
 
 
 class Recorded:
-    """Keeps what the call path hands to the usage recorder (app.usage.UsageRecorder)."""
+    """Keeps what the call path hands to the usage recorder (app.runtime.usage.UsageRecorder)."""
 
     def __init__(self) -> None:
         self.records: list[Any] = []

@@ -11,7 +11,7 @@ import json
 import pytest
 
 from app.cli import main
-from app.config import Settings
+from app.core.settings import Settings
 
 
 def test_probe_lists_the_calculator_tools(capsys: pytest.CaptureFixture[str]) -> None:

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from app.api_token import token_path
+from app.runtime.api_token import token_path
 
 
 def client_config(*args: str) -> subprocess.CompletedProcess[str]:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from app.config import ConfigError, describe_settings, load_settings
+from app.core.settings import ConfigError, describe_settings, load_settings
 
 
 def test_defaults_follow_the_origin_document(

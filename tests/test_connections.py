@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from app.connections import ConnectionSpec, StartError, open_connection
-from app.probe import probe
-from app.schemas import ToolServerCreate
-from app.serverlog import LogWriter, ServerLog, read_log_tail
+from app.core.schemas import ToolServerCreate
+from app.runtime.connections import ConnectionSpec, StartError, open_connection
+from app.runtime.probe import probe
+from app.runtime.serverlog import LogWriter, ServerLog, read_log_tail
 from tests.conftest import PYTHON, TEST_SERVERS
 from tests.runtime_helpers import descendants, eventually, free_port
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from app.bootstrap import running_core
-from app.config import Settings
-from app.service import Operations
+from app.core.settings import Settings
+from app.ops.bootstrap import running_core
+from app.ops.facade import Operations
 from tests.runtime_helpers import descendants, eventually, scripted, status_is
 
 

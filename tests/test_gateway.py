@@ -23,10 +23,10 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from sqlalchemy import select
 
-from app.bootstrap import running_core
-from app.config import Settings
-from app.gateway import Gateway, public_name, resource_uri, split_resource_uri
-from app.service import Operations
+from app.core.settings import Settings
+from app.faces.gateway.server import Gateway, public_name, resource_uri, split_resource_uri
+from app.ops.bootstrap import running_core
+from app.ops.facade import Operations
 from storage.models import ToolUsage
 from tests.conftest import PYTHON, TEST_SERVERS
 from tests.runtime_helpers import eventually, free_port

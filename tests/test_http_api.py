@@ -12,13 +12,20 @@ from typing import Any
 import httpx2
 import pytest
 
-from app.api_token import TokenStore, load_or_create_token, rotate_token, token_path
-from app.call_latency import LATENCY_BOUNDS_MS, CallLatency
-from app.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, Unauthorized, Unavailable
-from app.http import MAX_BODY_BYTES, create_app
-from app.prometheus import render_metrics
-from app.remote import RemoteOperations
-from app.service import Operations
+from app.core.errors import (
+    Conflict,
+    InvalidInput,
+    NotFound,
+    PayloadTooLarge,
+    Unauthorized,
+    Unavailable,
+)
+from app.faces.http.api import MAX_BODY_BYTES, create_app
+from app.faces.http.prometheus import render_metrics
+from app.ops.facade import Operations
+from app.ops.remote import RemoteOperations
+from app.runtime.api_token import TokenStore, load_or_create_token, rotate_token, token_path
+from app.runtime.call_latency import LATENCY_BOUNDS_MS, CallLatency
 from tests.conftest import stdio_server_spec
 
 SERVERS = "/api/v1/toolservers/servers"

@@ -2,7 +2,7 @@
 
 Each test runs twice: against the operations with a live supervisor in this process, and against
 `app/remote.py` talking HTTP to a real `tooldeck --headless` on a free port of 127.0.0.1. Both
-must answer with the same models and raise the same `app.errors` exceptions. The two cores are
+must answer with the same models and raise the same `app.core.errors` exceptions. The two cores are
 shared by the tests of this module (starting one costs a second or two), so every test makes its
 own uniquely named servers.
 """
@@ -18,12 +18,12 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from app.attach import Facade
-from app.bootstrap import running_core
-from app.config import load_settings
-from app.errors import Conflict, InvalidInput, NotFound, NotRunning
-from app.remote import RemoteOperations
-from app.schemas import ToolServerResponse
+from app.core.errors import Conflict, InvalidInput, NotFound, NotRunning
+from app.core.schemas import ToolServerResponse
+from app.core.settings import load_settings
+from app.ops.attach import Facade
+from app.ops.bootstrap import running_core
+from app.ops.remote import RemoteOperations
 from tests.conftest import stdio_server_spec
 from tests.daemon_helpers import Daemon, daemon_env, start_daemon
 

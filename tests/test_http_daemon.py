@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from app.api_token import token_path
-from app.lock import lock_path, read_lock
+from app.runtime.api_token import token_path
+from app.runtime.lock import lock_path, read_lock
 from tests.daemon_helpers import REPO_ROOT, Daemon, daemon_env, launch, start_daemon, wait_for
 
 SERVERS = "/api/v1/toolservers/servers"
@@ -49,7 +49,7 @@ NO_TEXTUAL_PROBE = textwrap.dedent(
     import httpx2
 
     from app.cli import main
-    from app.lock import read_lock
+    from app.runtime.lock import read_lock
 
 
     def watch() -> None:

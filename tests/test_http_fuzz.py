@@ -18,8 +18,8 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
-from app.http import create_app
-from app.service import Operations
+from app.faces.http.api import create_app
+from app.ops.facade import Operations
 from tests.daemon_helpers import Daemon, daemon_env, start_daemon
 
 EXAMPLES_PER_OPERATION = 10

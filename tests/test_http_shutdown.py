@@ -18,7 +18,7 @@ import httpx2
 import psutil
 import pytest
 
-from app.lock import read_lock
+from app.runtime.lock import read_lock
 from tests.conftest import stdio_server_spec
 from tests.daemon_helpers import Daemon, start_daemon, wait_for
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from app.config import load_settings
-from app.remote import RemoteOperations
+from app.core.settings import load_settings
+from app.ops.remote import RemoteOperations
 from tests.conftest import stdio_server_spec
 from tests.daemon_helpers import start_daemon
 

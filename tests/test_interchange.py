@@ -10,10 +10,8 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from app.bootstrap import open_database
-from app.config import load_settings
-from app.errors import InvalidInput, NotFound
-from app.interchange import (
+from app.core.errors import InvalidInput, NotFound
+from app.core.interchange import (
     client_config_path,
     parse_document,
     parse_json,
@@ -22,8 +20,10 @@ from app.interchange import (
     unique_name,
     write_document,
 )
-from app.schemas import MASK, ImportReport
-from app.service import Operations
+from app.core.schemas import MASK, ImportReport
+from app.core.settings import load_settings
+from app.ops.bootstrap import open_database
+from app.ops.facade import Operations
 from storage.models import ServerEvent, ToolServer
 
 ACTOR = "test:alice"

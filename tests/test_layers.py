@@ -8,7 +8,7 @@ import sys
 
 def test_core_does_not_import_textual() -> None:
     code = (
-        "import sys, app.service, app.cli, app.bootstrap, storage.db, storage.models, "
+        "import sys, app.ops.facade, app.cli, app.ops.bootstrap, storage.db, storage.models, "
         "storage.queries; "
         "loaded = [m for m in sys.modules if m == 'textual' or m.startswith('textual.')]; "
         "print(loaded); sys.exit(1 if loaded else 0)"

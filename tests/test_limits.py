@@ -9,10 +9,11 @@ from typing import Any
 
 import pytest
 
-from app.alerts import RULE_RESOURCE_LIMIT, AlertEngine
-from app.errors import InvalidInput
-from app.limits import Busy, CallGates, ResourceWatchdog
-from app.service import Operations
+from app.core.errors import Busy, InvalidInput
+from app.governance.alerts import RULE_RESOURCE_LIMIT, AlertEngine
+from app.governance.limits_watchdog import ResourceWatchdog
+from app.ops.facade import Operations
+from app.runtime.call_gates import CallGates
 from storage.events import EventKind
 from tests.conftest import PYTHON, TEST_SERVERS
 from tests.runtime_helpers import eventually, fast_supervisor, scripted

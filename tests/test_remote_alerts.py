@@ -7,12 +7,12 @@ from collections.abc import AsyncIterator
 import httpx2
 import pytest
 
-from app.alerts import AlertEngine, Finding
-from app.errors import InvalidInput, NotFound
-from app.http import create_app
-from app.remote import RemoteOperations
-from app.remote_alerts import RemoteAlertOperations
-from app.service import Operations
+from app.core.errors import InvalidInput, NotFound
+from app.faces.http.api import create_app
+from app.governance.alerts import AlertEngine, Finding
+from app.ops.facade import Operations
+from app.ops.remote import RemoteOperations
+from app.ops.remote_alerts import RemoteAlertOperations
 from storage.models import ServerTool
 
 

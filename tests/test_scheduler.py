@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from app.errors import NotFound, NotRunning
-from app.scheduler import Job, Scheduler, core_scheduler
-from app.service import Operations
-from app.supervisor import Supervisor
+from app.core.errors import NotFound, NotRunning
+from app.ops.facade import Operations
+from app.runtime.scheduler import Job, Scheduler, core_scheduler
+from app.runtime.supervisor import Supervisor
 from tests.conftest import PYTHON, TEST_SERVERS
 from tests.runtime_helpers import event_kinds, eventually, fast_supervisor
 

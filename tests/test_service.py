@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from app.errors import Conflict, InvalidInput, NotFound
-from app.schemas import MASK
-from app.service import Operations
+from app.core.errors import Conflict, InvalidInput, NotFound
+from app.core.schemas import MASK
+from app.ops.facade import Operations
 from storage.models import ServerEvent, ServerTool, ToolServer
 
 ACTOR = "test:alice"

@@ -1,4 +1,4 @@
-"""Hard limits applied at spawn and running a server as another account (app.spawn_guard)."""
+"""Hard limits applied at spawn, and running a server as another account (spawn guard)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from app import spawn_guard
-from app.errors import Conflict, StartFailed
-from app.service import Operations
+from app.core.errors import Conflict, StartFailed
+from app.ops.facade import Operations
+from app.runtime import spawn_guard
 from tests.conftest import PYTHON, TEST_SERVERS
 from tests.runtime_helpers import fast_supervisor, scripted
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import update
 
-from app.errors import Conflict, NotRunning, StartFailed
-from app.service import Operations
-from app.supervisor import Supervisor
+from app.core.errors import Conflict, NotRunning, StartFailed
+from app.ops.facade import Operations
+from app.runtime.supervisor import Supervisor
 from storage.models import ServerTool, ToolServer
 from tests.conftest import PYTHON, TEST_SERVERS
 from tests.runtime_helpers import (

@@ -9,10 +9,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from app.cli import main as cli_main
-from app.config import Settings
-from app.errors import InvalidInput
-from app.service import Operations
-from app.usage import UsageRecord, UsageRecorder
+from app.core.errors import InvalidInput
+from app.core.settings import Settings
+from app.ops.facade import Operations
+from app.runtime.usage import UsageRecord, UsageRecorder
 from storage.models import ServerTool
 
 

@@ -10,9 +10,9 @@ from typing import Any
 from rich.console import Console
 from textual.widgets import DataTable, Select, Static
 
-from app.alert_schemas import AlertResponse
-from app.config import Settings
-from app.service import Operations
+from app.core.alert_schemas import AlertResponse
+from app.core.settings import Settings
+from app.ops.facade import Operations
 from app.tui.commands import OperationsProvider
 from app.tui.screens.alerts import AlertsScreen
 from app.tui.screens.audit import AuditScreen

@@ -9,8 +9,8 @@ from typing import Any
 from rich.console import Console
 from textual.widgets import DataTable, Input, Select, Static
 
-from app.config import Settings
-from app.service import Operations
+from app.core.settings import Settings
+from app.ops.facade import Operations
 from app.tui.commands import OperationsProvider
 from app.tui.screens.help import HelpScreen
 from app.tui.screens.import_config import ImportScreen

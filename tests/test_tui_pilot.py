@@ -8,8 +8,8 @@ import io
 from rich.console import Console
 from textual.widgets import Input, Static
 
-from app.config import Settings
-from app.service import Operations
+from app.core.settings import Settings
+from app.ops.facade import Operations
 from app.tui.screens.confirm import ConfirmScreen
 from app.tui.screens.help import HelpScreen
 from app.tui.screens.main import MainScreen

@@ -11,9 +11,9 @@ from rich.console import Console
 from sqlalchemy import select
 from textual.widgets import DataTable, Input, RichLog, Static
 
-from app.bootstrap import running_core
-from app.config import Settings
-from app.service import Operations
+from app.core.settings import Settings
+from app.ops.bootstrap import running_core
+from app.ops.facade import Operations
 from app.tui.commands import OperationsProvider
 from app.tui.screens.analytics import AnalyticsScreen
 from app.tui.screens.details import ServerDetailsScreen

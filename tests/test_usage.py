@@ -15,9 +15,9 @@ import pytest
 from sqlalchemy import String, func, select, text, type_coerce
 from sqlalchemy.exc import OperationalError
 
-from app.config import Settings
-from app.service import Operations
-from app.usage import UsageRecord, UsageRecorder
+from app.core.settings import Settings
+from app.ops.facade import Operations
+from app.runtime.usage import UsageRecord, UsageRecorder
 from storage.db import Database, sqlite_url
 from storage.latency import decode_dense
 from storage.models import (
@@ -213,7 +213,7 @@ async def test_a_full_queue_drops_loudly_and_says_so_in_an_event(
 ) -> None:
     tools = await make_tools(ops, 1)
     recorder = UsageRecorder(ops.db, settings.model_copy(update={"usage_queue_max": 100}))
-    with caplog.at_level(logging.WARNING, logger="app.usage"):
+    with caplog.at_level(logging.WARNING, logger="app.runtime.usage"):
         for call in range(130):  # no writer yet: the queue fills
             recorder.record(usage(tools[0], START + timedelta(seconds=call), 2.0))
     assert recorder.stats().dropped == 30
@@ -244,7 +244,7 @@ async def test_a_refused_write_rolls_back_whole_and_is_retried(
         original(self, conn, parts)  # type: ignore[arg-type]
 
     monkeypatch.setattr(UsageWriter, "_roll_scopes", flaky)
-    monkeypatch.setattr("app.usage.RETRY_FIRST_S", 0.01)
+    monkeypatch.setattr("app.runtime.usage.RETRY_FIRST_S", 0.01)
     await recorder.start()
     for call in range(50):
         recorder.record(usage(tools[0], START + timedelta(seconds=call), 3.0))

@@ -14,9 +14,9 @@ from typing import Any
 
 from textual.pilot import Pilot
 
-from app.config import Settings
-from app.schemas import ServerHealth, ServerRuntimeInfo
-from app.service import Operations
+from app.core.schemas import ServerHealth, ServerRuntimeInfo
+from app.core.settings import Settings
+from app.ops.facade import Operations
 from app.tui.app import TooldeckApp
 
 FIXED_NOW = datetime(2030, 3, 14, 15, 9, 26, tzinfo=UTC)

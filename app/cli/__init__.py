@@ -13,7 +13,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from app import __version__, daemon
+from app import __version__
 from app.cli import (
     alerts_cmd,
     analytics,
@@ -26,7 +26,8 @@ from app.cli import (
     tools,
 )
 from app.cli.common import Handler, fail, run_handler
-from app.config import ConfigError
+from app.core.settings import ConfigError
+from app.faces import daemon
 
 # `analytics` adds `server metrics`, so it comes after `servers`.
 AREAS = (

@@ -6,8 +6,8 @@ import argparse
 from datetime import datetime
 
 from app.cli.common import add_json_flag, ago, print_json, print_table
-from app.schemas import ANALYTICS_PERIODS, ToolMetrics, ToolServerMetrics
-from app.service import Operations
+from app.core.schemas import ANALYTICS_PERIODS, ToolMetrics, ToolServerMetrics
+from app.ops.facade import Operations
 
 DEFAULT_PERIOD = "24h"
 

@@ -11,10 +11,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from app.attach import open_facade
-from app.config import load_settings
-from app.errors import TooldeckError
-from app.service import Operations
+from app.core.errors import TooldeckError
+from app.core.settings import load_settings
+from app.ops.attach import open_facade
+from app.ops.facade import Operations
 
 Handler = Callable[[argparse.Namespace, Operations], Awaitable[int]]
 

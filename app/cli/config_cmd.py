@@ -9,8 +9,8 @@ import argparse
 import asyncio
 
 from app.cli.common import add_json_flag, print_json, print_table
-from app.config import describe_settings, load_settings
-from app.schemas import MASK
+from app.core.schemas import MASK
+from app.core.settings import describe_settings, load_settings
 from storage.db import Database, head_revision
 
 

@@ -8,14 +8,14 @@ import sys
 from collections import Counter
 from typing import Any
 
-from app.api_token import load_or_create_token, rotate_token
-from app.attach import open_facade, running_daemon
 from app.cli.common import add_json_flag, fail, print_json
-from app.config import Settings, load_settings
-from app.errors import TooldeckError
-from app.lock import read_lock
-from app.remote import RemoteOperations
-from app.schemas import SERVER_STATUSES
+from app.core.errors import TooldeckError
+from app.core.schemas import SERVER_STATUSES
+from app.core.settings import Settings, load_settings
+from app.ops.attach import open_facade, running_daemon
+from app.ops.remote import RemoteOperations
+from app.runtime.api_token import load_or_create_token, rotate_token
+from app.runtime.lock import read_lock
 
 # LSB's "program is not running": scripts can tell it from a failure.
 EXIT_NOT_RUNNING = 3

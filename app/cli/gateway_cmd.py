@@ -10,11 +10,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from app.api_token import load_or_create_token, read_token
-from app.attach import running_daemon
-from app.config import Settings, load_settings, resolve_data_dir
-from app.lock import SupervisorLock
-from app.schemas import MASK
+from app.core.schemas import MASK
+from app.core.settings import Settings, load_settings, resolve_data_dir
+from app.ops.attach import running_daemon
+from app.runtime.api_token import load_or_create_token, read_token
+from app.runtime.lock import SupervisorLock
 
 # A client waits for `initialize`; give the auto-start servers this long to list their tools
 # first, so the client's first listing is already complete.
@@ -48,17 +48,17 @@ def serve_gateway(args: argparse.Namespace) -> int:
 
 
 async def _serve(settings: Settings) -> int:
-    from app.gateway import Gateway
+    from app.faces.gateway.server import Gateway
 
     daemon = await running_daemon(settings)
     if daemon is not None and daemon.url:
-        from app.gateway_bridge import GatewayBridge
+        from app.faces.gateway.bridge import GatewayBridge
 
         bridge = GatewayBridge(daemon.url.rstrip("/") + "/mcp", read_token(settings.data_dir))
         await bridge.run_stdio()
         return 0
 
-    from app.bootstrap import running_core
+    from app.ops.bootstrap import running_core
 
     # No daemon: this process supervises the data dir, so nothing else may run its servers.
     lock = SupervisorLock(settings.data_dir, "gateway")

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from app.cli.common import actor, add_json_flag, fail, print_json, print_table
-from app.errors import InvalidInput
-from app.interchange import (
+from app.core.errors import InvalidInput
+from app.core.interchange import (
     CLIENT_LABELS,
     KNOWN_CLIENTS,
     client_config_path,
@@ -19,8 +19,8 @@ from app.interchange import (
     read_document,
     write_document,
 )
-from app.schemas import EXPORT_FORMATS, MASK, ImportReport
-from app.service import Operations
+from app.core.schemas import EXPORT_FORMATS, MASK, ImportReport
+from app.ops.facade import Operations
 
 ACTION_WORDS = {
     "create": ("created", "would create"),

@@ -14,9 +14,9 @@ import sys
 from typing import Any
 
 from app.cli.common import actor, add_json_flag, ago, print_json, print_table
-from app.errors import InvalidInput
-from app.schemas import ProbeReport, ToolCallResult
-from app.service import Operations
+from app.core.errors import InvalidInput
+from app.core.schemas import ProbeReport, ToolCallResult
+from app.ops.facade import Operations
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

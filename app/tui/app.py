@@ -25,8 +25,8 @@ from textual.reactive import reactive
 from textual.screen import Screen
 from textual.worker import Worker
 
-from app.config import Settings
-from app.service import Operations
+from app.core.settings import Settings
+from app.ops.facade import Operations
 from app.tui.base import report_worker
 from app.tui.commands import OperationsProvider
 from app.tui.data import DEFAULT_PERIOD, PERIODS, DeckData
@@ -57,8 +57,8 @@ async def supervised_core(settings: Settings) -> AsyncIterator[Operations]:
     `make run` therefore opens with the built-in servers running. When another dashboard
     already supervises this data dir, this one still opens, without a runtime of its own.
     """
-    from app.attach import open_facade
-    from app.lock import AlreadyRunning
+    from app.ops.attach import open_facade
+    from app.runtime.lock import AlreadyRunning
 
     async with AsyncExitStack() as stack:
         try:
@@ -72,7 +72,7 @@ async def supervised_core(settings: Settings) -> AsyncIterator[Operations]:
 @asynccontextmanager
 async def storage_core(settings: Settings) -> AsyncIterator[Operations]:
     """The facade without a supervisor: everything but start/stop/probe works."""
-    from app.bootstrap import open_operations
+    from app.ops.bootstrap import open_operations
 
     ops = await open_operations(settings)
     try:

@@ -10,7 +10,7 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Input, Select, TextArea
 from textual.worker import Worker, WorkerState
 
-from app.errors import TooldeckError
+from app.core.errors import TooldeckError
 
 if TYPE_CHECKING:
     from app.tui.app import TooldeckApp

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
-from app.errors import NotFound, NotRunning
-from app.schemas import (
+from app.core.errors import NotFound, NotRunning
+from app.core.schemas import (
     ServerEventResponse,
     ServerRuntimeInfo,
     ServerToolResponse,
@@ -26,7 +26,7 @@ from app.schemas import (
     ToolServerResponse,
     UsageTimeSeries,
 )
-from app.service import Operations
+from app.ops.facade import Operations
 from app.tui.reader import ReadThread
 from widgets.event_log import EventRow
 from widgets.health_pane import HealthInfo

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def run(*, data_dir: str | None = None, read_only: bool = False) -> int:
-    from app.config import load_settings
+    from app.core.settings import load_settings
     from app.tui.app import TooldeckApp
 
     settings = load_settings(data_dir, {"data_dir": data_dir})

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from app.service import Operations
+from app.ops.facade import Operations
 from storage.db import Database
 
 logger = logging.getLogger(__name__)

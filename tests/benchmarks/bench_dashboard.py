@@ -31,11 +31,11 @@ from typing import Any
 import psutil
 from sqlalchemy import insert, select, update
 
-from app.bootstrap import open_operations
-from app.config import Settings, load_settings
-from app.service import Operations
+from app.core.settings import Settings, load_settings
+from app.ops.bootstrap import open_operations
+from app.ops.facade import Operations
+from app.runtime.usage import UsageRecord, UsageRecorder
 from app.tui.app import TooldeckApp
-from app.usage import UsageRecord, UsageRecorder
 from storage.models import ServerTool, ToolServer
 from tests.tui_helpers import settle
 

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import psutil
 
-from app.bootstrap import open_database
-from app.config import load_settings
-from app.service import Operations
-from app.supervisor import Supervisor
+from app.core.settings import load_settings
+from app.ops.bootstrap import open_database
+from app.ops.facade import Operations
+from app.runtime.supervisor import Supervisor
 from tests.conftest import PYTHON, TEST_SERVERS
 
 SERVERS = 50

@@ -31,10 +31,10 @@ from typing import Any
 
 from sqlalchemy import event, text
 
-from app.bootstrap import open_database
-from app.config import Settings, load_settings
-from app.service import Operations
-from app.usage import UsageRecord, UsageRecorder
+from app.core.settings import Settings, load_settings
+from app.ops.bootstrap import open_database
+from app.ops.facade import Operations
+from app.runtime.usage import UsageRecord, UsageRecorder
 from storage.db import Database
 from storage.models import ServerTool
 from storage.rollups import UsageWriter

@@ -13,7 +13,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.widgets import Footer, Static
 
-from app.schemas import ServerEventResponse, ToolServerResponse
+from app.core.schemas import ServerEventResponse, ToolServerResponse
 from app.tui.app import TooldeckApp
 from app.tui.base import DeckScreen
 from app.tui.data import ServerDetail, event_row, server_target

@@ -19,8 +19,8 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, DataTable, Footer, Input, Label, Select, Static
 
-from app import interchange
-from app.schemas import ConflictPolicy, ImportItem, ImportReport
+from app.core import interchange
+from app.core.schemas import ConflictPolicy, ImportItem, ImportReport
 from app.tui.base import DeckModal, describe_error
 
 CONFLICT_LABELS: tuple[tuple[str, ConflictPolicy], ...] = (

@@ -18,8 +18,8 @@ from textual.events import DescendantFocus
 from textual.widgets import DataTable, Footer, Input, Label, ProgressBar
 from textual.worker import Worker
 
-from app.errors import NotFound
-from app.schemas import (
+from app.core.errors import NotFound
+from app.core.schemas import (
     BulkOperationItem,
     ImportReport,
     ServerToolResponse,

@@ -18,8 +18,8 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widget import Widget
 from textual.widgets import Button, Checkbox, Footer, Input, Label, Select, Static, TextArea
 
-from app.errors import InvalidInput, TooldeckError, invalid_from_pydantic
-from app.schemas import MASK, TRANSPORTS, ProbeReport, ToolServerCreate, ToolServerResponse
+from app.core.errors import InvalidInput, TooldeckError, invalid_from_pydantic
+from app.core.schemas import MASK, TRANSPORTS, ProbeReport, ToolServerCreate, ToolServerResponse
 from app.tui.base import DeckModal, describe_error
 from widgets.key_value_editor import KeyValueEditor
 

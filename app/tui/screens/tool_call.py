@@ -15,8 +15,8 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Button, Footer, Input, Static, TextArea
 
-from app.errors import TooldeckError
-from app.schemas import ServerToolResponse, ToolCallResult
+from app.core.errors import TooldeckError
+from app.core.schemas import ServerToolResponse, ToolCallResult
 from app.tui.base import DeckScreen, describe_error
 from widgets import formatting as fmt
 from widgets.json_schema_form import FieldError, JsonSchemaForm

@@ -1,0 +1,88 @@
+"""Which facade a CLI verb or the dashboard gets: the running daemon's, or one in this process.
+
+When the data dir's lock names a live daemon, the operations go to it over HTTP, so servers are
+never run twice and what one face changes the others see. Otherwise they run in-process, as
+before there was a daemon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from app.core.errors import Unauthorized, Unavailable
+from app.core.settings import Settings
+from app.ops.facade import Operations
+from app.ops.remote import RemoteOperations
+from app.runtime.api_token import read_token, token_path
+from app.runtime.lock import HolderKind, LockInfo, SupervisorLock, read_lock
+
+Facade = Operations | RemoteOperations
+# A daemon publishes its address a moment after it takes the lock (once its port is bound and
+# its servers are starting); a verb issued in that moment waits instead of failing.
+ADDRESS_WAIT_S = 10.0
+
+
+async def running_daemon(settings: Settings) -> LockInfo | None:
+    """The live daemon of this data dir with its address, or None when there is none."""
+    info = read_lock(settings.data_dir)
+    deadline = time.monotonic() + ADDRESS_WAIT_S
+    while info is not None and info.kind == "daemon" and info.url is None:
+        if time.monotonic() > deadline:
+            raise Unavailable(f"the daemon (pid {info.pid}) is starting but has no address yet")
+        await asyncio.sleep(0.1)
+        info = read_lock(settings.data_dir)
+    if info is None or info.kind != "daemon":
+        return None
+    return info
+
+
+def remote_operations(settings: Settings, info: LockInfo) -> RemoteOperations:
+    assert info.url is not None
+    try:
+        token = read_token(settings.data_dir)
+    except PermissionError:
+        # The daemon runs as another user (systemd): its token is not ours to read.
+        raise Unauthorized(
+            f"cannot read {token_path(settings.data_dir)}: run this as the daemon's user"
+        ) from None
+    return RemoteOperations(info.url, token, settings=settings)
+
+
+@asynccontextmanager
+async def open_facade(
+    settings: Settings, *, with_runtime: bool = False, holder: HolderKind = "dashboard"
+) -> AsyncIterator[Facade]:
+    """The daemon's operations when one runs, else this process's own.
+
+    `with_runtime` asks for a supervisor in this process when there is no daemon (the dashboard
+    wants one; most CLI verbs do not, and answer NotRunning for runtime operations instead).
+    A `cli` holder is a one-shot: it starts no server up front, only what its verb touches.
+    """
+    info = await running_daemon(settings)
+    if info is not None:
+        async with remote_operations(settings, info) as remote:
+            yield remote
+        return
+    if with_runtime:
+        from app.ops.bootstrap import running_core
+
+        # This process becomes the data dir's supervisor: hold the lock so that a daemon (or
+        # another dashboard) started now refuses instead of running every server twice.
+        lock = SupervisorLock(settings.data_dir, holder)
+        lock.acquire()
+        try:
+            async with running_core(settings, autostart=holder != "cli") as ops:
+                yield ops
+        finally:
+            lock.release()
+        return
+    from app.ops.bootstrap import open_operations
+
+    ops = await open_operations(settings)
+    try:
+        yield ops
+    finally:
+        await ops.db.dispose()

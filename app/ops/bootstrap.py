@@ -1,0 +1,61 @@
+"""Opening Tooldeck's state: settings, data dir, migrated database, built-in servers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+from app.core.settings import Settings
+from app.ops.facade import Operations
+from storage.db import Database
+
+
+async def open_database(settings: Settings) -> Database:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.effective_database_url)
+    await db.upgrade()
+    return db
+
+
+async def open_operations(settings: Settings) -> Operations:
+    """The facade on a migrated database with the built-in servers seeded."""
+    db = await open_database(settings)
+    operations = Operations(db, settings)
+    await operations.seed_builtin_servers()
+    return operations
+
+
+@asynccontextmanager
+async def running_core(settings: Settings, *, autostart: bool = True) -> AsyncIterator[Operations]:
+    """The whole runtime behind the facade: supervisor, scheduler and usage recorder.
+
+    On entry, statuses left by a crashed process are reset and the auto-start servers begin
+    starting (in the background; `autostart=False` starts none, for a one-shot call); on exit
+    every server is stopped, no child is left behind, and recorded usage is flushed. The
+    caller must hold the data dir's supervisor lock.
+    """
+    from app.runtime.scheduler import core_scheduler
+    from app.runtime.supervisor import Supervisor
+    from app.runtime.usage import UsageRecorder
+
+    async with AsyncExitStack() as stack:
+        ops = await open_operations(settings)
+        stack.push_async_callback(ops.db.dispose)
+        recorder = UsageRecorder(ops.db, settings)
+        await recorder.start()
+        # Pushed before the supervisor: exits run in reverse, so calls still in flight when the
+        # servers stop are recorded before the final flush.
+        stack.push_async_callback(recorder.stop)
+        ops.recorder = recorder
+        supervisor = Supervisor(ops.db, settings, changes=ops.changes)
+        stack.push_async_callback(supervisor.shutdown)
+        ops.runtime = supervisor
+        await supervisor.startup(autostart=autostart)
+        scheduler = core_scheduler(ops.db, settings, supervisor)
+        from app.ops.alerting import install_alerting
+
+        stack.push_async_callback(await install_alerting(ops, supervisor, scheduler))
+        await scheduler.start()
+        stack.push_async_callback(scheduler.stop)
+        ops.scheduler = scheduler
+        yield ops

@@ -1,0 +1,970 @@
+"""The supervisor: runs each server in its own task, watches it, and recovers or gives up.
+
+One lifecycle task per server that should run. A task connects (`app.runtime.connections`), lists
+the tools, marks the server running, then waits for one of: a stop request, the connection
+ending (the child exited), a failed health probe, or a `list_changed` notification. Failures
+are retried with exponential backoff; at `max_failures` in a row the server is disabled.
+
+Only this module writes a server's reality fields (`status`, `consecutive_failures`, `last_*`)
+and the tools' `is_available`. Every state change is also an event row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import mcp_types as types
+import psutil
+from mcp import ClientSession
+from mcp.shared.exceptions import MCPError
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.changes import Change, ChangeBus
+from app.core.errors import CallFailed, Conflict, NotFound, NotRunning, StartFailed
+from app.core.schemas import ServerHealth, ServerRuntimeInfo
+from app.core.settings import Settings
+from app.runtime.call_gates import CallGates
+from app.runtime.connections import (
+    Connection,
+    ConnectionSpec,
+    StartError,
+    end_process_group,
+    open_connection,
+    seconds,
+)
+from app.runtime.serverlog import LogWriter, ServerLog, log_path, read_log_tail
+from app.runtime.spawn_guard import launcher as spawn_launcher
+from storage.db import Database
+from storage.events import EventKind
+from storage.models import ServerLimits, ServerTool, ToolServer
+from storage.queries import add_event
+
+logger = logging.getLogger(__name__)
+
+UP_STATUSES = ("running", "degraded")
+T = TypeVar("T")
+# Statuses a previous process may have left behind when it died without cleaning up.
+LIVE_STATUSES = ("starting", "running", "degraded", "stopping")
+SYSTEM = "system"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(eq=False)
+class _Handle:
+    """What the supervisor knows about one server in memory."""
+
+    server_id: str
+    name: str
+    log: ServerLog
+    task: asyncio.Task[None] | None = None
+    conn: Connection | None = None
+    status: str = "stopped"
+    want_running: bool = False
+    was_enabled: bool = True
+    # One event wakes the lifecycle for every reason; the flags below say which.
+    signal: asyncio.Event = field(default_factory=asyncio.Event)
+    fault: str | None = None
+    tools_dirty: bool = False
+    tools_failed: bool = False
+    slow: bool = False
+    # The outcome of the current start attempt: None when it runs, else why it failed.
+    attempt: asyncio.Future[str | None] | None = None
+    actor: str = SYSTEM
+    stop_actor: str = SYSTEM
+    stop_reason: str | None = None
+    control: asyncio.Lock = field(default_factory=asyncio.Lock)
+    discovery: asyncio.Lock = field(default_factory=asyncio.Lock)
+    spec: ConnectionSpec | None = None
+    processes: dict[int, psutil.Process] = field(default_factory=dict)
+    started_at: datetime | None = None
+    next_retry_at: datetime | None = None
+    last_error: str | None = None
+    last_latency_ms: float | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.conn.pid if self.conn is not None else None
+
+
+class Supervisor:
+    """Implements the facade's `Runtime` protocol."""
+
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        *,
+        backoff_base_s: float = 1.0,
+        backoff_max_s: float = 60.0,
+        stable_after_s: float = 10.0,
+        stop_timeout_s: float = 10.0,
+        changes: ChangeBus | None = None,
+    ) -> None:
+        self.db = db
+        self.settings = settings
+        # Tells the dashboard and the gateway at once instead of at their next poll.
+        self.changes = changes if changes is not None else ChangeBus()
+        self.backoff_base_s = backoff_base_s
+        self.backoff_max_s = backoff_max_s
+        # A start only clears the failure count once the server has stayed up this long, so a
+        # server that crashes a second after every start still reaches `max_failures`.
+        self.stable_after_s = stable_after_s
+        self.stop_timeout_s = stop_timeout_s
+        self._handles: dict[str, _Handle] = {}
+        self._log_writer = LogWriter(settings.log_max_bytes, settings.log_backups)
+        self._background: set[asyncio.Task[Any]] = set()
+        self._autostart: asyncio.Task[None] | None = None
+        self._closing = False
+        # One writer at a time from here: fifty servers changing state at once would otherwise
+        # queue inside SQLite, where a busy writer times out instead of waiting its turn.
+        self._db_lock = asyncio.Lock()
+        # Per-server concurrent-call limits (app.runtime.call_gates), loaded by the facade and
+        # the watchdog.
+        self.call_gates = CallGates()
+
+    # ---- life of the supervisor itself ------------------------------------------------------
+
+    async def startup(self, *, autostart: bool = True) -> None:
+        """Reset statuses a crashed process left behind, then start the auto-start servers
+        (unless `autostart` is off: a one-shot CLI call starts only the server it calls).
+
+        Returns once the reset is done; the starts go on in the background (see
+        `wait_autostart`), so a slow server does not hold the dashboard up.
+        """
+        async with self._writing() as session:
+            rows = (await session.execute(select(ToolServer))).scalars().all()
+            for row in rows:
+                if row.status in LIVE_STATUSES:
+                    add_event(
+                        session,
+                        row.id,
+                        EventKind.STOPPED,
+                        f"Tooldeck exited while {row.name} was {row.status}",
+                        SYSTEM,
+                    )
+                    row.status = "stopped"
+                self._handle_for(row.id, row.name).was_enabled = row.enabled
+            await session.execute(update(ServerTool).values(is_available=False))
+            targets = [row.id for row in rows if row.enabled and row.auto_start and autostart]
+        self._publish(Change.STATUS, None)
+        self._publish(Change.TOOLS, None)
+        self._autostart = asyncio.create_task(self._start_all(targets), name="autostart")
+
+    async def wait_autostart(self) -> None:
+        if self._autostart is not None:
+            await asyncio.shield(self._autostart)
+
+    async def _start_all(self, server_ids: list[str]) -> None:
+        limit = asyncio.Semaphore(self.settings.start_concurrency)
+
+        async def one(server_id: str) -> None:
+            async with limit:
+                if self._closing:
+                    return
+                try:
+                    await self.start(server_id, actor=SYSTEM)
+                except (StartFailed, Conflict, NotFound) as exc:
+                    logger.info("auto-start of %s failed: %s", server_id, exc)
+
+        await asyncio.gather(*(one(server_id) for server_id in server_ids))
+
+    async def shutdown(self) -> None:
+        """Stop every server in parallel; no child survives, whatever it does with SIGTERM."""
+        self._closing = True
+        if self._autostart is not None and not self._autostart.done():
+            self._autostart.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._autostart
+        handles = [handle for handle in self._handles.values() if handle.task is not None]
+        await asyncio.gather(
+            *(self._stop_handle(handle, SYSTEM, "Tooldeck shut down") for handle in handles)
+        )
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        await asyncio.to_thread(self._log_writer.close)
+
+    # ---- the Runtime protocol -----------------------------------------------------------
+
+    async def start(self, server_id: str, *, actor: str) -> None:
+        """Start a server and wait for the outcome of the first attempt.
+
+        Raises StartFailed with the cause when it fails; retries go on in the background.
+        """
+        if self._closing:
+            raise NotRunning("Tooldeck is shutting down")
+        row = await self._row(server_id)
+        if not row.enabled:
+            why = f" ({row.disabled_reason})" if row.disabled_reason else ""
+            raise Conflict(f"{row.name} is disabled{why}: enable it first")
+        handle = self._handle_for(row.id, row.name)
+        handle.was_enabled = True
+        async with handle.control:
+            if handle.task is not None and handle.status in UP_STATUSES:
+                return
+            waiter = self._launch(handle, actor)
+        await self._outcome(handle, waiter)
+
+    async def stop(self, server_id: str, *, actor: str) -> None:
+        handle = self._handles.get(server_id)
+        if handle is None or handle.task is None:
+            await self._settle_stale(server_id, actor)
+            return
+        async with handle.control:
+            await self._stop_handle(handle, actor, None)
+
+    async def restart(self, server_id: str, *, actor: str) -> None:
+        row = await self._row(server_id)
+        if not row.enabled:
+            raise Conflict(f"{row.name} is disabled: enable it first")
+        handle = self._handle_for(row.id, row.name)
+        async with self._writing() as session:
+            add_event(session, row.id, EventKind.RESTARTED, f"restart of {row.name}", actor)
+        async with handle.control:
+            await self._stop_handle(handle, actor, "restart")
+            waiter = self._launch(handle, actor)
+        await self._outcome(handle, waiter)
+
+    async def refresh_tools(self, server_id: str, *, actor: str) -> int:
+        handle = self._handles.get(server_id)
+        conn = handle.conn if handle is not None else None
+        if handle is None or conn is None:
+            row = await self._row(server_id)
+            raise NotRunning(f"{row.name} is not running: start it to list its tools")
+        tools = await self._discover(handle, conn, actor)
+        if tools is None:
+            raise NotRunning(f"{handle.name} did not list its tools: {handle.last_error}")
+        return len(tools)
+
+    async def intent_changed(self, server_id: str) -> None:
+        """Bring reality in line with what a person just changed."""
+        if self._closing:
+            return
+        async with self.db.session() as session:
+            row = await session.get(ToolServer, server_id)
+            if row is None:
+                enabled, auto_start, spec, name = False, False, None, ""
+            else:
+                enabled, auto_start, name = row.enabled, row.auto_start, row.name
+                spec = ConnectionSpec.of(row)
+        if spec is None:
+            await self.forget(server_id)
+            return
+        # A server this supervisor has not seen yet was just created (or enabled elsewhere):
+        # for auto-start, that counts as newly enabled.
+        first_seen = server_id not in self._handles
+        handle = self._handle_for(server_id, name)
+        running = handle.task is not None
+        if not enabled:
+            handle.was_enabled = False
+            if running:
+                await self.stop(server_id, actor=SYSTEM)
+            return
+        newly_enabled = first_seen or not handle.was_enabled
+        handle.was_enabled = True
+        if running and handle.spec is not None and handle.spec != spec:
+            self._spawn(self._quiet(self.restart(server_id, actor=SYSTEM)), f"restart {name}")
+        elif not running and auto_start and newly_enabled:
+            self._spawn(self._quiet(self.start(server_id, actor=SYSTEM)), f"start {name}")
+
+    async def forget(self, server_id: str) -> None:
+        handle = self._handles.get(server_id)
+        if handle is None:
+            return
+        if handle.task is not None:
+            async with handle.control:
+                await self._stop_handle(handle, SYSTEM, "server deleted")
+        self._handles.pop(server_id, None)
+        if handle.log.path is not None:
+            self._log_writer.release(handle.log.path)
+
+    # ---- more runtime operations ----------------------------------------------------------
+
+    def is_running(self, server_id: str) -> bool:
+        handle = self._handles.get(server_id)
+        return handle is not None and handle.conn is not None and handle.status in UP_STATUSES
+
+    async def check_health(self, server_id: str) -> ServerHealth:
+        """Probe a server now: `ping` (or a tool listing where ping is missing), timed."""
+        row = await self._row(server_id)
+        handle = self._handles.get(server_id)
+        conn = handle.conn if handle is not None else None
+        available = await self._available_tools(server_id)
+        if handle is None or conn is None:
+            return ServerHealth(
+                server_id=row.id,
+                server_name=row.name,
+                status=row.status,  # type: ignore[arg-type]
+                is_running=False,
+                is_responsive=False,
+                tools_count=available,
+                last_check=row.last_health_check,
+                error_message=(handle.last_error if handle else None)
+                or row.disabled_reason
+                or row.last_startup_error
+                or "not running",
+            )
+        timeout = self.settings.health_check_timeout_s
+        began = time.monotonic()
+        error: str | None = None
+        try:
+            await conn.ping(timeout)
+        except TimeoutError:
+            error = f"health check timed out after {seconds(timeout)} s"
+        except MCPError as exc:
+            if exc.code == types.CONNECTION_CLOSED:
+                error = "health check failed: connection lost"
+            else:
+                error = f"health check failed: {exc.message}"
+        except Exception as exc:
+            error = f"health check failed: {type(exc).__name__}: {exc}"
+        latency = (time.monotonic() - began) * 1000
+        now = utcnow()
+        handle.last_latency_ms = None if error else latency
+        if error is not None:
+            status = "error"
+            async with self._writing() as session:
+                await session.execute(
+                    update(ToolServer)
+                    .where(ToolServer.id == server_id)
+                    .values(last_health_check=now)
+                )
+            if handle.conn is conn and handle.want_running:
+                # The lifecycle counts the failure and reconnects after the backoff.
+                handle.fault = error
+                handle.signal.set()
+        else:
+            handle.slow = latency > self.settings.degraded_latency_ms
+            status = await self._set_quality(handle, conn, now=now, reset_failures=True)
+        return ServerHealth(
+            server_id=row.id,
+            server_name=row.name,
+            status=status,  # type: ignore[arg-type]
+            is_running=True,
+            is_responsive=error is None,
+            tools_count=available,
+            last_check=now,
+            error_message=error,
+            latency_ms=round(latency, 2),
+        )
+
+    async def check_all(self, server_ids: list[str] | None = None) -> list[ServerHealth]:
+        """Probe many servers at once, at most `health_concurrency` at a time."""
+        if server_ids is None:
+            server_ids = [sid for sid, handle in self._handles.items() if handle.conn is not None]
+        limit = asyncio.Semaphore(self.settings.health_concurrency)
+
+        async def one(server_id: str) -> ServerHealth | None:
+            async with limit:
+                try:
+                    return await self.check_health(server_id)
+                except NotFound:
+                    return None
+
+        results = await asyncio.gather(*(one(server_id) for server_id in server_ids))
+        return [result for result in results if result is not None]
+
+    async def call_tool(
+        self, server_id: str, tool_name: str, arguments: dict[str, Any], *, timeout_s: float
+    ) -> types.CallToolResult:
+        """Call a tool on a running server. Raises CallFailed when no result came back."""
+        conn = self.connection(server_id)
+        if conn is None:
+            row = await self._row(server_id)
+            raise NotRunning(f"{row.name} is not running")
+        try:
+            # A call queued at its server's concurrency limit waits within its own timeout.
+            async with asyncio.timeout(timeout_s), self.call_gates.slot(server_id, conn.spec.name):
+                return await conn.session.call_tool(tool_name, arguments)
+        except TimeoutError:
+            raise CallFailed(f"{tool_name} timed out after {seconds(timeout_s)} s") from None
+        except MCPError as exc:
+            if exc.code == types.CONNECTION_CLOSED:
+                raise CallFailed(
+                    f"{conn.spec.name} closed the connection during the call"
+                ) from None
+            raise CallFailed(f"{tool_name} failed: {exc.message}") from None
+        except RuntimeError as exc:
+            # The SDK's check of structured output against the tool's output schema.
+            raise CallFailed(f"{tool_name} returned an invalid result: {exc}") from None
+
+    async def upstream(
+        self,
+        server_id: str,
+        request: Callable[[ClientSession], Awaitable[T]],
+        *,
+        what: str,
+        timeout_s: float,
+    ) -> T:
+        """Run one request (list resources, get a prompt...) on a running server's session,
+        within a timeout, with the same errors as a tool call."""
+        conn = self.connection(server_id)
+        if conn is None:
+            row = await self._row(server_id)
+            raise NotRunning(f"{row.name} is not running")
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await request(conn.session)
+        except TimeoutError:
+            raise CallFailed(f"{what} timed out after {seconds(timeout_s)} s") from None
+        except MCPError as exc:
+            raise CallFailed(f"{what} failed: {exc.message}") from None
+
+    def connection(self, server_id: str) -> Connection | None:
+        handle = self._handles.get(server_id)
+        if handle is None or handle.status not in UP_STATUSES:
+            return None
+        return handle.conn
+
+    async def log_tail(self, server_id: str, lines: int = 100) -> list[str]:
+        handle = self._handles.get(server_id)
+        if handle is not None and handle.log.tail(1):
+            return handle.log.tail(lines)
+        row = await self._row(server_id)
+        return await asyncio.to_thread(read_log_tail, log_path(self.settings, row.name), lines)
+
+    async def runtime_info(self, server_id: str) -> ServerRuntimeInfo:
+        row = await self._row(server_id)
+        handle = self._handles.get(server_id)
+        info = ServerRuntimeInfo(
+            server_id=row.id,
+            server_name=row.name,
+            status=row.status,  # type: ignore[arg-type]
+            log_path=str(log_path(self.settings, row.name)),
+        )
+        if handle is None:
+            return info
+        info.last_error = handle.last_error
+        info.next_retry_at = handle.next_retry_at
+        info.latency_ms = handle.last_latency_ms
+        conn = handle.conn
+        if conn is not None:
+            info.started_at = handle.started_at
+            info.uptime_s = round(time.monotonic() - conn.started, 1)
+            info.protocol_version = conn.protocol_version
+            info.implementation = f"{conn.server_name} {conn.server_version}".strip()
+            info.pid = conn.pid
+            if conn.pid is not None:
+                info.rss_bytes, info.cpu_percent, info.processes = await asyncio.to_thread(
+                    _sample, handle
+                )
+        return info
+
+    # ---- lifecycle ----------------------------------------------------------------------
+
+    def _handle_for(self, server_id: str, name: str) -> _Handle:
+        handle = self._handles.get(server_id)
+        if handle is None:
+            path = log_path(self.settings, name)
+            handle = _Handle(server_id, name, ServerLog(path, self._log_writer))
+            self._handles[server_id] = handle
+        return handle
+
+    def _launch(self, handle: _Handle, actor: str) -> asyncio.Future[str | None]:
+        if handle.attempt is None or handle.attempt.done():
+            handle.attempt = asyncio.get_running_loop().create_future()
+        handle.actor = actor
+        handle.want_running = True
+        if handle.task is None:
+            handle.task = asyncio.create_task(self._lifecycle(handle), name=f"server:{handle.name}")
+        else:
+            handle.signal.set()  # cuts a backoff short
+        return handle.attempt
+
+    async def _outcome(self, handle: _Handle, waiter: asyncio.Future[str | None]) -> None:
+        failure = await asyncio.shield(waiter)
+        if failure is not None:
+            raise StartFailed(f"{handle.name}: {failure}")
+
+    @staticmethod
+    def _settle(handle: _Handle, failure: str | None) -> None:
+        if handle.attempt is not None and not handle.attempt.done():
+            handle.attempt.set_result(failure)
+
+    async def _lifecycle(self, handle: _Handle) -> None:
+        auto_disabled = False
+        try:
+            while handle.want_running and not self._closing:
+                failure = await self._attempt(handle)
+                handle.actor = SYSTEM
+                if failure is None or not handle.want_running:
+                    break
+                kind, message = failure
+                handle.last_error = message
+                auto_disabled, failures = await self._record_failure(handle, kind, message)
+                self._publish(Change.STATUS, handle.server_id)
+                if auto_disabled:
+                    self._publish(Change.SERVERS, handle.server_id)
+                self._settle(handle, message)
+                if auto_disabled:
+                    break
+                delay = self._backoff(failures)
+                handle.next_retry_at = utcnow() + timedelta(seconds=delay)
+                handle.log.note(f"{message}; retrying in {delay:.1f} s")
+                handle.signal.clear()
+                with suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await handle.signal.wait()
+                handle.next_retry_at = None
+        except asyncio.CancelledError:
+            if handle.want_running:
+                raise
+            # A stop that could not wait for a start in progress; the stop is the outcome.
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+        except Exception as exc:
+            logger.exception("supervising %s failed", handle.name)
+            handle.last_error = f"internal error: {exc}"
+        finally:
+            handle.conn = None
+            handle.next_retry_at = None
+            self._settle(handle, handle.last_error or "stopped before it was running")
+            if not auto_disabled:
+                await self._mark_stopped(handle)
+            handle.task = None
+
+    async def _attempt(self, handle: _Handle) -> tuple[EventKind, str] | None:
+        """One start and, if it works, the whole run. Returns why it ended, None for a stop."""
+        async with self._writing() as session:
+            row = await session.get(ToolServer, handle.server_id)
+            if row is None or not row.enabled:
+                handle.want_running = False
+                return None
+            spec = ConnectionSpec.of(row)
+            launcher = spawn_launcher(await session.get(ServerLimits, row.id))
+            startup_timeout = row.startup_timeout_s
+            failures = row.consecutive_failures
+            row.status = "starting"
+            note = f" (after {failures} failure{'s' if failures != 1 else ''})" if failures else ""
+            add_event(
+                session, row.id, EventKind.STARTING, f"starting {row.name}{note}", handle.actor
+            )
+        handle.name, handle.spec, handle.status = spec.name, spec, "starting"
+        handle.fault, handle.tools_dirty = None, False
+        handle.slow = handle.tools_failed = False
+        handle.signal.clear()
+        self._publish(Change.STATUS, handle.server_id)
+        began = time.monotonic()
+        pid: int | None = None
+        ending: tuple[EventKind, str] | None = None
+        try:
+            async with open_connection(
+                spec,
+                startup_timeout=startup_timeout,
+                log=handle.log,
+                on_tools_changed=lambda: self._tools_changed(handle),
+                on_closed=handle.signal.set,
+                launcher=launcher,
+            ) as conn:
+                pid = conn.pid
+                ending = await self._run(handle, conn, began, failures)
+                if ending is not None and ending[0] == EventKind.HEALTH_FAILED and pid:
+                    # It stopped answering: it will not read a closed stdin either.
+                    await end_process_group(pid)
+        except StartError as exc:
+            return EventKind.START_FAILED, exc.message
+        except Exception as exc:
+            logger.exception("running %s failed", handle.name)
+            ending = (EventKind.CRASHED, f"internal error: {type(exc).__name__}: {exc}")
+        finally:
+            handle.conn = None
+            handle.processes.clear()
+            await asyncio.shield(self._tools_unavailable(handle.server_id))
+        if ending is not None and ending[0] == EventKind.CRASHED:
+            stderr = handle.log.recent()
+            if stderr:
+                ending = (ending[0], f"{ending[1]}; last stderr: {stderr}")
+        if ending is not None:
+            handle.log.note(ending[1])
+        return ending
+
+    async def _run(
+        self, handle: _Handle, conn: Connection, began: float, failures: int
+    ) -> tuple[EventKind, str] | None:
+        handle.conn = conn
+        if conn.pid is not None:
+            await asyncio.to_thread(_sample, handle)  # primes CPU% so the first reading is real
+        tools = await self._discover(handle, conn, SYSTEM, quiet=True)
+        handle.started_at = utcnow()
+        handle.status = "degraded" if tools is None else "running"
+        elapsed = (time.monotonic() - began) * 1000
+        async with self._writing() as session:
+            row = await session.get(ToolServer, handle.server_id)
+            if row is not None:
+                row.status = handle.status
+                row.last_startup_success = handle.started_at
+                row.last_startup_error = None
+                details = [f"{conn.server_name} {conn.server_version}".strip()]
+                details.append(f"{len(tools)} tools" if tools is not None else "tools unknown")
+                if conn.pid is not None:
+                    details.append(f"pid {conn.pid}")
+                add_event(
+                    session,
+                    row.id,
+                    EventKind.STARTED,
+                    f"started in {elapsed:.0f} ms: {', '.join(details)}",
+                    handle.actor,
+                )
+                if tools is None:
+                    add_event(
+                        session,
+                        row.id,
+                        EventKind.DEGRADED,
+                        f"degraded: {handle.last_error}",
+                        SYSTEM,
+                    )
+        self._publish(Change.STATUS, handle.server_id)
+        if tools is not None:
+            handle.last_error = None
+        self._settle(handle, None)
+
+        loop = asyncio.get_running_loop()
+        stable_at = loop.time() + self.stable_after_s if failures else None
+        while True:
+            try:
+                async with asyncio.timeout_at(stable_at):
+                    await handle.signal.wait()
+            except TimeoutError:
+                stable_at = None
+                await self._reset_failures(handle.server_id)
+                continue
+            handle.signal.clear()
+            if not handle.want_running or self._closing:
+                return None
+            if conn.closed.is_set():
+                what = (
+                    "exited unexpectedly" if conn.spec.transport == "stdio" else "connection lost"
+                )
+                return EventKind.CRASHED, what
+            if handle.fault is not None:
+                return EventKind.HEALTH_FAILED, handle.fault
+            if handle.tools_dirty:
+                handle.tools_dirty = False
+                await self._discover(handle, conn, SYSTEM)
+
+    def _tools_changed(self, handle: _Handle) -> None:
+        handle.tools_dirty = True
+        handle.signal.set()
+
+    def _backoff(self, failures: int) -> float:
+        delay = min(self.backoff_max_s, self.backoff_base_s * 2 ** max(0, failures - 1))
+        # Jitter keeps a fleet that failed together from retrying in lockstep.
+        return min(self.backoff_max_s, delay * random.uniform(0.8, 1.2))
+
+    async def _stop_handle(self, handle: _Handle, actor: str, reason: str | None) -> None:
+        task = handle.task
+        if task is None:
+            return
+        handle.want_running = False
+        handle.stop_actor, handle.stop_reason = actor, reason
+        if handle.status == "starting" or handle.conn is None:
+            # A start in progress has nothing to close gracefully; its child is still reaped.
+            task.cancel()
+        elif handle.status in UP_STATUSES:
+            handle.status = "stopping"
+            async with self._writing() as session:
+                await session.execute(
+                    update(ToolServer)
+                    .where(ToolServer.id == handle.server_id)
+                    .values(status="stopping")
+                )
+            self._publish(Change.STATUS, handle.server_id)
+        handle.signal.set()
+        done, _pending = await asyncio.wait({task}, timeout=self.stop_timeout_s)
+        if not done:
+            logger.warning(
+                "%s did not stop within %s s; killing it", handle.name, self.stop_timeout_s
+            )
+            pid = handle.pid
+            task.cancel()
+            if pid is not None:
+                await end_process_group(pid, grace_s=0)
+            await asyncio.wait({task}, timeout=self.stop_timeout_s)
+
+    async def _mark_stopped(self, handle: _Handle) -> None:
+        handle.status, handle.started_at = "stopped", None
+        reason = handle.stop_reason
+        message = f"stopped {handle.name}" + (f" ({reason})" if reason else "")
+        try:
+            async with self._writing() as session:
+                row = await session.get(ToolServer, handle.server_id)
+                if row is None or row.status == "stopped":
+                    return
+                row.status = "stopped"
+                add_event(session, row.id, EventKind.STOPPED, message, handle.stop_actor)
+        except Exception:
+            logger.exception("recording the stop of %s failed", handle.name)
+        handle.log.note(message)
+        self._publish(Change.STATUS, handle.server_id)
+
+    async def _settle_stale(self, server_id: str, actor: str) -> None:
+        """A stop of a server not running here: only a status left by a dead process to fix."""
+        async with self._writing() as session:
+            row = await session.get(ToolServer, server_id)
+            if row is None:
+                raise NotFound(f"no server {server_id!r}")
+            if row.status in LIVE_STATUSES:
+                row.status = "stopped"
+                add_event(session, row.id, EventKind.STOPPED, f"stopped {row.name}", actor)
+        self._publish(Change.STATUS, server_id)
+
+    # ---- failures -------------------------------------------------------------------------
+
+    async def _record_failure(
+        self, handle: _Handle, kind: EventKind, message: str
+    ) -> tuple[bool, int]:
+        """Count a failure; at `max_failures` in a row, disable the server. Returns
+        (disabled, failures)."""
+        handle.status = "error"
+        async with self._writing() as session:
+            row = await session.get(ToolServer, handle.server_id)
+            if row is None:
+                handle.want_running = False
+                return True, 0
+            row.consecutive_failures = failures = (row.consecutive_failures or 0) + 1
+            row.status = "error"
+            if kind == EventKind.START_FAILED:
+                row.last_startup_error = message
+            add_event(session, row.id, kind, message, SYSTEM)
+            if failures >= row.max_failures and row.enabled:
+                reason = (
+                    f"auto-disabled after {failures} consecutive failure"
+                    f"{'s' if failures != 1 else ''}: {message}"
+                )
+                details = {
+                    "before": {"enabled": True, "disabled_reason": row.disabled_reason},
+                    "after": {"enabled": False, "disabled_reason": reason},
+                }
+                row.enabled = False
+                row.disabled_reason = reason
+                add_event(session, row.id, EventKind.AUTO_DISABLED, reason, SYSTEM, details)
+                handle.want_running = False
+                handle.was_enabled = False
+                handle.log.note(reason)
+                return True, failures
+        return False, failures
+
+    async def _reset_failures(self, server_id: str) -> None:
+        async with self._writing() as session:
+            await session.execute(
+                update(ToolServer)
+                .where(ToolServer.id == server_id, ToolServer.consecutive_failures != 0)
+                .values(consecutive_failures=0)
+            )
+
+    async def _set_quality(
+        self, handle: _Handle, conn: Connection, *, now: datetime | None, reset_failures: bool
+    ) -> str:
+        """Running or degraded, from the last probe and listing; an event when it changes."""
+        wanted = "degraded" if handle.slow or handle.tools_failed else "running"
+        if handle.conn is not conn or handle.status not in UP_STATUSES:
+            return handle.status
+        changed = wanted != handle.status
+        handle.status = wanted
+        async with self._writing() as session:
+            values: dict[str, Any] = {}
+            if now is not None:
+                values["last_health_check"] = now
+            if reset_failures:
+                values["consecutive_failures"] = 0
+            if changed:
+                values["status"] = wanted
+            if values:
+                # Only while it is up: a stop that raced this probe wins.
+                await session.execute(
+                    update(ToolServer)
+                    .where(ToolServer.id == handle.server_id, ToolServer.status.in_(UP_STATUSES))
+                    .values(**values)
+                )
+            if changed:
+                if wanted == "degraded":
+                    why = (
+                        f"answered in {handle.last_latency_ms:.0f} ms"
+                        if handle.slow and handle.last_latency_ms is not None
+                        else f"tool listing failed: {handle.last_error}"
+                    )
+                    add_event(
+                        session, handle.server_id, EventKind.DEGRADED, f"degraded: {why}", SYSTEM
+                    )
+                else:
+                    add_event(session, handle.server_id, EventKind.RECOVERED, "recovered", SYSTEM)
+        if changed:
+            self._publish(Change.STATUS, handle.server_id)
+        return wanted
+
+    # ---- tools ----------------------------------------------------------------------------
+
+    async def _discover(
+        self, handle: _Handle, conn: Connection, actor: str, *, quiet: bool = False
+    ) -> list[types.Tool] | None:
+        """List the tools and store them. None (and the server degraded) when listing fails."""
+        async with handle.discovery:
+            try:
+                tools = await conn.list_tools(self.settings.health_check_timeout_s)
+            except TimeoutError:
+                error = (
+                    f"tools/list timed out after {seconds(self.settings.health_check_timeout_s)} s"
+                )
+            except MCPError as exc:
+                error = f"tools/list failed: {exc.message}"
+            except Exception as exc:
+                error = f"tools/list failed: {type(exc).__name__}: {exc}"
+            else:
+                await self._store_tools(handle.server_id, tools, actor)
+                if handle.tools_failed:
+                    handle.tools_failed = False
+                    if not quiet:
+                        await self._set_quality(handle, conn, now=None, reset_failures=False)
+                return tools
+            handle.last_error = error
+            handle.log.note(error)
+            handle.tools_failed = True
+            if not quiet:
+                await self._set_quality(handle, conn, now=None, reset_failures=False)
+            return None
+
+    async def _store_tools(self, server_id: str, tools: list[types.Tool], actor: str) -> None:
+        """Upsert the listing. What a person set (enabled, bypass, display name) is kept."""
+        listed = {tool.name: tool for tool in tools}
+        added: list[str] = []
+        removed: list[str] = []
+        changed: list[str] = []
+        async with self._writing() as session:
+            rows = (
+                (await session.execute(select(ServerTool).where(ServerTool.server_id == server_id)))
+                .scalars()
+                .all()
+            )
+            existing = {row.name: row for row in rows}
+            for name, tool in listed.items():
+                listing = {
+                    "description": tool.description,
+                    "input_schema": dict(tool.input_schema or {}),
+                    "output_schema": tool.output_schema,
+                    "annotations": tool.annotations.model_dump(mode="json", exclude_none=True)
+                    if tool.annotations
+                    else None,
+                }
+                row = existing.get(name)
+                if row is None:
+                    session.add(
+                        ServerTool(
+                            server_id=server_id,
+                            name=name,
+                            display_name=tool.title,
+                            enabled=True,
+                            is_available=True,
+                            **listing,
+                        )
+                    )
+                    added.append(name)
+                    continue
+                if any(getattr(row, field) != value for field, value in listing.items()):
+                    for field, value in listing.items():
+                        setattr(row, field, value)
+                    changed.append(name)
+                row.is_available = True
+            for name, row in existing.items():
+                if name not in listed and row.is_available:
+                    row.is_available = False
+                    removed.append(name)
+            if added or removed or changed:
+                parts = [f"+{name}" for name in added] + [f"-{name}" for name in removed]
+                parts += [f"~{name}" for name in changed]
+                add_event(
+                    session,
+                    server_id,
+                    EventKind.TOOLS_CHANGED,
+                    f"{len(listed)} tools ({', '.join(parts)})",
+                    actor,
+                )
+        self._publish(Change.TOOLS, server_id)
+
+    async def _tools_unavailable(self, server_id: str) -> None:
+        try:
+            async with self._writing() as session:
+                await session.execute(
+                    update(ServerTool)
+                    .where(ServerTool.server_id == server_id, ServerTool.is_available.is_(True))
+                    .values(is_available=False)
+                )
+        except Exception:
+            logger.exception("marking the tools of %s unavailable failed", server_id)
+        self._publish(Change.TOOLS, server_id)
+
+    async def _available_tools(self, server_id: str) -> int:
+        async with self.db.session() as session:
+            rows = await session.execute(
+                select(ServerTool.id).where(
+                    ServerTool.server_id == server_id, ServerTool.is_available.is_(True)
+                )
+            )
+            return len(rows.all())
+
+    # ---- helpers --------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _writing(self) -> AsyncIterator[AsyncSession]:
+        async with self._db_lock, self.db.session() as session:
+            yield session
+
+    async def _row(self, server_id: str) -> ToolServer:
+        async with self.db.session() as session:
+            row = await session.get(ToolServer, server_id)
+            if row is None:
+                raise NotFound(f"no server {server_id!r}")
+            return row
+
+    def _publish(self, change: Change, server_id: str | None) -> None:
+        self.changes.publish(change, server_id)
+
+    def _spawn(self, work: Any, name: str) -> None:
+        task = asyncio.create_task(work, name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    @staticmethod
+    async def _quiet(work: Any) -> None:
+        """A background start: its failure is already recorded, nobody waits for it."""
+        with suppress(StartFailed, Conflict, NotFound, NotRunning):
+            await work
+
+
+def _sample(handle: _Handle) -> tuple[int | None, float | None, int]:
+    """RSS and CPU% of a server's whole process tree (blocking: /proc reads; call off-loop)."""
+    pid = handle.pid
+    if pid is None:
+        return None, None, 0
+    try:
+        root = handle.processes.get(pid) or psutil.Process(pid)
+        members = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return None, None, 0
+    rss = 0
+    cpu = 0.0
+    seen: dict[int, psutil.Process] = {}
+    for member in members:
+        # Reuse the Process objects: cpu_percent measures since the previous call on the same one.
+        process = handle.processes.get(member.pid, member)
+        try:
+            with process.oneshot():
+                rss += process.memory_info().rss
+                cpu += process.cpu_percent(None)
+        except psutil.Error:
+            continue
+        seen[member.pid] = process
+    handle.processes = seen
+    return rss, round(cpu, 1), len(seen)

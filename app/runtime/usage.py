@@ -1,0 +1,303 @@
+"""The usage recorder: the call path only enqueues; a writer flushes in batches.
+
+`record()` never waits: it appends to a bounded in-memory queue. A writer task flushes when
+`usage_batch_size` records are waiting or `usage_flush_interval_s` has passed; each batch is one
+transaction that also updates the hourly rollups and the tools' counters (storage.rollups). The
+batch is written on a thread of its own with its own synchronous connection, so the work of a
+large batch never stalls the event loop.
+
+A full queue (a burst outrunning the database for longer than the queue lasts) drops the new
+record, never silently: `stats().dropped` counts it, a warning is logged (at most every 10 s,
+with the count), and once writing resumes a `usage_dropped` event row says how many were lost.
+Waiting for room instead would turn a slow disk into slow tool calls, and the design promises
+that recording never blocks a call.
+
+`stop()` writes everything, including records that arrive while it drains.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any
+
+from sqlalchemy import Engine, event, insert
+from sqlalchemy.exc import OperationalError
+
+from app.core.settings import Settings
+from storage.db import Database
+from storage.events import EventKind
+from storage.models import ServerEvent
+from storage.rollups import UsageWriter
+
+logger = logging.getLogger(__name__)
+
+# One transaction writes at most this many rows, so a backlog is written in steps that leave
+# the database to other writers in between (about half a second each on a slow disk).
+MAX_TRANSACTION_ROWS = 20_000
+DROP_WARNING_EVERY_S = 10.0
+RETRY_FIRST_S = 0.1
+RETRY_MAX_S = 5.0
+# How long stop() keeps retrying a database that refuses writes before giving up on the rest.
+STOP_RETRY_S = 10.0
+# A batch touches a thousand hot index and rollup pages; a larger cache keeps them in memory.
+WRITER_CACHE_KIB = 65_536
+
+
+@dataclass(slots=True)
+class UsageRecord:
+    """One tool call as the call path saw it. `called_at` is when the call started (aware UTC);
+    `response_time_ms` is None when nothing was timed (a call refused before it was sent)."""
+
+    server_id: str | None
+    tool_id: str | None
+    tool_name: str
+    called_at: datetime
+    response_time_ms: float | None
+    success: bool
+    error_message: str | None
+    source: str | None
+    client_name: str | None = None
+    user_id: str | None = None
+    conversation_id: str | None = None
+    arguments: Any = None
+    result: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class RecorderStats:
+    accepted: int  # records taken by record()
+    written: int  # records committed to the database
+    dropped: int  # records lost: queue full, recorder stopped, or a batch that could not be written
+    queued: int  # records waiting now
+    flushes: int  # transactions committed
+    failures: int  # failed write attempts (retried)
+    last_error: str | None
+
+
+class UsageRecorder:
+    """Takes usage records without waiting and writes them in batches. See the module doc."""
+
+    def __init__(self, db: Database, settings: Settings) -> None:
+        self.db = db
+        self._batch_size = settings.usage_batch_size
+        self._interval = settings.usage_flush_interval_s
+        self._queue_max = settings.usage_queue_max
+        self._writer = UsageWriter(
+            payload_max_bytes=settings.payload_max_bytes if settings.store_call_payloads else None
+        )
+        self._queue: deque[UsageRecord] = deque()
+        self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._engine: Engine | None = None
+        self._stopping = False
+        self._closed = False
+        self._accepted = 0
+        self._written = 0
+        self._dropped = 0
+        self._unreported_drops = 0
+        self._flushes = 0
+        self._failures = 0
+        self._last_error: str | None = None
+        self._last_drop_warning = float("-inf")
+
+    # ---- the call path -----------------------------------------------------------------
+
+    def record(self, record: UsageRecord) -> None:
+        """Queue one record for writing; never waits. Call it from the event loop's thread.
+
+        The recorder owns the record (and its arguments and result) from here on.
+        """
+        queue = self._queue
+        if len(queue) >= self._queue_max or self._closed:
+            self._drop(1, "the recorder is stopped" if self._closed else "the queue is full")
+            return
+        queue.append(record)
+        self._accepted += 1
+        if len(queue) >= self._batch_size:
+            self._wake.set()
+
+    def stats(self) -> RecorderStats:
+        return RecorderStats(
+            accepted=self._accepted,
+            written=self._written,
+            dropped=self._dropped,
+            queued=len(self._queue),
+            flushes=self._flushes,
+            failures=self._failures,
+            last_error=self._last_error,
+        )
+
+    # ---- life cycle --------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._task is not None:
+            return
+        self._stopping = self._closed = False
+        self._task = asyncio.create_task(self._run(), name="usage-writer")
+
+    async def stop(self) -> None:
+        """Write everything queued (and whatever arrives meanwhile), then stop taking records."""
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            try:
+                await self._task
+            finally:
+                self._task = None
+        # Records may have come in after the writer's last look at the queue.
+        await self._drain()
+        self._closed = True
+        if self._queue:
+            lost = len(self._queue)
+            self._queue.clear()
+            self._drop(lost, f"they could not be written at shutdown ({self._last_error})")
+        await self._close_writer()
+
+    async def flush(self) -> None:
+        """Write every record queued now. Raises if the database refuses the write."""
+        while self._queue:
+            async with self._lock:
+                await self._write_some()
+
+    async def __aenter__(self) -> UsageRecorder:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    # ---- the writer task ---------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            if len(self._queue) < self._batch_size and not self._stopping:
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self._interval)
+                except TimeoutError:
+                    pass
+            if self._stopping:
+                await self._drain()
+                return
+            if self._queue:
+                await self._write_with_retry(deadline=None)
+
+    async def _drain(self) -> None:
+        deadline = time.monotonic() + STOP_RETRY_S
+        while self._queue:
+            if not await self._write_with_retry(deadline=deadline):
+                return
+
+    async def _write_with_retry(self, *, deadline: float | None) -> bool:
+        """One batch; a refusal by the database is retried with backoff (until `deadline`)."""
+        delay = RETRY_FIRST_S
+        while True:
+            try:
+                async with self._lock:
+                    await self._write_some()
+                return True
+            except OperationalError as exc:
+                # Locked, busy or out of disk: the records stay queued and are tried again.
+                self._failures += 1
+                self._last_error = str(exc.orig or exc)
+                logger.warning("writing usage failed, retrying in %.1fs: %s", delay, exc)
+            if deadline is not None and time.monotonic() + delay > deadline:
+                return False
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_S)
+
+    async def _write_some(self) -> None:
+        queue = self._queue
+        count = min(len(queue), max(self._batch_size, MAX_TRANSACTION_ROWS))
+        if count == 0:
+            return
+        batch = [queue.popleft() for _ in range(count)]
+        drops = self._unreported_drops
+        try:
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._thread(), self._write_batch, batch, drops)
+        except OperationalError:
+            queue.extendleft(reversed(batch))
+            raise
+        except Exception as exc:
+            # Not the database refusing but a batch it cannot take: retrying would block every
+            # later record behind it, so it is counted as lost, loudly.
+            self._failures += 1
+            self._last_error = f"{type(exc).__name__}: {exc}"
+            logger.exception("a batch of %d usage records could not be written", count)
+            self._drop(count, "their batch could not be written")
+            return
+        self._unreported_drops -= drops
+        self._written += count
+        self._flushes += 1
+
+    def _write_batch(self, batch: list[UsageRecord], drops: int) -> None:
+        """On the writer thread: one transaction for the batch, its rollups and counters."""
+        if self._engine is None:
+            self._engine = self.db.create_sync_engine()
+            if self.db.is_sqlite:
+                event.listen(self._engine, "connect", _enlarge_cache)
+        try:
+            with self._engine.begin() as conn:
+                self._writer.write(conn, batch)
+                if drops:
+                    conn.execute(
+                        insert(ServerEvent).values(
+                            server_id=None,
+                            kind=str(EventKind.USAGE_DROPPED),
+                            message=f"{drops} tool call(s) were not recorded (see the log)",
+                            actor="system",
+                            created_at=datetime.now(UTC),
+                        )
+                    )
+        except BaseException:
+            # Ids of series created in the rolled-back transaction may be given out again.
+            self._writer.forget_series()
+            raise
+
+    def _thread(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="usage-writer")
+        return self._executor
+
+    async def _close_writer(self) -> None:
+        executor, self._executor = self._executor, None
+        if executor is None:
+            return
+        engine, self._engine = self._engine, None
+        if engine is not None:
+            await asyncio.get_running_loop().run_in_executor(executor, engine.dispose)
+        executor.shutdown(wait=False)
+
+    def _drop(self, count: int, why: str) -> None:
+        self._dropped += count
+        self._unreported_drops += count
+        now = time.monotonic()
+        if now - self._last_drop_warning >= DROP_WARNING_EVERY_S:
+            self._last_drop_warning = now
+            logger.warning(
+                "usage not recorded: %d record(s) dropped because %s (%d dropped in all)",
+                count,
+                why,
+                self._dropped,
+            )
+
+
+def _enlarge_cache(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")
+    cursor.close()
