@@ -10,7 +10,7 @@ from typing import Any
 from rich.console import Console
 from textual.widgets import DataTable, Select, Static
 
-from app.core.alert_schemas import AlertResponse
+from app.core.schemas import AlertResponse
 from app.core.settings import Settings
 from app.ops.facade import Operations
 from app.tui.commands import OperationsProvider

@@ -27,8 +27,8 @@ from typing import Any
 
 from sqlalchemy import and_, func, or_, select
 
-from app.core.alert_schemas import AlertResponse
 from app.core.changes import Change, ChangeBus
+from app.core.schemas import AlertResponse
 from app.core.settings import Settings
 from app.governance.alert_delivery import AlertDelivery
 from storage.db import Database

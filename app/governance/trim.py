@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
 
-from app.core.alert_schemas import TrimReport, TrimServer, TrimTool
+from app.core.schemas import TrimReport, TrimServer, TrimTool
 from storage.db import Database
 from storage.models import ServerTool, ToolServer, UsageSeries
 

@@ -14,29 +14,27 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 from sqlalchemy import select
 
-from app.core.alert_schemas import (
+from app.core.changes import Change
+from app.core.errors import Conflict, InvalidInput, NotFound, invalid_from_pydantic
+from app.core.schemas import (
     AlertResponse,
     AuditEntry,
     ServerLimitsResponse,
     ServerLimitsSpec,
+    ServerToolResponse,
     TrimReport,
     TrimResult,
     TrimTool,
 )
-from app.core.changes import Change
-from app.core.errors import Conflict, InvalidInput, NotFound, invalid_from_pydantic
-from app.core.schemas import ServerToolResponse
 from app.governance.audit import audit_rows, change_details
+from app.ops.base import OpsBase
 from app.runtime.spawn_guard import check_account
 from storage.events import EventKind
 from storage.models import Alert, ServerLimits, ServerTool, ToolServer
 from storage.queries import add_event, find_server
 
 if TYPE_CHECKING:
-    from app.core.changes import ChangeBus
-    from app.core.settings import Settings
     from app.governance.alerts import AlertEngine
-    from storage.db import Database
 
 logger = logging.getLogger(__name__)
 
@@ -71,13 +69,9 @@ def parse_since(since: str | datetime | None, now: datetime | None = None) -> da
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-class AlertOperations:
-    """Mixed into `Operations`; uses its `db`, `settings`, `runtime` and `changes`."""
+class AlertOperations(OpsBase):
+    """Audit, alerts, limits and trim."""
 
-    db: Database
-    settings: Settings
-    runtime: Any
-    changes: ChangeBus
     # Wired by app.ops.bootstrap.running_core; without it, evaluation runs on a one-off engine.
     alerts: AlertEngine | None = None
 

@@ -1,12 +1,18 @@
-"""Opening Tooldeck's state: settings, data dir, migrated database, built-in servers."""
+"""Opening Tooldeck's state (data dir, migrated database, built-in servers) and wiring a running
+core: supervisor, usage recorder, scheduler, alert engine and resource watchdog."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from app.core.settings import Settings
+from app.governance.alerts import AlertEngine
+from app.governance.limits_watchdog import ResourceWatchdog, load_limits
 from app.ops.facade import Operations
+from app.runtime.scheduler import Job, Scheduler, core_scheduler
+from app.runtime.supervisor import Supervisor
+from app.runtime.usage import UsageRecorder
 from storage.db import Database
 
 
@@ -34,10 +40,6 @@ async def running_core(settings: Settings, *, autostart: bool = True) -> AsyncIt
     every server is stopped, no child is left behind, and recorded usage is flushed. The
     caller must hold the data dir's supervisor lock.
     """
-    from app.runtime.scheduler import core_scheduler
-    from app.runtime.supervisor import Supervisor
-    from app.runtime.usage import UsageRecorder
-
     async with AsyncExitStack() as stack:
         ops = await open_operations(settings)
         stack.push_async_callback(ops.db.dispose)
@@ -52,10 +54,36 @@ async def running_core(settings: Settings, *, autostart: bool = True) -> AsyncIt
         ops.runtime = supervisor
         await supervisor.startup(autostart=autostart)
         scheduler = core_scheduler(ops.db, settings, supervisor)
-        from app.ops.alerting import install_alerting
-
         stack.push_async_callback(await install_alerting(ops, supervisor, scheduler))
         await scheduler.start()
         stack.push_async_callback(scheduler.stop)
         ops.scheduler = scheduler
         yield ops
+
+
+async def install_alerting(
+    ops: Operations, supervisor: Supervisor, scheduler: Scheduler
+) -> Callable[[], Awaitable[None]]:
+    """Add the `alerts` and `limits` jobs (before the scheduler starts); returns the closer."""
+    engine = AlertEngine(ops.db, ops.settings)
+    engine.watch(ops.changes)
+    ops.alerts = engine
+    supervisor.call_gates.load(await load_limits(ops.db))
+    watchdog = ResourceWatchdog(ops.db, supervisor, engine)
+    scheduler.add(
+        Job(
+            "alerts",
+            "evaluate the alert rules and deliver new alerts",
+            ops.settings.alert_interval_s,
+            engine.evaluate,
+        )
+    )
+    scheduler.add(
+        Job(
+            "limits",
+            "sample the memory and CPU of servers with limits; restart those over them",
+            ops.settings.limits_sample_interval_s,
+            watchdog.sweep,
+        )
+    )
+    return engine.close

@@ -11,15 +11,15 @@ from urllib.parse import quote
 
 from pydantic import BaseModel, TypeAdapter
 
-from app.core.alert_schemas import (
+from app.core.schemas import (
     AlertResponse,
     AuditEntry,
     ServerLimitsResponse,
     ServerLimitsSpec,
+    ServerToolResponse,
     TrimReport,
     TrimResult,
 )
-from app.core.schemas import ServerToolResponse
 
 TOOLSERVERS = "/api/v1/toolservers"
 

@@ -13,15 +13,15 @@ from fastapi import Depends, Query, Request
 from fastapi.routing import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.core.alert_schemas import (
+from app.core.schemas import (
     AlertResponse,
     AuditEntry,
     ServerLimitsResponse,
     ServerLimitsSpec,
+    ServerToolResponse,
     TrimReport,
     TrimResult,
 )
-from app.core.schemas import ServerToolResponse
 from app.ops.facade import Operations
 
 TOOLSERVERS = "/api/v1/toolservers"

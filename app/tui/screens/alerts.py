@@ -11,7 +11,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.widgets import DataTable, Footer, Label, Static
 
-from app.core.alert_schemas import AlertResponse
+from app.core.schemas import AlertResponse
 from app.tui.app import TooldeckApp
 from app.tui.base import DeckScreen, columns_with_message
 from widgets import formatting as fmt

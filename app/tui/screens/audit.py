@@ -16,7 +16,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Footer, Label, Select, Static
 
-from app.core.alert_schemas import AuditEntry
+from app.core.schemas import AuditEntry
 from app.tui.app import TooldeckApp
 from app.tui.base import DeckScreen, columns_with_message, set_server_options
 from widgets import formatting as fmt

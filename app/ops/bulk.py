@@ -1,0 +1,58 @@
+"""The facade's bulk operation: one closed-set operation over many servers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from app.core.errors import Conflict, InvalidInput, NotFound, NotRunning
+from app.core.schemas import BulkOperationItem, BulkOperationResult, BulkToolServerOperation
+from app.ops.base import validated
+from app.ops.control import ControlOperations
+from app.ops.servers import ServerOperations
+
+BULK_CONCURRENCY = 8
+
+
+class BulkOperations(ControlOperations, ServerOperations):
+    """One operation over many servers."""
+
+    async def bulk(
+        self, data: BulkToolServerOperation | dict[str, Any], *, actor: str
+    ) -> BulkOperationResult:
+        request = validated(BulkToolServerOperation, data)
+        actions: dict[str, Callable[[str], Awaitable[Any]]] = {
+            "start": lambda ref: self.start_server(ref, actor=actor),
+            "stop": lambda ref: self.stop_server(ref, actor=actor),
+            "restart": lambda ref: self.restart_server(ref, actor=actor),
+            "enable": lambda ref: self.enable_server(ref, actor=actor),
+            "disable": lambda ref: self.disable_server(ref, actor=actor),
+            "delete": lambda ref: self.delete_server(ref, actor=actor),
+            "refresh": lambda ref: self.refresh_tools(ref, actor=actor),
+        }
+        action = actions[request.operation]
+        limit = asyncio.Semaphore(BULK_CONCURRENCY)
+
+        async def one(ref: str) -> BulkOperationItem:
+            async with limit:
+                try:
+                    await action(ref)
+                except (Conflict, InvalidInput, NotFound, NotRunning) as exc:
+                    return BulkOperationItem(server_id=ref, success=False, message=str(exc))
+                except Exception as exc:  # one server's failure must not sink the others
+                    return BulkOperationItem(
+                        server_id=ref, success=False, message=f"{type(exc).__name__}: {exc}"
+                    )
+            return BulkOperationItem(server_id=ref, success=True, message=f"{request.operation} ok")
+
+        unique_refs = list(dict.fromkeys(request.server_ids))
+        results = await asyncio.gather(*(one(ref) for ref in unique_refs))
+        failed = [item for item in results if not item.success]
+        return BulkOperationResult(
+            total_requested=len(unique_refs),
+            successful=len(results) - len(failed),
+            failed=len(failed),
+            results=list(results),
+            errors=[f"{item.server_id}: {item.message}" for item in failed],
+        )

@@ -1,0 +1,295 @@
+"""The facade's tool calls: the one path every face uses, and the gateway's upstream reads."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, get_args
+
+import mcp_types as types
+from sqlalchemy import or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.changes import Change
+from app.core.errors import CallFailed, Conflict, InvalidInput, NotFound, NotRunning, TooldeckError
+from app.core.schemas import CallSource, ServerToolResponse, ToolCallResult
+from app.ops.base import Runtime
+from app.ops.servers import ServerOperations
+from app.runtime.calls import ArgumentChecker, CallTrace, content_dicts, error_text
+from storage.models import ServerTool, ToolServer
+
+ROUTE_CACHE_SIZE = 10_000
+CALL_SOURCES: tuple[str, ...] = get_args(CallSource)
+# One cache of compiled input schemas for the process: compiling costs ~60x validating.
+ARGUMENTS = ArgumentChecker()
+logger = logging.getLogger(__name__)
+
+
+class CallOperations(ServerOperations):
+    """The one tool-call path, and what the gateway lists and forwards."""
+
+    async def call_tool(
+        self,
+        server: str,
+        tool: str,
+        arguments: Any = None,
+        *,
+        source: CallSource,
+        client_name: str | None = None,
+        user: str | None = None,
+        conversation_id: str | None = None,
+    ) -> ToolCallResult:
+        """Call a tool: check intent, validate, route (starting the server on demand), time it,
+        and record the usage of every outcome, refusals included.
+
+        Refusals raise (NotFound, Conflict for a disabled server or tool, InvalidInput for bad
+        arguments, NotRunning); a call that reached no result (a timeout, a broken connection)
+        and a bypassed one return an error result.
+        """
+        if source not in CALL_SOURCES:
+            raise InvalidInput(f"use one of {', '.join(CALL_SOURCES)}", field="source")
+        trace = CallTrace(
+            tool_name=tool,
+            source=source,
+            client_name=client_name,
+            user=user,
+            conversation_id=conversation_id,
+            arguments=arguments,
+        )
+        try:
+            result = await self._call_tool(trace, server, tool, arguments)
+        except TooldeckError as exc:
+            self._record_call(trace, success=False, error=str(exc))
+            raise
+        except Exception as exc:
+            self._record_call(trace, success=False, error=f"{type(exc).__name__}: {exc}")
+            raise
+        except asyncio.CancelledError:
+            # Shutdown or a client gone: the call still happened and is metered as failed.
+            self._record_call(trace, success=False, error="cancelled before a result came back")
+            raise
+        self._record_call(
+            trace,
+            success=not result.is_error,
+            error=result.error_message,
+            result={
+                "content": result.content,
+                "structured_content": result.structured_content,
+                "is_error": result.is_error,
+            },
+        )
+        return result
+
+    async def _call_tool(
+        self, trace: CallTrace, server_ref: str, tool_ref: str, arguments: Any
+    ) -> ToolCallResult:
+        server, tool = await self._routed(server_ref, tool_ref)
+        trace.server_id, trace.server_name = server.id, server.name
+        if not server.enabled:
+            why = f" ({server.disabled_reason})" if server.disabled_reason else ""
+            raise Conflict(f"server {server.name} is disabled{why}", field="server")
+        if tool is None:
+            # A server that never ran has no tool list yet: run it on demand, then look again.
+            runtime = self._require_runtime()
+            if runtime.is_running(server.id) or not server.auto_start:
+                raise NotFound(f"no tool {tool_ref!r} on server {server.name!r}")
+            await runtime.start(server.id, actor=f"{trace.source}:on-demand")
+            async with self.db.session() as session:
+                tool = await self._call_target(session, server, tool_ref)
+            if tool is None:
+                raise NotFound(f"no tool {tool_ref!r} on server {server.name!r}")
+        trace.tool_id, trace.tool_name = tool.id, tool.name
+        if not tool.enabled:
+            raise Conflict(f"tool {tool.name} of {server.name} is disabled", field="tool")
+        trace.arguments = arguments = ARGUMENTS.check(arguments, tool.input_schema)
+        runtime = self._require_runtime()
+        if not (runtime.is_running(server.id) and tool.is_available):
+            if tool.bypass_when_unavailable:
+                why = "its server is not running"
+                if runtime.is_running(server.id):
+                    why = "its server does not list it now"
+                # Nothing was sent, so nothing was timed: the usage row says so (no duration).
+                return self._call_error(trace, f"{tool.name} is unavailable: {why} (bypass)")
+            await self._start_for_call(runtime, server, tool, trace.source)
+        began = time.monotonic()
+        try:
+            answer = await runtime.call_tool(
+                server.id, tool.name, arguments, timeout_s=server.call_timeout_s
+            )
+        except CallFailed as exc:
+            trace.duration_ms = round((time.monotonic() - began) * 1000, 3)
+            await self._tool_outcome(tool, failed=True, error=exc.message)
+            return self._call_error(trace, exc.message)
+        trace.duration_ms = round((time.monotonic() - began) * 1000, 3)
+        content = content_dicts(answer)
+        is_error = bool(answer.is_error)
+        await self._tool_outcome(
+            tool, failed=is_error, error=error_text(content) if is_error else None
+        )
+        return ToolCallResult(
+            server_id=server.id,
+            server_name=server.name,
+            tool_name=tool.name,
+            content=content,
+            structured_content=answer.structured_content,
+            is_error=is_error,
+            error_message=error_text(content) if is_error else None,
+            duration_ms=trace.duration_ms,
+        )
+
+    async def _routed(self, server_ref: str, tool_ref: str) -> tuple[ToolServer, ServerTool | None]:
+        """The server and tool rows a call needs, from memory when nothing changed since.
+
+        Every call of an agent passes here: a database round trip per call cost several
+        milliseconds. The rows are detached snapshots; every change to a server's or a tool's
+        intent or availability is published on the change bus, which empties this cache.
+        """
+        key = (server_ref, tool_ref)
+        cached = self._routes.get(key)
+        if cached is not None:
+            return cached
+        async with self.db.read() as session:
+            server = await self._server(session, server_ref)
+            tool = await self._call_target(session, server, tool_ref)
+        if tool is not None:  # a missing tool may appear at the next discovery: ask again
+            if len(self._routes) >= ROUTE_CACHE_SIZE:
+                self._routes.clear()
+            self._routes[key] = (server, tool)
+        return server, tool
+
+    def _forget_routes(self, change: Change, server_id: str | None) -> None:
+        if change in (Change.SERVERS, Change.TOOLS):
+            self._routes.clear()
+
+    @staticmethod
+    async def _call_target(
+        session: AsyncSession, server: ToolServer, tool_ref: str
+    ) -> ServerTool | None:
+        query = select(ServerTool).where(
+            ServerTool.server_id == server.id,
+            or_(ServerTool.name == tool_ref, ServerTool.id == tool_ref),
+        )
+        return (await session.execute(query)).scalars().first()
+
+    async def _start_for_call(
+        self, runtime: Runtime, server: ToolServer, tool: ServerTool, source: str
+    ) -> None:
+        """Start the server of an unavailable tool on demand, or say why the call cannot go."""
+        if runtime.is_running(server.id):
+            raise NotRunning(f"{server.name} does not list {tool.name} now")
+        if not server.auto_start:
+            raise NotRunning(
+                f"{server.name} is not running and does not start on demand (auto-start is off)"
+            )
+        await runtime.start(server.id, actor=f"{source}:on-demand")
+        async with self.db.session() as session:
+            fresh = await session.get(ServerTool, tool.id)
+            if fresh is None or not fresh.is_available:
+                raise NotRunning(f"{server.name} started but does not list {tool.name}")
+
+    @staticmethod
+    def _call_error(trace: CallTrace, message: str) -> ToolCallResult:
+        return ToolCallResult(
+            server_id=trace.server_id,
+            server_name=trace.server_name or "",
+            tool_name=trace.tool_name,
+            content=[{"type": "text", "text": message}],
+            is_error=True,
+            error_message=message,
+            duration_ms=trace.duration_ms or 0.0,
+        )
+
+    def _record_call(
+        self,
+        trace: CallTrace,
+        *,
+        success: bool,
+        error: str | None,
+        result: dict[str, Any] | None = None,
+    ) -> None:
+        if trace.duration_ms is not None:
+            self.call_latency.observe(trace.server_name, trace.tool_name, trace.duration_ms)
+        if self.recorder is None:
+            return
+        try:
+            self.recorder.record(trace.usage_record(success=success, error=error, result=result))
+        except Exception:
+            # Metering must never turn an answered call into a failed one.
+            logger.exception("recording the usage of %s failed", trace.tool_name)
+
+    # ---- gateway: what the aggregated MCP endpoint lists and forwards --------------------
+
+    async def list_gateway_tools(self) -> list[ServerToolResponse]:
+        """Every tool an MCP client of the gateway may call: enabled tools of enabled servers,
+        leaving out an unavailable tool with bypass on (it could only answer with an error)."""
+        query = (
+            select(ServerTool, ToolServer.name)
+            .join(ToolServer, ToolServer.id == ServerTool.server_id)
+            .where(ToolServer.enabled.is_(True), ServerTool.enabled.is_(True))
+            .where(
+                or_(
+                    ServerTool.is_available.is_(True), ServerTool.bypass_when_unavailable.is_(False)
+                )
+            )
+            .order_by(ToolServer.name, ServerTool.name)
+        )
+        async with self.db.read() as session:
+            rows = (await session.execute(query)).all()
+        return [self._tool_response(tool, server_name) for tool, server_name in rows]
+
+    async def list_resources(self, server_ref: str) -> list[types.Resource]:
+        return await self._upstream(
+            server_ref,
+            lambda session: _every_page(session, "resources", session.list_resources),
+            "listing resources",
+        )
+
+    async def read_resource(self, server_ref: str, uri: str) -> types.ReadResourceResult:
+        return await self._upstream(
+            server_ref, lambda session: session.read_resource(uri), f"reading {uri}"
+        )
+
+    async def list_prompts(self, server_ref: str) -> list[types.Prompt]:
+        return await self._upstream(
+            server_ref,
+            lambda session: _every_page(session, "prompts", session.list_prompts),
+            "listing prompts",
+        )
+
+    async def get_prompt(
+        self, server_ref: str, name: str, arguments: dict[str, str]
+    ) -> types.GetPromptResult:
+        return await self._upstream(
+            server_ref,
+            lambda session: session.get_prompt(name, arguments),
+            f"getting prompt {name}",
+        )
+
+    async def _upstream(
+        self, server_ref: str, request: Callable[[Any], Awaitable[Any]], what: str
+    ) -> Any:
+        server = await self.get_server(server_ref)
+        runtime = self._require_runtime()
+        return await runtime.upstream(
+            server.id, request, what=what, timeout_s=server.call_timeout_s
+        )
+
+
+async def _every_page(
+    session: Any, capability: str, list_page: Callable[..., Awaitable[Any]]
+) -> list[Any]:
+    """Every item of a paginated MCP listing (`resources`, `prompts`), or none when the server
+    does not offer that capability."""
+    capabilities = getattr(session, "server_capabilities", None)
+    if getattr(capabilities, capability, None) is None:
+        return []
+    items: list[Any] = []
+    cursor: str | None = None
+    while True:
+        page = await list_page(params=types.PaginatedRequestParams(cursor=cursor))
+        items.extend(getattr(page, capability))
+        cursor = page.next_cursor
+        if not cursor:
+            return items
