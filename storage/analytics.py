@@ -37,8 +37,8 @@ from typing import Any
 from sqlalchemy import String, and_, bindparam, case, func, select, type_coerce
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from app.core.events import DOWN_EVENTS, UP_EVENTS
 from storage.db import Database
-from storage.events import DOWN_EVENTS, UP_EVENTS
 from storage.latency import RunningHistogram, merge_dense, percentiles
 from storage.models import (
     ServerEvent,

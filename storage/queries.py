@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from storage.events import EventKind
+from app.core.events import EventKind
 from storage.models import ServerEvent, ServerTool, ToolServer
 
 

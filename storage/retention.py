@@ -16,8 +16,8 @@ from typing import Any
 
 from sqlalchemy import delete, func, select
 
+from app.core.events import DOWN_EVENTS, UP_EVENTS
 from storage.db import Database
-from storage.events import DOWN_EVENTS, UP_EVENTS
 from storage.models import ServerEvent, ToolUsage
 
 BATCH_ROWS = 5000

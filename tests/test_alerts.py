@@ -21,6 +21,7 @@ import pytest
 
 from app.cli import main as cli_main
 from app.core.errors import NotFound
+from app.core.events import EventKind
 from app.core.settings import Settings
 from app.faces.http.api import create_app
 from app.governance.alerts import (
@@ -39,7 +40,6 @@ from app.governance.alerts import (
 )
 from app.ops.facade import Operations
 from app.runtime.usage import UsageRecord, UsageRecorder
-from storage.events import EventKind
 from storage.models import ServerEvent, ServerTool, ToolServer
 from storage.rollups import hour_of, hour_start
 from tests.alert_helpers import webhook_receiver

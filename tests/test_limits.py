@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 
 from app.core.errors import Busy, InvalidInput
+from app.core.events import EventKind
 from app.governance.alerts import RULE_RESOURCE_LIMIT, AlertEngine
 from app.governance.limits_watchdog import ResourceWatchdog
 from app.ops.facade import Operations
 from app.runtime.call_gates import CallGates
-from storage.events import EventKind
 from tests.conftest import PYTHON, TEST_SERVERS
 from tests.runtime_helpers import eventually, fast_supervisor, scripted
 

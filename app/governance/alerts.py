@@ -28,11 +28,11 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select
 
 from app.core.changes import Change, ChangeBus
+from app.core.events import EventKind
 from app.core.schemas import AlertResponse
 from app.core.settings import Settings
 from app.governance.alert_delivery import AlertDelivery
 from storage.db import Database
-from storage.events import EventKind
 from storage.latency import percentiles
 from storage.models import (
     Alert,

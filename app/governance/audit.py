@@ -14,9 +14,9 @@ from typing import Any
 
 from sqlalchemy import and_, or_, select
 
+from app.core.events import EventKind
 from app.core.schemas import MASK
 from storage.db import Database
-from storage.events import EventKind
 from storage.models import ServerEvent, ToolServer
 
 SECRET_FIELDS = ("env", "headers")

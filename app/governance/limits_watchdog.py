@@ -14,10 +14,10 @@ import time
 from sqlalchemy import select
 
 from app.core.errors import TooldeckError
+from app.core.events import EventKind
 from app.governance.alerts import RULE_RESOURCE_LIMIT, AlertEngine, Finding
 from app.runtime.supervisor import Supervisor
 from storage.db import Database
-from storage.events import EventKind
 from storage.models import ServerLimits
 from storage.queries import add_event
 

@@ -16,6 +16,7 @@ from sqlalchemy import select
 
 from app.core.changes import Change
 from app.core.errors import Conflict, InvalidInput, NotFound, invalid_from_pydantic
+from app.core.events import EventKind
 from app.core.schemas import (
     AlertResponse,
     AuditEntry,
@@ -29,7 +30,6 @@ from app.core.schemas import (
 from app.governance.audit import audit_rows, change_details
 from app.ops.base import OpsBase
 from app.runtime.spawn_guard import check_account
-from storage.events import EventKind
 from storage.models import Alert, ServerLimits, ServerTool, ToolServer
 from storage.queries import add_event, find_server
 

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import interchange
 from app.core.errors import Conflict, InvalidInput
+from app.core.events import EventKind
 from app.core.schemas import (
     CONFLICT_POLICIES,
     EXPORT_FORMATS,
@@ -24,7 +25,6 @@ from app.core.schemas import (
 from app.governance.audit import change_details, created_details, snapshot
 from app.ops.base import keep_masked, validated
 from app.ops.servers import ServerOperations
-from storage.events import EventKind
 from storage.models import ToolServer
 from storage.queries import add_event
 

@@ -9,6 +9,7 @@ from sqlalchemy.exc import IntegrityError
 
 from app.core.changes import Change
 from app.core.errors import Conflict, InvalidInput
+from app.core.events import EventKind
 from app.core.schemas import (
     SERVER_STATUSES,
     ServerEventResponse,
@@ -19,7 +20,6 @@ from app.core.schemas import (
 )
 from app.governance.audit import change_details, created_details, deleted_details, snapshot
 from app.ops.base import OpsBase, keep_masked, server_response, validated
-from storage.events import EventKind
 from storage.models import ServerEvent, ServerTool, ToolServer
 from storage.queries import add_event, find_server, tool_counts
 

@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from app.core.errors import NotFound, NotRunning
+from app.core.events import EventKind
 from app.core.schemas import JobStatus
 from storage.db import Database
-from storage.events import EventKind
 from storage.models import ToolServer
 from storage.queries import add_event
 

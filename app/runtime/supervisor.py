@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.changes import Change, ChangeBus
 from app.core.errors import CallFailed, Conflict, NotFound, NotRunning, StartFailed
+from app.core.events import EventKind
 from app.core.schemas import ServerHealth, ServerRuntimeInfo
 from app.core.settings import Settings
 from app.runtime.call_gates import CallGates
@@ -44,7 +45,6 @@ from app.runtime.connections import (
 from app.runtime.serverlog import LogWriter, ServerLog, log_path, read_log_tail
 from app.runtime.spawn_guard import launcher as spawn_launcher
 from storage.db import Database
-from storage.events import EventKind
 from storage.models import ServerLimits, ServerTool, ToolServer
 from storage.queries import add_event
 

@@ -30,9 +30,9 @@ from typing import Any
 from sqlalchemy import Engine, event, insert
 from sqlalchemy.exc import OperationalError
 
+from app.core.events import EventKind
 from app.core.settings import Settings
 from storage.db import Database
-from storage.events import EventKind
 from storage.models import ServerEvent
 from storage.rollups import UsageWriter
 

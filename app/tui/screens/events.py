@@ -11,10 +11,10 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.widgets import DataTable, Footer, Label, Select
 
+from app.core.events import EventKind
 from app.tui.app import TooldeckApp
 from app.tui.base import DeckScreen, columns_with_message, set_server_options
 from app.tui.data import event_row
-from storage.events import EventKind
 from widgets import formatting as fmt
 from widgets.event_log import KIND_STYLES, EventRow
 from widgets.status_bar import StatusBar, StatusState
