@@ -41,3 +41,5 @@ ALLOWED: dict[str, frozenset[str]] = {
 
 # Every package may import the top-level `app` for its version string.
 ALWAYS_ALLOWED = frozenset({"app"})
+# Names that stand for their own module only, not for the modules below them.
+EXACT = frozenset({"app"})

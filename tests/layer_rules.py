@@ -7,7 +7,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.layers import ALLOWED, ALWAYS_ALLOWED
+from app.layers import ALLOWED, ALWAYS_ALLOWED, EXACT
 
 ROOT = Path(__file__).resolve().parent.parent
 OUR_PACKAGES = ("app", "storage", "widgets")
@@ -66,7 +66,8 @@ def package_of(module: str) -> str | None:
     """The longest package of ALLOWED that contains `module`."""
     best = None
     for package in ALLOWED:
-        if (module == package or module.startswith(package + ".")) and (
+        below = module.startswith(package + ".") and package not in EXACT
+        if (module == package or below) and (
             best is None or len(package) > len(best)
         ):
             best = package
