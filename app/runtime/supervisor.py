@@ -5,8 +5,8 @@ the tools, marks the server running, then waits for one of: a stop request, the 
 ending (the child exited), a failed health probe, or a `list_changed` notification. Failures
 are retried with exponential backoff; at `max_failures` in a row the server is disabled.
 
-Only this module writes a server's reality fields (`status`, `consecutive_failures`, `last_*`)
-and the tools' `is_available`. Every state change is also an event row.
+Only the supervisor writes a server's reality fields (through `ServerState`) and the tools'
+listing and availability (through `ToolCatalogue`). Every state change is also an event row.
 """
 
 from __future__ import annotations
@@ -22,10 +22,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import mcp_types as types
-import psutil
 from mcp import ClientSession
 from mcp.shared.exceptions import MCPError
-from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.changes import Change, ChangeBus
@@ -42,19 +40,16 @@ from app.runtime.connections import (
     open_connection,
     seconds,
 )
+from app.runtime.process_sampling import ProcessSampler
+from app.runtime.server_state import SYSTEM, UP_STATUSES, ServerState
 from app.runtime.serverlog import LogWriter, ServerLog, log_path, read_log_tail
-from app.runtime.spawn_guard import launcher as spawn_launcher
+from app.runtime.tool_catalogue import ToolCatalogue
 from storage.db import Database
-from storage.models import ServerLimits, ServerTool, ToolServer
-from storage.queries import add_event
+from storage.models import ToolServer
 
 logger = logging.getLogger(__name__)
 
-UP_STATUSES = ("running", "degraded")
 T = TypeVar("T")
-# Statuses a previous process may have left behind when it died without cleaning up.
-LIVE_STATUSES = ("starting", "running", "degraded", "stopping")
-SYSTEM = "system"
 
 
 def utcnow() -> datetime:
@@ -87,7 +82,7 @@ class _Handle:
     control: asyncio.Lock = field(default_factory=asyncio.Lock)
     discovery: asyncio.Lock = field(default_factory=asyncio.Lock)
     spec: ConnectionSpec | None = None
-    processes: dict[int, psutil.Process] = field(default_factory=dict)
+    sampler: ProcessSampler = field(default_factory=ProcessSampler)
     started_at: datetime | None = None
     next_retry_at: datetime | None = None
     last_error: str | None = None
@@ -133,6 +128,8 @@ class Supervisor:
         # Per-server concurrent-call limits (app.runtime.call_gates), loaded by the facade and
         # the watchdog.
         self.call_gates = CallGates()
+        self.state = ServerState(db, self._writing)
+        self.catalogue = ToolCatalogue(db, self._writing, self._publish)
 
     # ---- life of the supervisor itself ------------------------------------------------------
 
@@ -143,23 +140,12 @@ class Supervisor:
         Returns once the reset is done; the starts go on in the background (see
         `wait_autostart`), so a slow server does not hold the dashboard up.
         """
-        async with self._writing() as session:
-            rows = (await session.execute(select(ToolServer))).scalars().all()
-            for row in rows:
-                if row.status in LIVE_STATUSES:
-                    add_event(
-                        session,
-                        row.id,
-                        EventKind.STOPPED,
-                        f"Tooldeck exited while {row.name} was {row.status}",
-                        SYSTEM,
-                    )
-                    row.status = "stopped"
-                self._handle_for(row.id, row.name).was_enabled = row.enabled
-            await session.execute(update(ServerTool).values(is_available=False))
-            targets = [row.id for row in rows if row.enabled and row.auto_start and autostart]
+        servers = await self.state.settle_after_crash()
+        for server in servers:
+            self._handle_for(server.id, server.name).was_enabled = server.enabled
+        await self.catalogue.mark_unavailable()
+        targets = [s.id for s in servers if s.enabled and s.auto_start and autostart]
         self._publish(Change.STATUS, None)
-        self._publish(Change.TOOLS, None)
         self._autostart = asyncio.create_task(self._start_all(targets), name="autostart")
 
     async def wait_autostart(self) -> None:
@@ -230,8 +216,7 @@ class Supervisor:
         if not row.enabled:
             raise Conflict(f"{row.name} is disabled: enable it first")
         handle = self._handle_for(row.id, row.name)
-        async with self._writing() as session:
-            add_event(session, row.id, EventKind.RESTARTED, f"restart of {row.name}", actor)
+        await self.state.restarting(row.id, row.name, actor)
         async with handle.control:
             await self._stop_handle(handle, actor, "restart")
             waiter = self._launch(handle, actor)
@@ -252,13 +237,13 @@ class Supervisor:
         """Bring reality in line with what a person just changed."""
         if self._closing:
             return
-        async with self.db.session() as session:
-            row = await session.get(ToolServer, server_id)
-            if row is None:
-                enabled, auto_start, spec, name = False, False, None, ""
-            else:
-                enabled, auto_start, name = row.enabled, row.auto_start, row.name
-                spec = ConnectionSpec.of(row)
+        try:
+            row = await self.state.row(server_id)
+        except NotFound:
+            await self.forget(server_id)
+            return
+        enabled, auto_start, name = row.enabled, row.auto_start, row.name
+        spec = ConnectionSpec.of(row)
         if spec is None:
             await self.forget(server_id)
             return
@@ -301,7 +286,7 @@ class Supervisor:
         row = await self._row(server_id)
         handle = self._handles.get(server_id)
         conn = handle.conn if handle is not None else None
-        available = await self._available_tools(server_id)
+        available = await self.catalogue.available_count(server_id)
         if handle is None or conn is None:
             return ServerHealth(
                 server_id=row.id,
@@ -335,12 +320,7 @@ class Supervisor:
         handle.last_latency_ms = None if error else latency
         if error is not None:
             status = "error"
-            async with self._writing() as session:
-                await session.execute(
-                    update(ToolServer)
-                    .where(ToolServer.id == server_id)
-                    .values(last_health_check=now)
-                )
+            await self.state.health_checked(server_id, at=now)
             if handle.conn is conn and handle.want_running:
                 # The lifecycle counts the failure and reconnects after the backoff.
                 handle.fault = error
@@ -458,7 +438,7 @@ class Supervisor:
             info.pid = conn.pid
             if conn.pid is not None:
                 info.rss_bytes, info.cpu_percent, info.processes = await asyncio.to_thread(
-                    _sample, handle
+                    handle.sampler.sample, conn.pid
                 )
         return info
 
@@ -538,20 +518,11 @@ class Supervisor:
 
     async def _attempt(self, handle: _Handle) -> tuple[EventKind, str] | None:
         """One start and, if it works, the whole run. Returns why it ended, None for a stop."""
-        async with self._writing() as session:
-            row = await session.get(ToolServer, handle.server_id)
-            if row is None or not row.enabled:
-                handle.want_running = False
-                return None
-            spec = ConnectionSpec.of(row)
-            launcher = spawn_launcher(await session.get(ServerLimits, row.id))
-            startup_timeout = row.startup_timeout_s
-            failures = row.consecutive_failures
-            row.status = "starting"
-            note = f" (after {failures} failure{'s' if failures != 1 else ''})" if failures else ""
-            add_event(
-                session, row.id, EventKind.STARTING, f"starting {row.name}{note}", handle.actor
-            )
+        attempt = await self.state.begin_attempt(handle.server_id, handle.actor)
+        if attempt is None:
+            handle.want_running = False
+            return None
+        spec, failures = attempt.spec, attempt.failures
         handle.name, handle.spec, handle.status = spec.name, spec, "starting"
         handle.fault, handle.tools_dirty = None, False
         handle.slow = handle.tools_failed = False
@@ -563,11 +534,11 @@ class Supervisor:
         try:
             async with open_connection(
                 spec,
-                startup_timeout=startup_timeout,
+                startup_timeout=attempt.startup_timeout_s,
                 log=handle.log,
                 on_tools_changed=lambda: self._tools_changed(handle),
                 on_closed=handle.signal.set,
-                launcher=launcher,
+                launcher=attempt.launcher,
             ) as conn:
                 pid = conn.pid
                 ending = await self._run(handle, conn, began, failures)
@@ -581,7 +552,7 @@ class Supervisor:
             ending = (EventKind.CRASHED, f"internal error: {type(exc).__name__}: {exc}")
         finally:
             handle.conn = None
-            handle.processes.clear()
+            handle.sampler.forget()
             await asyncio.shield(self._tools_unavailable(handle.server_id))
         if ending is not None and ending[0] == EventKind.CRASHED:
             stderr = handle.log.recent()
@@ -596,36 +567,24 @@ class Supervisor:
     ) -> tuple[EventKind, str] | None:
         handle.conn = conn
         if conn.pid is not None:
-            await asyncio.to_thread(_sample, handle)  # primes CPU% so the first reading is real
+            # Primes CPU% so that the first reading is real.
+            await asyncio.to_thread(handle.sampler.sample, conn.pid)
         tools = await self._discover(handle, conn, SYSTEM, quiet=True)
         handle.started_at = utcnow()
         handle.status = "degraded" if tools is None else "running"
         elapsed = (time.monotonic() - began) * 1000
-        async with self._writing() as session:
-            row = await session.get(ToolServer, handle.server_id)
-            if row is not None:
-                row.status = handle.status
-                row.last_startup_success = handle.started_at
-                row.last_startup_error = None
-                details = [f"{conn.server_name} {conn.server_version}".strip()]
-                details.append(f"{len(tools)} tools" if tools is not None else "tools unknown")
-                if conn.pid is not None:
-                    details.append(f"pid {conn.pid}")
-                add_event(
-                    session,
-                    row.id,
-                    EventKind.STARTED,
-                    f"started in {elapsed:.0f} ms: {', '.join(details)}",
-                    handle.actor,
-                )
-                if tools is None:
-                    add_event(
-                        session,
-                        row.id,
-                        EventKind.DEGRADED,
-                        f"degraded: {handle.last_error}",
-                        SYSTEM,
-                    )
+        details = [f"{conn.server_name} {conn.server_version}".strip()]
+        details.append(f"{len(tools)} tools" if tools is not None else "tools unknown")
+        if conn.pid is not None:
+            details.append(f"pid {conn.pid}")
+        await self.state.started(
+            handle.server_id,
+            status=handle.status,
+            at=handle.started_at,
+            message=f"started in {elapsed:.0f} ms: {', '.join(details)}",
+            actor=handle.actor,
+            degraded=handle.last_error if tools is None else None,
+        )
         self._publish(Change.STATUS, handle.server_id)
         if tools is not None:
             handle.last_error = None
@@ -639,7 +598,7 @@ class Supervisor:
                     await handle.signal.wait()
             except TimeoutError:
                 stable_at = None
-                await self._reset_failures(handle.server_id)
+                await self.state.reset_failures(handle.server_id)
                 continue
             handle.signal.clear()
             if not handle.want_running or self._closing:
@@ -675,12 +634,7 @@ class Supervisor:
             task.cancel()
         elif handle.status in UP_STATUSES:
             handle.status = "stopping"
-            async with self._writing() as session:
-                await session.execute(
-                    update(ToolServer)
-                    .where(ToolServer.id == handle.server_id)
-                    .values(status="stopping")
-                )
+            await self.state.stopping(handle.server_id)
             self._publish(Change.STATUS, handle.server_id)
         handle.signal.set()
         done, _pending = await asyncio.wait({task}, timeout=self.stop_timeout_s)
@@ -699,26 +653,15 @@ class Supervisor:
         reason = handle.stop_reason
         message = f"stopped {handle.name}" + (f" ({reason})" if reason else "")
         try:
-            async with self._writing() as session:
-                row = await session.get(ToolServer, handle.server_id)
-                if row is None or row.status == "stopped":
-                    return
-                row.status = "stopped"
-                add_event(session, row.id, EventKind.STOPPED, message, handle.stop_actor)
+            if not await self.state.stopped(handle.server_id, message, handle.stop_actor):
+                return
         except Exception:
             logger.exception("recording the stop of %s failed", handle.name)
         handle.log.note(message)
         self._publish(Change.STATUS, handle.server_id)
 
     async def _settle_stale(self, server_id: str, actor: str) -> None:
-        """A stop of a server not running here: only a status left by a dead process to fix."""
-        async with self._writing() as session:
-            row = await session.get(ToolServer, server_id)
-            if row is None:
-                raise NotFound(f"no server {server_id!r}")
-            if row.status in LIVE_STATUSES:
-                row.status = "stopped"
-                add_event(session, row.id, EventKind.STOPPED, f"stopped {row.name}", actor)
+        await self.state.settle_stale(server_id, actor)
         self._publish(Change.STATUS, server_id)
 
     # ---- failures -------------------------------------------------------------------------
@@ -726,44 +669,20 @@ class Supervisor:
     async def _record_failure(
         self, handle: _Handle, kind: EventKind, message: str
     ) -> tuple[bool, int]:
-        """Count a failure; at `max_failures` in a row, disable the server. Returns
+        """Count a failure; at `max_failures` in a row the server is disabled. Returns
         (disabled, failures)."""
         handle.status = "error"
-        async with self._writing() as session:
-            row = await session.get(ToolServer, handle.server_id)
-            if row is None:
-                handle.want_running = False
-                return True, 0
-            row.consecutive_failures = failures = (row.consecutive_failures or 0) + 1
-            row.status = "error"
-            if kind == EventKind.START_FAILED:
-                row.last_startup_error = message
-            add_event(session, row.id, kind, message, SYSTEM)
-            if failures >= row.max_failures and row.enabled:
-                reason = (
-                    f"auto-disabled after {failures} consecutive failure"
-                    f"{'s' if failures != 1 else ''}: {message}"
-                )
-                details = {
-                    "before": {"enabled": True, "disabled_reason": row.disabled_reason},
-                    "after": {"enabled": False, "disabled_reason": reason},
-                }
-                row.enabled = False
-                row.disabled_reason = reason
-                add_event(session, row.id, EventKind.AUTO_DISABLED, reason, SYSTEM, details)
-                handle.want_running = False
-                handle.was_enabled = False
-                handle.log.note(reason)
-                return True, failures
+        outcome = await self.state.record_failure(handle.server_id, kind, message)
+        if outcome is None:
+            handle.want_running = False
+            return True, 0
+        failures, disabled_reason = outcome
+        if disabled_reason is not None:
+            handle.want_running = False
+            handle.was_enabled = False
+            handle.log.note(disabled_reason)
+            return True, failures
         return False, failures
-
-    async def _reset_failures(self, server_id: str) -> None:
-        async with self._writing() as session:
-            await session.execute(
-                update(ToolServer)
-                .where(ToolServer.id == server_id, ToolServer.consecutive_failures != 0)
-                .values(consecutive_failures=0)
-            )
 
     async def _set_quality(
         self, handle: _Handle, conn: Connection, *, now: datetime | None, reset_failures: bool
@@ -774,33 +693,23 @@ class Supervisor:
             return handle.status
         changed = wanted != handle.status
         handle.status = wanted
-        async with self._writing() as session:
-            values: dict[str, Any] = {}
-            if now is not None:
-                values["last_health_check"] = now
-            if reset_failures:
-                values["consecutive_failures"] = 0
-            if changed:
-                values["status"] = wanted
-            if values:
-                # Only while it is up: a stop that raced this probe wins.
-                await session.execute(
-                    update(ToolServer)
-                    .where(ToolServer.id == handle.server_id, ToolServer.status.in_(UP_STATUSES))
-                    .values(**values)
-                )
-            if changed:
-                if wanted == "degraded":
-                    why = (
-                        f"answered in {handle.last_latency_ms:.0f} ms"
-                        if handle.slow and handle.last_latency_ms is not None
-                        else f"tool listing failed: {handle.last_error}"
-                    )
-                    add_event(
-                        session, handle.server_id, EventKind.DEGRADED, f"degraded: {why}", SYSTEM
-                    )
-                else:
-                    add_event(session, handle.server_id, EventKind.RECOVERED, "recovered", SYSTEM)
+        event: tuple[EventKind, str] | None = None
+        if changed and wanted == "degraded":
+            why = (
+                f"answered in {handle.last_latency_ms:.0f} ms"
+                if handle.slow and handle.last_latency_ms is not None
+                else f"tool listing failed: {handle.last_error}"
+            )
+            event = (EventKind.DEGRADED, f"degraded: {why}")
+        elif changed:
+            event = (EventKind.RECOVERED, "recovered")
+        await self.state.health_checked(
+            handle.server_id,
+            at=now,
+            reset_failures=reset_failures,
+            status=wanted if changed else None,
+            event=event,
+        )
         if changed:
             self._publish(Change.STATUS, handle.server_id)
         return wanted
@@ -823,7 +732,7 @@ class Supervisor:
             except Exception as exc:
                 error = f"tools/list failed: {type(exc).__name__}: {exc}"
             else:
-                await self._store_tools(handle.server_id, tools, actor)
+                await self.catalogue.store(handle.server_id, tools, actor)
                 if handle.tools_failed:
                     handle.tools_failed = False
                     if not quiet:
@@ -836,83 +745,12 @@ class Supervisor:
                 await self._set_quality(handle, conn, now=None, reset_failures=False)
             return None
 
-    async def _store_tools(self, server_id: str, tools: list[types.Tool], actor: str) -> None:
-        """Upsert the listing. What a person set (enabled, bypass, display name) is kept."""
-        listed = {tool.name: tool for tool in tools}
-        added: list[str] = []
-        removed: list[str] = []
-        changed: list[str] = []
-        async with self._writing() as session:
-            rows = (
-                (await session.execute(select(ServerTool).where(ServerTool.server_id == server_id)))
-                .scalars()
-                .all()
-            )
-            existing = {row.name: row for row in rows}
-            for name, tool in listed.items():
-                listing = {
-                    "description": tool.description,
-                    "input_schema": dict(tool.input_schema or {}),
-                    "output_schema": tool.output_schema,
-                    "annotations": tool.annotations.model_dump(mode="json", exclude_none=True)
-                    if tool.annotations
-                    else None,
-                }
-                row = existing.get(name)
-                if row is None:
-                    session.add(
-                        ServerTool(
-                            server_id=server_id,
-                            name=name,
-                            display_name=tool.title,
-                            enabled=True,
-                            is_available=True,
-                            **listing,
-                        )
-                    )
-                    added.append(name)
-                    continue
-                if any(getattr(row, field) != value for field, value in listing.items()):
-                    for field, value in listing.items():
-                        setattr(row, field, value)
-                    changed.append(name)
-                row.is_available = True
-            for name, row in existing.items():
-                if name not in listed and row.is_available:
-                    row.is_available = False
-                    removed.append(name)
-            if added or removed or changed:
-                parts = [f"+{name}" for name in added] + [f"-{name}" for name in removed]
-                parts += [f"~{name}" for name in changed]
-                add_event(
-                    session,
-                    server_id,
-                    EventKind.TOOLS_CHANGED,
-                    f"{len(listed)} tools ({', '.join(parts)})",
-                    actor,
-                )
-        self._publish(Change.TOOLS, server_id)
-
     async def _tools_unavailable(self, server_id: str) -> None:
         try:
-            async with self._writing() as session:
-                await session.execute(
-                    update(ServerTool)
-                    .where(ServerTool.server_id == server_id, ServerTool.is_available.is_(True))
-                    .values(is_available=False)
-                )
+            await self.catalogue.mark_unavailable(server_id)
         except Exception:
             logger.exception("marking the tools of %s unavailable failed", server_id)
-        self._publish(Change.TOOLS, server_id)
-
-    async def _available_tools(self, server_id: str) -> int:
-        async with self.db.session() as session:
-            rows = await session.execute(
-                select(ServerTool.id).where(
-                    ServerTool.server_id == server_id, ServerTool.is_available.is_(True)
-                )
-            )
-            return len(rows.all())
+            self._publish(Change.TOOLS, server_id)
 
     # ---- helpers --------------------------------------------------------------------------
 
@@ -922,11 +760,7 @@ class Supervisor:
             yield session
 
     async def _row(self, server_id: str) -> ToolServer:
-        async with self.db.session() as session:
-            row = await session.get(ToolServer, server_id)
-            if row is None:
-                raise NotFound(f"no server {server_id!r}")
-            return row
+        return await self.state.row(server_id)
 
     def _publish(self, change: Change, server_id: str | None) -> None:
         self.changes.publish(change, server_id)
@@ -941,30 +775,3 @@ class Supervisor:
         """A background start: its failure is already recorded, nobody waits for it."""
         with suppress(StartFailed, Conflict, NotFound, NotRunning):
             await work
-
-
-def _sample(handle: _Handle) -> tuple[int | None, float | None, int]:
-    """RSS and CPU% of a server's whole process tree (blocking: /proc reads; call off-loop)."""
-    pid = handle.pid
-    if pid is None:
-        return None, None, 0
-    try:
-        root = handle.processes.get(pid) or psutil.Process(pid)
-        members = [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return None, None, 0
-    rss = 0
-    cpu = 0.0
-    seen: dict[int, psutil.Process] = {}
-    for member in members:
-        # Reuse the Process objects: cpu_percent measures since the previous call on the same one.
-        process = handle.processes.get(member.pid, member)
-        try:
-            with process.oneshot():
-                rss += process.memory_info().rss
-                cpu += process.cpu_percent(None)
-        except psutil.Error:
-            continue
-        seen[member.pid] = process
-    handle.processes = seen
-    return rss, round(cpu, 1), len(seen)

@@ -1,0 +1,110 @@
+"""The stored tool listing of each server: what discovery found, and whether it is available.
+
+Only the supervisor writes here. What a person set on a tool (enabled, bypass, display name)
+survives every listing; what the server says (description, schemas, annotations) follows it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+
+import mcp_types as types
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.changes import Change
+from app.core.events import EventKind
+from storage.db import Database
+from storage.models import ServerTool
+from storage.queries import add_event
+
+Writing = Callable[[], AbstractAsyncContextManager[AsyncSession]]
+
+
+class ToolCatalogue:
+    def __init__(
+        self, db: Database, writing: Writing, publish: Callable[[Change, str | None], None]
+    ) -> None:
+        self.db = db
+        self._writing = writing
+        self._publish = publish
+
+    async def store(self, server_id: str, tools: list[types.Tool], actor: str) -> None:
+        """Upsert a listing; an event names what was added, removed or changed."""
+        listed = {tool.name: tool for tool in tools}
+        added: list[str] = []
+        removed: list[str] = []
+        changed: list[str] = []
+        async with self._writing() as session:
+            rows = (
+                (await session.execute(select(ServerTool).where(ServerTool.server_id == server_id)))
+                .scalars()
+                .all()
+            )
+            existing = {row.name: row for row in rows}
+            for name, tool in listed.items():
+                listing = _listing(tool)
+                row = existing.get(name)
+                if row is None:
+                    session.add(
+                        ServerTool(
+                            server_id=server_id,
+                            name=name,
+                            display_name=tool.title,
+                            enabled=True,
+                            is_available=True,
+                            **listing,
+                        )
+                    )
+                    added.append(name)
+                    continue
+                if any(getattr(row, field) != value for field, value in listing.items()):
+                    for field, value in listing.items():
+                        setattr(row, field, value)
+                    changed.append(name)
+                row.is_available = True
+            for name, row in existing.items():
+                if name not in listed and row.is_available:
+                    row.is_available = False
+                    removed.append(name)
+            if added or removed or changed:
+                parts = [f"+{name}" for name in added] + [f"-{name}" for name in removed]
+                parts += [f"~{name}" for name in changed]
+                add_event(
+                    session,
+                    server_id,
+                    EventKind.TOOLS_CHANGED,
+                    f"{len(listed)} tools ({', '.join(parts)})",
+                    actor,
+                )
+        self._publish(Change.TOOLS, server_id)
+
+    async def mark_unavailable(self, server_id: str | None = None) -> None:
+        """The tools of a server that stopped (of every server when None) are unavailable."""
+        async with self._writing() as session:
+            query = update(ServerTool).where(ServerTool.is_available.is_(True))
+            if server_id is not None:
+                query = query.where(ServerTool.server_id == server_id)
+            await session.execute(query.values(is_available=False))
+        self._publish(Change.TOOLS, server_id)
+
+    async def available_count(self, server_id: str) -> int:
+        async with self.db.read() as session:
+            rows = await session.execute(
+                select(ServerTool.id).where(
+                    ServerTool.server_id == server_id, ServerTool.is_available.is_(True)
+                )
+            )
+            return len(rows.all())
+
+
+def _listing(tool: types.Tool) -> dict[str, object]:
+    return {
+        "description": tool.description,
+        "input_schema": dict(tool.input_schema or {}),
+        "output_schema": tool.output_schema,
+        "annotations": tool.annotations.model_dump(mode="json", exclude_none=True)
+        if tool.annotations
+        else None,
+    }
