@@ -38,6 +38,7 @@ from sqlalchemy import String, and_, bindparam, case, func, select, type_coerce
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.core.events import DOWN_EVENTS, UP_EVENTS
+from app.core.periods import DEFAULT_BUCKETS, DEFAULT_PERIOD, MAX_BUCKETS, PERIODS
 from storage.db import Database
 from storage.latency import RunningHistogram, merge_dense, percentiles
 from storage.models import (
@@ -61,17 +62,7 @@ from storage.rollups import (
     parse_sqlite_time,
 )
 
-PERIODS: dict[str, timedelta] = {
-    "1h": timedelta(hours=1),
-    "24h": timedelta(hours=24),
-    "7d": timedelta(days=7),
-    "30d": timedelta(days=30),
-    "90d": timedelta(days=90),
-}
-DEFAULT_PERIOD = "24h"
 TOP_TOOLS = 10
-DEFAULT_BUCKETS = 60
-MAX_BUCKETS = 1000
 # Up to this long, a time series is cut from the raw rows (buckets shorter than an hour);
 # beyond it, from the rollups in whole hours.
 RAW_SERIES_MAX = timedelta(hours=6)
@@ -108,7 +99,7 @@ def make_window(
         raise UnknownPeriod(period)
     now = as_utc(now)
     end = now if end is None else as_utc(end)
-    start = end - PERIODS[period] if start is None else as_utc(start)
+    start = end - PERIODS[period].span if start is None else as_utc(start)
     if start >= end:
         raise ValueError("start must be before end")
     return Window(start, end, live=end >= now)

@@ -363,8 +363,6 @@ class ToolCallResult(BaseModel):
 
 # ---- analytics (storage.analytics computes them; field names follow the origin document) ------
 
-AnalyticsPeriod = Literal["1h", "24h", "7d", "30d", "90d"]
-ANALYTICS_PERIODS: tuple[str, ...] = ("1h", "24h", "7d", "30d", "90d")
 ToolStatus = Literal["available", "unavailable", "disabled", "deleted", "unknown"]
 
 

@@ -6,17 +6,10 @@ import logging
 from datetime import UTC, datetime
 
 from app.core.errors import InvalidInput
+from app.core.periods import DEFAULT_BUCKETS, DEFAULT_PERIOD, MAX_BUCKETS
 from app.core.schemas import ToolMetrics, ToolServerAnalytics, ToolServerMetrics, UsageTimeSeries
 from app.ops.servers import ServerOperations
-from storage.analytics import (
-    DEFAULT_BUCKETS,
-    DEFAULT_PERIOD,
-    MAX_BUCKETS,
-    UnknownPeriod,
-    UsageAnalytics,
-    Window,
-    make_window,
-)
+from storage.analytics import UnknownPeriod, UsageAnalytics, Window, make_window
 
 logger = logging.getLogger(__name__)
 
