@@ -20,7 +20,7 @@ from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
@@ -40,6 +40,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import sqlite
 
+from app.core.usage_record import USAGE_FIELDS, UsageRecord
 from storage.latency import bucket_of, decode_dense, encode_dense
 from storage.models import (
     ServerTool,
@@ -56,24 +57,6 @@ ALL_SCOPE = "*"
 IN_CHUNK = 2000
 
 SeriesKey = tuple[str, str, str]
-
-
-class UsageRow(Protocol):
-    """What the writer needs of a call (app.runtime.usage.UsageRecord is one)."""
-
-    server_id: str | None
-    tool_id: str | None
-    tool_name: str
-    called_at: datetime
-    response_time_ms: float | None
-    success: bool
-    error_message: str | None
-    source: str | None
-    client_name: str | None
-    user_id: str | None
-    conversation_id: str | None
-    arguments: Any
-    result: Any
 
 
 def as_utc(moment: datetime) -> datetime:
@@ -313,22 +296,8 @@ class _Statement:
 
 
 RUNNING_KEYS = ("cum_calls", "cum_errors", "cum_timed", "cum_ms")
-RAW_KEYS = (
-    "server_id",
-    "tool_id",
-    "tool_name",
-    "called_at",
-    "response_time_ms",
-    "success",
-    "error_message",
-    "source",
-    "client_name",
-    "user_id",
-    "conversation_id",
-    "arguments",
-    "result",
-    "latency_bucket",
-)
+# A raw row is its usage record's fields as stored, in their order, then the latency bucket.
+RAW_KEYS = (*USAGE_FIELDS, "latency_bucket")
 TOOL_HOUR_KEYS = (
     "series_id",
     "hour",
@@ -473,7 +442,7 @@ class UsageWriter:
             self._statements = _Statements(conn.dialect)
         return self._statements
 
-    def write(self, conn: Connection, rows: Sequence[UsageRow]) -> None:
+    def write(self, conn: Connection, rows: Sequence[UsageRecord]) -> None:
         """Insert `rows` and roll them up, inside the caller's transaction."""
         if not rows:
             return

@@ -12,8 +12,9 @@ from sqlalchemy import select, update
 
 from app.core.errors import InvalidInput
 from app.core.settings import Settings
+from app.core.usage_record import UsageRecord
 from app.ops.facade import Operations
-from app.runtime.usage import UsageRecord, UsageRecorder
+from app.runtime.usage import UsageRecorder
 from storage.analytics import UsageAnalytics, make_window
 from storage.latency import RELATIVE_ERROR, rank
 from storage.models import ServerEvent, ServerTool, ToolServer, ToolUsage
