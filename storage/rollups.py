@@ -29,7 +29,6 @@ from sqlalchemy import (
     String,
     bindparam,
     case,
-    delete,
     func,
     insert,
     or_,
@@ -534,67 +533,6 @@ class UsageWriter:
                 for tool_id, total in batch.items()
             ],
         )
-
-    def rebuild(self, conn: Connection, chunk: int = 20_000) -> int:
-        """Recompute every rollup (and the rows' latency buckets) from the raw rows.
-
-        For raw rows written without rollups, as before the rollups existed; the tools' own
-        counters are left as they are. Returns the number of raw rows rolled up.
-        """
-        self._sql(conn)
-        for table in (UsageToolHourly, UsageScopeHourly, UsageScopes, UsageSeries):
-            conn.execute(delete(table))
-        self._series_ids.clear()
-        done = 0
-        last_id = 0
-        usage = ToolUsage.__table__.c
-        while True:
-            batch = conn.execute(
-                select(
-                    usage.id,
-                    usage.server_id,
-                    usage.tool_id,
-                    usage.tool_name,
-                    type_coerce(usage.called_at, String),
-                    usage.response_time_ms,
-                    usage.success,
-                )
-                .where(usage.id > last_id)
-                .order_by(usage.id)
-                .limit(chunk)
-            ).all()
-            if not batch:
-                return done
-            last_id = batch[-1][0]
-            parts: dict[SeriesKey, dict[int, _Acc]] = defaultdict(dict)
-            buckets = []
-            for row_id, server_id, tool_id, tool_name, text, ms, success in batch:
-                called_at = parse_sqlite_time(text)
-                assert called_at is not None
-                at = sqlite_time(called_at)
-                part = parts[(server_id or "", tool_id or "", tool_name)].setdefault(
-                    int(called_at.timestamp() // HOUR_S), _Acc()
-                )
-                part.calls += 1
-                part.errors += 0 if success else 1
-                if ms is not None:
-                    bucket = bucket_of(ms)
-                    buckets.append({"b_id": row_id, "b_bucket": bucket})
-                    part.timed += 1
-                    part.total_ms += ms
-                    part.hist[bucket] = part.hist.get(bucket, 0) + 1
-                if part.last is None or at > part.last:
-                    part.last = at
-            if buckets:
-                conn.execute(
-                    update(ToolUsage)
-                    .where(ToolUsage.id == bindparam("b_id"))
-                    .values(latency_bucket=bindparam("b_bucket")),
-                    buckets,
-                    execution_options={"synchronize_session": False},
-                )
-            self._roll(conn, parts)
-            done += len(batch)
 
     def _roll(self, conn: Connection, parts: dict[SeriesKey, dict[int, _Acc]]) -> None:
         series_ids = self._resolve_series(conn, list(parts))
