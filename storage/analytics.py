@@ -39,6 +39,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.core.events import DOWN_EVENTS, UP_EVENTS
 from app.core.periods import DEFAULT_BUCKETS, DEFAULT_PERIOD, MAX_BUCKETS, PERIODS
+from app.core.schemas import (
+    ToolMetrics,
+    ToolServerAnalytics,
+    ToolServerMetrics,
+    UsagePoint,
+    UsageTimeSeries,
+)
 from storage.db import Database
 from storage.latency import RunningHistogram, merge_dense, percentiles
 from storage.models import (
@@ -162,93 +169,6 @@ def plan_window(window: Window, raw_horizon: datetime) -> _Plan:
     return _Plan(start, end, first, last, window.live, tuple(edges))
 
 
-# ---- results (the facade turns them into app.core.schemas models) -----------------------------
-
-
-@dataclass(slots=True)
-class ServerMetrics:
-    server_id: str
-    server_name: str
-    status: str
-    total_tools: int
-    enabled_tools: int
-    total_calls: int
-    total_errors: int
-    success_rate: float | None
-    avg_response_time_ms: float | None
-    last_activity: datetime | None
-    uptime_percentage: float | None  # a fraction, 0..1, as in the origin API
-    p50_response_time_ms: float | None
-    p95_response_time_ms: float | None
-    p99_response_time_ms: float | None
-    period_start: datetime
-    period_end: datetime
-
-
-@dataclass(slots=True)
-class ToolMetrics:
-    tool_id: str | None
-    tool_name: str
-    server_id: str | None
-    server_name: str | None
-    status: str  # available, unavailable, disabled, deleted (gone since), unknown (never existed)
-    total_calls: int
-    total_errors: int
-    success_rate: float | None
-    avg_response_time_ms: float | None
-    last_called: datetime | None
-    calls_last_24h: int
-    errors_last_24h: int
-    p50_response_time_ms: float | None
-    p95_response_time_ms: float | None
-    p99_response_time_ms: float | None
-    period_start: datetime
-    period_end: datetime
-
-
-@dataclass(slots=True)
-class SystemAnalytics:
-    total_servers: int
-    active_servers: int
-    total_tools: int
-    enabled_tools: int
-    total_calls_today: int
-    total_calls_week: int
-    total_calls_month: int
-    total_errors_today: int
-    overall_success_rate: float | None
-    avg_response_time_ms: float | None
-    p95_response_time_ms: float | None
-    server_metrics: list[ServerMetrics]
-    top_tools: list[ToolMetrics]
-    failing_tools: list[ToolMetrics]
-    daily_usage: dict[str, int]
-    daily_errors: dict[str, int]
-    generated_at: datetime
-    period_start: datetime
-    period_end: datetime
-
-
-@dataclass(slots=True)
-class SeriesPoint:
-    start: datetime
-    end: datetime
-    calls: int
-    errors: int
-    avg_response_time_ms: float | None
-    p95_response_time_ms: float | None
-
-
-@dataclass(slots=True)
-class TimeSeries:
-    server_id: str | None
-    server_name: str | None
-    period_start: datetime
-    period_end: datetime
-    bucket_seconds: int
-    points: list[SeriesPoint] = field(default_factory=list)
-
-
 # ---- the queries -----------------------------------------------------------------------------
 
 _usage = ToolUsage.__table__.c
@@ -317,7 +237,7 @@ class UsageAnalytics:
 
     # ---- server metrics ------------------------------------------------------------------
 
-    async def server_metrics(self, server_id: str, window: Window) -> ServerMetrics:
+    async def server_metrics(self, server_id: str, window: Window) -> ToolServerMetrics:
         now = self.clock()
         plan = self.plan(window, now)
         async with self._read() as conn:
@@ -373,7 +293,7 @@ class UsageAnalytics:
 
     # ---- the system view -----------------------------------------------------------------
 
-    async def system(self, window: Window) -> SystemAnalytics:
+    async def system(self, window: Window) -> ToolServerAnalytics:
         now = self.clock()
         plan = self.plan(window, now)
         async with self._read() as conn:
@@ -424,7 +344,7 @@ class UsageAnalytics:
             )
 
         top, failing = self._split(listed)
-        return SystemAnalytics(
+        return ToolServerAnalytics(
             total_servers=len(servers),
             active_servers=sum(1 for server in servers if server.status in ACTIVE_STATUSES),
             total_tools=sum(total for total, _ in counts.values()),
@@ -530,8 +450,7 @@ class UsageAnalytics:
 
     async def time_series(
         self, server_id: str | None, window: Window, buckets: int = DEFAULT_BUCKETS
-    ) -> TimeSeries:
-        now = self.clock()
+    ) -> UsageTimeSeries:
         buckets = max(1, min(buckets, MAX_BUCKETS))
         async with self._read() as conn:
             name = None
@@ -540,15 +459,17 @@ class UsageAnalytics:
                     await conn.execute(select(ToolServer.name).where(ToolServer.id == server_id))
                 ).scalar_one()
             if window.end - window.start <= RAW_SERIES_MAX:
-                series = await self._raw_series(conn, server_id, window, buckets)
-            else:
-                series = await self._hourly_series(conn, server_id, window, buckets, now)
-        series.server_id, series.server_name = server_id, name
-        return series
+                return await self._raw_series(conn, server_id, name, window, buckets)
+            return await self._hourly_series(conn, server_id, name, window, buckets)
 
     async def _raw_series(
-        self, conn: AsyncConnection, server_id: str | None, window: Window, buckets: int
-    ) -> TimeSeries:
+        self,
+        conn: AsyncConnection,
+        server_id: str | None,
+        server_name: str | None,
+        window: Window,
+        buckets: int,
+    ) -> UsageTimeSeries:
         width = (window.end - window.start) / buckets
         points = [Usage() for _ in range(buckets)]
         query = select(
@@ -566,13 +487,13 @@ class UsageAnalytics:
                 point.timed += 1
                 point.total_ms += ms
                 point.hist[bucket] = point.hist.get(bucket, 0) + 1
-        return TimeSeries(
-            server_id,
-            None,
-            window.start,
-            window.end,
-            max(1, round(width.total_seconds())),
-            [
+        return UsageTimeSeries(
+            server_id=server_id,
+            server_name=server_name,
+            period_start=window.start,
+            period_end=window.end,
+            bucket_seconds=max(1, round(width.total_seconds())),
+            points=[
                 _point(window.start + width * index, window.start + width * (index + 1), usage)
                 for index, usage in enumerate(points)
             ],
@@ -582,10 +503,10 @@ class UsageAnalytics:
         self,
         conn: AsyncConnection,
         server_id: str | None,
+        server_name: str | None,
         window: Window,
         buckets: int,
-        now: datetime,
-    ) -> TimeSeries:
+    ) -> UsageTimeSeries:
         # Whole-hour buckets ending with the hour that holds the window's end.
         end_hour = hour_of(window.end) + 1 if window.live else _ceil_hour(window.end)
         hours = max(1, math.ceil((window.end - window.start) / timedelta(hours=1)))
@@ -599,8 +520,13 @@ class UsageAnalytics:
             _point(hour_start(low), hour_start(high), running[high].since(running[low]))
             for low, high in pairwise(boundaries)
         ]
-        return TimeSeries(
-            server_id, None, hour_start(first_hour), hour_start(end_hour), width * HOUR_S, points
+        return UsageTimeSeries(
+            server_id=server_id,
+            server_name=server_name,
+            period_start=hour_start(first_hour),
+            period_end=hour_start(end_hour),
+            bucket_seconds=width * HOUR_S,
+            points=points,
         )
 
     # ---- building blocks -----------------------------------------------------------------
@@ -984,9 +910,9 @@ def _server_metrics(
     counts: tuple[int, int],
     uptime: dict[str, float | None],
     plan: _Plan,
-) -> ServerMetrics:
+) -> ToolServerMetrics:
     values = percentiles(usage.hist)
-    return ServerMetrics(
+    return ToolServerMetrics(
         server_id=server.id,
         server_name=server.name,
         status=server.status,
@@ -1040,8 +966,8 @@ def _tool_metrics(
     )
 
 
-def _point(start: datetime, end: datetime, usage: Usage) -> SeriesPoint:
-    return SeriesPoint(
+def _point(start: datetime, end: datetime, usage: Usage) -> UsagePoint:
+    return UsagePoint(
         start=start,
         end=end,
         calls=usage.calls,
