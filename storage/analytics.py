@@ -58,7 +58,7 @@ from storage.models import (
     UsageSeries,
     UsageToolHourly,
 )
-from storage.rollups import (
+from storage.usage_math import (
     ALL_SCOPE,
     HOUR_S,
     SeriesKey,

@@ -42,7 +42,7 @@ from app.governance.alerts import (
 from app.ops.facade import Operations
 from app.runtime.usage import UsageRecorder
 from storage.models import ServerEvent, ServerTool, ToolServer
-from storage.rollups import hour_of, hour_start
+from storage.usage_math import hour_of, hour_start
 from tests.alert_helpers import webhook_receiver
 from tests.runtime_helpers import eventually, fast_supervisor, scripted
 

@@ -29,7 +29,8 @@ from storage.models import (
     UsageSeries,
     UsageToolHourly,
 )
-from storage.rollups import ALL_SCOPE, UsageWriter, hour_of, sqlite_time
+from storage.rollups import UsageWriter
+from storage.usage_math import ALL_SCOPE, hour_of, sqlite_time
 
 START = datetime(2026, 3, 18, 9, 0, tzinfo=UTC)
 
