@@ -9,7 +9,8 @@ from app.core.errors import InvalidInput
 from app.core.periods import DEFAULT_BUCKETS, DEFAULT_PERIOD, MAX_BUCKETS
 from app.core.schemas import ToolMetrics, ToolServerAnalytics, ToolServerMetrics, UsageTimeSeries
 from app.ops.servers import ServerOperations
-from storage.analytics import UnknownPeriod, UsageAnalytics, Window, make_window
+from storage.analytics import UsageAnalytics
+from storage.windows import UnknownPeriod, Window, make_window
 
 logger = logging.getLogger(__name__)
 
