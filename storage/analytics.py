@@ -55,6 +55,9 @@ TOP_TOOLS = 10
 RAW_SERIES_MAX = timedelta(hours=6)
 ACTIVE_STATUSES = ("running", "degraded")
 
+# A time series' span as covered (start, end), its bucket width in seconds, and its points.
+_Points = tuple[datetime, datetime, int, list[UsagePoint]]
+
 
 class UsageAnalytics:
     """Answers analytics questions from the rollups and the raw rows. Stateless between calls."""
@@ -300,39 +303,35 @@ class UsageAnalytics:
                 query = select(ToolServer.name).where(ToolServer.id == server_id)
                 name = (await reader.conn.execute(query)).scalar_one()
             if window.end - window.start <= RAW_SERIES_MAX:
-                return await self._raw_series(reader, server_id, name, window, buckets)
-            return await self._hourly_series(reader, server_id, name, window, buckets)
-
-    @staticmethod
-    async def _raw_series(
-        reader: RollupReader,
-        server_id: str | None,
-        server_name: str | None,
-        window: Window,
-        buckets: int,
-    ) -> UsageTimeSeries:
-        width = (window.end - window.start) / buckets
-        usages = await reader.raw_buckets(window.start, window.end, buckets, server_id)
+                series = await self._raw_points(reader, server_id, window, buckets)
+            else:
+                series = await self._hourly_points(reader, server_id, window, buckets)
+        start, end, bucket_seconds, points = series
         return UsageTimeSeries(
             server_id=server_id,
-            server_name=server_name,
-            period_start=window.start,
-            period_end=window.end,
-            bucket_seconds=max(1, round(width.total_seconds())),
-            points=[
-                _point(window.start + width * index, window.start + width * (index + 1), usage)
-                for index, usage in enumerate(usages)
-            ],
+            server_name=name,
+            period_start=start,
+            period_end=end,
+            bucket_seconds=bucket_seconds,
+            points=points,
         )
 
     @staticmethod
-    async def _hourly_series(
-        reader: RollupReader,
-        server_id: str | None,
-        server_name: str | None,
-        window: Window,
-        buckets: int,
-    ) -> UsageTimeSeries:
+    async def _raw_points(
+        reader: RollupReader, server_id: str | None, window: Window, buckets: int
+    ) -> _Points:
+        width = (window.end - window.start) / buckets
+        usages = await reader.raw_buckets(window.start, window.end, buckets, server_id)
+        points = [
+            _point(window.start + width * index, window.start + width * (index + 1), usage)
+            for index, usage in enumerate(usages)
+        ]
+        return window.start, window.end, max(1, round(width.total_seconds())), points
+
+    @staticmethod
+    async def _hourly_points(
+        reader: RollupReader, server_id: str | None, window: Window, buckets: int
+    ) -> _Points:
         # Whole-hour buckets ending with the hour that holds the window's end.
         end_hour = hour_of(window.end) + 1 if window.live else ceil_hour(window.end)
         hours = max(1, math.ceil((window.end - window.start) / timedelta(hours=1)))
@@ -346,14 +345,7 @@ class UsageAnalytics:
             _point(hour_start(low), hour_start(high), running[high].since(running[low]))
             for low, high in pairwise(boundaries)
         ]
-        return UsageTimeSeries(
-            server_id=server_id,
-            server_name=server_name,
-            period_start=hour_start(first_hour),
-            period_end=hour_start(end_hour),
-            bucket_seconds=width * HOUR_S,
-            points=points,
-        )
+        return hour_start(first_hour), hour_start(end_hour), width * HOUR_S, points
 
 
 # ---- helpers ---------------------------------------------------------------------------------

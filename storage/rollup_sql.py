@@ -102,15 +102,7 @@ class WriterStatements:
             dialect,
             ("server_id", "tool_id", "tool_name", "last_hour", *RUNNING_COLUMNS),
         )
-        tool_hour = sqlite.insert(UsageToolHourly)
-        self.tool_hour = Statement(
-            tool_hour.on_conflict_do_update(
-                index_elements=["series_id", "hour"],
-                set_={key: tool_hour.excluded[key] for key in TOOL_HOUR_KEYS[2:]},
-            ),
-            dialect,
-            TOOL_HOUR_KEYS,
-        )
+        self.tool_hour = _hour_upsert(UsageToolHourly, TOOL_HOUR_KEYS, dialect)
         self.series = Statement(
             update(UsageSeries)
             .where(UsageSeries.id == bindparam("b_id"))
@@ -125,15 +117,7 @@ class WriterStatements:
             dialect,
             ("b_id", "b_last_hour", "b_last_called", "b_calls", "b_errors", "b_timed", "b_ms"),
         )
-        scope_hour = sqlite.insert(UsageScopeHourly)
-        self.scope_hour = Statement(
-            scope_hour.on_conflict_do_update(
-                index_elements=["scope", "hour"],
-                set_={key: scope_hour.excluded[key] for key in SCOPE_HOUR_KEYS[2:]},
-            ),
-            dialect,
-            SCOPE_HOUR_KEYS,
-        )
+        self.scope_hour = _hour_upsert(UsageScopeHourly, SCOPE_HOUR_KEYS, dialect)
         scopes = sqlite.insert(UsageScopes)
         self.scopes = Statement(
             scopes.on_conflict_do_update(
@@ -176,3 +160,17 @@ class WriterStatements:
             dialect,
             ("b_id", "b_calls", "b_errors", "b_last_called", "b_error", "b_avg", "b_now"),
         )
+
+
+def _hour_upsert(table: Any, keys: Sequence[str], dialect: Dialect) -> Statement:
+    """Insert or replace the rows of an hourly rollup table, keyed by their first two keys (a
+    series or scope, and the hour)."""
+    statement = sqlite.insert(table)
+    return Statement(
+        statement.on_conflict_do_update(
+            index_elements=list(keys[:2]),
+            set_={key: statement.excluded[key] for key in keys[2:]},
+        ),
+        dialect,
+        keys,
+    )
