@@ -8,9 +8,9 @@ hour boundary and was recorded after calls of the next hour) is added to its own
 running totals of every later hour, so the totals stay exact whatever order rows arrive in.
 
 Everything here is synchronous: the recorder runs it on a worker thread with its own connection,
-so the CPU spent on a batch never stalls the event loop. The hot statements are compiled once and
-handed to the driver with plain tuples, and times travel in SQLite's stored text form (which
-sorts like time): SQLAlchemy's per-row type processing cost more than SQLite's own work.
+so the CPU spent on a batch never stalls the event loop. Its statements are compiled once and take
+plain tuples (storage.rollup_sql); times travel in SQLite's stored text form, which sorts like
+time, and are never parsed.
 """
 
 from __future__ import annotations
@@ -18,147 +18,20 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
-from sqlalchemy import (
-    ColumnElement,
-    Connection,
-    Dialect,
-    String,
-    bindparam,
-    case,
-    delete,
-    func,
-    insert,
-    or_,
-    select,
-    tuple_,
-    type_coerce,
-    update,
-)
-from sqlalchemy.dialects import sqlite
+from sqlalchemy import ColumnElement, Connection, String, or_, select, tuple_, type_coerce
 
+from app.core.usage_record import UsageRecord
 from storage.latency import bucket_of, decode_dense, encode_dense
-from storage.models import (
-    ServerTool,
-    ToolUsage,
-    UsageScopeHourly,
-    UsageScopes,
-    UsageSeries,
-    UsageToolHourly,
-)
+from storage.models import UsageScopeHourly, UsageScopes, UsageSeries, UsageToolHourly
+from storage.rollup_sql import WriterStatements
+from storage.usage_math import ALL_SCOPE, HOUR_S, RUNNING_COLUMNS, SeriesKey, as_utc, sqlite_time
 
-HOUR_S = 3600
-ALL_SCOPE = "*"
 # IN lists stay well below SQLite's limit on bound parameters.
 IN_CHUNK = 2000
-
-SeriesKey = tuple[str, str, str]
-
-
-class UsageRow(Protocol):
-    """What the writer needs of a call (app.runtime.usage.UsageRecord is one)."""
-
-    server_id: str | None
-    tool_id: str | None
-    tool_name: str
-    called_at: datetime
-    response_time_ms: float | None
-    success: bool
-    error_message: str | None
-    source: str | None
-    client_name: str | None
-    user_id: str | None
-    conversation_id: str | None
-    arguments: Any
-    result: Any
-
-
-def as_utc(moment: datetime) -> datetime:
-    if moment.tzinfo is UTC:
-        return moment
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
-def hour_of(moment: datetime) -> int:
-    return int(as_utc(moment).timestamp() // HOUR_S)
-
-
-def hour_start(hour: int) -> datetime:
-    return datetime.fromtimestamp(hour * HOUR_S, UTC)
-
-
-def sqlite_time(moment: datetime) -> str:
-    """A UTC time as SQLAlchemy's SQLite DateTime stores it ('2026-01-02 03:04:05.000006')."""
-    return moment.isoformat(" ", "microseconds")[:26]
-
-
-def parse_sqlite_time(text: str | None) -> datetime | None:
-    return None if text is None else datetime.fromisoformat(text).replace(tzinfo=UTC)
-
-
-@dataclass(slots=True)
-class Usage:
-    """Counts, latency sum and latency histogram of a set of calls. Mergeable by addition."""
-
-    calls: int = 0
-    errors: int = 0
-    timed: int = 0
-    total_ms: float = 0.0
-    last_called: datetime | None = None
-    hist: dict[int, int] = field(default_factory=dict)
-
-    def add(self, other: Usage, *, sign: int = 1) -> None:
-        self.calls += sign * other.calls
-        self.errors += sign * other.errors
-        self.timed += sign * other.timed
-        self.total_ms += sign * other.total_ms
-        if sign > 0 and other.last_called is not None:
-            if self.last_called is None or other.last_called > self.last_called:
-                self.last_called = other.last_called
-        for index, count in other.hist.items():
-            value = self.hist.get(index, 0) + sign * count
-            if value:
-                self.hist[index] = value
-            else:
-                del self.hist[index]
-
-    def since(self, earlier: Usage) -> Usage:
-        """Running totals now minus running totals then: what happened in between."""
-        calls = self.calls - earlier.calls
-        timed = self.timed - earlier.timed
-        before = earlier.hist
-        return Usage(
-            calls,
-            self.errors - earlier.errors,
-            timed,
-            # Zero, not the float residue of two large equal sums.
-            self.total_ms - earlier.total_ms if timed else 0.0,
-            # The newest call so far lies in between exactly when something happened in between.
-            self.last_called if calls > 0 else None,
-            {
-                index: count - before.get(index, 0)
-                for index, count in self.hist.items()
-                if count != before.get(index, 0)
-            }
-            if before
-            else dict(self.hist),
-        )
-
-    def copy(self) -> Usage:
-        return Usage(
-            self.calls, self.errors, self.timed, self.total_ms, self.last_called, dict(self.hist)
-        )
-
-    @property
-    def avg_ms(self) -> float | None:
-        return self.total_ms / self.timed if self.timed else None
-
-    @property
-    def success_rate(self) -> float | None:
-        return (self.calls - self.errors) / self.calls if self.calls else None
 
 
 def payload_json(value: Any, max_bytes: int) -> str | None:
@@ -285,166 +158,6 @@ def _chunks(items: Sequence[Any], size: int = IN_CHUNK) -> Iterator[Sequence[Any
         yield items[start : start + size]
 
 
-# ---- statements ------------------------------------------------------------------------------
-
-
-class _Statement:
-    """A statement compiled once, run through the driver with tuples in `keys` order."""
-
-    def __init__(self, statement: Any, dialect: Dialect, keys: Sequence[str]) -> None:
-        compiled = statement.compile(dialect=dialect, column_keys=list(keys))
-        self.sql = str(compiled)
-        self.keys = tuple(keys)
-        self.positional = compiled.positional
-        names = list(compiled.positiontup or ()) if compiled.positional else list(keys)
-        order = [self.keys.index(name) for name in names]
-        self.order = None if order == list(range(len(keys))) else order
-
-    def run(self, conn: Connection, rows: list[tuple[Any, ...]]) -> None:
-        if not rows:
-            return
-        if not self.positional:
-            params: list[Any] = [dict(zip(self.keys, row, strict=True)) for row in rows]
-        elif self.order is not None:
-            params = [tuple(row[i] for i in self.order) for row in rows]
-        else:
-            params = rows
-        conn.exec_driver_sql(self.sql, params)
-
-
-RUNNING_KEYS = ("cum_calls", "cum_errors", "cum_timed", "cum_ms")
-RAW_KEYS = (
-    "server_id",
-    "tool_id",
-    "tool_name",
-    "called_at",
-    "response_time_ms",
-    "success",
-    "error_message",
-    "source",
-    "client_name",
-    "user_id",
-    "conversation_id",
-    "arguments",
-    "result",
-    "latency_bucket",
-)
-TOOL_HOUR_KEYS = (
-    "series_id",
-    "hour",
-    "calls",
-    "errors",
-    "timed_calls",
-    "total_ms",
-    "last_called",
-    "latency_hist",
-    "cum_calls",
-    "cum_errors",
-    "cum_timed",
-    "cum_ms",
-)
-SCOPE_HOUR_KEYS = (
-    "scope",
-    "hour",
-    "last_called",
-    "cum_calls",
-    "cum_errors",
-    "cum_timed",
-    "cum_ms",
-    "cum_latency_hist",
-)
-
-
-class _Statements:
-    def __init__(self, dialect: Dialect) -> None:
-        if dialect.name != "sqlite":
-            raise NotImplementedError(
-                f"the usage writer supports SQLite; {dialect.name} needs its own time handling"
-            )
-        self.raw = _Statement(insert(ToolUsage), dialect, RAW_KEYS)
-        self.new_series = _Statement(
-            sqlite.insert(UsageSeries).on_conflict_do_nothing(
-                index_elements=["server_id", "tool_id", "tool_name"]
-            ),
-            dialect,
-            ("server_id", "tool_id", "tool_name", "last_hour", *RUNNING_KEYS),
-        )
-        tool_hour = sqlite.insert(UsageToolHourly)
-        self.tool_hour = _Statement(
-            tool_hour.on_conflict_do_update(
-                index_elements=["series_id", "hour"],
-                set_={key: tool_hour.excluded[key] for key in TOOL_HOUR_KEYS[2:]},
-            ),
-            dialect,
-            TOOL_HOUR_KEYS,
-        )
-        self.series = _Statement(
-            update(UsageSeries)
-            .where(UsageSeries.id == bindparam("b_id"))
-            .values(
-                last_hour=bindparam("b_last_hour"),
-                last_called=type_coerce(bindparam("b_last_called"), String),
-                cum_calls=bindparam("b_calls"),
-                cum_errors=bindparam("b_errors"),
-                cum_timed=bindparam("b_timed"),
-                cum_ms=bindparam("b_ms"),
-            ),
-            dialect,
-            ("b_id", "b_last_hour", "b_last_called", "b_calls", "b_errors", "b_timed", "b_ms"),
-        )
-        scope_hour = sqlite.insert(UsageScopeHourly)
-        self.scope_hour = _Statement(
-            scope_hour.on_conflict_do_update(
-                index_elements=["scope", "hour"],
-                set_={key: scope_hour.excluded[key] for key in SCOPE_HOUR_KEYS[2:]},
-            ),
-            dialect,
-            SCOPE_HOUR_KEYS,
-        )
-        scopes = sqlite.insert(UsageScopes)
-        self.scopes = _Statement(
-            scopes.on_conflict_do_update(
-                index_elements=["scope"],
-                set_={
-                    "last_hour": case(
-                        (UsageScopes.last_hour > scopes.excluded.last_hour, UsageScopes.last_hour),
-                        else_=scopes.excluded.last_hour,
-                    )
-                },
-            ),
-            dialect,
-            ("scope", "last_hour"),
-        )
-        last_called = type_coerce(bindparam("b_last_called"), String)
-        self.counters = _Statement(
-            update(ServerTool)
-            .where(ServerTool.id == bindparam("b_id"))
-            .values(
-                total_calls=ServerTool.total_calls + bindparam("b_calls"),
-                total_errors=ServerTool.total_errors + bindparam("b_errors"),
-                last_called=case(
-                    (
-                        or_(
-                            ServerTool.last_called.is_(None),
-                            type_coerce(ServerTool.last_called, String) < last_called,
-                        ),
-                        last_called,
-                    ),
-                    else_=ServerTool.last_called,
-                ),
-                last_error=func.coalesce(bindparam("b_error"), ServerTool.last_error),
-                # The series' running totals hold every call of the tool: a true mean, not a
-                # mean of batch means.
-                avg_response_time_ms=func.coalesce(
-                    bindparam("b_avg"), ServerTool.avg_response_time_ms
-                ),
-                updated_at=type_coerce(bindparam("b_now"), String),
-            ),
-            dialect,
-            ("b_id", "b_calls", "b_errors", "b_last_called", "b_error", "b_avg", "b_now"),
-        )
-
-
 # ---- the writer ------------------------------------------------------------------------------
 
 
@@ -460,7 +173,7 @@ class UsageWriter:
         self.payload_max_bytes = payload_max_bytes
         # A series keeps its id forever, so ids found once need no lookup again.
         self._series_ids: dict[SeriesKey, int] = {}
-        self._statements: _Statements | None = None
+        self._statements: WriterStatements | None = None
         # The running totals of the series of the batch being written.
         self._totals: dict[int, _Acc] = {}
 
@@ -468,12 +181,12 @@ class UsageWriter:
         """Drop the cached series ids: a transaction that created some was rolled back."""
         self._series_ids.clear()
 
-    def _sql(self, conn: Connection) -> _Statements:
+    def _sql(self, conn: Connection) -> WriterStatements:
         if self._statements is None:
-            self._statements = _Statements(conn.dialect)
+            self._statements = WriterStatements(conn.dialect)
         return self._statements
 
-    def write(self, conn: Connection, rows: Sequence[UsageRow]) -> None:
+    def write(self, conn: Connection, rows: Sequence[UsageRecord]) -> None:
         """Insert `rows` and roll them up, inside the caller's transaction."""
         if not rows:
             return
@@ -566,67 +279,6 @@ class UsageWriter:
             ],
         )
 
-    def rebuild(self, conn: Connection, chunk: int = 20_000) -> int:
-        """Recompute every rollup (and the rows' latency buckets) from the raw rows.
-
-        For raw rows written without rollups, as before the rollups existed; the tools' own
-        counters are left as they are. Returns the number of raw rows rolled up.
-        """
-        self._sql(conn)
-        for table in (UsageToolHourly, UsageScopeHourly, UsageScopes, UsageSeries):
-            conn.execute(delete(table))
-        self._series_ids.clear()
-        done = 0
-        last_id = 0
-        usage = ToolUsage.__table__.c
-        while True:
-            batch = conn.execute(
-                select(
-                    usage.id,
-                    usage.server_id,
-                    usage.tool_id,
-                    usage.tool_name,
-                    type_coerce(usage.called_at, String),
-                    usage.response_time_ms,
-                    usage.success,
-                )
-                .where(usage.id > last_id)
-                .order_by(usage.id)
-                .limit(chunk)
-            ).all()
-            if not batch:
-                return done
-            last_id = batch[-1][0]
-            parts: dict[SeriesKey, dict[int, _Acc]] = defaultdict(dict)
-            buckets = []
-            for row_id, server_id, tool_id, tool_name, text, ms, success in batch:
-                called_at = parse_sqlite_time(text)
-                assert called_at is not None
-                at = sqlite_time(called_at)
-                part = parts[(server_id or "", tool_id or "", tool_name)].setdefault(
-                    int(called_at.timestamp() // HOUR_S), _Acc()
-                )
-                part.calls += 1
-                part.errors += 0 if success else 1
-                if ms is not None:
-                    bucket = bucket_of(ms)
-                    buckets.append({"b_id": row_id, "b_bucket": bucket})
-                    part.timed += 1
-                    part.total_ms += ms
-                    part.hist[bucket] = part.hist.get(bucket, 0) + 1
-                if part.last is None or at > part.last:
-                    part.last = at
-            if buckets:
-                conn.execute(
-                    update(ToolUsage)
-                    .where(ToolUsage.id == bindparam("b_id"))
-                    .values(latency_bucket=bindparam("b_bucket")),
-                    buckets,
-                    execution_options={"synchronize_session": False},
-                )
-            self._roll(conn, parts)
-            done += len(batch)
-
     def _roll(self, conn: Connection, parts: dict[SeriesKey, dict[int, _Acc]]) -> None:
         series_ids = self._resolve_series(conn, list(parts))
         by_series = {series_ids[key]: hours for key, hours in parts.items()}
@@ -678,7 +330,7 @@ class UsageWriter:
                     series.id,
                     series.last_hour,
                     type_coerce(series.last_called, String),
-                    *(series[key] for key in RUNNING_KEYS),
+                    *(series[key] for key in RUNNING_COLUMNS),
                 ).where(series.id.in_(chunk))
             )
             for series_id, last_hour, last, calls, errors, timed, total_ms in rows:
@@ -693,7 +345,7 @@ class UsageWriter:
                     hourly.total_ms,
                     type_coerce(hourly.last_called, String),
                     hourly.latency_hist,
-                    *(hourly[key] for key in RUNNING_KEYS),
+                    *(hourly[key] for key in RUNNING_COLUMNS),
                 )
                 .where(hourly.series_id.in_(chunk), hourly.hour >= min_hour)
                 .order_by(hourly.series_id, hourly.hour)
@@ -820,7 +472,7 @@ class UsageWriter:
             hourly.scope,
             hourly.hour,
             type_coerce(hourly.last_called, String),
-            *(hourly[key] for key in RUNNING_KEYS),
+            *(hourly[key] for key in RUNNING_COLUMNS),
             hourly.cum_latency_hist,
         ).order_by(hourly.scope, hourly.hour)
 

@@ -16,8 +16,9 @@ from typing import Any
 
 from sqlalchemy import select, update
 
+from app.core.usage_record import UsageRecord
 from app.ops.facade import Operations
-from app.runtime.usage import UsageRecord, UsageRecorder
+from app.runtime.usage import UsageRecorder
 from storage.models import Alert, ServerEvent, ServerTool, ToolServer
 
 # A fixed instant for tests: in the future, so no retention horizon ever reaches the demo's

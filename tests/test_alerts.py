@@ -23,6 +23,7 @@ from app.cli import main as cli_main
 from app.core.errors import NotFound
 from app.core.events import EventKind
 from app.core.settings import Settings
+from app.core.usage_record import UsageRecord
 from app.faces.http.api import create_app
 from app.governance.alerts import (
     RULE_ANOMALY,
@@ -39,9 +40,9 @@ from app.governance.alerts import (
     window_usage_findings,
 )
 from app.ops.facade import Operations
-from app.runtime.usage import UsageRecord, UsageRecorder
+from app.runtime.usage import UsageRecorder
 from storage.models import ServerEvent, ServerTool, ToolServer
-from storage.rollups import hour_of, hour_start
+from storage.usage_math import hour_of, hour_start
 from tests.alert_helpers import webhook_receiver
 from tests.runtime_helpers import eventually, fast_supervisor, scripted
 

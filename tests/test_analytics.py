@@ -12,12 +12,14 @@ from sqlalchemy import select, update
 
 from app.core.errors import InvalidInput
 from app.core.settings import Settings
+from app.core.usage_record import UsageRecord
 from app.ops.facade import Operations
-from app.runtime.usage import UsageRecord, UsageRecorder
-from storage.analytics import UsageAnalytics, make_window
+from app.runtime.usage import UsageRecorder
+from storage.analytics import UsageAnalytics
 from storage.latency import RELATIVE_ERROR, rank
 from storage.models import ServerEvent, ServerTool, ToolServer, ToolUsage
 from storage.retention import prune_old_rows
+from storage.windows import make_window
 
 # A Wednesday: today began at 00:00, the week on Monday 16th, the month on the 1st.
 NOW = datetime(2026, 3, 18, 12, 30, tzinfo=UTC)

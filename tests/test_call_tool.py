@@ -9,9 +9,9 @@ import pytest
 from sqlalchemy import select
 
 from app.core.errors import Conflict, InvalidInput, NotFound, NotRunning
+from app.core.usage_record import UsageRecord
 from app.ops.facade import Operations
 from app.runtime.supervisor import Supervisor
-from app.runtime.usage import UsageRecord
 from storage.models import ServerTool, ToolServer
 from tests.runtime_helpers import fast_supervisor, scripted, status_is
 

@@ -11,8 +11,9 @@ import pytest
 from app.cli import main as cli_main
 from app.core.errors import InvalidInput
 from app.core.settings import Settings
+from app.core.usage_record import UsageRecord
 from app.ops.facade import Operations
-from app.runtime.usage import UsageRecord, UsageRecorder
+from app.runtime.usage import UsageRecorder
 from storage.models import ServerTool
 
 

@@ -16,8 +16,9 @@ from sqlalchemy import String, func, select, text, type_coerce
 from sqlalchemy.exc import OperationalError
 
 from app.core.settings import Settings
+from app.core.usage_record import UsageRecord
 from app.ops.facade import Operations
-from app.runtime.usage import UsageRecord, UsageRecorder
+from app.runtime.usage import UsageRecorder
 from storage.db import Database, sqlite_url
 from storage.latency import decode_dense
 from storage.models import (
@@ -28,7 +29,8 @@ from storage.models import (
     UsageSeries,
     UsageToolHourly,
 )
-from storage.rollups import ALL_SCOPE, UsageWriter, hour_of, sqlite_time
+from storage.rollups import UsageWriter
+from storage.usage_math import ALL_SCOPE, hour_of, sqlite_time
 
 START = datetime(2026, 3, 18, 9, 0, tzinfo=UTC)
 

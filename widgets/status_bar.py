@@ -9,13 +9,14 @@ from rich.text import Text
 from textual.app import RenderResult
 from textual.widget import Widget
 
+from app.core.periods import DEFAULT_PERIOD, PERIOD_NAMES
 from widgets import formatting as fmt
 
 
 @dataclass(frozen=True)
 class StatusState:
-    period: str = "24h"
-    periods: Sequence[str] = ("1h", "24h", "7d", "30d", "90d")
+    period: str = DEFAULT_PERIOD
+    periods: Sequence[str] = PERIOD_NAMES
     counts: dict[str, int] = field(default_factory=dict)
     total: int = 0
     marked: int = 0

@@ -6,10 +6,9 @@ import argparse
 from datetime import datetime
 
 from app.cli.common import add_json_flag, ago, print_json, print_table
-from app.core.schemas import ANALYTICS_PERIODS, ToolMetrics, ToolServerMetrics
+from app.core.periods import DEFAULT_PERIOD, PERIOD_NAMES
+from app.core.schemas import ToolMetrics, ToolServerMetrics
 from app.ops.facade import Operations
-
-DEFAULT_PERIOD = "24h"
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -46,7 +45,7 @@ def _period_option(parser: argparse.ArgumentParser) -> None:
         "--period",
         default=DEFAULT_PERIOD,
         metavar="PERIOD",
-        help=f"one of {', '.join(ANALYTICS_PERIODS)} (default {DEFAULT_PERIOD})",
+        help=f"one of {', '.join(PERIOD_NAMES)} (default {DEFAULT_PERIOD})",
     )
 
 

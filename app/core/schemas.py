@@ -363,16 +363,12 @@ class ToolCallResult(BaseModel):
 
 # ---- analytics (storage.analytics computes them; field names follow the origin document) ------
 
-AnalyticsPeriod = Literal["1h", "24h", "7d", "30d", "90d"]
-ANALYTICS_PERIODS: tuple[str, ...] = ("1h", "24h", "7d", "30d", "90d")
 ToolStatus = Literal["available", "unavailable", "disabled", "deleted", "unknown"]
 
 
 class ToolServerMetrics(BaseModel):
     """One server over a window. Counts are exact; percentiles are within 1 % (see
     storage.latency). `period_start`/`period_end` are the window actually covered."""
-
-    model_config = ConfigDict(from_attributes=True)
 
     server_id: str
     server_name: str
@@ -398,8 +394,6 @@ class ToolMetrics(BaseModel):
     """One tool over a window; `calls_last_24h`/`errors_last_24h` cover the last 24 hours
     whatever the window. Percentiles are left out (None) in the system view's lists."""
 
-    model_config = ConfigDict(from_attributes=True)
-
     tool_id: str | None
     tool_name: str
     server_id: str | None
@@ -422,8 +416,6 @@ class ToolMetrics(BaseModel):
 class ToolServerAnalytics(BaseModel):
     """The whole system. `total_calls_today/week/month` and `total_errors_today` cover the UTC
     day, ISO week and month up to now; every other usage figure covers the window."""
-
-    model_config = ConfigDict(from_attributes=True)
 
     total_servers: int
     active_servers: int
@@ -449,8 +441,6 @@ class ToolServerAnalytics(BaseModel):
 
 
 class UsagePoint(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
     start: datetime
     end: datetime
     calls: int
@@ -461,8 +451,6 @@ class UsagePoint(BaseModel):
 
 class UsageTimeSeries(BaseModel):
     """Calls, errors and p95 per bucket, oldest first, for sparklines and charts."""
-
-    model_config = ConfigDict(from_attributes=True)
 
     server_id: str | None
     server_name: str | None

@@ -43,7 +43,7 @@ from storage.models import (
     UsageSeries,
     UsageToolHourly,
 )
-from storage.rollups import hour_of
+from storage.usage_math import hour_of
 
 logger = logging.getLogger(__name__)
 

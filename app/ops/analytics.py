@@ -6,17 +6,11 @@ import logging
 from datetime import UTC, datetime
 
 from app.core.errors import InvalidInput
+from app.core.periods import DEFAULT_BUCKETS, DEFAULT_PERIOD, MAX_BUCKETS
 from app.core.schemas import ToolMetrics, ToolServerAnalytics, ToolServerMetrics, UsageTimeSeries
 from app.ops.servers import ServerOperations
-from storage.analytics import (
-    DEFAULT_BUCKETS,
-    DEFAULT_PERIOD,
-    MAX_BUCKETS,
-    UnknownPeriod,
-    UsageAnalytics,
-    Window,
-    make_window,
-)
+from storage.analytics import UsageAnalytics
+from storage.windows import UnknownPeriod, Window, make_window
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +33,7 @@ class AnalyticsOperations(ServerOperations):
         window = self._analytics_window(period, start, end)
         server = await self.get_server(ref)
         await self._flush_usage()
-        metrics = await self._analytics().server_metrics(server.id, window)
-        return ToolServerMetrics.model_validate(metrics)
+        return await self._analytics().server_metrics(server.id, window)
 
     async def tool_metrics(
         self,
@@ -53,7 +46,7 @@ class AnalyticsOperations(ServerOperations):
         window = self._analytics_window(period, start, end)
         tool = await self.get_tool(tool_ref, server_ref)
         await self._flush_usage()
-        return ToolMetrics.model_validate(await self._analytics().tool_metrics(tool.id, window))
+        return await self._analytics().tool_metrics(tool.id, window)
 
     async def analytics(
         self,
@@ -63,7 +56,7 @@ class AnalyticsOperations(ServerOperations):
     ) -> ToolServerAnalytics:
         window = self._analytics_window(period, start, end)
         await self._flush_usage()
-        return ToolServerAnalytics.model_validate(await self._analytics().system(window))
+        return await self._analytics().system(window)
 
     async def time_series(
         self,
@@ -78,8 +71,7 @@ class AnalyticsOperations(ServerOperations):
             raise InvalidInput(f"use a number from 1 to {MAX_BUCKETS}", field="buckets")
         server_id = (await self.get_server(server_ref)).id if server_ref is not None else None
         await self._flush_usage()
-        series = await self._analytics().time_series(server_id, window, buckets)
-        return UsageTimeSeries.model_validate(series)
+        return await self._analytics().time_series(server_id, window, buckets)
 
     def _analytics(self) -> UsageAnalytics:
         return UsageAnalytics(

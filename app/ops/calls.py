@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any, get_args
 
 import mcp_types as types
@@ -15,9 +16,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.changes import Change
 from app.core.errors import CallFailed, Conflict, InvalidInput, NotFound, NotRunning, TooldeckError
 from app.core.schemas import CallSource, ServerToolResponse, ToolCallResult
+from app.core.usage_record import UsageRecord
 from app.ops.base import Runtime
 from app.ops.servers import ServerOperations
-from app.runtime.calls import ArgumentChecker, CallTrace, content_dicts, error_text
+from app.runtime.calls import ArgumentChecker, content_dicts, error_text
 from storage.models import ServerTool, ToolServer
 
 ROUTE_CACHE_SIZE = 10_000
@@ -50,28 +52,35 @@ class CallOperations(ServerOperations):
         """
         if source not in CALL_SOURCES:
             raise InvalidInput(f"use one of {', '.join(CALL_SOURCES)}", field="source")
-        trace = CallTrace(
+        # The usage row of this call, filled in as the call goes; every outcome is recorded.
+        usage = UsageRecord(
+            server_id=None,
+            tool_id=None,
             tool_name=tool,
+            called_at=datetime.now(UTC),
+            response_time_ms=None,
+            success=False,
+            error_message=None,
             source=source,
             client_name=client_name,
-            user=user,
+            user_id=user,
             conversation_id=conversation_id,
-            arguments=arguments,
+            arguments=arguments if isinstance(arguments, dict) else None,
         )
         try:
-            result = await self._call_tool(trace, server, tool, arguments)
+            result = await self._call_tool(usage, server, tool, arguments)
         except TooldeckError as exc:
-            self._record_call(trace, success=False, error=str(exc))
+            self._record_call(usage, success=False, error=str(exc))
             raise
         except Exception as exc:
-            self._record_call(trace, success=False, error=f"{type(exc).__name__}: {exc}")
+            self._record_call(usage, success=False, error=f"{type(exc).__name__}: {exc}")
             raise
         except asyncio.CancelledError:
             # Shutdown or a client gone: the call still happened and is metered as failed.
-            self._record_call(trace, success=False, error="cancelled before a result came back")
+            self._record_call(usage, success=False, error="cancelled before a result came back")
             raise
         self._record_call(
-            trace,
+            usage,
             success=not result.is_error,
             error=result.error_message,
             result={
@@ -83,10 +92,10 @@ class CallOperations(ServerOperations):
         return result
 
     async def _call_tool(
-        self, trace: CallTrace, server_ref: str, tool_ref: str, arguments: Any
+        self, usage: UsageRecord, server_ref: str, tool_ref: str, arguments: Any
     ) -> ToolCallResult:
         server, tool = await self._routed(server_ref, tool_ref)
-        trace.server_id, trace.server_name = server.id, server.name
+        usage.server_id = server.id
         if not server.enabled:
             why = f" ({server.disabled_reason})" if server.disabled_reason else ""
             raise Conflict(f"server {server.name} is disabled{why}", field="server")
@@ -95,15 +104,15 @@ class CallOperations(ServerOperations):
             runtime = self._require_runtime()
             if runtime.is_running(server.id) or not server.auto_start:
                 raise NotFound(f"no tool {tool_ref!r} on server {server.name!r}")
-            await runtime.start(server.id, actor=f"{trace.source}:on-demand")
+            await runtime.start(server.id, actor=f"{usage.source}:on-demand")
             async with self.db.session() as session:
                 tool = await self._call_target(session, server, tool_ref)
             if tool is None:
                 raise NotFound(f"no tool {tool_ref!r} on server {server.name!r}")
-        trace.tool_id, trace.tool_name = tool.id, tool.name
+        usage.tool_id, usage.tool_name = tool.id, tool.name
         if not tool.enabled:
             raise Conflict(f"tool {tool.name} of {server.name} is disabled", field="tool")
-        trace.arguments = arguments = ARGUMENTS.check(arguments, tool.input_schema)
+        usage.arguments = arguments = ARGUMENTS.check(arguments, tool.input_schema)
         runtime = self._require_runtime()
         if not (runtime.is_running(server.id) and tool.is_available):
             if tool.bypass_when_unavailable:
@@ -111,18 +120,20 @@ class CallOperations(ServerOperations):
                 if runtime.is_running(server.id):
                     why = "its server does not list it now"
                 # Nothing was sent, so nothing was timed: the usage row says so (no duration).
-                return self._call_error(trace, f"{tool.name} is unavailable: {why} (bypass)")
-            await self._start_for_call(runtime, server, tool, trace.source)
+                return self._call_error(
+                    usage, server.name, f"{tool.name} is unavailable: {why} (bypass)"
+                )
+            await self._start_for_call(runtime, server, tool, usage.source)
         began = time.monotonic()
         try:
             answer = await runtime.call_tool(
                 server.id, tool.name, arguments, timeout_s=server.call_timeout_s
             )
         except CallFailed as exc:
-            trace.duration_ms = round((time.monotonic() - began) * 1000, 3)
+            self._timed(usage, server.name, began)
             await self._tool_outcome(tool, failed=True, error=exc.message)
-            return self._call_error(trace, exc.message)
-        trace.duration_ms = round((time.monotonic() - began) * 1000, 3)
+            return self._call_error(usage, server.name, exc.message)
+        duration_ms = self._timed(usage, server.name, began)
         content = content_dicts(answer)
         is_error = bool(answer.is_error)
         await self._tool_outcome(
@@ -136,7 +147,7 @@ class CallOperations(ServerOperations):
             structured_content=answer.structured_content,
             is_error=is_error,
             error_message=error_text(content) if is_error else None,
-            duration_ms=trace.duration_ms,
+            duration_ms=duration_ms,
         )
 
     async def _routed(self, server_ref: str, tool_ref: str) -> tuple[ToolServer, ServerTool | None]:
@@ -174,7 +185,7 @@ class CallOperations(ServerOperations):
         return (await session.execute(query)).scalars().first()
 
     async def _start_for_call(
-        self, runtime: Runtime, server: ToolServer, tool: ServerTool, source: str
+        self, runtime: Runtime, server: ToolServer, tool: ServerTool, source: str | None
     ) -> None:
         """Start the server of an unavailable tool on demand, or say why the call cannot go."""
         if runtime.is_running(server.id):
@@ -189,35 +200,40 @@ class CallOperations(ServerOperations):
             if fresh is None or not fresh.is_available:
                 raise NotRunning(f"{server.name} started but does not list {tool.name}")
 
+    def _timed(self, usage: UsageRecord, server_name: str, began: float) -> float:
+        """The call's duration since `began`, kept in its usage row and the latency counters."""
+        usage.response_time_ms = duration_ms = round((time.monotonic() - began) * 1000, 3)
+        self.call_latency.observe(server_name, usage.tool_name, duration_ms)
+        return duration_ms
+
     @staticmethod
-    def _call_error(trace: CallTrace, message: str) -> ToolCallResult:
+    def _call_error(usage: UsageRecord, server_name: str, message: str) -> ToolCallResult:
         return ToolCallResult(
-            server_id=trace.server_id,
-            server_name=trace.server_name or "",
-            tool_name=trace.tool_name,
+            server_id=usage.server_id,
+            server_name=server_name,
+            tool_name=usage.tool_name,
             content=[{"type": "text", "text": message}],
             is_error=True,
             error_message=message,
-            duration_ms=trace.duration_ms or 0.0,
+            duration_ms=usage.response_time_ms or 0.0,
         )
 
     def _record_call(
         self,
-        trace: CallTrace,
+        usage: UsageRecord,
         *,
         success: bool,
         error: str | None,
         result: dict[str, Any] | None = None,
     ) -> None:
-        if trace.duration_ms is not None:
-            self.call_latency.observe(trace.server_name, trace.tool_name, trace.duration_ms)
         if self.recorder is None:
             return
+        usage.success, usage.error_message, usage.result = success, error, result
         try:
-            self.recorder.record(trace.usage_record(success=success, error=error, result=result))
+            self.recorder.record(usage)
         except Exception:
             # Metering must never turn an answered call into a failed one.
-            logger.exception("recording the usage of %s failed", trace.tool_name)
+            logger.exception("recording the usage of %s failed", usage.tool_name)
 
     # ---- gateway: what the aggregated MCP endpoint lists and forwards --------------------
 

@@ -9,12 +9,9 @@ from __future__ import annotations
 import json
 import logging
 from collections import OrderedDict
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from app.core.errors import InvalidInput
-from app.runtime.usage import UsageRecord
 
 logger = logging.getLogger(__name__)
 
@@ -127,40 +124,3 @@ def error_text(content: list[dict[str, Any]]) -> str:
     texts = [block.get("text", "") for block in content if block.get("type") == "text"]
     text = " ".join(part.strip() for part in texts if part.strip()) or "the tool reported an error"
     return text[:ERROR_TEXT_CHARS]
-
-
-@dataclass
-class CallTrace:
-    """What is known of one call as it goes through the path; every outcome is recorded."""
-
-    tool_name: str
-    source: str
-    client_name: str | None = None
-    user: str | None = None
-    conversation_id: str | None = None
-    arguments: Any = None
-    server_id: str | None = None
-    server_name: str | None = None
-    tool_id: str | None = None
-    called_at: datetime = field(default_factory=lambda: datetime.now(UTC))
-    duration_ms: float | None = None
-
-    def usage_record(
-        self, *, success: bool, error: str | None, result: dict[str, Any] | None = None
-    ) -> UsageRecord:
-        """The recorder's row for this call."""
-        return UsageRecord(
-            server_id=self.server_id,
-            tool_id=self.tool_id,
-            tool_name=self.tool_name,
-            called_at=self.called_at,
-            response_time_ms=self.duration_ms,
-            success=success,
-            error_message=error,
-            source=self.source,
-            client_name=self.client_name,
-            user_id=self.user,
-            conversation_id=self.conversation_id,
-            arguments=self.arguments if isinstance(self.arguments, dict) else None,
-            result=result,
-        )

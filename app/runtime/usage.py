@@ -32,6 +32,7 @@ from sqlalchemy.exc import OperationalError
 
 from app.core.events import EventKind
 from app.core.settings import Settings
+from app.core.usage_record import UsageRecord
 from storage.db import Database
 from storage.models import ServerEvent
 from storage.rollups import UsageWriter
@@ -48,26 +49,6 @@ RETRY_MAX_S = 5.0
 STOP_RETRY_S = 10.0
 # A batch touches a thousand hot index and rollup pages; a larger cache keeps them in memory.
 WRITER_CACHE_KIB = 65_536
-
-
-@dataclass(slots=True)
-class UsageRecord:
-    """One tool call as the call path saw it. `called_at` is when the call started (aware UTC);
-    `response_time_ms` is None when nothing was timed (a call refused before it was sent)."""
-
-    server_id: str | None
-    tool_id: str | None
-    tool_name: str
-    called_at: datetime
-    response_time_ms: float | None
-    success: bool
-    error_message: str | None
-    source: str | None
-    client_name: str | None = None
-    user_id: str | None = None
-    conversation_id: str | None = None
-    arguments: Any = None
-    result: Any = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,11 +25,12 @@ from textual.reactive import reactive
 from textual.screen import Screen
 from textual.worker import Worker
 
+from app.core.periods import DEFAULT_PERIOD, PERIOD_NAMES
 from app.core.settings import Settings
 from app.ops.facade import Operations
 from app.tui.base import report_worker
 from app.tui.commands import OperationsProvider
-from app.tui.data import DEFAULT_PERIOD, PERIODS, DeckData
+from app.tui.data import DeckData
 from app.tui.reader import ReadThread
 from widgets.status_bar import AlertBadge, StatusBar
 
@@ -326,7 +327,7 @@ class TooldeckApp(App[None]):
             self.period = period
 
     def set_period(self, period: str) -> None:
-        if period in PERIODS:
+        if period in PERIOD_NAMES:
             self.period = period
 
     @property

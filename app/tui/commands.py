@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
+from app.core.periods import PERIOD_NAMES
+
 if TYPE_CHECKING:
     from app.tui.app import TooldeckApp
     from app.tui.screens.main import MainScreen
@@ -87,7 +89,7 @@ COMMANDS: tuple[DeckCommand, ...] = (
     ),
     *(
         DeckCommand(f"Period {period}", f"Show usage over the last {period}", f"period('{period}')")
-        for period in ("1h", "24h", "7d", "30d", "90d")
+        for period in PERIOD_NAMES
     ),
 )
 

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 from app.core.errors import NotFound, NotRunning
+from app.core.periods import PERIODS
 from app.core.schemas import (
     ServerEventResponse,
     ServerRuntimeInfo,
@@ -34,16 +35,12 @@ from widgets.metric_sparklines import SeriesSet
 from widgets.server_table import ServerRow
 from widgets.tool_table import ToolRow
 
-PERIODS: tuple[str, ...] = ("1h", "24h", "7d", "30d", "90d")
-DEFAULT_PERIOD = "24h"
 EVENT_PANE_LIMIT = 50
 STDERR_PANE_LINES = 6
 METRICS_MAX_AGE_S = 10.0
 SPARK_BUCKETS = 24
 TOOL_METRICS_CONCURRENCY = 4
 TOP_N = 10
-# Buckets per period for the analytics charts: 5 minutes, 1 hour, 6 hours, 1 day, 2 days.
-CHART_BUCKETS = {"1h": 12, "24h": 24, "7d": 28, "30d": 30, "90d": 45}
 
 
 def utcnow() -> datetime:
@@ -351,7 +348,7 @@ class DeckData:
         window = self.window(period)
         view, series = await asyncio.gather(
             self.read("analytics", **window),
-            self.read("time_series", None, buckets=CHART_BUCKETS[period], **window),
+            self.read("time_series", None, buckets=PERIODS[period].chart_buckets, **window),
         )
         return analytics_view(period, view, series)
 

@@ -32,9 +32,10 @@ import psutil
 from sqlalchemy import insert, select, update
 
 from app.core.settings import Settings, load_settings
+from app.core.usage_record import UsageRecord
 from app.ops.bootstrap import open_operations
 from app.ops.facade import Operations
-from app.runtime.usage import UsageRecord, UsageRecorder
+from app.runtime.usage import UsageRecorder
 from app.tui.app import TooldeckApp
 from storage.models import ServerTool, ToolServer
 from tests.tui_helpers import settle

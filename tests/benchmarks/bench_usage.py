@@ -32,9 +32,10 @@ from typing import Any
 from sqlalchemy import event, text
 
 from app.core.settings import Settings, load_settings
+from app.core.usage_record import UsageRecord
 from app.ops.bootstrap import open_database
 from app.ops.facade import Operations
-from app.runtime.usage import UsageRecord, UsageRecorder
+from app.runtime.usage import UsageRecorder
 from storage.db import Database
 from storage.models import ServerTool
 from storage.rollups import UsageWriter

@@ -15,9 +15,10 @@ from textual.binding import Binding, BindingType
 from textual.containers import Grid
 from textual.widgets import Footer, Static
 
+from app.core.periods import PERIOD_NAMES
 from app.tui.app import TooldeckApp
 from app.tui.base import DeckScreen
-from app.tui.data import PERIODS, AnalyticsView
+from app.tui.data import AnalyticsView
 from widgets import formatting as fmt
 from widgets.latency_chart import LatencyChart, RankChart, UsageChart
 from widgets.status_bar import StatusBar, StatusState
@@ -56,7 +57,7 @@ class AnalyticsScreen(DeckScreen[None]):
                 id=f"analytics-period-{period}",
                 show=False,
             )
-            for index, period in enumerate(PERIODS, start=1)
+            for index, period in enumerate(PERIOD_NAMES, start=1)
         ),
     ]
 

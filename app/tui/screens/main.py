@@ -19,6 +19,7 @@ from textual.widgets import DataTable, Footer, Input, Label, ProgressBar
 from textual.worker import Worker
 
 from app.core.errors import NotFound
+from app.core.periods import PERIOD_NAMES
 from app.core.schemas import (
     BulkOperationItem,
     ImportReport,
@@ -27,7 +28,7 @@ from app.core.schemas import (
 )
 from app.tui.app import TooldeckApp
 from app.tui.base import DeckScreen, describe_error
-from app.tui.data import PERIODS, Overview, ServerDetail
+from app.tui.data import Overview, ServerDetail
 from widgets.event_log import EventLog
 from widgets.health_pane import HealthPane
 from widgets.live_table import LiveTable
@@ -140,7 +141,7 @@ class MainScreen(DeckScreen[None]):
                 id=f"period-{period}",
                 show=False,
             )
-            for index, period in enumerate(PERIODS, start=1)
+            for index, period in enumerate(PERIOD_NAMES, start=1)
         ),
         *(
             Binding(letter, f"sort('{letter}')", f"Sort by {what}", id=f"sort-{letter}", show=False)
@@ -339,7 +340,7 @@ class MainScreen(DeckScreen[None]):
         self.query_one(StatusBar).show(
             StatusState(
                 period=self.deck.period,
-                periods=PERIODS,
+                periods=PERIOD_NAMES,
                 counts=overview.status_counts if overview else {},
                 total=len(overview.servers) if overview else 0,
                 marked=len(self.servers.marked),
