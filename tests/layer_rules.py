@@ -67,9 +67,7 @@ def package_of(module: str) -> str | None:
     best = None
     for package in ALLOWED:
         below = module.startswith(package + ".") and package not in EXACT
-        if (module == package or below) and (
-            best is None or len(package) > len(best)
-        ):
+        if (module == package or below) and (best is None or len(package) > len(best)):
             best = package
     return best
 

@@ -7,7 +7,7 @@ from datetime import datetime
 
 from app.cli.common import add_json_flag, ago, print_json, print_table
 from app.core.schemas import ANALYTICS_PERIODS, ToolMetrics, ToolServerMetrics
-from app.ops.facade import Operations
+from app.ops.protocol import Operations
 
 DEFAULT_PERIOD = "24h"
 

@@ -1,7 +1,7 @@
-"""The facade's audit, alert, limit and trim operations (issue 9).
+"""The facade's audit, alert, limit and trim operations.
 
-A mixin of `app.ops.facade.Operations`, kept in its own module so the facade's file stays about
-servers, tools and calls. Every method here is one user-visible action, like the rest.
+A mixin of `app.ops.facade.LocalOperations`, kept in its own module so the facade's file stays
+about servers, tools and calls. Every method here is one user-visible action, like the rest.
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@ caller cannot tell which one it holds. A contract test runs one suite against bo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar
@@ -44,6 +45,7 @@ from app.core.schemas import (
     UsageTimeSeries,
 )
 from app.core.settings import Settings
+from app.ops.protocol import ReadOperations
 from app.ops.remote_alerts import RemoteAlertOperations
 from storage.analytics import DEFAULT_BUCKETS, DEFAULT_PERIOD
 
@@ -112,6 +114,17 @@ def _payload(data: BaseModel | dict[str, Any], *, exclude_unset: bool = False) -
 
 class RemoteOperations(RemoteAlertOperations):
     """`Operations` over the daemon's HTTP API."""
+
+    # Nothing here hears the daemon's changes or alerts: faces attached to it refresh on a timer.
+    changes = None
+    alerts = None
+    call_latency = None
+    # A daemon always runs a supervisor.
+    supervised = True
+
+    @asynccontextmanager
+    async def open_reader(self) -> AsyncIterator[ReadOperations]:
+        yield self
 
     def __init__(
         self,

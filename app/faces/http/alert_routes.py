@@ -22,7 +22,7 @@ from app.core.schemas import (
     TrimReport,
     TrimResult,
 )
-from app.ops.facade import Operations
+from app.ops.protocol import Operations
 
 TOOLSERVERS = "/api/v1/toolservers"
 ACTOR_HEADER = "x-tooldeck-actor"

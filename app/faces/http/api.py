@@ -61,7 +61,7 @@ from app.core.schemas import (
 from app.faces.http.alert_routes import router as alerts_router
 from app.faces.http.prometheus import CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE
 from app.faces.http.prometheus import render_metrics
-from app.ops.facade import Operations
+from app.ops.protocol import Operations
 from app.runtime.api_token import TokenStore
 
 log = logging.getLogger("tooldeck.http")
