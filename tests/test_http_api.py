@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import re
 import stat
 from collections.abc import AsyncIterator
@@ -51,26 +50,6 @@ def error_of(response: httpx2.Response) -> dict[str, Any]:
     body = response.json()
     assert set(body) <= {"error", "message", "field"} and body["message"], body
     return body
-
-
-# ---- the remote facade mirrors the local one -------------------------------------------------
-
-
-def _public_methods(cls: type) -> dict[str, inspect.Signature]:
-    return {
-        name: inspect.signature(member)
-        for name, member in inspect.getmembers(cls, inspect.iscoroutinefunction)
-        if not name.startswith("_")
-    }
-
-
-def test_remote_operations_mirror_every_public_operation() -> None:
-    local = _public_methods(LocalOperations)
-    remote = _public_methods(RemoteOperations)
-    missing = sorted(set(local) - set(remote))
-    assert not missing, f"RemoteOperations lacks {missing}"
-    for name, signature in local.items():
-        assert str(remote[name]) == str(signature), name
 
 
 # ---- auth ----------------------------------------------------------------------------------

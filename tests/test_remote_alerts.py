@@ -11,13 +11,8 @@ from app.core.errors import InvalidInput, NotFound
 from app.faces.http.api import create_app
 from app.governance.alerts import AlertEngine, Finding
 from app.ops.facade import LocalOperations
-from app.ops.remote import RemoteOperations
-from app.ops.remote_alerts import RemoteAlertOperations
+from app.ops.remote import RemoteOperations as Remote
 from storage.models import ServerTool
-
-
-class Remote(RemoteOperations, RemoteAlertOperations):
-    """What RemoteOperations is once it lists RemoteAlertOperations among its bases."""
 
 
 @pytest.fixture

@@ -155,7 +155,7 @@ class ReadOperations(Protocol):
     async def list_alerts(
         self, *, include_resolved: bool = False, limit: int = 200
     ) -> list[AlertResponse]:
-        """Open alerts (all alerts with `include_resolved`), newest first."""
+        """Open alerts, newest first; resolved ones too when asked."""
         ...
 
 
@@ -231,17 +231,17 @@ class Operations(ReadOperations, Protocol):
     async def set_tool_auto_disable(
         self, ref: str, after: int | None, *, actor: str, server_ref: str | None = None
     ) -> ServerToolResponse:
-        """Disable a tool on its own after `after` failed calls in a row (None: never)."""
+        """Disable a tool on its own after `after` failed calls in a row (none: never)."""
         ...
 
     async def get_server_limits(self, ref: str) -> ServerLimitsResponse:
-        """A server's resource limits (none set: every limit None)."""
+        """A server's resource limits (each one off until set)."""
         ...
 
     async def set_server_limits(
         self, ref: str, data: ServerLimitsSpec | dict[str, Any], *, actor: str
     ) -> ServerLimitsResponse:
-        """Replace a server's resource limits (None switches one off)."""
+        """Replace a server's resource limits (a limit left out or null is off)."""
         ...
 
     async def bulk(
@@ -374,7 +374,8 @@ class Operations(ReadOperations, Protocol):
         ...
 
     async def disable_unused_tools(self, days: int = 30, *, actor: str) -> TrimResult:
-        """Disable every tool `trim_suggestions(days)` names (the caller confirmed the list)."""
+        """Disable every tool the trim suggestions over `days` name (the caller confirmed the
+        list)."""
         ...
 
 
