@@ -180,7 +180,7 @@ class RemoteOperations(Operations):
         if body is None and spec.body_arg is not None:
             body = _payload(arguments[spec.body_arg])
         elif body is None and spec.body is not None:
-            # A field left out is none: no body field of the API defaults to anything else.
+            # None is left out: the body's own default stands for it (no reason, no arguments).
             body = {
                 spec.http_name(name): to_jsonable_python(value)
                 for name, value in arguments.items()

@@ -130,23 +130,23 @@ class TooldeckApp(App[None]):
         lives in this worker and is closed here when the app quits (or the worker is
         cancelled at shutdown).
         """
-        async with self._core(self.settings) as ops:
-            reader: AbstractAsyncContextManager[ReadOperations] = (
-                ops.open_reader() if self.use_reader else nullcontext(ops)
-            )
-            async with reader as reads:
-                unsubscribe = self._follow_changes(ops)
-                unsubscribe_alerts = self._follow_alerts(ops)
-                try:
-                    self.ops = ops
-                    self.data = DeckData(ops, self.clock, fixed_clock=self.fixed_clock, reads=reads)
-                    for screen in self.screen_stack:
-                        screen.post_message(self.CoreReady())
-                    self.read_alerts()
-                    await self._quit_requested.wait()
-                finally:
-                    unsubscribe_alerts()
-                    unsubscribe()
+        async with self._core(self.settings) as ops, self._reader(ops) as reads:
+            unsubscribe = self._follow_changes(ops)
+            unsubscribe_alerts = self._follow_alerts(ops)
+            try:
+                self.ops = ops
+                self.data = DeckData(ops, self.clock, fixed_clock=self.fixed_clock, reads=reads)
+                for screen in self.screen_stack:
+                    screen.post_message(self.CoreReady())
+                self.read_alerts()
+                await self._quit_requested.wait()
+            finally:
+                unsubscribe_alerts()
+                unsubscribe()
+
+    def _reader(self, ops: Operations) -> AbstractAsyncContextManager[ReadOperations]:
+        """Where the heavy reads go: the facade's reader thread, unless asked to stay here."""
+        return ops.open_reader() if self.use_reader else nullcontext(ops)
 
     class DataChanged(Message):
         """The facade said servers, statuses or tools changed: read now, not at the next tick."""
