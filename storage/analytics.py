@@ -23,9 +23,7 @@ from typing import Any
 from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-# DEFAULT_PERIOD is imported from here by app.ops.remote.
 from app.core.periods import DEFAULT_BUCKETS, MAX_BUCKETS
-from app.core.periods import DEFAULT_PERIOD as DEFAULT_PERIOD
 from app.core.schemas import (
     ToolMetrics,
     ToolServerAnalytics,

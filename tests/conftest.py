@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from app.core.settings import Settings, load_settings
-from app.ops.facade import Operations
+from app.ops.facade import LocalOperations
 from storage.db import Database
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -51,9 +51,9 @@ async def db(settings: Settings) -> AsyncIterator[Database]:
 
 
 @pytest.fixture
-async def ops(db: Database, settings: Settings) -> Operations:
+async def ops(db: Database, settings: Settings) -> LocalOperations:
     """The facade on a fresh, migrated database, without built-ins and without a runtime."""
-    return Operations(db, settings)
+    return LocalOperations(db, settings)
 
 
 def stdio_server_spec(name: str, script: str, *args: str, **fields: object) -> dict[str, object]:

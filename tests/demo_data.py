@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import select, update
 
 from app.core.usage_record import UsageRecord
-from app.ops.facade import Operations
+from app.ops.facade import LocalOperations
 from app.runtime.usage import UsageRecorder
 from storage.models import Alert, ServerEvent, ServerTool, ToolServer
 
@@ -434,7 +434,11 @@ def _daily_shape(moment: datetime) -> float:
 
 
 async def build_demo(
-    ops: Operations, *, now: datetime = DEMO_NOW, usage_days: int = USAGE_DAYS, seed: int = SEED
+    ops: LocalOperations,
+    *,
+    now: datetime = DEMO_NOW,
+    usage_days: int = USAGE_DAYS,
+    seed: int = SEED,
 ) -> DemoFleet:
     """Fill an empty data dir (the calculator may exist already) with the demo fleet."""
     rng = random.Random(seed)
@@ -456,7 +460,7 @@ async def build_demo(
     return fleet
 
 
-async def _write_state(ops: Operations, fleet: DemoFleet, rng: random.Random) -> None:
+async def _write_state(ops: LocalOperations, fleet: DemoFleet, rng: random.Random) -> None:
     now = fleet.now
     created_at = now - timedelta(days=USAGE_DAYS + 2)
     async with ops.db.session() as session:
@@ -625,7 +629,7 @@ DEMO_AUDIT: tuple[tuple[float, str, str, str, str, dict[str, Any]], ...] = (
 )
 
 
-async def _write_alerts_and_audit(ops: Operations, fleet: DemoFleet) -> None:
+async def _write_alerts_and_audit(ops: LocalOperations, fleet: DemoFleet) -> None:
     now = fleet.now
     async with ops.db.session() as session:
         for (
@@ -717,7 +721,7 @@ DEMO_LOGS: dict[str, tuple[tuple[float, str], ...]] = {
 }
 
 
-def _write_logs(ops: Operations, fleet: DemoFleet) -> None:
+def _write_logs(ops: LocalOperations, fleet: DemoFleet) -> None:
     logs = ops.settings.logs_dir
     logs.mkdir(parents=True, exist_ok=True)
     for name, entries in DEMO_LOGS.items():
@@ -730,7 +734,9 @@ def _write_logs(ops: Operations, fleet: DemoFleet) -> None:
         (logs / f"{name}.log").write_text("\n".join(lines) + "\n")
 
 
-async def _write_usage(ops: Operations, fleet: DemoFleet, rng: random.Random, days: int) -> int:
+async def _write_usage(
+    ops: LocalOperations, fleet: DemoFleet, rng: random.Random, days: int
+) -> int:
     """Usage through the real recorder, so raw rows, rollups and counters agree."""
     start = fleet.now - timedelta(days=days)
     hours = days * 24

@@ -12,7 +12,7 @@ from typing import TypeVar
 
 import psutil
 
-from app.ops.facade import Operations
+from app.ops.facade import LocalOperations
 from app.runtime.supervisor import Supervisor
 from storage.models import ServerEvent
 from tests.conftest import PYTHON, TEST_SERVERS
@@ -34,16 +34,16 @@ async def eventually(
     return value
 
 
-async def status_is(ops: Operations, name: str, *statuses: str) -> bool:
+async def status_is(ops: LocalOperations, name: str, *statuses: str) -> bool:
     return (await ops.get_server(name)).status in statuses
 
 
-async def event_kinds(ops: Operations, name: str) -> list[str]:
+async def event_kinds(ops: LocalOperations, name: str) -> list[str]:
     """The server's event kinds, oldest first."""
     return [event.kind for event in reversed(await ops.list_events(name, limit=1000))]
 
 
-async def events_of(ops: Operations, name: str, kind: str) -> list[ServerEvent]:
+async def events_of(ops: LocalOperations, name: str, kind: str) -> list[ServerEvent]:
     return list(reversed(await ops.list_events(name, kind=kind, limit=1000)))  # type: ignore[arg-type]
 
 
@@ -72,7 +72,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def fast_supervisor(ops: Operations, **overrides: float) -> Supervisor:
+def fast_supervisor(ops: LocalOperations, **overrides: float) -> Supervisor:
     """A supervisor with test-sized backoff and stability windows, wired into `ops`."""
     options = {
         "backoff_base_s": 0.05,

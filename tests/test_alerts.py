@@ -39,7 +39,7 @@ from app.governance.alerts import (
     server_state_findings,
     window_usage_findings,
 )
-from app.ops.facade import Operations
+from app.ops.facade import LocalOperations
 from app.runtime.usage import UsageRecorder
 from storage.models import ServerEvent, ServerTool, ToolServer
 from storage.usage_math import hour_of, hour_start
@@ -57,7 +57,7 @@ def command(code: str) -> str:
     return shlex.join([PYTHON, "-c", code])
 
 
-async def add_server(ops: Operations, name: str, **fields: Any) -> str:
+async def add_server(ops: LocalOperations, name: str, **fields: Any) -> str:
     server = await ops.create_server({"name": name, "command": "x"}, actor="test")
     if fields:
         async with ops.db.session() as session:
@@ -68,7 +68,7 @@ async def add_server(ops: Operations, name: str, **fields: Any) -> str:
     return server.id
 
 
-async def add_tool(ops: Operations, server_id: str, name: str) -> str:
+async def add_tool(ops: LocalOperations, server_id: str, name: str) -> str:
     async with ops.db.session() as session:
         tool = ServerTool(server_id=server_id, name=name, enabled=True, is_available=True)
         session.add(tool)
@@ -76,7 +76,7 @@ async def add_tool(ops: Operations, server_id: str, name: str) -> str:
         return tool.id
 
 
-async def add_events(ops: Operations, server_id: str, *events: tuple[str, datetime]) -> None:
+async def add_events(ops: LocalOperations, server_id: str, *events: tuple[str, datetime]) -> None:
     async with ops.db.session() as session:
         for kind, at in events:
             session.add(
@@ -86,7 +86,7 @@ async def add_events(ops: Operations, server_id: str, *events: tuple[str, dateti
             )
 
 
-async def record(ops: Operations, settings: Settings, calls: list[UsageRecord]) -> None:
+async def record(ops: LocalOperations, settings: Settings, calls: list[UsageRecord]) -> None:
     async with UsageRecorder(ops.db, settings) as recorder:
         for item in calls:
             recorder.record(item)
@@ -103,7 +103,7 @@ def rules_of(findings: list[Finding]) -> set[tuple[str, str]]:
 # ---- each rule fires on its dataset and stays quiet on a normal one -----------------------------
 
 
-async def test_server_state_rules(ops: Operations, settings: Settings) -> None:
+async def test_server_state_rules(ops: LocalOperations, settings: Settings) -> None:
     now = datetime.now(UTC)
     settings = tuned(settings, alert_down_minutes=10, alert_health_failures=3)
     normal = await add_server(ops, "normal", status="running")
@@ -147,7 +147,7 @@ async def test_server_state_rules(ops: Operations, settings: Settings) -> None:
     assert not {normal, by_hand, briefly, stopped, crashes} & {f.server_id for f in findings}
 
 
-async def test_error_rate_and_p95_rules(ops: Operations, settings: Settings) -> None:
+async def test_error_rate_and_p95_rules(ops: LocalOperations, settings: Settings) -> None:
     now = datetime.now(UTC)
     settings = tuned(
         settings,
@@ -180,7 +180,7 @@ async def test_error_rate_and_p95_rules(ops: Operations, settings: Settings) -> 
 
 
 async def test_usage_anomaly_rule_with_silence_and_spike(
-    ops: Operations, settings: Settings
+    ops: LocalOperations, settings: Settings
 ) -> None:
     now = datetime.now(UTC)
     settings = tuned(
@@ -216,7 +216,7 @@ async def test_usage_anomaly_rule_with_silence_and_spike(
 
 
 async def test_a_tool_failing_in_a_row_is_auto_disabled_with_an_event_and_an_alert(
-    ops: Operations, settings: Settings
+    ops: LocalOperations, settings: Settings
 ) -> None:
     supervisor = fast_supervisor(ops)
     engine = AlertEngine(ops.db, settings)
@@ -255,7 +255,7 @@ async def test_a_tool_failing_in_a_row_is_auto_disabled_with_an_event_and_an_ale
 
 
 async def test_one_incident_is_one_alert_with_a_count_and_a_cooldown(
-    ops: Operations, settings: Settings, tmp_path: Path
+    ops: LocalOperations, settings: Settings, tmp_path: Path
 ) -> None:
     log = tmp_path / "delivered.txt"
     hook = command(
@@ -303,7 +303,7 @@ async def test_one_incident_is_one_alert_with_a_count_and_a_cooldown(
     assert "command ok" in ((await ops.list_alerts())[0].delivery or "")
 
 
-async def test_ack_names_who_and_is_audited(ops: Operations, settings: Settings) -> None:
+async def test_ack_names_who_and_is_audited(ops: LocalOperations, settings: Settings) -> None:
     engine = AlertEngine(ops.db, settings)
     await engine.apply([Finding("server_down", "server:x", "x is down")], ["server_down"])
     [alert] = await ops.list_alerts()
@@ -401,7 +401,7 @@ async def test_commands_get_the_json_and_failing_or_hanging_ones_are_bounded(
         os.kill(pid, 0)  # killed and reaped, not left behind
 
 
-async def test_a_hanging_hook_blocks_nothing(ops: Operations, settings: Settings) -> None:
+async def test_a_hanging_hook_blocks_nothing(ops: LocalOperations, settings: Settings) -> None:
     engine = AlertEngine(
         ops.db,
         tuned(
@@ -424,7 +424,7 @@ async def test_a_hanging_hook_blocks_nothing(ops: Operations, settings: Settings
 
 
 @pytest.fixture
-async def api(ops: Operations) -> AsyncIterator[httpx2.AsyncClient]:
+async def api(ops: LocalOperations) -> AsyncIterator[httpx2.AsyncClient]:
     async with httpx2.AsyncClient(
         transport=httpx2.ASGITransport(app=create_app(ops, tokens=None)),
         base_url="http://tooldeck.test",
@@ -433,7 +433,10 @@ async def api(ops: Operations) -> AsyncIterator[httpx2.AsyncClient]:
 
 
 async def test_killed_until_auto_disabled_is_one_alert_everywhere_delivered_once(
-    ops: Operations, settings: Settings, api: httpx2.AsyncClient, capsys: pytest.CaptureFixture[str]
+    ops: LocalOperations,
+    settings: Settings,
+    api: httpx2.AsyncClient,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     supervisor = fast_supervisor(ops, stable_after_s=30)
     with webhook_receiver() as receiver:
@@ -482,7 +485,7 @@ async def test_killed_until_auto_disabled_is_one_alert_everywhere_delivered_once
     assert code == 0 and "auto-disabled after 3 consecutive failures" in text and "system" in text
 
 
-async def test_tool_answers_show_the_auto_disable_setting(ops: Operations) -> None:
+async def test_tool_answers_show_the_auto_disable_setting(ops: LocalOperations) -> None:
     server = await add_server(ops, "alpha")
     await add_tool(ops, server, "echo")
     tool = await ops.set_tool_auto_disable("echo", 4, actor="cli:alice", server_ref="alpha")
@@ -492,7 +495,7 @@ async def test_tool_answers_show_the_auto_disable_setting(ops: Operations) -> No
 
 
 async def test_closing_cancels_a_hung_delivery_after_a_grace(
-    ops: Operations, settings: Settings, tmp_path: Path
+    ops: LocalOperations, settings: Settings, tmp_path: Path
 ) -> None:
     pid_file = tmp_path / "pid"
     hang = command(

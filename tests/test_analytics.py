@@ -13,7 +13,7 @@ from sqlalchemy import select, update
 from app.core.errors import InvalidInput
 from app.core.settings import Settings
 from app.core.usage_record import UsageRecord
-from app.ops.facade import Operations
+from app.ops.facade import LocalOperations
 from app.runtime.usage import UsageRecorder
 from storage.analytics import UsageAnalytics
 from storage.latency import RELATIVE_ERROR, rank
@@ -36,7 +36,7 @@ class Fleet:
     search: tuple[str, str, str]
 
 
-async def make_fleet(ops: Operations) -> Fleet:
+async def make_fleet(ops: LocalOperations) -> Fleet:
     ids = {}
     for name, created in (("alpha", NOW - 30 * 24 * HOUR), ("beta", NOW - 6 * HOUR)):
         server = await ops.create_server({"name": name, "command": "x"}, actor="test")
@@ -70,13 +70,13 @@ def call(
     )
 
 
-async def record(ops: Operations, settings: Settings, calls: list[UsageRecord]) -> None:
+async def record(ops: LocalOperations, settings: Settings, calls: list[UsageRecord]) -> None:
     async with UsageRecorder(ops.db, settings) as recorder:
         for item in calls:
             recorder.record(item)
 
 
-def analytics_at(ops: Operations, now: datetime = NOW, **overrides: object) -> UsageAnalytics:
+def analytics_at(ops: LocalOperations, now: datetime = NOW, **overrides: object) -> UsageAnalytics:
     options: dict[str, object] = {
         "raw_retention_days": 90,
         "failing_error_rate": 0.2,
@@ -91,7 +91,7 @@ def window(period: str = "24h", start: datetime | None = None, end: datetime | N
 
 
 @pytest.fixture
-async def fleet(ops: Operations, settings: Settings) -> Fleet:
+async def fleet(ops: LocalOperations, settings: Settings) -> Fleet:
     """The hand-checked dataset (times relative to NOW = 2026-03-18 12:30 UTC)."""
     fleet = await make_fleet(ops)
     day = 24 * HOUR
@@ -121,7 +121,7 @@ def near(value: float | None, exact: float) -> bool:
 
 
 async def test_server_metrics_over_24h_count_exactly_the_window(
-    ops: Operations, fleet: Fleet
+    ops: LocalOperations, fleet: Fleet
 ) -> None:
     alpha = await analytics_at(ops).server_metrics(fleet.alpha, window("24h"))
     # a1 a2 a3 m1 m3: a4 and m2 are before the window's start, m3 is on it.
@@ -149,7 +149,9 @@ async def test_server_metrics_over_24h_count_exactly_the_window(
     assert (beta.total_tools, beta.enabled_tools) == (1, 0)
 
 
-async def test_tool_metrics_over_7d_with_their_last_24_hours(ops: Operations, fleet: Fleet) -> None:
+async def test_tool_metrics_over_7d_with_their_last_24_hours(
+    ops: LocalOperations, fleet: Fleet
+) -> None:
     add = await analytics_at(ops).tool_metrics(fleet.add[1], window("7d"))
     # a1..a5; a6 (10th 08:00) is before the 7 days (11th 12:30).
     assert (add.total_calls, add.total_errors) == (5, 1)
@@ -164,7 +166,7 @@ async def test_tool_metrics_over_7d_with_their_last_24_hours(ops: Operations, fl
     assert search.p50_response_time_ms is None and search.avg_response_time_ms is None
 
 
-async def test_the_system_view_answers_every_field(ops: Operations, fleet: Fleet) -> None:
+async def test_the_system_view_answers_every_field(ops: LocalOperations, fleet: Fleet) -> None:
     view = await analytics_at(ops).system(window("7d"))
     assert (view.total_servers, view.active_servers) == (2, 0)
     assert (view.total_tools, view.enabled_tools) == (3, 2)
@@ -209,7 +211,7 @@ async def test_the_system_view_answers_every_field(ops: Operations, fleet: Fleet
 
 
 async def test_failing_tools_are_found_among_all_tools_not_only_the_top(
-    ops: Operations, settings: Settings
+    ops: LocalOperations, settings: Settings
 ) -> None:
     fleet = await make_fleet(ops)
     calls = []
@@ -231,7 +233,7 @@ async def test_failing_tools_are_found_among_all_tools_not_only_the_top(
 
 
 async def test_explicit_windows_include_the_start_and_exclude_the_end(
-    ops: Operations, settings: Settings
+    ops: LocalOperations, settings: Settings
 ) -> None:
     fleet = await make_fleet(ops)
     start = datetime(2026, 3, 10, 9, 15, tzinfo=UTC)
@@ -276,7 +278,7 @@ async def test_explicit_windows_include_the_start_and_exclude_the_end(
     assert (await analytics_at(ops).server_metrics(fleet.alpha, short)).total_calls == 1
 
 
-async def test_uptime_comes_from_start_and_stop_events(ops: Operations, fleet: Fleet) -> None:
+async def test_uptime_comes_from_start_and_stop_events(ops: LocalOperations, fleet: Fleet) -> None:
     day_ago = NOW - 24 * HOUR
     async with ops.db.session() as session:
         for server, kind, at in (
@@ -301,7 +303,7 @@ async def test_uptime_comes_from_start_and_stop_events(ops: Operations, fleet: F
     assert (await analytics_at(ops).server_metrics(fleet.beta, old)).uptime_percentage is None
 
 
-async def test_time_series_buckets_add_up(ops: Operations, fleet: Fleet) -> None:
+async def test_time_series_buckets_add_up(ops: LocalOperations, fleet: Fleet) -> None:
     hourly = await analytics_at(ops).time_series(None, window("24h"), buckets=24)
     assert hourly.bucket_seconds == 3600 and len(hourly.points) == 24
     assert hourly.points[0].start == datetime(2026, 3, 17, 13, tzinfo=UTC)
@@ -327,7 +329,7 @@ async def test_time_series_buckets_add_up(ops: Operations, fleet: Fleet) -> None
 
 
 async def test_percentiles_are_within_the_bound_of_the_exact_ones(
-    ops: Operations, settings: Settings
+    ops: LocalOperations, settings: Settings
 ) -> None:
     fleet = await make_fleet(ops)
     rng = random.Random(7)
@@ -377,7 +379,7 @@ async def test_percentiles_are_within_the_bound_of_the_exact_ones(
 
 
 async def test_windows_older_than_the_raw_rows_come_from_the_rollups(
-    ops: Operations, settings: Settings
+    ops: LocalOperations, settings: Settings
 ) -> None:
     fleet = await make_fleet(ops)
     old = NOW - 5 * 24 * HOUR
@@ -397,7 +399,7 @@ async def test_windows_older_than_the_raw_rows_come_from_the_rollups(
 
 
 async def test_the_facade_rejects_unknown_periods_and_counts_fresh_calls(
-    ops: Operations, settings: Settings
+    ops: LocalOperations, settings: Settings
 ) -> None:
     fleet = await make_fleet(ops)
     with pytest.raises(InvalidInput) as caught:

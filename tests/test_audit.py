@@ -11,14 +11,14 @@ import pytest
 from app.cli import main as cli_main
 from app.core.errors import InvalidInput, NotFound
 from app.faces.http.api import create_app
-from app.ops.facade import Operations
+from app.ops.facade import LocalOperations
 from storage.models import ServerTool
 from tests.runtime_helpers import eventually, fast_supervisor
 
 SECRET = "s3cret-value"
 
 
-async def make_server(ops: Operations) -> str:
+async def make_server(ops: LocalOperations) -> str:
     server = await ops.create_server(
         {"name": "alpha", "command": "python", "env": {"API_KEY": SECRET}}, actor="cli:alice"
     )
@@ -26,7 +26,7 @@ async def make_server(ops: Operations) -> str:
 
 
 @pytest.fixture
-async def api(ops: Operations) -> AsyncIterator[httpx2.AsyncClient]:
+async def api(ops: LocalOperations) -> AsyncIterator[httpx2.AsyncClient]:
     async with httpx2.AsyncClient(
         transport=httpx2.ASGITransport(app=create_app(ops, tokens=None)),
         base_url="http://tooldeck.test",
@@ -34,7 +34,9 @@ async def api(ops: Operations) -> AsyncIterator[httpx2.AsyncClient]:
         yield client
 
 
-async def test_changes_are_audited_with_before_after_and_masked_secrets(ops: Operations) -> None:
+async def test_changes_are_audited_with_before_after_and_masked_secrets(
+    ops: LocalOperations,
+) -> None:
     server_id = await make_server(ops)
     await ops.update_server(
         "alpha", {"env": {"API_KEY": "new-secret", "MODE": "x"}, "call_timeout_s": 5}, actor="api"
@@ -75,7 +77,7 @@ async def test_changes_are_audited_with_before_after_and_masked_secrets(ops: Ope
     assert deleted.before["env"] == {"API_KEY": "********", "MODE": "********"}
 
 
-async def test_imports_are_audited(ops: Operations) -> None:
+async def test_imports_are_audited(ops: LocalOperations) -> None:
     document = {"mcpServers": {"beta": {"command": "node", "env": {"TOKEN": SECRET}}}}
     await ops.import_servers(document, actor="cli:importer")
     document["mcpServers"]["beta"]["env"]["TOKEN"] = "other"
@@ -86,7 +88,7 @@ async def test_imports_are_audited(ops: Operations) -> None:
     assert SECRET not in json.dumps([entry.model_dump(mode="json") for entry in entries])
 
 
-async def test_since_filter_and_bad_input(ops: Operations) -> None:
+async def test_since_filter_and_bad_input(ops: LocalOperations) -> None:
     await make_server(ops)
     assert len(await ops.list_audit(since="1h")) == 1
     assert await ops.list_audit(since="2999-01-01T00:00:00") == []
@@ -96,7 +98,7 @@ async def test_since_filter_and_bad_input(ops: Operations) -> None:
         await ops.list_audit("nope")
 
 
-async def test_auto_disable_by_the_supervisor_is_audited_as_system(ops: Operations) -> None:
+async def test_auto_disable_by_the_supervisor_is_audited_as_system(ops: LocalOperations) -> None:
     supervisor = fast_supervisor(ops)
     try:
         await ops.create_server(
@@ -118,7 +120,7 @@ async def test_auto_disable_by_the_supervisor_is_audited_as_system(ops: Operatio
 
 
 async def test_audit_over_http_and_cli(
-    ops: Operations, api: httpx2.AsyncClient, capsys: pytest.CaptureFixture[str]
+    ops: LocalOperations, api: httpx2.AsyncClient, capsys: pytest.CaptureFixture[str]
 ) -> None:
     await make_server(ops)
     await ops.disable_server("alpha", actor="cli:bob")

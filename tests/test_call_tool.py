@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from app.core.errors import Conflict, InvalidInput, NotFound, NotRunning
 from app.core.usage_record import UsageRecord
-from app.ops.facade import Operations
+from app.ops.facade import LocalOperations
 from app.runtime.supervisor import Supervisor
 from storage.models import ServerTool, ToolServer
 from tests.runtime_helpers import fast_supervisor, scripted, status_is
@@ -31,20 +31,20 @@ class Recorded:
 
 
 @pytest.fixture
-def recorder(ops: Operations) -> Recorded:
+def recorder(ops: LocalOperations) -> Recorded:
     ops.recorder = recorder = Recorded()
     return recorder
 
 
 @pytest.fixture
-async def runtime(ops: Operations) -> AsyncIterator[Supervisor]:
+async def runtime(ops: LocalOperations) -> AsyncIterator[Supervisor]:
     supervisor = fast_supervisor(ops)
     yield supervisor
     await supervisor.shutdown()
 
 
 async def test_refusals_are_clear_recorded_and_send_nothing(
-    ops: Operations, runtime: Supervisor, recorder: Recorded
+    ops: LocalOperations, runtime: Supervisor, recorder: Recorded
 ) -> None:
     await ops.create_server(scripted("manual", auto_start=False), actor="t")
     # Tools are known from an earlier run; the server is not running now.
@@ -92,7 +92,7 @@ async def test_refusals_are_clear_recorded_and_send_nothing(
 
 
 async def test_on_demand_start_success_tool_error_and_timeout(
-    ops: Operations, runtime: Supervisor, recorder: Recorded
+    ops: LocalOperations, runtime: Supervisor, recorder: Recorded
 ) -> None:
     await ops.create_server(scripted("worker", call_timeout_s=0.5), actor="t")
     # Never run, so its tools are not known yet: the call starts it, then finds the tool.
@@ -145,7 +145,7 @@ async def test_on_demand_start_success_tool_error_and_timeout(
     assert len(recorder.records) == 5
 
 
-async def test_calls_refuse_without_a_supervisor(ops: Operations, recorder: Recorded) -> None:
+async def test_calls_refuse_without_a_supervisor(ops: LocalOperations, recorder: Recorded) -> None:
     await ops.create_server(scripted("nowhere"), actor="t")
     async with ops.db.session() as session:
         server = await session.scalar(select(ToolServer).where(ToolServer.name == "nowhere"))

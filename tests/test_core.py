@@ -6,7 +6,7 @@ import pytest
 
 from app.core.settings import Settings
 from app.ops.bootstrap import running_core
-from app.ops.facade import Operations
+from app.ops.facade import LocalOperations
 from tests.runtime_helpers import descendants, eventually, scripted, status_is
 
 
@@ -40,7 +40,7 @@ async def test_running_core_autostarts_calls_and_leaves_nothing_behind(
     assert descendants() == []
 
 
-async def test_probe_reports_timings_identity_and_tools(ops: Operations) -> None:
+async def test_probe_reports_timings_identity_and_tools(ops: LocalOperations) -> None:
     await ops.seed_builtin_servers()
     report = await ops.probe("calculator")
     assert report.ok and report.error is None
@@ -55,7 +55,7 @@ async def test_probe_reports_timings_identity_and_tools(ops: Operations) -> None
     assert descendants() == []
 
 
-async def test_probe_of_an_unsaved_definition_that_fails(ops: Operations) -> None:
+async def test_probe_of_an_unsaved_definition_that_fails(ops: LocalOperations) -> None:
     report = await ops.probe(scripted("draft", "--exit-at-start", "4"))
     assert not report.ok
     assert report.error is not None and report.error.startswith("the server exited during start-up")
@@ -65,13 +65,13 @@ async def test_probe_of_an_unsaved_definition_that_fails(ops: Operations) -> Non
 
 
 @pytest.mark.parametrize("lines", [0, 10_001])
-async def test_log_tail_bounds(ops: Operations, lines: int) -> None:
+async def test_log_tail_bounds(ops: LocalOperations, lines: int) -> None:
     await ops.create_server(scripted("quiet"), actor="t")
     with pytest.raises(Exception, match="from 1 to 10000"):
         await ops.log_tail("quiet", lines)
 
 
-async def test_log_tail_without_a_supervisor_reads_the_file(ops: Operations) -> None:
+async def test_log_tail_without_a_supervisor_reads_the_file(ops: LocalOperations) -> None:
     await ops.create_server(scripted("archived"), actor="t")
     log = ops.settings.logs_dir / "archived.log"
     log.parent.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,7 @@ from sqlalchemy import select
 from app.core.settings import Settings
 from app.faces.gateway.server import Gateway, public_name, resource_uri, split_resource_uri
 from app.ops.bootstrap import running_core
-from app.ops.facade import Operations
+from app.ops.facade import LocalOperations
 from storage.models import ToolUsage
 from tests.conftest import PYTHON, TEST_SERVERS
 from tests.runtime_helpers import eventually, free_port
@@ -87,7 +87,7 @@ async def http_client(url: str, notices: ListChanged) -> AsyncIterator[ClientSes
 
 
 @pytest.fixture
-async def core(settings: Settings) -> AsyncIterator[Operations]:
+async def core(settings: Settings) -> AsyncIterator[LocalOperations]:
     async with running_core(settings) as ops:
         await ops.create_server({**LIBRARY, "call_timeout_s": 1.0}, actor="test")
 
@@ -99,7 +99,7 @@ async def core(settings: Settings) -> AsyncIterator[Operations]:
         yield ops
 
 
-async def test_gateway_over_http(core: Operations) -> None:
+async def test_gateway_over_http(core: LocalOperations) -> None:
     gateway = Gateway(core, page_size=4)
     notices = ListChanged()
     try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import re
 import stat
 from collections.abc import AsyncIterator
@@ -22,7 +21,7 @@ from app.core.errors import (
 )
 from app.faces.http.api import MAX_BODY_BYTES, create_app
 from app.faces.http.prometheus import render_metrics
-from app.ops.facade import Operations
+from app.ops.facade import LocalOperations
 from app.ops.remote import RemoteOperations
 from app.runtime.api_token import TokenStore, load_or_create_token, rotate_token, token_path
 from app.runtime.call_latency import LATENCY_BOUNDS_MS, CallLatency
@@ -37,7 +36,7 @@ def tokens(data_dir: Path) -> TokenStore:
 
 
 @pytest.fixture
-async def client(ops: Operations, tokens: TokenStore) -> AsyncIterator[httpx2.AsyncClient]:
+async def client(ops: LocalOperations, tokens: TokenStore) -> AsyncIterator[httpx2.AsyncClient]:
     transport = httpx2.ASGITransport(app=create_app(ops, tokens=tokens))
     async with httpx2.AsyncClient(
         transport=transport,
@@ -51,26 +50,6 @@ def error_of(response: httpx2.Response) -> dict[str, Any]:
     body = response.json()
     assert set(body) <= {"error", "message", "field"} and body["message"], body
     return body
-
-
-# ---- the remote facade mirrors the local one -------------------------------------------------
-
-
-def _public_methods(cls: type) -> dict[str, inspect.Signature]:
-    return {
-        name: inspect.signature(member)
-        for name, member in inspect.getmembers(cls, inspect.iscoroutinefunction)
-        if not name.startswith("_")
-    }
-
-
-def test_remote_operations_mirror_every_public_operation() -> None:
-    local = _public_methods(Operations)
-    remote = _public_methods(RemoteOperations)
-    missing = sorted(set(local) - set(remote))
-    assert not missing, f"RemoteOperations lacks {missing}"
-    for name, signature in local.items():
-        assert str(remote[name]) == str(signature), name
 
 
 # ---- auth ----------------------------------------------------------------------------------
@@ -135,7 +114,7 @@ async def test_the_token_file_is_private_and_rotation_takes_effect_at_once(
     assert fresh.status_code == 200
 
 
-async def test_without_a_token_store_no_auth_is_asked(ops: Operations) -> None:
+async def test_without_a_token_store_no_auth_is_asked(ops: LocalOperations) -> None:
     transport = httpx2.ASGITransport(app=create_app(ops, tokens=None))
     async with httpx2.AsyncClient(transport=transport, base_url="http://t") as http:
         assert (await http.get(SERVERS)).status_code == 200
@@ -235,7 +214,7 @@ async def test_413_for_a_body_over_one_megabyte(client: httpx2.AsyncClient) -> N
     assert just_under.status_code == 201
 
 
-async def test_a_bug_is_a_500_with_the_request_id(ops: Operations, tokens: TokenStore) -> None:
+async def test_a_bug_is_a_500_with_the_request_id(ops: LocalOperations, tokens: TokenStore) -> None:
     async def broken(**_: Any) -> None:
         raise RuntimeError("boom")
 
@@ -311,7 +290,7 @@ async def test_prometheus_metrics(client: httpx2.AsyncClient) -> None:
 # ---- the remote facade's error mapping ---------------------------------------------------------
 
 
-async def test_remote_raises_the_same_exceptions(ops: Operations, tokens: TokenStore) -> None:
+async def test_remote_raises_the_same_exceptions(ops: LocalOperations, tokens: TokenStore) -> None:
     transport = httpx2.ASGITransport(app=create_app(ops, tokens=tokens))
     remote = RemoteOperations("http://t", tokens.current(), transport=transport)
     async with remote:
@@ -351,7 +330,7 @@ def test_call_latency_counts_each_call_in_its_bucket() -> None:
     assert tool.cumulative_counts[-1] == 4  # 90 s is above the last bound (60 s)
 
 
-async def test_latency_histograms_of_real_calls_render(ops: Operations) -> None:
+async def test_latency_histograms_of_real_calls_render(ops: LocalOperations) -> None:
     for duration_ms in (0.5, 3.0):
         ops.call_latency.observe("calc", "add", duration_ms)
     text = await render_metrics(ops)

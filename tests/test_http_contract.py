@@ -21,8 +21,8 @@ import pytest_asyncio
 from app.core.errors import Conflict, InvalidInput, NotFound, NotRunning
 from app.core.schemas import ToolServerResponse
 from app.core.settings import load_settings
-from app.ops.attach import Facade
 from app.ops.bootstrap import running_core
+from app.ops.protocol import Operations as Facade
 from app.ops.remote import RemoteOperations
 from tests.conftest import stdio_server_spec
 from tests.daemon_helpers import Daemon, daemon_env, start_daemon

@@ -19,7 +19,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 
 from app.faces.http.api import create_app
-from app.ops.facade import Operations
+from app.ops.facade import LocalOperations
 from tests.daemon_helpers import Daemon, daemon_env, start_daemon
 
 EXAMPLES_PER_OPERATION = 10
@@ -28,7 +28,7 @@ SPAWNING = r"/(start|restart|refresh|probe|import|bulk|resources(/read)?|prompts
 DEFINITION_FIELDS = ("transport", "command", "args", "env", "cwd", "url", "headers")
 
 # The document only: the app is never served from this object.
-_document = create_app(cast(Operations, None), tokens=None).openapi()
+_document = create_app(cast(LocalOperations, None), tokens=None).openapi()
 schema = schemathesis.openapi.from_dict(_document).exclude(path_regex=SPAWNING)
 
 

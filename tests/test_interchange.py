@@ -23,7 +23,7 @@ from app.core.interchange import (
 from app.core.schemas import MASK, ImportReport
 from app.core.settings import load_settings
 from app.ops.bootstrap import open_database
-from app.ops.facade import Operations
+from app.ops.facade import LocalOperations
 from storage.models import ServerEvent, ToolServer
 
 ACTOR = "test:alice"
@@ -35,12 +35,12 @@ def fixture(name: str) -> Any:
     return json.loads((FIXTURES / name).read_text())
 
 
-async def count_rows(ops: Operations, model: type[ToolServer] | type[ServerEvent]) -> int:
+async def count_rows(ops: LocalOperations, model: type[ToolServer] | type[ServerEvent]) -> int:
     async with ops.db.session() as session:
         return (await session.execute(select(func.count()).select_from(model))).scalar_one()
 
 
-async def definitions(ops: Operations) -> dict[str, dict[str, Any]]:
+async def definitions(ops: LocalOperations) -> dict[str, dict[str, Any]]:
     servers = await ops.list_servers(reveal=True)
     return {server.name: server.model_dump(include=set(DEFINITION)) for server in servers}
 
@@ -52,7 +52,9 @@ def by_name(report: ImportReport) -> dict[str, Any]:
 # ---- the formats ------------------------------------------------------------------------
 
 
-async def test_claude_desktop_file_imports_every_server_with_its_secrets(ops: Operations) -> None:
+async def test_claude_desktop_file_imports_every_server_with_its_secrets(
+    ops: LocalOperations,
+) -> None:
     report = await ops.import_servers(fixture("claude_desktop_config.json"), actor=ACTOR)
 
     assert report.sections == ["mcpServers"]
@@ -71,7 +73,7 @@ async def test_claude_desktop_file_imports_every_server_with_its_secrets(ops: Op
     assert {event.actor for event in events} == {ACTOR}
 
 
-async def test_cursor_file_brings_url_servers_and_the_disabled_flag(ops: Operations) -> None:
+async def test_cursor_file_brings_url_servers_and_the_disabled_flag(ops: LocalOperations) -> None:
     await ops.import_servers(fixture("cursor_mcp.json"), actor=ACTOR)
 
     linear = await ops.get_server("linear")
@@ -84,7 +86,7 @@ async def test_cursor_file_brings_url_servers_and_the_disabled_flag(ops: Operati
     assert notes.enabled is False
 
 
-async def test_vscode_file_maps_types_and_warns_about_input_variables(ops: Operations) -> None:
+async def test_vscode_file_maps_types_and_warns_about_input_variables(ops: LocalOperations) -> None:
     report = await ops.import_servers(fixture("vscode_mcp.json"), actor=ACTOR)
 
     assert report.sections == ["servers"]
@@ -100,7 +102,9 @@ async def test_vscode_file_maps_types_and_warns_about_input_variables(ops: Opera
     assert (await ops.get_server("github-copilot")).url == "https://api.githubcopilot.com/mcp/"
 
 
-async def test_vscode_settings_nesting_and_type_aliases_are_understood(ops: Operations) -> None:
+async def test_vscode_settings_nesting_and_type_aliases_are_understood(
+    ops: LocalOperations,
+) -> None:
     document = {
         "editor.fontSize": 14,
         "mcp": {
@@ -121,7 +125,7 @@ async def test_vscode_settings_nesting_and_type_aliases_are_understood(ops: Oper
     ]
 
 
-async def test_names_collide_within_one_document_and_stay_unique(ops: Operations) -> None:
+async def test_names_collide_within_one_document_and_stay_unique(ops: LocalOperations) -> None:
     document = {"mcpServers": {"My Server": {"command": "a"}, "my-server": {"command": "b"}}}
     report = await ops.import_servers(document, actor=ACTOR)
 
@@ -132,7 +136,7 @@ async def test_names_collide_within_one_document_and_stay_unique(ops: Operations
 
 
 async def test_keys_for_the_other_transport_and_env_files_are_named_in_warnings(
-    ops: Operations,
+    ops: LocalOperations,
 ) -> None:
     document = {
         "mcpServers": {
@@ -173,7 +177,7 @@ def test_unique_names_keep_within_the_limit() -> None:
 # ---- dry run and conflicts ---------------------------------------------------------------
 
 
-async def test_dry_run_reports_the_plan_and_writes_nothing(ops: Operations) -> None:
+async def test_dry_run_reports_the_plan_and_writes_nothing(ops: LocalOperations) -> None:
     await ops.create_server({"name": "github", "command": "old"}, actor=ACTOR)
     events_before = await count_rows(ops, ServerEvent)
     document = fixture("claude_desktop_config.json")
@@ -194,7 +198,7 @@ async def test_dry_run_reports_the_plan_and_writes_nothing(ops: Operations) -> N
     assert await count_rows(ops, ServerEvent) == events_before
 
 
-async def test_existing_names_are_skipped_by_default(ops: Operations) -> None:
+async def test_existing_names_are_skipped_by_default(ops: LocalOperations) -> None:
     await ops.create_server({"name": "github", "command": "old"}, actor=ACTOR)
     report = await ops.import_servers(fixture("claude_desktop_config.json"), actor=ACTOR)
 
@@ -205,7 +209,7 @@ async def test_existing_names_are_skipped_by_default(ops: Operations) -> None:
 
 
 async def test_overwrite_replaces_the_definition_and_keeps_tooldeck_settings(
-    ops: Operations,
+    ops: LocalOperations,
 ) -> None:
     await ops.create_server(
         {
@@ -239,7 +243,7 @@ async def test_overwrite_replaces_the_definition_and_keeps_tooldeck_settings(
 
 
 async def test_rename_imports_beside_and_avoids_names_the_document_brings(
-    ops: Operations,
+    ops: LocalOperations,
 ) -> None:
     await ops.create_server({"name": "demo", "command": "old"}, actor=ACTOR)
     document = {"mcpServers": {"demo": {"command": "new"}, "demo-2": {"command": "other"}}}
@@ -253,7 +257,7 @@ async def test_rename_imports_beside_and_avoids_names_the_document_brings(
     assert (servers["demo"]["command"], servers["demo-3"]["command"]) == ("old", "new")
 
 
-async def test_a_builtin_is_never_replaced_but_can_be_imported_beside(ops: Operations) -> None:
+async def test_a_builtin_is_never_replaced_but_can_be_imported_beside(ops: LocalOperations) -> None:
     await ops.seed_builtin_servers()
     calculator = await ops.get_server("calculator")
     document = {"mcpServers": {"calculator": {"command": "evil"}, "other": {"command": "x"}}}
@@ -270,7 +274,7 @@ async def test_a_builtin_is_never_replaced_but_can_be_imported_beside(ops: Opera
     assert (await ops.get_server("calculator-2")).is_builtin is False
 
 
-async def test_unknown_conflict_policy_is_refused(ops: Operations) -> None:
+async def test_unknown_conflict_policy_is_refused(ops: LocalOperations) -> None:
     with pytest.raises(InvalidInput) as caught:
         await ops.import_servers({"mcpServers": {}}, on_conflict="merge", actor=ACTOR)  # type: ignore[arg-type]
     assert caught.value.field == "on_conflict"
@@ -279,7 +283,7 @@ async def test_unknown_conflict_policy_is_refused(ops: Operations) -> None:
 # ---- export and masking ------------------------------------------------------------------
 
 
-async def test_export_masks_env_and_header_values_unless_asked(ops: Operations) -> None:
+async def test_export_masks_env_and_header_values_unless_asked(ops: LocalOperations) -> None:
     await ops.import_servers(fixture("claude_desktop_config.json"), actor=ACTOR)
     await ops.import_servers(fixture("cursor_mcp.json"), actor=ACTOR)
 
@@ -301,7 +305,7 @@ async def test_export_masks_env_and_header_values_unless_asked(ops: Operations) 
     }
 
 
-async def test_export_formats_have_each_clients_shape(ops: Operations) -> None:
+async def test_export_formats_have_each_clients_shape(ops: LocalOperations) -> None:
     await ops.import_servers(fixture("cursor_mcp.json"), actor=ACTOR)
 
     claude = await ops.export_servers(["local-notes", "linear", "context7"], format="claude")
@@ -318,7 +322,7 @@ async def test_export_formats_have_each_clients_shape(ops: Operations) -> None:
     assert claude["mcpServers"]["context7"]["type"] == "http"
 
 
-async def test_export_of_an_unknown_name_or_format_fails(ops: Operations) -> None:
+async def test_export_of_an_unknown_name_or_format_fails(ops: LocalOperations) -> None:
     with pytest.raises(NotFound):
         await ops.export_servers(["ghost"])
     with pytest.raises(InvalidInput) as caught:
@@ -327,7 +331,7 @@ async def test_export_of_an_unknown_name_or_format_fails(ops: Operations) -> Non
 
 
 async def test_masked_values_keep_current_secrets_and_are_left_out_of_new_servers(
-    ops: Operations,
+    ops: LocalOperations,
 ) -> None:
     await ops.import_servers(fixture("claude_desktop_config.json"), actor=ACTOR)
     masked = await ops.export_servers(["github"])
@@ -346,7 +350,7 @@ async def test_masked_values_keep_current_secrets_and_are_left_out_of_new_server
 
 @pytest.mark.parametrize("format", ["claude", "vscode"])
 async def test_round_trip_into_an_empty_data_dir_gives_the_same_servers(
-    ops: Operations, tmp_path: Path, format: str
+    ops: LocalOperations, tmp_path: Path, format: str
 ) -> None:
     await ops.seed_builtin_servers()
     for name in ("claude_desktop_config.json", "cursor_mcp.json", "vscode_mcp.json"):
@@ -356,7 +360,7 @@ async def test_round_trip_into_an_empty_data_dir_gives_the_same_servers(
     other_settings = load_settings(tmp_path / "other")
     other_db = await open_database(other_settings)
     try:
-        other = Operations(other_db, other_settings)
+        other = LocalOperations(other_db, other_settings)
         await other.seed_builtin_servers()
         report = await other.import_servers(json.loads(json.dumps(exported)), actor=ACTOR)
         assert [item.name for item in report.items if item.action == "skip"] == ["calculator"]
@@ -442,7 +446,7 @@ GOOD = {"command": "npx", "args": ["-y", "x"]}
     ],
 )
 async def test_a_bad_entry_stops_the_whole_import(
-    ops: Operations, document: Any, field: str | None, message: str
+    ops: LocalOperations, document: Any, field: str | None, message: str
 ) -> None:
     with pytest.raises(InvalidInput) as caught:
         await ops.import_servers(document, actor=ACTOR)

@@ -13,7 +13,7 @@ from app.core.errors import Busy, InvalidInput
 from app.core.events import EventKind
 from app.governance.alerts import RULE_RESOURCE_LIMIT, AlertEngine
 from app.governance.limits_watchdog import ResourceWatchdog
-from app.ops.facade import Operations
+from app.ops.facade import LocalOperations
 from app.runtime.call_gates import CallGates
 from tests.conftest import PYTHON, TEST_SERVERS
 from tests.runtime_helpers import eventually, fast_supervisor, scripted
@@ -44,7 +44,9 @@ async def test_gate_queues_to_its_bound_then_refuses() -> None:
         pass
 
 
-async def test_concurrent_calls_beyond_the_limit_wait_then_are_refused(ops: Operations) -> None:
+async def test_concurrent_calls_beyond_the_limit_wait_then_are_refused(
+    ops: LocalOperations,
+) -> None:
     supervisor = fast_supervisor(ops)
     try:
         await ops.create_server(scripted("narrow"), actor="test")
@@ -82,7 +84,7 @@ async def test_concurrent_calls_beyond_the_limit_wait_then_are_refused(ops: Oper
         await supervisor.shutdown()
 
 
-async def test_memory_and_cpu_limits_are_for_stdio_servers(ops: Operations) -> None:
+async def test_memory_and_cpu_limits_are_for_stdio_servers(ops: LocalOperations) -> None:
     await ops.create_server(
         {"name": "remote", "transport": "streamable_http", "url": "http://x/mcp"}, actor="t"
     )
@@ -94,7 +96,7 @@ async def test_memory_and_cpu_limits_are_for_stdio_servers(ops: Operations) -> N
 
 
 async def test_a_server_over_its_memory_limit_is_restarted_with_an_event_and_an_alert(
-    ops: Operations,
+    ops: LocalOperations,
 ) -> None:
     supervisor = fast_supervisor(ops)
     engine = AlertEngine(ops.db, ops.settings)
@@ -133,7 +135,7 @@ async def test_a_server_over_its_memory_limit_is_restarted_with_an_event_and_an_
         await supervisor.shutdown()
 
 
-async def test_a_server_over_its_cpu_limit_is_restarted(ops: Operations) -> None:
+async def test_a_server_over_its_cpu_limit_is_restarted(ops: LocalOperations) -> None:
     supervisor = fast_supervisor(ops)
     engine = AlertEngine(ops.db, ops.settings)
     watchdog = ResourceWatchdog(ops.db, supervisor, engine)

@@ -10,24 +10,19 @@ import pytest
 from app.core.errors import InvalidInput, NotFound
 from app.faces.http.api import create_app
 from app.governance.alerts import AlertEngine, Finding
-from app.ops.facade import Operations
-from app.ops.remote import RemoteOperations
-from app.ops.remote_alerts import RemoteAlertOperations
+from app.ops.facade import LocalOperations
+from app.ops.remote import RemoteOperations as Remote
 from storage.models import ServerTool
 
 
-class Remote(RemoteOperations, RemoteAlertOperations):
-    """What RemoteOperations is once it lists RemoteAlertOperations among its bases."""
-
-
 @pytest.fixture
-async def remote(ops: Operations) -> AsyncIterator[Remote]:
+async def remote(ops: LocalOperations) -> AsyncIterator[Remote]:
     transport = httpx2.ASGITransport(app=create_app(ops, tokens=None))
     async with Remote("http://tooldeck.test", None, transport=transport) as client:
         yield client
 
 
-async def test_remote_twins(ops: Operations, remote: Remote) -> None:
+async def test_remote_twins(ops: LocalOperations, remote: Remote) -> None:
     server = await ops.create_server(
         {"name": "alpha", "command": "python", "env": {"KEY": "hunter2"}}, actor="test"
     )

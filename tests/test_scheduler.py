@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from app.core.errors import NotFound, NotRunning
-from app.ops.facade import Operations
+from app.ops.facade import LocalOperations
 from app.runtime.scheduler import Job, Scheduler, core_scheduler
 from app.runtime.supervisor import Supervisor
 from tests.conftest import PYTHON, TEST_SERVERS
@@ -104,14 +104,14 @@ async def test_run_now_of_an_unknown_job(scheduler: Scheduler) -> None:
         await scheduler.run_now("two")
 
 
-async def test_facade_without_a_scheduler_refuses(ops: Operations) -> None:
+async def test_facade_without_a_scheduler_refuses(ops: LocalOperations) -> None:
     with pytest.raises(NotRunning):
         await ops.scheduler_jobs()
     with pytest.raises(NotRunning):
         await ops.run_job("health")
 
 
-async def test_core_jobs_sweep_health_and_refresh_tools(ops: Operations) -> None:
+async def test_core_jobs_sweep_health_and_refresh_tools(ops: LocalOperations) -> None:
     supervisor: Supervisor = fast_supervisor(ops)
     scheduler = core_scheduler(ops.db, ops.settings, supervisor)
     ops.scheduler = scheduler
@@ -138,7 +138,7 @@ async def test_core_jobs_sweep_health_and_refresh_tools(ops: Operations) -> None
         await supervisor.shutdown()
 
 
-async def test_the_scheduler_reports_a_cleanup_run(ops: Operations) -> None:
+async def test_the_scheduler_reports_a_cleanup_run(ops: LocalOperations) -> None:
     supervisor = fast_supervisor(ops)
     scheduler = core_scheduler(ops.db, ops.settings, supervisor)
     try:
@@ -153,7 +153,7 @@ async def test_the_scheduler_reports_a_cleanup_run(ops: Operations) -> None:
         await supervisor.shutdown()
 
 
-async def test_cleanup_deletes_events_past_retention_in_batches(ops: Operations) -> None:
+async def test_cleanup_deletes_events_past_retention_in_batches(ops: LocalOperations) -> None:
     from datetime import UTC, datetime, timedelta
 
     from sqlalchemy import func, select

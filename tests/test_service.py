@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 
 from app.core.errors import Conflict, InvalidInput, NotFound
 from app.core.schemas import MASK
-from app.ops.facade import Operations
+from app.ops.facade import LocalOperations
 from storage.models import ServerEvent, ServerTool, ToolServer
 
 ACTOR = "test:alice"
@@ -19,12 +19,12 @@ def stdio(name: str = "demo", **fields: Any) -> dict[str, Any]:
     return {"name": name, "command": "python", "args": ["-m", "x"], **fields}
 
 
-async def count_servers(ops: Operations) -> int:
+async def count_servers(ops: LocalOperations) -> int:
     async with ops.db.session() as session:
         return (await session.execute(select(func.count(ToolServer.id)))).scalar_one()
 
 
-async def test_create_get_list_by_id_and_name(ops: Operations) -> None:
+async def test_create_get_list_by_id_and_name(ops: LocalOperations) -> None:
     created = await ops.create_server(stdio(display_name="Demo"), actor=ACTOR)
     assert created.status == "stopped"
     assert created.created_by == ACTOR
@@ -55,7 +55,7 @@ async def test_create_get_list_by_id_and_name(ops: Operations) -> None:
     ],
 )
 async def test_bad_input_names_the_field_and_writes_nothing(
-    ops: Operations, data: dict[str, Any], field: str, message: str
+    ops: LocalOperations, data: dict[str, Any], field: str, message: str
 ) -> None:
     with pytest.raises(InvalidInput) as caught:
         await ops.create_server(data, actor=ACTOR)
@@ -65,7 +65,7 @@ async def test_bad_input_names_the_field_and_writes_nothing(
     assert await count_servers(ops) == 0
 
 
-async def test_duplicate_name_is_a_conflict(ops: Operations) -> None:
+async def test_duplicate_name_is_a_conflict(ops: LocalOperations) -> None:
     await ops.create_server(stdio(), actor=ACTOR)
     with pytest.raises(Conflict, match="already exists") as caught:
         await ops.create_server(stdio(), actor=ACTOR)
@@ -73,7 +73,7 @@ async def test_duplicate_name_is_a_conflict(ops: Operations) -> None:
     assert await count_servers(ops) == 1
 
 
-async def test_unknown_server_is_not_found(ops: Operations) -> None:
+async def test_unknown_server_is_not_found(ops: LocalOperations) -> None:
     with pytest.raises(NotFound):
         await ops.get_server("nope")
     with pytest.raises(NotFound):
@@ -82,7 +82,7 @@ async def test_unknown_server_is_not_found(ops: Operations) -> None:
         await ops.list_tools("nope")
 
 
-async def test_secrets_are_masked_unless_revealed(ops: Operations) -> None:
+async def test_secrets_are_masked_unless_revealed(ops: LocalOperations) -> None:
     await ops.create_server(
         stdio(env={"API_KEY": "s3cret"}, headers={"Authorization": "Bearer t"}), actor=ACTOR
     )
@@ -95,7 +95,7 @@ async def test_secrets_are_masked_unless_revealed(ops: Operations) -> None:
     assert revealed.env == {"API_KEY": "s3cret"}
 
 
-async def test_update_keeps_masked_values_and_validates_the_result(ops: Operations) -> None:
+async def test_update_keeps_masked_values_and_validates_the_result(ops: LocalOperations) -> None:
     await ops.create_server(stdio(env={"API_KEY": "s3cret"}), actor=ACTOR)
     shown = await ops.get_server("demo")
     await ops.update_server("demo", {"env": {**shown.env, "MODE": "fast"}}, actor=ACTOR)
@@ -109,7 +109,7 @@ async def test_update_keeps_masked_values_and_validates_the_result(ops: Operatio
     assert (await ops.get_server("demo")).transport == "stdio"
 
 
-async def test_every_change_writes_an_event_with_its_actor(ops: Operations) -> None:
+async def test_every_change_writes_an_event_with_its_actor(ops: LocalOperations) -> None:
     await ops.create_server(stdio(), actor=ACTOR)
     await ops.update_server("demo", {"description": "new"}, actor="cli:bob")
     await ops.disable_server("demo", actor="api:ci")
@@ -126,7 +126,7 @@ async def test_every_change_writes_an_event_with_its_actor(ops: Operations) -> N
     assert "description" in events[-2].message
 
 
-async def test_enable_clears_a_system_disable(ops: Operations) -> None:
+async def test_enable_clears_a_system_disable(ops: LocalOperations) -> None:
     await ops.create_server(stdio(), actor=ACTOR)
     await ops.set_server_enabled("demo", False, actor="system", reason="auto-disabled: boom")
     disabled = await ops.get_server("demo")
@@ -139,7 +139,7 @@ async def test_enable_clears_a_system_disable(ops: Operations) -> None:
     )
 
 
-async def test_tools_enable_disable_and_bypass(ops: Operations) -> None:
+async def test_tools_enable_disable_and_bypass(ops: LocalOperations) -> None:
     server = await ops.create_server(stdio(), actor=ACTOR)
     async with ops.db.session() as session:
         session.add(ServerTool(server_id=server.id, name="add"))
@@ -155,7 +155,7 @@ async def test_tools_enable_disable_and_bypass(ops: Operations) -> None:
     assert "tool_disabled" in kinds and "tool_bypass" in kinds
 
 
-async def test_list_filters(ops: Operations) -> None:
+async def test_list_filters(ops: LocalOperations) -> None:
     await ops.create_server(stdio("alpha", description="Search the web"), actor=ACTOR)
     await ops.create_server(stdio("beta", enabled=False), actor=ACTOR)
     assert [s.name for s in await ops.list_servers(enabled=False)] == ["beta"]
@@ -166,7 +166,7 @@ async def test_list_filters(ops: Operations) -> None:
     assert caught.value.field == "status"
 
 
-async def test_bulk_reports_per_server_and_rejects_unknown_operations(ops: Operations) -> None:
+async def test_bulk_reports_per_server_and_rejects_unknown_operations(ops: LocalOperations) -> None:
     await ops.create_server(stdio("one"), actor=ACTOR)
     await ops.create_server(stdio("two"), actor=ACTOR)
     result = await ops.bulk(
@@ -185,7 +185,7 @@ async def test_bulk_reports_per_server_and_rejects_unknown_operations(ops: Opera
 
 
 async def test_builtins_are_seeded_once_and_cannot_be_deleted(
-    ops: Operations, monkeypatch: pytest.MonkeyPatch
+    ops: LocalOperations, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ops.settings.mcp_servers = ["calculator", "filesystem", "browser"]
     assert sorted(await ops.seed_builtin_servers()) == ["browser", "calculator", "filesystem"]
@@ -202,7 +202,7 @@ async def test_builtins_are_seeded_once_and_cannot_be_deleted(
 
 
 async def test_brave_key_from_the_environment_enables_browser(
-    ops: Operations, monkeypatch: pytest.MonkeyPatch
+    ops: LocalOperations, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("BRAVE_API_KEY", "k")
     ops.settings.mcp_servers = ["browser"]
@@ -211,13 +211,13 @@ async def test_brave_key_from_the_environment_enables_browser(
     assert browser.enabled and browser.env == {"BRAVE_API_KEY": "k"}
 
 
-async def test_mcp_disabled_seeds_nothing(ops: Operations) -> None:
+async def test_mcp_disabled_seeds_nothing(ops: LocalOperations) -> None:
     ops.settings.mcp_enabled = False
     assert await ops.seed_builtin_servers() == []
     assert await count_servers(ops) == 0
 
 
-async def test_events_limit_is_validated(ops: Operations) -> None:
+async def test_events_limit_is_validated(ops: LocalOperations) -> None:
     with pytest.raises(InvalidInput):
         await ops.list_events(limit=0)
     async with ops.db.session() as session:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from app.core.errors import Conflict, StartFailed
-from app.ops.facade import Operations
+from app.ops.facade import LocalOperations
 from app.runtime import spawn_guard
 from tests.conftest import PYTHON, TEST_SERVERS
 from tests.runtime_helpers import fast_supervisor, scripted
@@ -29,7 +29,9 @@ def limits_of(pid: int) -> dict[str, str]:
     return {row[:26].strip(): row[26:47].strip() for row in rows}
 
 
-async def test_a_server_runs_under_its_hard_limits_as_the_same_process(ops: Operations) -> None:
+async def test_a_server_runs_under_its_hard_limits_as_the_same_process(
+    ops: LocalOperations,
+) -> None:
     supervisor = fast_supervisor(ops)
     try:
         spec = {"name": "hungry", "command": PYTHON, "args": [str(TEST_SERVERS / "hungry.py")]}
@@ -97,7 +99,7 @@ def test_guard_switches_account() -> None:
 
 
 async def test_run_as_is_refused_without_the_right_to_switch(
-    ops: Operations, monkeypatch: pytest.MonkeyPatch
+    ops: LocalOperations, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await ops.create_server(scripted("plain"), actor="test")
     monkeypatch.setattr(spawn_guard, "can_switch_accounts", lambda: False)
@@ -111,7 +113,7 @@ async def test_run_as_is_refused_without_the_right_to_switch(
 
 @root_only
 async def test_a_server_the_account_cannot_run_fails_to_start_with_the_reason(
-    ops: Operations,
+    ops: LocalOperations,
 ) -> None:
     supervisor = fast_supervisor(ops)
     try:

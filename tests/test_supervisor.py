@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import update
 
 from app.core.errors import Conflict, NotRunning, StartFailed
-from app.ops.facade import Operations
+from app.ops.facade import LocalOperations
 from app.runtime.supervisor import Supervisor
 from storage.models import ServerTool, ToolServer
 from tests.conftest import PYTHON, TEST_SERVERS
@@ -34,7 +34,7 @@ from tests.runtime_helpers import (
 
 
 @pytest.fixture
-async def runtime(ops: Operations) -> AsyncIterator[Supervisor]:
+async def runtime(ops: LocalOperations) -> AsyncIterator[Supervisor]:
     supervisor = fast_supervisor(ops)
     yield supervisor
     await supervisor.shutdown()
@@ -42,7 +42,7 @@ async def runtime(ops: Operations) -> AsyncIterator[Supervisor]:
 
 
 async def test_start_discovers_tools_then_stop_ends_the_whole_group(
-    ops: Operations, runtime: Supervisor, tmp_path: Path
+    ops: LocalOperations, runtime: Supervisor, tmp_path: Path
 ) -> None:
     pid_file = tmp_path / "pids"
     # Auto-start off: a new auto-start server would start at once, by `system`.
@@ -92,7 +92,7 @@ async def test_start_discovers_tools_then_stop_ends_the_whole_group(
     assert "scripted server ready" in log_file.read_text()
 
 
-async def test_slow_answers_degrade_and_recover(ops: Operations, runtime: Supervisor) -> None:
+async def test_slow_answers_degrade_and_recover(ops: LocalOperations, runtime: Supervisor) -> None:
     await ops.create_server(scripted("slowpoke"), actor="test")
     await ops.start_server("slowpoke", actor="test")
     ops.settings.degraded_latency_ms = 0.001
@@ -106,7 +106,7 @@ async def test_slow_answers_degrade_and_recover(ops: Operations, runtime: Superv
 
 
 async def test_missing_command_is_retried_with_backoff_then_auto_disabled(
-    ops: Operations, runtime: Supervisor
+    ops: LocalOperations, runtime: Supervisor
 ) -> None:
     await ops.create_server(
         {"name": "ghost", "command": "tooldeck-no-such-command", "max_failures": 3}, actor="test"
@@ -138,7 +138,7 @@ async def test_missing_command_is_retried_with_backoff_then_auto_disabled(
     assert server.consecutive_failures == 0 and server.disabled_reason is None
 
 
-def test_backoff_doubles_from_one_second_to_sixty_with_jitter(ops: Operations) -> None:
+def test_backoff_doubles_from_one_second_to_sixty_with_jitter(ops: LocalOperations) -> None:
     supervisor = Supervisor(ops.db, ops.settings)
     for failures, nominal in [(1, 1), (2, 2), (3, 4), (4, 8), (6, 32), (7, 60), (12, 60)]:
         delays = [supervisor._backoff(failures) for _ in range(50)]
@@ -148,7 +148,7 @@ def test_backoff_doubles_from_one_second_to_sixty_with_jitter(ops: Operations) -
 
 
 async def test_a_server_that_exits_at_start_reports_its_stderr(
-    ops: Operations, runtime: Supervisor
+    ops: LocalOperations, runtime: Supervisor
 ) -> None:
     await ops.create_server(scripted("quitter", "--exit-at-start", "2", max_failures=1), actor="t")
     with pytest.raises(StartFailed) as caught:
@@ -161,7 +161,7 @@ async def test_a_server_that_exits_at_start_reports_its_stderr(
 
 
 async def test_slow_initialize_times_out_with_the_configured_limit(
-    ops: Operations, runtime: Supervisor
+    ops: LocalOperations, runtime: Supervisor
 ) -> None:
     await ops.create_server(
         scripted("sloth", "--slow-start", "30", startup_timeout_s=1, max_failures=1), actor="t"
@@ -174,7 +174,7 @@ async def test_slow_initialize_times_out_with_the_configured_limit(
 
 
 async def test_a_killed_child_is_noticed_within_a_second_and_restarted(
-    ops: Operations, runtime: Supervisor
+    ops: LocalOperations, runtime: Supervisor
 ) -> None:
     await ops.create_server(scripted("victim"), actor="test")
     await ops.start_server("victim", actor="test")
@@ -214,7 +214,7 @@ async def test_a_killed_child_is_noticed_within_a_second_and_restarted(
 
 
 async def test_a_crash_after_some_calls_counts_and_recovers(
-    ops: Operations, runtime: Supervisor
+    ops: LocalOperations, runtime: Supervisor
 ) -> None:
     await ops.create_server(scripted("brittle", "--crash-after", "3"), actor="test")
     await ops.start_server("brittle", actor="test")
@@ -235,7 +235,7 @@ async def test_a_crash_after_some_calls_counts_and_recovers(
 
 
 async def test_a_hung_server_fails_its_probe_and_is_replaced(
-    ops: Operations, runtime: Supervisor
+    ops: LocalOperations, runtime: Supervisor
 ) -> None:
     ops.settings.health_check_timeout_s = 0.5
     await ops.create_server(scripted("frozen"), actor="test")
@@ -263,7 +263,7 @@ async def test_a_hung_server_fails_its_probe_and_is_replaced(
 
 
 async def test_garbage_on_stdout_is_logged_and_survived(
-    ops: Operations, runtime: Supervisor
+    ops: LocalOperations, runtime: Supervisor
 ) -> None:
     await ops.create_server(scripted("chatty", "--garbage"), actor="test")
     server = await ops.start_server("chatty", actor="test")
@@ -274,7 +274,7 @@ async def test_garbage_on_stdout_is_logged_and_survived(
 
 
 async def test_list_changed_triggers_discovery_that_keeps_a_persons_settings(
-    ops: Operations, runtime: Supervisor
+    ops: LocalOperations, runtime: Supervisor
 ) -> None:
     await ops.create_server(scripted("shifty"), actor="test")
     await ops.start_server("shifty", actor="test")
@@ -318,7 +318,7 @@ async def test_list_changed_triggers_discovery_that_keeps_a_persons_settings(
     assert tools["late"].is_available is False
 
 
-async def test_streamable_http_server(ops: Operations, runtime: Supervisor) -> None:
+async def test_streamable_http_server(ops: LocalOperations, runtime: Supervisor) -> None:
     port = free_port()
     process = await asyncio.create_subprocess_exec(
         PYTHON,
@@ -369,7 +369,7 @@ async def test_streamable_http_server(ops: Operations, runtime: Supervisor) -> N
 
 
 async def test_shutdown_is_parallel_and_kills_a_child_that_ignores_sigterm(
-    ops: Operations, tmp_path: Path
+    ops: LocalOperations, tmp_path: Path
 ) -> None:
     supervisor = fast_supervisor(ops)
     stubborn_pids = tmp_path / "stubborn"
@@ -399,7 +399,7 @@ async def test_shutdown_is_parallel_and_kills_a_child_that_ignores_sigterm(
         await supervisor.start(server.id, actor="t")
 
 
-async def test_startup_resets_stale_statuses_and_autostarts(ops: Operations) -> None:
+async def test_startup_resets_stale_statuses_and_autostarts(ops: LocalOperations) -> None:
     tiny = {"command": PYTHON, "args": [str(TEST_SERVERS / "tiny.py")]}
     await ops.create_server({"name": "eager", **tiny}, actor="t")
     await ops.create_server({"name": "lazy", "auto_start": False, **tiny}, actor="t")
@@ -422,7 +422,9 @@ async def test_startup_resets_stale_statuses_and_autostarts(ops: Operations) -> 
         await supervisor.shutdown()
 
 
-async def test_disabling_a_running_server_stops_it(ops: Operations, runtime: Supervisor) -> None:
+async def test_disabling_a_running_server_stops_it(
+    ops: LocalOperations, runtime: Supervisor
+) -> None:
     tiny = {"command": PYTHON, "args": [str(TEST_SERVERS / "tiny.py")]}
     await ops.create_server({"name": "tiny", **tiny}, actor="t")
     await ops.start_server("tiny", actor="t")
@@ -438,7 +440,7 @@ async def test_disabling_a_running_server_stops_it(ops: Operations, runtime: Sup
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="process groups as on Linux")
-async def test_bulk_restart_reports_per_server(ops: Operations, runtime: Supervisor) -> None:
+async def test_bulk_restart_reports_per_server(ops: LocalOperations, runtime: Supervisor) -> None:
     tiny = {"command": PYTHON, "args": [str(TEST_SERVERS / "tiny.py")]}
     await ops.create_server({"name": "one", **tiny}, actor="t")
     await ops.create_server({"name": "missing", "command": "tooldeck-nope"}, actor="t")
@@ -447,7 +449,7 @@ async def test_bulk_restart_reports_per_server(ops: Operations, runtime: Supervi
     assert result.errors == ["missing: missing: command not found: tooldeck-nope"]
 
 
-async def test_stop_cuts_a_backoff_short(ops: Operations) -> None:
+async def test_stop_cuts_a_backoff_short(ops: LocalOperations) -> None:
     supervisor = fast_supervisor(ops, backoff_base_s=30, backoff_max_s=60)
     try:
         await ops.create_server(
@@ -467,7 +469,7 @@ async def test_stop_cuts_a_backoff_short(ops: Operations) -> None:
 
 
 async def test_stop_during_a_slow_start(
-    ops: Operations, runtime: Supervisor, tmp_path: Path
+    ops: LocalOperations, runtime: Supervisor, tmp_path: Path
 ) -> None:
     pid_file = tmp_path / "pid"
     await ops.create_server(
@@ -486,7 +488,7 @@ async def test_stop_during_a_slow_start(
 
 
 async def test_a_changed_command_restarts_a_running_server(
-    ops: Operations, runtime: Supervisor
+    ops: LocalOperations, runtime: Supervisor
 ) -> None:
     tiny = [str(TEST_SERVERS / "tiny.py")]
     await ops.create_server({"name": "mutable", "command": PYTHON, "args": tiny}, actor="t")
@@ -504,7 +506,9 @@ async def test_a_changed_command_restarts_a_running_server(
     assert "restarted" in await event_kinds(ops, "mutable")
 
 
-async def test_a_new_auto_start_server_starts_at_once(ops: Operations, runtime: Supervisor) -> None:
+async def test_a_new_auto_start_server_starts_at_once(
+    ops: LocalOperations, runtime: Supervisor
+) -> None:
     await ops.create_server(scripted("eager"), actor="test")
     await eventually(lambda: status_is(ops, "eager", "running"), within=30)
     started = (await events_of(ops, "eager", "started"))[-1]

@@ -12,12 +12,12 @@ from app.cli import main as cli_main
 from app.core.errors import InvalidInput
 from app.core.settings import Settings
 from app.core.usage_record import UsageRecord
-from app.ops.facade import Operations
+from app.ops.facade import LocalOperations
 from app.runtime.usage import UsageRecorder
 from storage.models import ServerTool
 
 
-async def seed(ops: Operations, settings: Settings) -> dict[str, str]:
+async def seed(ops: LocalOperations, settings: Settings) -> dict[str, str]:
     """alpha: used (called 2 days ago), stale (called 40 days ago), never (never called),
     fresh (discovered yesterday, never called), off (disabled); beta: lonely (never called)."""
     now = datetime.now(UTC)
@@ -55,7 +55,7 @@ async def seed(ops: Operations, settings: Settings) -> dict[str, str]:
 
 
 async def test_suggestions_name_unused_enabled_tools_per_server(
-    ops: Operations, settings: Settings
+    ops: LocalOperations, settings: Settings
 ) -> None:
     await seed(ops, settings)
     report = await ops.trim_suggestions(30)
@@ -72,7 +72,7 @@ async def test_suggestions_name_unused_enabled_tools_per_server(
         await ops.trim_suggestions(0)
 
 
-async def test_disabling_the_suggested_set(ops: Operations, settings: Settings) -> None:
+async def test_disabling_the_suggested_set(ops: LocalOperations, settings: Settings) -> None:
     ids = await seed(ops, settings)
     result = await ops.disable_unused_tools(30, actor="cli:alice")
     assert sorted(tool.tool_name for tool in result.tools) == ["lonely", "never", "stale"]
@@ -84,7 +84,7 @@ async def test_disabling_the_suggested_set(ops: Operations, settings: Settings) 
 
 
 async def test_cli_trim_needs_yes_outside_a_terminal(
-    ops: Operations,
+    ops: LocalOperations,
     settings: Settings,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,

@@ -12,7 +12,7 @@ from textual.widgets import DataTable, Select, Static
 
 from app.core.schemas import AlertResponse
 from app.core.settings import Settings
-from app.ops.facade import Operations
+from app.ops.facade import LocalOperations
 from app.tui.commands import OperationsProvider
 from app.tui.screens.alerts import AlertsScreen
 from app.tui.screens.audit import AuditScreen
@@ -24,7 +24,7 @@ from widgets.status_bar import StatusBar, status_text
 
 
 async def add_alert(
-    ops: Operations,
+    ops: LocalOperations,
     server_id: str,
     *,
     rule: str = "server_down",
@@ -68,7 +68,7 @@ def status_line(app: Any) -> str:
 
 
 async def test_status_bar_counts_open_alerts_on_every_screen(
-    settings: Settings, ops: Operations
+    settings: Settings, ops: LocalOperations
 ) -> None:
     (alpha,) = await add_servers(ops, "alpha")
     await add_alert(ops, alpha)
@@ -83,7 +83,9 @@ async def test_status_bar_counts_open_alerts_on_every_screen(
         assert "⚠ 2 alerts" in status_line(app)
 
 
-async def test_alerts_screen_lists_and_acknowledges(settings: Settings, ops: Operations) -> None:
+async def test_alerts_screen_lists_and_acknowledges(
+    settings: Settings, ops: LocalOperations
+) -> None:
     (alpha,) = await add_servers(ops, "alpha")
     first = await add_alert(ops, alpha)
     resolved = await add_alert(ops, alpha, rule="p95_latency", status="resolved", message="slow")
@@ -112,7 +114,7 @@ async def test_alerts_screen_lists_and_acknowledges(settings: Settings, ops: Ope
         assert isinstance(app.screen, MainScreen)
 
 
-async def test_read_only_hides_acknowledge(settings: Settings, ops: Operations) -> None:
+async def test_read_only_hides_acknowledge(settings: Settings, ops: LocalOperations) -> None:
     (alpha,) = await add_servers(ops, "alpha")
     await add_alert(ops, alpha)
     app = make_app(settings, ops, read_only=True)
@@ -138,7 +140,7 @@ async def test_read_only_hides_acknowledge(settings: Settings, ops: Operations) 
         assert "Show resolved" in help_text and "Acknowledge" not in help_text
 
 
-async def test_new_alert_is_announced(settings: Settings, ops: Operations) -> None:
+async def test_new_alert_is_announced(settings: Settings, ops: LocalOperations) -> None:
     (alpha,) = await add_servers(ops, "alpha")
     listeners: list[Callable[[AlertResponse], None]] = []
 
@@ -168,7 +170,9 @@ async def test_new_alert_is_announced(settings: Settings, ops: Operations) -> No
         assert alert.id == alert_id
 
 
-async def test_audit_screen_shows_changes_and_filters(settings: Settings, ops: Operations) -> None:
+async def test_audit_screen_shows_changes_and_filters(
+    settings: Settings, ops: LocalOperations
+) -> None:
     await add_servers(ops, "alpha", "beta")
     await ops.update_server("alpha", {"description": "the first"}, actor="cli:ann")
     app = make_app(settings, ops)
@@ -187,7 +191,9 @@ async def test_audit_screen_shows_changes_and_filters(settings: Settings, ops: O
         assert only.server_name == "beta" and only.kind == "created"
 
 
-async def test_palette_and_help_offer_alerts_and_audit(settings: Settings, ops: Operations) -> None:
+async def test_palette_and_help_offer_alerts_and_audit(
+    settings: Settings, ops: LocalOperations
+) -> None:
     await add_servers(ops, "alpha")
     app = make_app(settings, ops, read_only=True)
     async with app.run_test(size=(120, 36)) as pilot:

@@ -10,7 +10,7 @@ from rich.console import Console
 from textual.widgets import DataTable, Input, Select, Static
 
 from app.core.settings import Settings
-from app.ops.facade import Operations
+from app.ops.facade import LocalOperations
 from app.tui.commands import OperationsProvider
 from app.tui.screens.help import HelpScreen
 from app.tui.screens.import_config import ImportScreen
@@ -36,7 +36,7 @@ def error_text(app: Any) -> str:
     return str(app.screen.query_one("#import-error", Static).content)
 
 
-async def server_names(ops: Operations) -> list[str]:
+async def server_names(ops: LocalOperations) -> list[str]:
     return sorted(server.name for server in await ops.list_servers())
 
 
@@ -50,7 +50,7 @@ async def open_import(pilot: Any, path: Path | str) -> None:
 
 
 async def test_preview_shows_the_servers_and_writes_nothing(
-    settings: Settings, ops: Operations
+    settings: Settings, ops: LocalOperations
 ) -> None:
     await add_servers(ops, "github")
     app = make_app(settings, ops)
@@ -71,7 +71,7 @@ async def test_preview_shows_the_servers_and_writes_nothing(
         assert await server_names(ops) == ["github"]
 
 
-async def test_import_creates_the_servers(settings: Settings, ops: Operations) -> None:
+async def test_import_creates_the_servers(settings: Settings, ops: LocalOperations) -> None:
     app = make_app(settings, ops)
     async with app.run_test(size=(120, 36)) as pilot:
         await settle(pilot)
@@ -90,7 +90,7 @@ async def test_import_creates_the_servers(settings: Settings, ops: Operations) -
 
 
 async def test_a_bad_file_shows_the_error_and_creates_nothing(
-    settings: Settings, ops: Operations, tmp_path: Path
+    settings: Settings, ops: LocalOperations, tmp_path: Path
 ) -> None:
     not_json = tmp_path / "broken.json"
     not_json.write_text("{ not json")
@@ -116,7 +116,7 @@ async def test_a_bad_file_shows_the_error_and_creates_nothing(
         assert await server_names(ops) == []
 
 
-async def test_read_only_hides_the_import_key(settings: Settings, ops: Operations) -> None:
+async def test_read_only_hides_the_import_key(settings: Settings, ops: LocalOperations) -> None:
     app = make_app(settings, ops, read_only=True)
     async with app.run_test(size=(120, 36)) as pilot:
         await settle(pilot)
@@ -130,7 +130,7 @@ async def test_read_only_hides_the_import_key(settings: Settings, ops: Operation
         assert "Import configuration" not in help_text(app.screen)
 
 
-async def test_import_is_in_help_and_the_palette(settings: Settings, ops: Operations) -> None:
+async def test_import_is_in_help_and_the_palette(settings: Settings, ops: LocalOperations) -> None:
     app = make_app(settings, ops)
     async with app.run_test(size=(120, 36)) as pilot:
         await settle(pilot)

@@ -9,7 +9,7 @@ from rich.console import Console
 from textual.widgets import Input, Static
 
 from app.core.settings import Settings
-from app.ops.facade import Operations
+from app.ops.facade import LocalOperations
 from app.tui.screens.confirm import ConfirmScreen
 from app.tui.screens.help import HelpScreen
 from app.tui.screens.main import MainScreen
@@ -34,7 +34,9 @@ async def type_text(pilot: object, text: str) -> None:
     await pilot.press(*[{" ": "space"}.get(char, char) for char in text])  # type: ignore[attr-defined]
 
 
-async def test_main_screen_lists_servers_and_period(settings: Settings, ops: Operations) -> None:
+async def test_main_screen_lists_servers_and_period(
+    settings: Settings, ops: LocalOperations
+) -> None:
     await add_servers(ops, "alpha", "beta")
     app = make_app(settings, ops)
     async with app.run_test(size=(120, 36)) as pilot:
@@ -44,7 +46,7 @@ async def test_main_screen_lists_servers_and_period(settings: Settings, ops: Ope
         assert status is not None and status.period == "24h" and status.total == 2
 
 
-async def test_period_keys(settings: Settings, ops: Operations) -> None:
+async def test_period_keys(settings: Settings, ops: LocalOperations) -> None:
     await add_servers(ops, "alpha")
     app = make_app(settings, ops)
     async with app.run_test(size=(120, 36)) as pilot:
@@ -58,7 +60,7 @@ async def test_period_keys(settings: Settings, ops: Operations) -> None:
             assert str(app.screen.query_one("#metrics-box").border_title).endswith(period)
 
 
-async def test_create_server_through_the_form(settings: Settings, ops: Operations) -> None:
+async def test_create_server_through_the_form(settings: Settings, ops: LocalOperations) -> None:
     app = make_app(settings, ops)
     async with app.run_test(size=(120, 36)) as pilot:
         await settle(pilot)
@@ -77,7 +79,7 @@ async def test_create_server_through_the_form(settings: Settings, ops: Operation
         assert "echo-server" in server_names(app)
 
 
-async def test_bad_input_stays_in_the_form(settings: Settings, ops: Operations) -> None:
+async def test_bad_input_stays_in_the_form(settings: Settings, ops: LocalOperations) -> None:
     await add_servers(ops, "taken")
     app = make_app(settings, ops)
     async with app.run_test(size=(120, 36)) as pilot:
@@ -106,7 +108,7 @@ async def test_bad_input_stays_in_the_form(settings: Settings, ops: Operations) 
         assert [server.name for server in await ops.list_servers()] == ["taken"]
 
 
-async def test_edit_a_server(settings: Settings, ops: Operations) -> None:
+async def test_edit_a_server(settings: Settings, ops: LocalOperations) -> None:
     await add_servers(ops, "alpha", env={"TOKEN": "s3cret"})
     app = make_app(settings, ops)
     async with app.run_test(size=(120, 36)) as pilot:
@@ -126,7 +128,9 @@ async def test_edit_a_server(settings: Settings, ops: Operations) -> None:
         assert server.env == {"TOKEN": "s3cret"}
 
 
-async def test_env_values_are_masked_until_revealed(settings: Settings, ops: Operations) -> None:
+async def test_env_values_are_masked_until_revealed(
+    settings: Settings, ops: LocalOperations
+) -> None:
     await add_servers(ops, "alpha", env={"TOKEN": "s3cret"})
     app = make_app(settings, ops)
     async with app.run_test(size=(120, 36)) as pilot:
@@ -141,7 +145,7 @@ async def test_env_values_are_masked_until_revealed(settings: Settings, ops: Ope
         assert not value.password and value.value == "s3cret"
 
 
-async def test_delete_cancel_then_confirm(settings: Settings, ops: Operations) -> None:
+async def test_delete_cancel_then_confirm(settings: Settings, ops: LocalOperations) -> None:
     await add_servers(ops, "alpha", "beta")
     app = make_app(settings, ops)
     async with app.run_test(size=(120, 36)) as pilot:
@@ -162,7 +166,7 @@ async def test_delete_cancel_then_confirm(settings: Settings, ops: Operations) -
         assert server_names(app) == ["beta"]
 
 
-async def test_mark_three_and_restart(settings: Settings, ops: Operations) -> None:
+async def test_mark_three_and_restart(settings: Settings, ops: LocalOperations) -> None:
     ids = await add_servers(ops, "a1", "a2", "a3", "a4")
     runtime = FakeRuntime()
     ops.runtime = runtime  # type: ignore[assignment]
@@ -186,7 +190,9 @@ async def test_mark_three_and_restart(settings: Settings, ops: Operations) -> No
         assert not main_screen(app).servers.marked
 
 
-async def test_bulk_failure_summary_names_the_failures(settings: Settings, ops: Operations) -> None:
+async def test_bulk_failure_summary_names_the_failures(
+    settings: Settings, ops: LocalOperations
+) -> None:
     await add_servers(ops, "a1", "a2")
     app = make_app(settings, ops)  # no runtime: start is refused for each server
     async with app.run_test(size=(120, 36), notifications=True) as pilot:
@@ -197,7 +203,7 @@ async def test_bulk_failure_summary_names_the_failures(settings: Settings, ops: 
         assert any("failed 2" in message and "a1:" in message for message in messages)
 
 
-async def test_filter_and_escape(settings: Settings, ops: Operations) -> None:
+async def test_filter_and_escape(settings: Settings, ops: LocalOperations) -> None:
     await add_servers(ops, "github", "gitlab", "slack")
     app = make_app(settings, ops)
     async with app.run_test(size=(120, 36)) as pilot:
@@ -215,7 +221,7 @@ async def test_filter_and_escape(settings: Settings, ops: Operations) -> None:
         assert server_names(app) == ["github", "gitlab", "slack"]
 
 
-async def test_sort_by_shift_letter_and_reverse(settings: Settings, ops: Operations) -> None:
+async def test_sort_by_shift_letter_and_reverse(settings: Settings, ops: LocalOperations) -> None:
     await add_servers(ops, "bravo", "alpha", "charlie")
     app = make_app(settings, ops)
     async with app.run_test(size=(120, 36)) as pilot:
@@ -230,7 +236,7 @@ async def test_sort_by_shift_letter_and_reverse(settings: Settings, ops: Operati
 
 
 async def test_live_update_keeps_cursor_sort_filter_and_marks(
-    settings: Settings, ops: Operations
+    settings: Settings, ops: LocalOperations
 ) -> None:
     await add_servers(ops, "web1", "web2", "web3", "web4", "db9")
     app = make_app(settings, ops)
@@ -255,7 +261,7 @@ async def test_live_update_keeps_cursor_sort_filter_and_marks(
         assert table.sort_column == "name" and table.sort_reverse
 
 
-async def test_read_only_hides_every_action(settings: Settings, ops: Operations) -> None:
+async def test_read_only_hides_every_action(settings: Settings, ops: LocalOperations) -> None:
     await add_servers(ops, "alpha")
     app = make_app(settings, ops, read_only=True)
     async with app.run_test(size=(120, 36)) as pilot:
@@ -271,7 +277,9 @@ async def test_read_only_hides_every_action(settings: Settings, ops: Operations)
         assert state is not None and state.read_only
 
 
-async def test_ui_answers_keys_while_an_action_hangs(settings: Settings, ops: Operations) -> None:
+async def test_ui_answers_keys_while_an_action_hangs(
+    settings: Settings, ops: LocalOperations
+) -> None:
     await add_servers(ops, "stuck")
     runtime = FakeRuntime(hang=True)
     ops.runtime = runtime  # type: ignore[assignment]
@@ -294,7 +302,7 @@ async def test_ui_answers_keys_while_an_action_hangs(settings: Settings, ops: Op
         await settle(pilot)
 
 
-async def test_help_lists_the_screen_keys(settings: Settings, ops: Operations) -> None:
+async def test_help_lists_the_screen_keys(settings: Settings, ops: LocalOperations) -> None:
     app = make_app(settings, ops)
     async with app.run_test(size=(120, 36)) as pilot:
         await settle(pilot)

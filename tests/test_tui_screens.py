@@ -13,7 +13,7 @@ from textual.widgets import DataTable, Input, RichLog, Static
 
 from app.core.settings import Settings
 from app.ops.bootstrap import running_core
-from app.ops.facade import Operations
+from app.ops.facade import LocalOperations
 from app.tui.commands import OperationsProvider
 from app.tui.screens.analytics import AnalyticsScreen
 from app.tui.screens.details import ServerDetailsScreen
@@ -28,7 +28,7 @@ from tests.tui_helpers import FIXED_NOW, FakeRuntime, add_servers, make_app, set
 from widgets.tool_table import ToolTable
 
 
-async def add_tools(ops: Operations, server: str, *names: str) -> None:
+async def add_tools(ops: LocalOperations, server: str, *names: str) -> None:
     server_id = (await ops.get_server(server)).id
     async with ops.db.session() as session:
         for name in names:
@@ -47,7 +47,7 @@ def rendered(renderable: Any, width: int = 120) -> str:
     return console.export_text()
 
 
-async def test_tool_enable_and_bypass_toggles(settings: Settings, ops: Operations) -> None:
+async def test_tool_enable_and_bypass_toggles(settings: Settings, ops: LocalOperations) -> None:
     await add_servers(ops, "alpha")
     await add_tools(ops, "alpha", "one", "two")
     app = make_app(settings, ops)
@@ -116,7 +116,7 @@ async def test_call_a_tool_through_the_call_screen(settings: Settings) -> None:
         await db.dispose()
 
 
-async def test_log_viewer_follow_and_search(settings: Settings, ops: Operations) -> None:
+async def test_log_viewer_follow_and_search(settings: Settings, ops: LocalOperations) -> None:
     await add_servers(ops, "alpha")
     log_file = settings.logs_dir / "alpha.log"
     log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -147,7 +147,7 @@ async def test_log_viewer_follow_and_search(settings: Settings, ops: Operations)
         assert isinstance(app.screen, MainScreen)
 
 
-async def test_events_screen_filters(settings: Settings, ops: Operations) -> None:
+async def test_events_screen_filters(settings: Settings, ops: LocalOperations) -> None:
     await add_servers(ops, "alpha", "beta")
     await ops.disable_server("beta", actor="test")
     app = make_app(settings, ops)
@@ -171,7 +171,7 @@ async def test_events_screen_filters(settings: Settings, ops: Operations) -> Non
         assert isinstance(app.screen, MainScreen)
 
 
-async def test_analytics_and_details_screens_open(settings: Settings, ops: Operations) -> None:
+async def test_analytics_and_details_screens_open(settings: Settings, ops: LocalOperations) -> None:
     await add_servers(ops, "alpha")
     app = make_app(settings, ops)
     async with app.run_test(size=(120, 36)) as pilot:
@@ -191,7 +191,7 @@ async def test_analytics_and_details_screens_open(settings: Settings, ops: Opera
         assert "alpha" in text and "true" in text
 
 
-async def test_palette_offers_operations_by_name(settings: Settings, ops: Operations) -> None:
+async def test_palette_offers_operations_by_name(settings: Settings, ops: LocalOperations) -> None:
     await add_servers(ops, "alpha")
     app = make_app(settings, ops)
     async with app.run_test(size=(120, 36)) as pilot:
@@ -212,7 +212,7 @@ async def test_palette_offers_operations_by_name(settings: Settings, ops: Operat
 
 
 async def test_read_only_palette_offers_nothing_that_changes(
-    settings: Settings, ops: Operations
+    settings: Settings, ops: LocalOperations
 ) -> None:
     await add_servers(ops, "alpha")
     app = make_app(settings, ops, read_only=True)
@@ -232,7 +232,7 @@ def test_fixed_clock_is_the_demo_clock() -> None:
     assert FIXED_NOW == DEMO_NOW
 
 
-async def test_test_connection_runs_the_probe(settings: Settings, ops: Operations) -> None:
+async def test_test_connection_runs_the_probe(settings: Settings, ops: LocalOperations) -> None:
     """The form's Test connection starts the real server once and shows what it offers."""
     app = make_app(settings, ops)
     async with app.run_test(size=(120, 36)) as pilot:
@@ -254,7 +254,9 @@ async def test_test_connection_runs_the_probe(settings: Settings, ops: Operation
         assert [server.name for server in await ops.list_servers()] == []  # nothing saved
 
 
-async def test_health_check_now_reports_per_server(settings: Settings, ops: Operations) -> None:
+async def test_health_check_now_reports_per_server(
+    settings: Settings, ops: LocalOperations
+) -> None:
     await add_servers(ops, "alpha", "beta")
     runtime = FakeRuntime()
     ops.runtime = runtime  # type: ignore[assignment]

@@ -17,7 +17,7 @@ from sqlalchemy.exc import OperationalError
 
 from app.core.settings import Settings
 from app.core.usage_record import UsageRecord
-from app.ops.facade import Operations
+from app.ops.facade import LocalOperations
 from app.runtime.usage import UsageRecorder
 from storage.db import Database, sqlite_url
 from storage.latency import decode_dense
@@ -40,7 +40,7 @@ def fast_settings(settings: Settings) -> Settings:
     return settings.model_copy(update={"usage_batch_size": 40, "usage_flush_interval_s": 0.02})
 
 
-async def make_tools(ops: Operations, count: int = 3) -> list[tuple[str, str, str]]:
+async def make_tools(ops: LocalOperations, count: int = 3) -> list[tuple[str, str, str]]:
     """(server id, tool id, tool name) of `count` tools on one server."""
     server = await ops.create_server({"name": "alpha", "command": "x"}, actor="test")
     tools = []
@@ -138,7 +138,7 @@ async def assert_rollups_match_rows(db: Database) -> None:
 
 
 async def test_counters_and_rollups_match_the_rows_after_a_concurrent_burst(
-    ops: Operations, fast_settings: Settings
+    ops: LocalOperations, fast_settings: Settings
 ) -> None:
     tools = await make_tools(ops)
     recorder = UsageRecorder(ops.db, fast_settings)
@@ -181,7 +181,7 @@ async def test_counters_and_rollups_match_the_rows_after_a_concurrent_burst(
 
 
 async def test_a_shutdown_in_the_middle_of_a_burst_loses_nothing(
-    ops: Operations, fast_settings: Settings
+    ops: LocalOperations, fast_settings: Settings
 ) -> None:
     tools = await make_tools(ops, 2)
     recorder = UsageRecorder(ops.db, fast_settings)
@@ -211,7 +211,7 @@ async def test_a_shutdown_in_the_middle_of_a_burst_loses_nothing(
 
 
 async def test_a_full_queue_drops_loudly_and_says_so_in_an_event(
-    ops: Operations, settings: Settings, caplog: pytest.LogCaptureFixture
+    ops: LocalOperations, settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
     tools = await make_tools(ops, 1)
     recorder = UsageRecorder(ops.db, settings.model_copy(update={"usage_queue_max": 100}))
@@ -232,7 +232,7 @@ async def test_a_full_queue_drops_loudly_and_says_so_in_an_event(
 
 
 async def test_a_refused_write_rolls_back_whole_and_is_retried(
-    ops: Operations, fast_settings: Settings, monkeypatch: pytest.MonkeyPatch
+    ops: LocalOperations, fast_settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     tools = await make_tools(ops, 1)
     recorder = UsageRecorder(ops.db, fast_settings)
@@ -261,7 +261,7 @@ async def test_a_refused_write_rolls_back_whole_and_is_retried(
 
 
 async def test_arguments_and_results_are_kept_only_when_asked_and_capped(
-    ops: Operations, settings: Settings
+    ops: LocalOperations, settings: Settings
 ) -> None:
     tools = await make_tools(ops, 1)
     small, big = {"a": 2, "b": 3}, {"text": "é" * 2000}
@@ -292,7 +292,7 @@ async def test_arguments_and_results_are_kept_only_when_asked_and_capped(
 
 
 async def test_flush_writes_what_is_queued_without_a_writer_task(
-    ops: Operations, settings: Settings
+    ops: LocalOperations, settings: Settings
 ) -> None:
     tools = await make_tools(ops, 1)
     recorder = UsageRecorder(ops.db, settings)

@@ -16,7 +16,7 @@ from textual.pilot import Pilot
 
 from app.core.schemas import ServerHealth, ServerRuntimeInfo
 from app.core.settings import Settings
-from app.ops.facade import Operations
+from app.ops.facade import LocalOperations
 from app.tui.app import TooldeckApp
 
 FIXED_NOW = datetime(2030, 3, 14, 15, 9, 26, tzinfo=UTC)
@@ -77,7 +77,7 @@ class FakeRuntime:
         return [f"line {index}" for index in range(5)]
 
 
-def make_app(settings: Settings, ops: Operations, **options: Any) -> TooldeckApp:
+def make_app(settings: Settings, ops: LocalOperations, **options: Any) -> TooldeckApp:
     """The dashboard on an open facade, with a fixed clock and still cursors; no timer refresh
     unless asked, so a test decides when data is read."""
     options.setdefault("clock", lambda: FIXED_NOW)
@@ -108,7 +108,7 @@ async def _quiet(waiting: Any) -> None:
         return
 
 
-async def add_servers(ops: Operations, *names: str, **fields: Any) -> list[str]:
+async def add_servers(ops: LocalOperations, *names: str, **fields: Any) -> list[str]:
     ids = []
     for name in names:
         created = await ops.create_server({"name": name, "command": "true", **fields}, actor="test")

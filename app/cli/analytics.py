@@ -8,7 +8,7 @@ from datetime import datetime
 from app.cli.common import add_json_flag, ago, print_json, print_table
 from app.core.periods import DEFAULT_PERIOD, PERIOD_NAMES
 from app.core.schemas import ToolMetrics, ToolServerMetrics
-from app.ops.facade import Operations
+from app.ops.protocol import Operations
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

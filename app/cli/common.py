@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from app.core.errors import TooldeckError
 from app.core.settings import load_settings
 from app.ops.attach import open_facade
-from app.ops.facade import Operations
+from app.ops.protocol import Operations
 
 Handler = Callable[[argparse.Namespace, Operations], Awaitable[int]]
 
@@ -39,8 +39,7 @@ async def run_handler(handler: Handler, args: argparse.Namespace) -> int:
         # that needs a supervisor (a tool call) runs a one-shot one when no daemon runs.
         one_shot = getattr(args, "one_shot_runtime", False)
         async with open_facade(settings, with_runtime=one_shot, holder="cli") as ops:
-            # RemoteOperations has Operations' methods (a contract test holds them equal).
-            return await handler(args, ops)  # type: ignore[arg-type]
+            return await handler(args, ops)
     except TooldeckError as exc:
         return fail(str(exc))
 

@@ -10,8 +10,8 @@ import asyncio
 
 from app.cli.common import add_json_flag, print_json, print_table
 from app.core.schemas import MASK
-from app.core.settings import describe_settings, load_settings
-from storage.db import Database, head_revision
+from app.core.settings import Settings, describe_settings, load_settings
+from app.ops.bootstrap import schema_revisions, upgrade_schema
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -59,37 +59,18 @@ def show_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def _database(args: argparse.Namespace) -> Database:
-    settings = load_settings(args.data_dir, {"data_dir": args.data_dir})
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    return Database(settings.effective_database_url)
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(args.data_dir, {"data_dir": args.data_dir})
 
 
 def upgrade_db(args: argparse.Namespace) -> int:
-    async def run() -> None:
-        db = _database(args)
-        try:
-            before = await db.current_revision()
-            await db.upgrade()
-            after = await db.current_revision()
-        finally:
-            await db.dispose()
-        print(f"database at {after}" + (f" (was {before or 'empty'})" if before != after else ""))
-
-    asyncio.run(run())
+    before, after = asyncio.run(upgrade_schema(_settings(args)))
+    print(f"database at {after}" + (f" (was {before or 'empty'})" if before != after else ""))
     return 0
 
 
 def current_db(args: argparse.Namespace) -> int:
-    async def run() -> str | None:
-        db = _database(args)
-        try:
-            return await db.current_revision()
-        finally:
-            await db.dispose()
-
-    current = asyncio.run(run())
-    head = head_revision()
+    current, head = asyncio.run(schema_revisions(_settings(args)))
     state = "up to date" if current == head else f"head is {head}: run `tooldeck db upgrade`"
     print(f"{current or 'empty'} ({state})")
     return 0

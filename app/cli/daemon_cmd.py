@@ -12,8 +12,7 @@ from app.cli.common import add_json_flag, fail, print_json
 from app.core.errors import TooldeckError
 from app.core.schemas import SERVER_STATUSES
 from app.core.settings import Settings, load_settings
-from app.ops.attach import open_facade, running_daemon
-from app.ops.remote import RemoteOperations
+from app.ops.attach import check_daemon, open_facade, running_daemon
 from app.runtime.api_token import load_or_create_token, rotate_token
 from app.runtime.lock import read_lock
 
@@ -77,8 +76,7 @@ async def _status(settings: Settings) -> tuple[dict[str, Any], int]:
         report.update(daemon="running", pid=info.pid, url=info.url, uptime_s=round(info.uptime_s))
         code = 0
         try:
-            async with RemoteOperations(info.url or "", None) as probe:
-                await probe.request("GET", "/healthz", long=False)
+            await check_daemon(info)
         except TooldeckError as exc:
             report.update(daemon="not answering", error=str(exc))
             code = 1

@@ -20,7 +20,7 @@ from app.core.interchange import (
     write_document,
 )
 from app.core.schemas import EXPORT_FORMATS, MASK, ImportReport
-from app.ops.facade import Operations
+from app.ops.protocol import Operations
 
 ACTION_WORDS = {
     "create": ("created", "would create"),

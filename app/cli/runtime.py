@@ -16,7 +16,7 @@ from typing import Any
 from app.cli.common import actor, add_json_flag, ago, print_json, print_table
 from app.core.errors import InvalidInput
 from app.core.schemas import ProbeReport, ToolCallResult
-from app.ops.facade import Operations
+from app.ops.protocol import Operations
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 from app.cli.common import actor, add_json_flag, ago, key_value, print_json, print_table
 from app.core.schemas import BULK_OPERATIONS, SERVER_STATUSES, TRANSPORTS, ToolServerResponse
-from app.ops.facade import Operations
+from app.ops.protocol import Operations
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from app.cli.common import actor, add_json_flag, ago, print_json, print_table
-from app.ops.facade import Operations
+from app.ops.protocol import Operations
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -1,7 +1,7 @@
-"""The facade's audit, alert, limit and trim operations (issue 9).
+"""The facade's audit, alert, limit and trim operations.
 
-A mixin of `app.ops.facade.Operations`, kept in its own module so the facade's file stays about
-servers, tools and calls. Every method here is one user-visible action, like the rest.
+A mixin of `app.ops.facade.LocalOperations`, kept in its own module so the facade's file stays
+about servers, tools and calls. Every method here is one user-visible action, like the rest.
 """
 
 from __future__ import annotations
@@ -133,7 +133,6 @@ class AlertOperations(OpsBase):
             return [AlertResponse.model_validate(row) for row in rows]
 
     async def ack_alert(self, alert_id: int, *, actor: str) -> AlertResponse:
-        """Acknowledge an alert: it stays (open until its condition clears), marked as seen."""
         async with self.db.session() as session:
             alert = await session.get(Alert, alert_id)
             if alert is None:
@@ -303,7 +302,6 @@ class AlertOperations(OpsBase):
     # ---- trim suggestions -------------------------------------------------------------------
 
     async def trim_suggestions(self, days: int = 30) -> TrimReport:
-        """Enabled tools not called in the last `days` days, per server."""
         if not 1 <= days <= 3650:
             raise InvalidInput("use a number of days from 1 to 3650", field="days")
         from app.governance.trim import trim_report

@@ -8,18 +8,21 @@ before there was a daemon.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 from app.core.errors import Unauthorized, Unavailable
 from app.core.settings import Settings
-from app.ops.facade import Operations
+from app.ops.bootstrap import open_operations, running_core
+from app.ops.facade import LocalOperations
+from app.ops.protocol import Operations
 from app.ops.remote import RemoteOperations
 from app.runtime.api_token import read_token, token_path
-from app.runtime.lock import HolderKind, LockInfo, SupervisorLock, read_lock
+from app.runtime.lock import AlreadyRunning, HolderKind, LockInfo, SupervisorLock, read_lock
 
-Facade = Operations | RemoteOperations
+logger = logging.getLogger(__name__)
 # A daemon publishes its address a moment after it takes the lock (once its port is bound and
 # its servers are starting); a verb issued in that moment waits instead of failing.
 ADDRESS_WAIT_S = 10.0
@@ -51,10 +54,16 @@ def remote_operations(settings: Settings, info: LockInfo) -> RemoteOperations:
     return RemoteOperations(info.url, token, settings=settings)
 
 
+async def check_daemon(info: LockInfo) -> None:
+    """Raise Unavailable unless the daemon `info` names answers its liveness check."""
+    async with RemoteOperations(info.url or "", None) as remote:
+        await remote.request("GET", "/healthz")
+
+
 @asynccontextmanager
 async def open_facade(
     settings: Settings, *, with_runtime: bool = False, holder: HolderKind = "dashboard"
-) -> AsyncIterator[Facade]:
+) -> AsyncIterator[Operations]:
     """The daemon's operations when one runs, else this process's own.
 
     `with_runtime` asks for a supervisor in this process when there is no daemon (the dashboard
@@ -67,8 +76,6 @@ async def open_facade(
             yield remote
         return
     if with_runtime:
-        from app.ops.bootstrap import running_core
-
         # This process becomes the data dir's supervisor: hold the lock so that a daemon (or
         # another dashboard) started now refuses instead of running every server twice.
         lock = SupervisorLock(settings.data_dir, holder)
@@ -79,8 +86,30 @@ async def open_facade(
         finally:
             lock.release()
         return
-    from app.ops.bootstrap import open_operations
+    async with stored_facade(settings) as ops:
+        yield ops
 
+
+@asynccontextmanager
+async def dashboard_facade(settings: Settings) -> AsyncIterator[Operations]:
+    """The running daemon's facade if there is one, else a supervisor in this process.
+
+    `make run` therefore opens with the built-in servers running. When another dashboard
+    already supervises this data dir, this one still opens, without a runtime of its own.
+    """
+    async with AsyncExitStack() as stack:
+        try:
+            ops = await stack.enter_async_context(open_facade(settings, with_runtime=True))
+        except AlreadyRunning as exc:
+            logger.warning("%s: opening without a supervisor", exc)
+            ops = await stack.enter_async_context(open_facade(settings, with_runtime=False))
+        yield ops
+
+
+@asynccontextmanager
+async def stored_facade(settings: Settings) -> AsyncIterator[LocalOperations]:
+    """This process's facade without a supervisor, never a daemon's: everything but the
+    runtime operations (start, stop, health, calls) works."""
     ops = await open_operations(settings)
     try:
         yield ops

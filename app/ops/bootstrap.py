@@ -9,11 +9,11 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from app.core.settings import Settings
 from app.governance.alerts import AlertEngine
 from app.governance.limits_watchdog import ResourceWatchdog, load_limits
-from app.ops.facade import Operations
+from app.ops.facade import LocalOperations
 from app.runtime.scheduler import Job, Scheduler, core_scheduler
 from app.runtime.supervisor import Supervisor
 from app.runtime.usage import UsageRecorder
-from storage.db import Database
+from storage.db import Database, head_revision
 
 
 async def open_database(settings: Settings) -> Database:
@@ -23,16 +23,44 @@ async def open_database(settings: Settings) -> Database:
     return db
 
 
-async def open_operations(settings: Settings) -> Operations:
+async def upgrade_schema(settings: Settings) -> tuple[str | None, str | None]:
+    """Apply pending migrations; the schema revisions before and after (None: empty)."""
+    db = _unmigrated(settings)
+    try:
+        before = await db.current_revision()
+        await db.upgrade()
+        return before, await db.current_revision()
+    finally:
+        await db.dispose()
+
+
+async def schema_revisions(settings: Settings) -> tuple[str | None, str]:
+    """The database's schema revision (None: empty) and the newest one this code knows."""
+    db = _unmigrated(settings)
+    try:
+        return await db.current_revision(), head_revision()
+    finally:
+        await db.dispose()
+
+
+def _unmigrated(settings: Settings) -> Database:
+    # Not migrated on opening: these two report on the migration or carry it out.
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return Database(settings.effective_database_url)
+
+
+async def open_operations(settings: Settings) -> LocalOperations:
     """The facade on a migrated database with the built-in servers seeded."""
     db = await open_database(settings)
-    operations = Operations(db, settings)
+    operations = LocalOperations(db, settings)
     await operations.seed_builtin_servers()
     return operations
 
 
 @asynccontextmanager
-async def running_core(settings: Settings, *, autostart: bool = True) -> AsyncIterator[Operations]:
+async def running_core(
+    settings: Settings, *, autostart: bool = True
+) -> AsyncIterator[LocalOperations]:
     """The whole runtime behind the facade: supervisor, scheduler and usage recorder.
 
     On entry, statuses left by a crashed process are reset and the auto-start servers begin
@@ -62,7 +90,7 @@ async def running_core(settings: Settings, *, autostart: bool = True) -> AsyncIt
 
 
 async def install_alerting(
-    ops: Operations, supervisor: Supervisor, scheduler: Scheduler
+    ops: LocalOperations, supervisor: Supervisor, scheduler: Scheduler
 ) -> Callable[[], Awaitable[None]]:
     """Add the `alerts` and `limits` jobs (before the scheduler starts); returns the closer."""
     engine = AlertEngine(ops.db, ops.settings)

@@ -43,13 +43,6 @@ class CallOperations(ServerOperations):
         user: str | None = None,
         conversation_id: str | None = None,
     ) -> ToolCallResult:
-        """Call a tool: check intent, validate, route (starting the server on demand), time it,
-        and record the usage of every outcome, refusals included.
-
-        Refusals raise (NotFound, Conflict for a disabled server or tool, InvalidInput for bad
-        arguments, NotRunning); a call that reached no result (a timeout, a broken connection)
-        and a bypassed one return an error result.
-        """
         if source not in CALL_SOURCES:
             raise InvalidInput(f"use one of {', '.join(CALL_SOURCES)}", field="source")
         # The usage row of this call, filled in as the call goes; every outcome is recorded.

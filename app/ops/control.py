@@ -67,14 +67,9 @@ class ControlOperations(OpsBase):
         return self._require_scheduler().status()
 
     async def run_job(self, name: str) -> JobStatus:
-        """Run a scheduler job now and wait for it (joining a run already in progress)."""
         return await self._require_scheduler().run_now(name)
 
     async def probe(self, target: str | ToolServerCreate | dict[str, Any]) -> ProbeReport:
-        """Start or connect once, initialize, list tools, ping, stop; nothing is stored.
-
-        `target` is a server's name or id, or a definition not saved yet (an edit form's).
-        """
         source: Any
         if isinstance(target, str):
             async with self.db.session() as session:

@@ -1,12 +1,16 @@
-"""The operations facade: every user-visible action is one method here.
+"""The operations facade in this process: every user-visible action is one method here.
 
-The TUI, the CLI, the HTTP API and the gateway all call these methods (directly, or through
-`app/ops/remote.py` when attached to a daemon), so each behaviour is written and tested once.
-Mutating operations take an `actor` ("cli:alice", "api:token", "system") and write an event
-naming it. Secrets (env and header values) are masked in every answer unless `reveal=True`.
+`LocalOperations` implements the `Operations` protocol (app/ops/protocol.py) over storage and,
+when this process runs one, the supervisor; `app/ops/remote.py` implements it over HTTP when a
+daemon runs instead. It is composed of parts by job (servers, control, calls, bulk, built-ins,
+analytics, interchange, alerts), each in its own module.
 """
 
 from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from app.core.changes import ChangeBus
 from app.core.settings import Settings
@@ -17,14 +21,16 @@ from app.ops.builtins import BuiltinOperations, builtin_server_spec
 from app.ops.bulk import BulkOperations
 from app.ops.calls import CallOperations
 from app.ops.interchange import InterchangeOperations
+from app.ops.protocol import ReadOperations
+from app.ops.read_thread import ReadThread
 from app.runtime.call_latency import CallLatency
 from storage.db import Database
 from storage.models import ServerTool, ToolServer
 
-__all__ = ["JobRunner", "Operations", "Runtime", "UsageSink", "builtin_server_spec"]
+__all__ = ["JobRunner", "LocalOperations", "Runtime", "UsageSink", "builtin_server_spec"]
 
 
-class Operations(
+class LocalOperations(
     CallOperations,
     BulkOperations,
     BuiltinOperations,
@@ -56,3 +62,27 @@ class Operations(
         # Durations of this process's calls per tool, for Prometheus histograms.
         self.call_latency = CallLatency()
         self.changes.subscribe(self._forget_routes)
+
+    @property
+    def supervised(self) -> bool:
+        return self.runtime is not None
+
+    @asynccontextmanager
+    async def open_reader(self) -> AsyncIterator[ReadOperations]:
+        url, settings = self.db.url, self.settings
+
+        @asynccontextmanager
+        async def replica() -> AsyncIterator[ReadOperations]:
+            # Its own engine: connections belong to the loop that opened them.
+            ops = LocalOperations(Database(url), settings)
+            try:
+                yield ops
+            finally:
+                await ops.db.dispose()
+
+        reader = ReadThread(replica)
+        await asyncio.to_thread(reader.start)
+        try:
+            yield reader
+        finally:
+            await asyncio.to_thread(reader.stop)

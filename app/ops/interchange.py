@@ -45,7 +45,6 @@ class InterchangeOperations(ServerOperations):
         on_conflict: ConflictPolicy = "skip",
         actor: str,
     ) -> ImportReport:
-        """Add the servers of an MCP client configuration: all of them, or none on an error."""
         if on_conflict not in CONFLICT_POLICIES:
             raise InvalidInput(f"use one of {', '.join(CONFLICT_POLICIES)}", field="on_conflict")
         parsed = interchange.parse_document(document)
@@ -96,7 +95,6 @@ class InterchangeOperations(ServerOperations):
         format: ExportFormat = "claude",
         include_secrets: bool = False,
     ) -> dict[str, Any]:
-        """The named servers (all when none are named) as a client configuration document."""
         if format not in EXPORT_FORMATS:
             raise InvalidInput(f"use one of {', '.join(EXPORT_FORMATS)}", field="format")
         if names:

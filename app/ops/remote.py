@@ -1,61 +1,41 @@
-"""The operations facade over HTTP, for a CLI or dashboard attached to a running daemon.
+"""The operations over HTTP, for a CLI or dashboard attached to a running daemon.
 
-Every public method has the name, signature and return model of its `Operations` twin and
-raises the same `app.core.errors` exceptions (rebuilt from the daemon's JSON error bodies), so a
-caller cannot tell which one it holds. A contract test runs one suite against both.
+`RemoteOperations` implements the `Operations` protocol: each operation is generated from its
+rows in app/ops/table.py (path, body, query, output model) and takes the protocol's signature;
+the few whose shape differs are written here. It raises the same `app.core.errors` exceptions
+as the in-process facade (rebuilt from the daemon's JSON error bodies), so a caller cannot tell
+which one it holds. A contract test runs every row both ways.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from datetime import datetime
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import quote
 
 import httpx2
-import mcp_types as types
 from pydantic import BaseModel, TypeAdapter
 from pydantic_core import to_jsonable_python
 
 from app.core import errors
 from app.core.errors import InvalidInput, TooldeckError, Unavailable
 from app.core.interchange import parse_document
-from app.core.schemas import (
-    BulkOperationResult,
-    BulkToolServerOperation,
-    CallSource,
-    ConflictPolicy,
-    ExportFormat,
-    ImportReport,
-    JobStatus,
-    ProbeReport,
-    ServerEventResponse,
-    ServerHealth,
-    ServerRuntimeInfo,
-    ServerToolResponse,
-    ToolCallResult,
-    ToolMetrics,
-    ToolServerAnalytics,
-    ToolServerCreate,
-    ToolServerMetrics,
-    ToolServerResponse,
-    ToolServerUpdate,
-    UsageTimeSeries,
-)
+from app.core.schemas import ImportReport, ProbeReport, ToolServerCreate, ToolServerResponse
 from app.core.settings import Settings
-from app.ops.remote_alerts import RemoteAlertOperations
-from storage.analytics import DEFAULT_BUCKETS, DEFAULT_PERIOD
+from app.ops.protocol import Operations, ReadOperations, operation_names, shaped_as
+from app.ops.table import OPERATIONS, OperationSpec
 
-TOOLSERVERS = "/api/v1/toolservers"
 ACTOR_HEADER = "X-Tooldeck-Actor"
 DEFAULT_TIMEOUT_S = 30.0
 CONNECT_TIMEOUT_S = 5.0
 # Starting a server or calling a tool is bounded by the server's own timeouts (up to an hour),
 # which the daemon enforces; the client must not give up first.
 LONG_TIMEOUT = httpx2.Timeout(None, connect=CONNECT_TIMEOUT_S)
-
-T = TypeVar("T")
+# The rows by operation and route name, for the operations written by hand here.
+ROWS = {(spec.name, spec.route): spec for spec in OPERATIONS}
 
 
 def _error_classes() -> dict[str, type[TooldeckError]]:
@@ -99,19 +79,15 @@ def error_from_response(response: httpx2.Response) -> TooldeckError:
         return fallback(message, field=field)
 
 
-def _segment(ref: str) -> str:
-    # Dots are escaped too: a name like ".." must reach the daemon as a name, not a path step.
-    return quote(ref, safe="").replace(".", "%2E")
-
-
-def _payload(data: BaseModel | dict[str, Any], *, exclude_unset: bool = False) -> Any:
-    if isinstance(data, BaseModel):
-        return data.model_dump(mode="json", exclude_unset=exclude_unset)
-    return to_jsonable_python(data)
-
-
-class RemoteOperations(RemoteAlertOperations):
+class RemoteOperations(Operations):
     """`Operations` over the daemon's HTTP API."""
+
+    # Nothing here hears the daemon's changes or alerts: faces attached to it refresh on a timer.
+    changes = None
+    alerts = None
+    call_latency = None
+    # A daemon always runs a supervisor.
+    supervised = True
 
     def __init__(
         self,
@@ -148,6 +124,10 @@ class RemoteOperations(RemoteAlertOperations):
     ) -> None:
         await self.aclose()
 
+    @asynccontextmanager
+    async def open_reader(self) -> AsyncIterator[ReadOperations]:
+        yield self
+
     # ---- transport -----------------------------------------------------------------------------
 
     async def request(
@@ -155,7 +135,7 @@ class RemoteOperations(RemoteAlertOperations):
         method: str,
         path: str,
         *,
-        params: dict[str, Any] | None = None,
+        params: Mapping[str, Any] | None = None,
         json: Any = None,
         actor: str | None = None,
         long: bool = False,
@@ -183,351 +163,113 @@ class RemoteOperations(RemoteAlertOperations):
             return None
         return response.json()
 
-    async def _get(self, model: type[T] | Any, path: str, **kwargs: Any) -> T:
-        return _parse(model, await self.request("GET", path, **kwargs))
-
-    async def _post(self, model: type[T] | Any, path: str, **kwargs: Any) -> T:
-        return _parse(model, await self.request("POST", path, **kwargs))
-
-    # ---- servers: create, read, update, delete -------------------------------------------------
-
-    async def create_server(
-        self, data: ToolServerCreate | dict[str, Any], *, actor: str, is_builtin: bool = False
-    ) -> ToolServerResponse:
-        if is_builtin:
-            raise InvalidInput("built-in servers are seeded by the daemon itself", field="name")
-        return await self._post(
-            ToolServerResponse, f"{TOOLSERVERS}/servers", json=_payload(data), actor=actor
+    async def send(
+        self, spec: OperationSpec, arguments: Mapping[str, Any], *, body: Any = None
+    ) -> Any:
+        """The operation of `spec` with these arguments (by the facade's names), answered.
+        `body` replaces the one the arguments would make."""
+        places = spec.places
+        path = spec.path.format(
+            **{http: _segment(str(arguments[spec.argument(http)])) for http in spec.path_names}
         )
-
-    async def get_server(self, ref: str, *, reveal: bool = False) -> ToolServerResponse:
-        return await self._get(
-            ToolServerResponse,
-            f"{TOOLSERVERS}/servers/{_segment(ref)}",
-            params={"reveal": reveal or None},
+        query = {
+            spec.http_name(name): value
+            for name, value in arguments.items()
+            if places.get(name) == "query"
+        }
+        if body is None and spec.body_arg is not None:
+            body = _payload(arguments[spec.body_arg])
+        elif body is None and spec.body is not None:
+            # None is left out: the body's own default stands for it (no reason, no arguments).
+            body = {
+                spec.http_name(name): to_jsonable_python(value)
+                for name, value in arguments.items()
+                if places.get(name) == "body" and value is not None
+            }
+        actor = arguments.get("actor") if places.get("actor") == "actor" else None
+        answer = await self.request(
+            spec.method, path, params=query, json=body, actor=actor, long=spec.long
         )
+        return None if spec.output is None else _parse(spec.output, answer)
 
-    async def list_servers(
-        self,
-        *,
-        status: str | None = None,
-        enabled: bool | None = None,
-        text: str | None = None,
-        reveal: bool = False,
-    ) -> list[ToolServerResponse]:
-        return await self._get(
-            list[ToolServerResponse],
-            f"{TOOLSERVERS}/servers",
-            params={"status": status, "enabled": enabled, "text": text, "reveal": reveal or None},
-        )
-
-    async def update_server(
-        self, ref: str, data: ToolServerUpdate | dict[str, Any], *, actor: str
-    ) -> ToolServerResponse:
-        return _parse(
-            ToolServerResponse,
-            await self.request(
-                "PUT",
-                f"{TOOLSERVERS}/servers/{_segment(ref)}",
-                json=_payload(data, exclude_unset=True),
-                actor=actor,
-            ),
-        )
-
-    async def delete_server(self, ref: str, *, actor: str) -> None:
-        await self.request("DELETE", f"{TOOLSERVERS}/servers/{_segment(ref)}", actor=actor)
+    # ---- the operations whose shape differs ----------------------------------------------------
 
     async def set_server_enabled(
         self, ref: str, enabled: bool, *, actor: str, reason: str | None = None
     ) -> ToolServerResponse:
-        verb = "enable" if enabled else "disable"
-        body = {"reason": reason} if reason and not enabled else None
-        return await self._post(
-            ToolServerResponse,
-            f"{TOOLSERVERS}/servers/{_segment(ref)}/{verb}",
-            json=body,
-            actor=actor,
+        if enabled:
+            return await self.enable_server(ref, actor=actor)
+        arguments = {"ref": ref, "actor": actor}
+        body = {"reason": reason} if reason else None
+        answer: ToolServerResponse = await self.send(
+            ROWS["disable_server", "disable_server"], arguments, body=body
         )
-
-    async def enable_server(self, ref: str, *, actor: str) -> ToolServerResponse:
-        return await self.set_server_enabled(ref, True, actor=actor)
-
-    async def disable_server(self, ref: str, *, actor: str) -> ToolServerResponse:
-        return await self.set_server_enabled(ref, False, actor=actor)
-
-    # ---- tools ---------------------------------------------------------------------------------
-
-    async def list_tools(self, server_ref: str) -> list[ServerToolResponse]:
-        return await self._get(
-            list[ServerToolResponse], f"{TOOLSERVERS}/servers/{_segment(server_ref)}/tools"
-        )
-
-    async def get_tool(self, ref: str, server_ref: str | None = None) -> ServerToolResponse:
-        return await self._get(
-            ServerToolResponse,
-            f"{TOOLSERVERS}/tools/{_segment(ref)}",
-            params={"server": server_ref},
-        )
-
-    async def set_tool_enabled(
-        self, ref: str, enabled: bool, *, actor: str, server_ref: str | None = None
-    ) -> ServerToolResponse:
-        verb = "enable" if enabled else "disable"
-        return await self._post(
-            ServerToolResponse,
-            f"{TOOLSERVERS}/tools/{_segment(ref)}/{verb}",
-            params={"server": server_ref},
-            actor=actor,
-        )
-
-    async def set_tool_bypass(
-        self, ref: str, bypass: bool, *, actor: str, server_ref: str | None = None
-    ) -> ServerToolResponse:
-        return _parse(
-            ServerToolResponse,
-            await self.request(
-                "PUT",
-                f"{TOOLSERVERS}/tools/{_segment(ref)}",
-                params={"server": server_ref},
-                json={"bypass_when_unavailable": bypass},
-                actor=actor,
-            ),
-        )
-
-    # ---- events --------------------------------------------------------------------------------
-
-    async def list_events(
-        self, server_ref: str | None = None, *, kind: str | None = None, limit: int = 100
-    ) -> list[ServerEventResponse]:
-        if server_ref is not None:
-            path = f"{TOOLSERVERS}/servers/{_segment(server_ref)}/events"
-        else:
-            path = f"{TOOLSERVERS}/events"
-        return await self._get(
-            list[ServerEventResponse], path, params={"kind": kind, "limit": limit}
-        )
-
-    # ---- runtime operations --------------------------------------------------------------------
-
-    async def start_server(self, ref: str, *, actor: str) -> ToolServerResponse:
-        return await self._control(ref, "start", actor)
-
-    async def stop_server(self, ref: str, *, actor: str) -> ToolServerResponse:
-        return await self._control(ref, "stop", actor)
-
-    async def restart_server(self, ref: str, *, actor: str) -> ToolServerResponse:
-        return await self._control(ref, "restart", actor)
-
-    async def refresh_tools(self, ref: str, *, actor: str) -> ToolServerResponse:
-        return await self._control(ref, "refresh", actor)
-
-    async def _control(self, ref: str, verb: str, actor: str) -> ToolServerResponse:
-        return await self._post(
-            ToolServerResponse,
-            f"{TOOLSERVERS}/servers/{_segment(ref)}/{verb}",
-            actor=actor,
-            long=True,
-        )
-
-    async def check_health(self, ref: str) -> ServerHealth:
-        return await self._get(
-            ServerHealth, f"{TOOLSERVERS}/servers/{_segment(ref)}/health", long=True
-        )
-
-    async def runtime_info(self, ref: str) -> ServerRuntimeInfo:
-        return await self._get(ServerRuntimeInfo, f"{TOOLSERVERS}/servers/{_segment(ref)}/runtime")
-
-    async def log_tail(self, ref: str, lines: int = 100) -> list[str]:
-        return await self._get(
-            list[str], f"{TOOLSERVERS}/servers/{_segment(ref)}/logs", params={"lines": lines}
-        )
-
-    async def scheduler_jobs(self) -> list[JobStatus]:
-        return await self._get(list[JobStatus], "/api/v1/scheduler/jobs")
-
-    async def run_job(self, name: str) -> JobStatus:
-        return await self._post(
-            JobStatus, f"/api/v1/scheduler/jobs/{_segment(name)}/run", long=True
-        )
+        return answer
 
     async def probe(self, target: str | ToolServerCreate | dict[str, Any]) -> ProbeReport:
-        if isinstance(target, str):
-            path, body = f"{TOOLSERVERS}/servers/{_segment(target)}/probe", None
-        else:
-            path, body = f"{TOOLSERVERS}/probe", _payload(target)
-        return await self._post(ProbeReport, path, json=body, long=True)
+        route = "probe_server" if isinstance(target, str) else "probe_definition"
+        report: ProbeReport = await self.send(ROWS["probe", route], {"target": target})
+        return report
 
-    # ---- tool calls ----------------------------------------------------------------------------
 
-    async def call_tool(
-        self,
-        server: str,
-        tool: str,
-        arguments: Any = None,
-        *,
-        source: CallSource,
-        client_name: str | None = None,
-        user: str | None = None,
-        conversation_id: str | None = None,
-    ) -> ToolCallResult:
-        body = {
-            "arguments": arguments if arguments is not None else {},
-            "source": source,
-            "client_name": client_name,
-            "user": user,
-            "conversation_id": conversation_id,
-        }
-        return await self._post(
-            ToolCallResult,
-            f"{TOOLSERVERS}/tools/{_segment(tool)}/call",
-            params={"server": server},
-            json=to_jsonable_python(body),
-            long=True,
-        )
+def _generated(name: str, specs: Sequence[OperationSpec]) -> Callable[..., Awaitable[Any]]:
+    """The operation `name`, sent by the first of its rows that fits the call: the row's fixed
+    arguments are the call's, and the call gives everything the row's path needs."""
+    signature = specs[0].signature
 
-    # ---- MCP resources and prompts of a server, and the gateway's tools ------------------------
+    async def operation(self: RemoteOperations, *args: Any, **kwargs: Any) -> Any:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        arguments = bound.arguments
+        for spec in specs:
+            if all(arguments[key] == value for key, value in spec.fixed.items()) and all(
+                arguments[spec.argument(http)] is not None for http in spec.path_names
+            ):
+                return await self.send(spec, arguments)
+        raise InvalidInput(f"{name}: no endpoint of the API takes these arguments")
 
-    async def list_gateway_tools(self) -> list[ServerToolResponse]:
-        return await self._get(list[ServerToolResponse], "/api/v1/gateway/tools")
+    return shaped_as(Operations, name, operation)
 
-    async def list_resources(self, server_ref: str) -> list[types.Resource]:
-        return await self._get(
-            list[types.Resource],
-            f"{TOOLSERVERS}/servers/{_segment(server_ref)}/resources",
-            long=True,
-        )
 
-    async def read_resource(self, server_ref: str, uri: str) -> types.ReadResourceResult:
-        return await self._get(
-            types.ReadResourceResult,
-            f"{TOOLSERVERS}/servers/{_segment(server_ref)}/resources/read",
-            params={"uri": uri},
-            long=True,
-        )
-
-    async def list_prompts(self, server_ref: str) -> list[types.Prompt]:
-        return await self._get(
-            list[types.Prompt], f"{TOOLSERVERS}/servers/{_segment(server_ref)}/prompts", long=True
-        )
-
-    async def get_prompt(
-        self, server_ref: str, name: str, arguments: dict[str, str]
-    ) -> types.GetPromptResult:
-        return await self._post(
-            types.GetPromptResult,
-            f"{TOOLSERVERS}/servers/{_segment(server_ref)}/prompts/{_segment(name)}",
-            json={"arguments": to_jsonable_python(arguments)},
-            long=True,
-        )
-
-    # ---- analytics -----------------------------------------------------------------------------
-
-    async def server_metrics(
-        self,
-        ref: str,
-        period: str = DEFAULT_PERIOD,
-        start: datetime | None = None,
-        end: datetime | None = None,
-    ) -> ToolServerMetrics:
-        return await self._get(
-            ToolServerMetrics,
-            f"{TOOLSERVERS}/servers/{_segment(ref)}/metrics",
-            params={"period": period, "start": start, "end": end},
-        )
-
-    async def tool_metrics(
-        self,
-        tool_ref: str,
-        server_ref: str | None = None,
-        period: str = DEFAULT_PERIOD,
-        start: datetime | None = None,
-        end: datetime | None = None,
-    ) -> ToolMetrics:
-        return await self._get(
-            ToolMetrics,
-            f"{TOOLSERVERS}/tools/{_segment(tool_ref)}/metrics",
-            params={"server": server_ref, "period": period, "start": start, "end": end},
-        )
-
-    async def analytics(
-        self,
-        period: str = DEFAULT_PERIOD,
-        start: datetime | None = None,
-        end: datetime | None = None,
-    ) -> ToolServerAnalytics:
-        return await self._get(
-            ToolServerAnalytics,
-            "/api/v1/analytics/toolservers",
-            params={"period": period, "start": start, "end": end},
-        )
-
-    async def time_series(
-        self,
-        server_ref: str | None = None,
-        period: str = DEFAULT_PERIOD,
-        start: datetime | None = None,
-        end: datetime | None = None,
-        buckets: int = DEFAULT_BUCKETS,
-    ) -> UsageTimeSeries:
-        params = {
-            "server": server_ref,
-            "period": period,
-            "start": start,
-            "end": end,
-            "buckets": buckets,
-        }
-        return await self._get(UsageTimeSeries, "/api/v1/analytics/timeseries", params=params)
-
-    # ---- bulk ----------------------------------------------------------------------------------
-
-    async def bulk(
-        self, data: BulkToolServerOperation | dict[str, Any], *, actor: str
-    ) -> BulkOperationResult:
-        return await self._post(
-            BulkOperationResult,
-            f"{TOOLSERVERS}/servers/bulk",
-            json=_payload(data),
-            actor=actor,
-            long=True,
-        )
-
-    # ---- import and export ---------------------------------------------------------------------
-
+def _document_checked(send: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
     async def import_servers(
-        self,
-        document: Any,
-        *,
-        dry_run: bool = False,
-        on_conflict: ConflictPolicy = "skip",
-        actor: str,
+        self: RemoteOperations, document: Any, *args: Any, **kwargs: Any
     ) -> ImportReport:
         if not isinstance(document, dict):
             # The daemon's body can only carry an object; say what the facade would say.
             parse_document(document)
-        body = {"document": document, "dry_run": dry_run, "on_conflict": on_conflict}
-        return await self._post(
-            ImportReport, f"{TOOLSERVERS}/import", json=to_jsonable_python(body), actor=actor
-        )
+        report: ImportReport = await send(self, document, *args, **kwargs)
+        return report
 
-    async def export_servers(
-        self,
-        names: Sequence[str] | None = None,
-        *,
-        format: ExportFormat = "claude",
-        include_secrets: bool = False,
-    ) -> dict[str, Any]:
-        params = {
-            "names": list(names) if names else None,
-            "format": format,
-            "include_secrets": include_secrets or None,
-        }
-        return await self._get(dict[str, Any], f"{TOOLSERVERS}/export", params=params)
+    return shaped_as(Operations, "import_servers", import_servers)
 
-    # ---- built-in servers ----------------------------------------------------------------------
 
-    async def seed_builtin_servers(self) -> list[str]:
-        """The daemon seeds its own built-ins when it starts: nothing is left to do here."""
-        return []
+def _generate_operations() -> None:
+    rows: dict[str, list[OperationSpec]] = {}
+    for spec in OPERATIONS:
+        rows.setdefault(spec.name, []).append(spec)
+    for name in operation_names(Operations):
+        if name in vars(RemoteOperations):
+            continue
+        if name not in rows:
+            raise TypeError(f"RemoteOperations.{name}: no row in app/ops/table.py sends it")
+        setattr(RemoteOperations, name, _generated(name, rows[name]))
+    RemoteOperations.import_servers = _document_checked(RemoteOperations.import_servers)  # type: ignore[method-assign]
+
+
+_generate_operations()
+
+
+def _segment(ref: str) -> str:
+    # Dots are escaped too: a name like ".." must reach the daemon as a name, not a path step.
+    return quote(ref, safe="").replace(".", "%2E")
+
+
+def _payload(data: BaseModel | dict[str, Any]) -> Any:
+    # Only the fields given: a partial update must not send the others as nulls that clear.
+    if isinstance(data, BaseModel):
+        return data.model_dump(mode="json", exclude_unset=True)
+    return to_jsonable_python(data)
 
 
 def _query_value(value: Any) -> Any:

@@ -12,7 +12,7 @@ import getpass
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
@@ -25,13 +25,15 @@ from textual.reactive import reactive
 from textual.screen import Screen
 from textual.worker import Worker
 
+from app.core.changes import Change
 from app.core.periods import DEFAULT_PERIOD, PERIOD_NAMES
+from app.core.schemas import AlertResponse
 from app.core.settings import Settings
-from app.ops.facade import Operations
+from app.ops.attach import dashboard_facade, stored_facade
+from app.ops.protocol import Operations, ReadOperations
 from app.tui.base import report_worker
 from app.tui.commands import OperationsProvider
 from app.tui.data import DeckData
-from app.tui.reader import ReadThread
 from widgets.status_bar import AlertBadge, StatusBar
 
 logger = logging.getLogger(__name__)
@@ -49,37 +51,6 @@ def tui_actor() -> str:
         return f"tui:{getpass.getuser()}"
     except (KeyError, OSError):
         return "tui"
-
-
-@asynccontextmanager
-async def supervised_core(settings: Settings) -> AsyncIterator[Operations]:
-    """The running daemon's facade if there is one, else a supervisor in this process.
-
-    `make run` therefore opens with the built-in servers running. When another dashboard
-    already supervises this data dir, this one still opens, without a runtime of its own.
-    """
-    from app.ops.attach import open_facade
-    from app.runtime.lock import AlreadyRunning
-
-    async with AsyncExitStack() as stack:
-        try:
-            ops = await stack.enter_async_context(open_facade(settings, with_runtime=True))
-        except AlreadyRunning as exc:
-            logger.warning("%s: opening without a supervisor", exc)
-            ops = await stack.enter_async_context(open_facade(settings, with_runtime=False))
-        yield ops  # type: ignore[misc]
-
-
-@asynccontextmanager
-async def storage_core(settings: Settings) -> AsyncIterator[Operations]:
-    """The facade without a supervisor: everything but start/stop/probe works."""
-    from app.ops.bootstrap import open_operations
-
-    ops = await open_operations(settings)
-    try:
-        yield ops
-    finally:
-        await ops.db.dispose()
 
 
 @asynccontextmanager
@@ -131,7 +102,7 @@ class TooldeckApp(App[None]):
         if ops is not None:
             self._core: CoreFactory = lambda _settings: given_core(ops)
         else:
-            self._core = core or (supervised_core if with_runtime else storage_core)
+            self._core = core or (dashboard_facade if with_runtime else stored_facade)
         self.ops: Operations | None = None
         self.data: DeckData | None = None
         self._quit_requested = asyncio.Event()
@@ -160,15 +131,12 @@ class TooldeckApp(App[None]):
         lives in this worker and is closed here when the app quits (or the worker is
         cancelled at shutdown).
         """
-        async with self._core(self.settings) as ops:
-            reader = ReadThread.for_facade(ops) if self.use_reader else None
-            if reader is not None:
-                await asyncio.to_thread(reader.start)
+        async with self._core(self.settings) as ops, self._reader(ops) as reads:
             unsubscribe = self._follow_changes(ops)
             unsubscribe_alerts = self._follow_alerts(ops)
             try:
                 self.ops = ops
-                self.data = DeckData(ops, self.clock, fixed_clock=self.fixed_clock, reader=reader)
+                self.data = DeckData(ops, self.clock, fixed_clock=self.fixed_clock, reads=reads)
                 for screen in self.screen_stack:
                     screen.post_message(self.CoreReady())
                 self.read_alerts()
@@ -176,19 +144,21 @@ class TooldeckApp(App[None]):
             finally:
                 unsubscribe_alerts()
                 unsubscribe()
-                if reader is not None:
-                    await asyncio.to_thread(reader.stop)
+
+    def _reader(self, ops: Operations) -> AbstractAsyncContextManager[ReadOperations]:
+        """Where the heavy reads go: the facade's reader thread, unless asked to stay here."""
+        return ops.open_reader() if self.use_reader else nullcontext(ops)
 
     class DataChanged(Message):
         """The facade said servers, statuses or tools changed: read now, not at the next tick."""
 
-    def _follow_changes(self, ops: Any) -> Callable[[], None]:
-        bus = getattr(ops, "changes", None)
+    def _follow_changes(self, ops: Operations) -> Callable[[], None]:
+        bus = ops.changes
         if bus is None:  # a remote facade: the refresh tick is all there is
             return lambda: None
         app_thread = threading.get_ident()
 
-        def changed(_change: Any, _server_id: str | None) -> None:
+        def changed(_change: Change, _server_id: str | None) -> None:
             if threading.get_ident() == app_thread:
                 self._announce_change()
             else:
@@ -203,22 +173,21 @@ class TooldeckApp(App[None]):
 
     # ---- alerts: the count on every status bar, a notification for each new one -------------
 
-    def _follow_alerts(self, ops: Any) -> Callable[[], None]:
+    def _follow_alerts(self, ops: Operations) -> Callable[[], None]:
         """In-process, the alert engine says when an alert is raised; attached to a daemon
         there is no engine here, and the refresh tick's read finds new ones."""
-        engine = getattr(ops, "alerts", None)
-        if engine is None or not callable(getattr(engine, "subscribe", None)):
+        feed = ops.alerts
+        if feed is None:
             return lambda: None
         app_thread = threading.get_ident()
 
-        def raised(alert: Any) -> None:
+        def raised(alert: AlertResponse) -> None:
             if threading.get_ident() == app_thread:
                 self._alert_raised(alert)
             else:
                 self.call_from_thread(self._alert_raised, alert)
 
-        unsubscribe: Callable[[], None] = engine.subscribe(raised)
-        return unsubscribe
+        return feed.subscribe(raised)
 
     def _alert_raised(self, alert: Any) -> None:
         if self._known_alerts is not None and alert.id not in self._known_alerts:
@@ -234,7 +203,7 @@ class TooldeckApp(App[None]):
 
     def read_alerts(self) -> None:
         """Read the open alerts now (after an acknowledgement, a new alert, the tick)."""
-        if self.data is not None and self.data.can("list_alerts"):
+        if self.data is not None:
             self._alerts_worker = self.load_alerts()
 
     @work(exclusive=True, group="alerts", exit_on_error=False)
@@ -242,7 +211,7 @@ class TooldeckApp(App[None]):
         data = self.data
         if data is None:
             return
-        alerts = await data.read("list_alerts")
+        alerts = await data.reads.list_alerts()
         self.show_alerts(alerts)
 
     def show_alerts(self, alerts: list[Any]) -> None:

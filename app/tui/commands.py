@@ -27,7 +27,6 @@ class DeckCommand:
     help: str
     action: str  # an action of the main screen
     mutating: bool = False
-    needs: str | None = None  # a facade method the command needs
 
 
 COMMANDS: tuple[DeckCommand, ...] = (
@@ -50,30 +49,18 @@ COMMANDS: tuple[DeckCommand, ...] = (
     ),
     DeckCommand("Refresh tools", "List the tools again (f)", "refresh_tools", True),
     DeckCommand(
-        "Check health now",
-        "Probe the marked servers or the cursor row (h)",
-        "health_check",
-        True,
-        "check_health",
+        "Check health now", "Probe the marked servers or the cursor row (h)", "health_check", True
     ),
-    DeckCommand("Server log", "The cursor row's stderr, followed (l)", "log", needs="log_tail"),
+    DeckCommand("Server log", "The cursor row's stderr, followed (l)", "log"),
     DeckCommand("Analytics", "Top tools, failing tools, usage and latency charts (a)", "analytics"),
     DeckCommand("Events", "Every event, filtered by server or kind (v)", "events"),
-    DeckCommand(
-        "Alerts", "Open alerts, resolved ones, acknowledge (!)", "alerts", needs="list_alerts"
-    ),
-    DeckCommand(
-        "Audit trail",
-        "Who changed what and when, before and after (u)",
-        "audit",
-        needs="list_audit",
-    ),
+    DeckCommand("Alerts", "Open alerts, resolved ones, acknowledge (!)", "alerts"),
+    DeckCommand("Audit trail", "Who changed what and when, before and after (u)", "audit"),
     DeckCommand(
         "Import configuration",
         "Import servers from Claude Desktop, Cursor or VS Code's file (i)",
         "import_config",
         True,
-        "import_servers",
     ),
     DeckCommand("Filter", "Filter the focused table (/)", "filter"),
     DeckCommand("Clear filter and marks", "Clear the filter, then the marks (esc)", "clear"),
@@ -84,9 +71,7 @@ COMMANDS: tuple[DeckCommand, ...] = (
         "toggle_bypass",
         True,
     ),
-    DeckCommand(
-        "Call tool", "Call the highlighted tool with a form (c)", "call_tool", True, "call_tool"
-    ),
+    DeckCommand("Call tool", "Call the highlighted tool with a form (c)", "call_tool", True),
     *(
         DeckCommand(f"Period {period}", f"Show usage over the last {period}", f"period('{period}')")
         for period in PERIOD_NAMES
@@ -126,10 +111,7 @@ class OperationsProvider(Provider):
         return self.app
 
     def _allowed(self, command: DeckCommand) -> bool:
-        deck = self._deck
-        if command.mutating and deck.read_only:
-            return False
-        return command.needs is None or (deck.data is not None and deck.data.can(command.needs))
+        return not (command.mutating and self._deck.read_only)
 
     async def _run(self, action: str) -> None:
         main = self._main()

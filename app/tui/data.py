@@ -1,9 +1,8 @@
 """What the dashboard's screens read, gathered from the operations facade in one place.
 
 Screens call these from workers and get plain row models back; nothing here touches Textual's
-widgets, SQL or MCP. Facade methods that belong to the runtime or to analytics may be missing
-(an older daemon, a core without a supervisor): each is looked up once and skipped when absent,
-so the dashboard still shows what it can.
+widgets, SQL or MCP. The heavy reads go to `reads` (the facade's reader, on a thread of its
+own where that helps); what needs the supervisor goes to the facade itself.
 """
 
 from __future__ import annotations
@@ -27,8 +26,7 @@ from app.core.schemas import (
     ToolServerResponse,
     UsageTimeSeries,
 )
-from app.ops.facade import Operations
-from app.tui.reader import ReadThread
+from app.ops.protocol import Operations, ReadOperations
 from widgets.event_log import EventRow
 from widgets.health_pane import HealthInfo
 from widgets.metric_sparklines import SeriesSet
@@ -105,7 +103,7 @@ def server_reason(server: ToolServerResponse) -> str | None:
 
 
 class DeckData:
-    """Reads for the screens, over one facade.
+    """Reads for the screens, over one facade and its reader.
 
     Usage figures change slowly next to statuses, so they are cached for `metrics_max_age_s`
     and read again sooner only when the period changes: the refresh tick stays cheap with a
@@ -119,10 +117,10 @@ class DeckData:
         *,
         fixed_clock: bool = False,
         metrics_max_age_s: float = METRICS_MAX_AGE_S,
-        reader: ReadThread | None = None,
+        reads: ReadOperations | None = None,
     ) -> None:
         self.ops = ops
-        self.reader = reader
+        self.reads = reads or ops
         self.clock = clock
         # A fixed clock (tests, screenshots) asks for windows ending at its time, not now.
         self.fixed_clock = fixed_clock
@@ -130,26 +128,6 @@ class DeckData:
         self._server_metrics: _Cached[dict[str, ToolServerMetrics]] = _Cached()
         self._system_series: _Cached[SeriesSet | None] = _Cached()
         self._detail_metrics: dict[str, _Cached[_DetailMetrics]] = {}
-
-    def can(self, method: str) -> bool:
-        return callable(getattr(self.ops, method, None))
-
-    async def _optional(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        function = getattr(self.ops, method, None)
-        if not callable(function):
-            return None
-        return await function(*args, **kwargs)
-
-    @property
-    def _has_runtime(self) -> bool:
-        """A supervisor in this process, or a daemon's (a remote facade has no `runtime`)."""
-        return getattr(self.ops, "runtime", True) is not None
-
-    async def read(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        """A read of the facade, on the reader thread when there is one."""
-        if self.reader is not None:
-            return await self.reader.call(method, *args, **kwargs)
-        return await getattr(self.ops, method)(*args, **kwargs)
 
     def window(self, period: str) -> dict[str, Any]:
         """Keyword arguments naming the window of `period` for the facade's analytics."""
@@ -170,14 +148,14 @@ class DeckData:
         first paint shows the fleet at once, its usage a moment later)."""
         if quick and not self._server_metrics.holds(period):
             servers, events = await asyncio.gather(
-                self.read("list_servers"), self.read("list_events", limit=EVENT_PANE_LIMIT)
+                self.reads.list_servers(), self.reads.list_events(limit=EVENT_PANE_LIMIT)
             )
             metrics: dict[str, ToolServerMetrics] = {}
             system = None
         else:
             servers, events, metrics, system = await asyncio.gather(
-                self.read("list_servers"),
-                self.read("list_events", limit=EVENT_PANE_LIMIT),
+                self.reads.list_servers(),
+                self.reads.list_events(limit=EVENT_PANE_LIMIT),
                 self._server_metrics.get(period, self.metrics_max_age_s, self._read_metrics),
                 self._system_series.get(period, self.metrics_max_age_s, self._read_system_series),
             )
@@ -191,19 +169,15 @@ class DeckData:
         )
 
     async def _read_metrics(self, period: str) -> dict[str, ToolServerMetrics]:
-        if not self.can("analytics"):
-            return {}
-        view = await self.read("analytics", **self.window(period))
+        view = await self.reads.analytics(**self.window(period))
         return {metrics.server_id: metrics for metrics in view.server_metrics}
 
     async def _read_system_series(self, period: str) -> SeriesSet | None:
         return await self.series(None, period)
 
     async def series(self, server_id: str | None, period: str) -> SeriesSet | None:
-        if not self.can("time_series"):
-            return None
-        series = await self.read(
-            "time_series", server_id, buckets=SPARK_BUCKETS, **self.window(period)
+        series = await self.reads.time_series(
+            server_id, buckets=SPARK_BUCKETS, **self.window(period)
         )
         return series_set(series)
 
@@ -232,8 +206,8 @@ class DeckData:
     async def detail(self, server_id: str, period: str) -> ServerDetail:
         cached = self._detail_metrics.setdefault(server_id, _Cached())
         server, tools, log_lines, runtime, usage = await asyncio.gather(
-            self.read("get_server", server_id),
-            self.read("list_tools", server_id),
+            self.reads.get_server(server_id),
+            self.reads.list_tools(server_id),
             self.log_tail(server_id, STDERR_PANE_LINES),
             self.runtime_info(server_id),
             cached.get(
@@ -253,19 +227,14 @@ class DeckData:
         )
 
     async def _read_detail_metrics(self, server_id: str, period: str) -> _DetailMetrics:
-        tools = await self.read("list_tools", server_id)
+        tools = await self.reads.list_tools(server_id)
         series = await self.series(server_id, period)
-        if not self.can("tool_metrics"):
-            return _DetailMetrics({}, series)
         limit = asyncio.Semaphore(TOOL_METRICS_CONCURRENCY)
 
         async def one(tool: ServerToolResponse) -> ToolMetrics | None:
             async with limit:
                 try:
-                    metrics: ToolMetrics = await self.read(
-                        "tool_metrics", tool.id, **self.window(period)
-                    )
-                    return metrics
+                    return await self.reads.tool_metrics(tool.id, **self.window(period))
                 except NotFound:
                     return None
 
@@ -304,13 +273,12 @@ class DeckData:
 
     async def runtime_info(self, server_id: str) -> ServerRuntimeInfo | None:
         """What the supervisor knows of the process; None without a supervisor."""
-        if not self._has_runtime:
+        if not self.ops.supervised:
             return None
         try:
-            info = await self._optional("runtime_info", server_id)
+            return await self.ops.runtime_info(server_id)
         except (NotRunning, NotFound):
             return None
-        return info if isinstance(info, ServerRuntimeInfo) else None
 
     def health_info(
         self,
@@ -343,26 +311,21 @@ class DeckData:
 
     async def analytics(self, period: str) -> AnalyticsView:
         """System-wide figures for the analytics screen."""
-        if not (self.can("analytics") and self.can("time_series")):
-            return AnalyticsView(period=period, available=False)
         window = self.window(period)
         view, series = await asyncio.gather(
-            self.read("analytics", **window),
-            self.read("time_series", None, buckets=PERIODS[period].chart_buckets, **window),
+            self.reads.analytics(**window),
+            self.reads.time_series(None, buckets=PERIODS[period].chart_buckets, **window),
         )
         return analytics_view(period, view, series)
 
     async def log_tail(self, server_id: str, lines: int) -> list[str]:
         """The server's last stderr lines; none when it has no log (yet)."""
+        # The supervisor keeps the live tail on the app's loop: ask it there.
+        source = self.ops if self.ops.supervised else self.reads
         try:
-            if self._has_runtime or not self.can("log_tail"):
-                # The supervisor keeps the live tail on the app's loop: ask it there.
-                tail = await self._optional("log_tail", server_id, lines)
-            else:
-                tail = await self.read("log_tail", server_id, lines)
+            return await source.log_tail(server_id, lines)
         except (NotRunning, NotFound):
             return []
-        return list(tail or [])
 
 
 def series_set(series: UsageTimeSeries) -> SeriesSet:

@@ -34,7 +34,7 @@ from sqlalchemy import insert, select, update
 from app.core.settings import Settings, load_settings
 from app.core.usage_record import UsageRecord
 from app.ops.bootstrap import open_operations
-from app.ops.facade import Operations
+from app.ops.facade import LocalOperations
 from app.runtime.usage import UsageRecorder
 from app.tui.app import TooldeckApp
 from storage.models import ServerTool, ToolServer
@@ -54,7 +54,7 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-async def build_fleet(settings: Settings) -> Operations:
+async def build_fleet(settings: Settings) -> LocalOperations:
     rng = random.Random(11)
     ops = await open_operations(settings)
     began = time.monotonic()
@@ -115,11 +115,11 @@ def usage(rng: random.Random, server_id: str, tool_id: str, name: str, at: datet
     )
 
 
-def flowing_core(ops: Operations, settings: Settings) -> Any:
+def flowing_core(ops: LocalOperations, settings: Settings) -> Any:
     """The facade with a recorder fed at a steady rate while the dashboard runs."""
 
     @asynccontextmanager
-    async def core(_settings: Settings) -> AsyncIterator[Operations]:
+    async def core(_settings: Settings) -> AsyncIterator[LocalOperations]:
         rng = random.Random(3)
         async with ops.db.session() as session:
             found = await session.execute(
@@ -148,7 +148,7 @@ def flowing_core(ops: Operations, settings: Settings) -> Any:
     return core
 
 
-async def measure(settings: Settings, ops: Operations) -> dict[str, Any]:
+async def measure(settings: Settings, ops: LocalOperations) -> dict[str, Any]:
     from app.tui.screens.main import MainScreen
 
     results: dict[str, Any] = {}

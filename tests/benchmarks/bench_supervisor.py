@@ -22,7 +22,7 @@ import psutil
 
 from app.core.settings import load_settings
 from app.ops.bootstrap import open_database
-from app.ops.facade import Operations
+from app.ops.facade import LocalOperations
 from app.runtime.supervisor import Supervisor
 from tests.conftest import PYTHON, TEST_SERVERS
 
@@ -39,7 +39,7 @@ async def bench(data_dir: Path) -> dict[str, float]:
     os.environ["MCP_ENABLED"] = "false"
     settings = load_settings(data_dir, {"start_concurrency": SERVERS})
     db = await open_database(settings)
-    ops = Operations(db, settings)
+    ops = LocalOperations(db, settings)
     for index in range(SERVERS):
         await ops.create_server(
             {

@@ -34,7 +34,7 @@ from sqlalchemy import event, text
 from app.core.settings import Settings, load_settings
 from app.core.usage_record import UsageRecord
 from app.ops.bootstrap import open_database
-from app.ops.facade import Operations
+from app.ops.facade import LocalOperations
 from app.runtime.usage import UsageRecorder
 from storage.db import Database
 from storage.models import ServerTool
@@ -79,7 +79,7 @@ class Tool:
         )
 
 
-async def make_fleet(ops: Operations, rng: random.Random) -> list[Tool]:
+async def make_fleet(ops: LocalOperations, rng: random.Random) -> list[Tool]:
     tools: list[Tool] = []
     for index in range(SERVERS):
         server = await ops.create_server(
@@ -192,7 +192,7 @@ def enqueue_cost(db: Database, settings: Settings, tools: list[Tool]) -> None:
     )
 
 
-async def query_times(ops: Operations, tools: list[Tool]) -> None:
+async def query_times(ops: LocalOperations, tools: list[Tool]) -> None:
     server = tools[0].key[0]
     busiest = max(tools, key=lambda tool: tool.weight)
     queries: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
@@ -247,7 +247,7 @@ def database_size(path: Path, rows: int) -> None:
 async def run(directory: Path, rows: int) -> None:
     settings = load_settings(directory)
     db = await open_database(settings)
-    ops = Operations(db, settings)
+    ops = LocalOperations(db, settings)
     rng = random.Random(10)
     tools = await make_fleet(ops, rng)
     now = datetime.now(UTC)

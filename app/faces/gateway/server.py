@@ -28,7 +28,7 @@ from app import __version__
 from app.core.changes import Change
 from app.core.errors import InvalidInput, NotFound, TooldeckError
 from app.core.schemas import ServerToolResponse
-from app.ops.facade import Operations
+from app.ops.protocol import Operations
 
 log = logging.getLogger(__name__)
 

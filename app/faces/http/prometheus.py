@@ -3,26 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
-from app.core.schemas import (
-    SERVER_STATUSES,
-    ServerToolResponse,
-    ToolServerAnalytics,
-    ToolServerResponse,
-)
+from app.core.schemas import SERVER_STATUSES, ServerToolResponse, ToolServerResponse
+from app.ops.protocol import Operations
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 UP_STATUSES = frozenset({"running", "degraded"})
 QUANTILES = (("0.5", "p50_response_time_ms"), ("0.95", "p95_response_time_ms"),
              ("0.99", "p99_response_time_ms"))  # fmt: skip
 QUANTILE_PERIOD = "1h"
-
-
-class MetricsSource(Protocol):
-    async def list_servers(self) -> list[ToolServerResponse]: ...
-    async def list_tools(self, server_ref: str) -> list[ServerToolResponse]: ...
-    async def analytics(self, period: str = ...) -> ToolServerAnalytics: ...
 
 
 class LatencyHistogram(Protocol):
@@ -90,7 +80,7 @@ class Exposition:
         return "\n".join(self._lines) + "\n"
 
 
-async def render_metrics(ops: MetricsSource) -> str:
+async def render_metrics(ops: Operations) -> str:
     servers = await ops.list_servers()
     tools: list[tuple[ToolServerResponse, ServerToolResponse]] = []
     for server in servers:
@@ -168,21 +158,12 @@ async def render_metrics(ops: MetricsSource) -> str:
             if (value := getattr(m, field)) is not None
         ),
     )
-    histograms = await _latency_histograms(ops)
-    if histograms is not None:
+    # Counted by the call path of the process that serves this page (the daemon's); a facade
+    # without it (a remote one) still serves every other family.
+    if ops.call_latency is not None:
         out.histogram_family(
             "tooldeck_tool_call_duration_seconds",
             "Duration of the tool's calls, as Tooldeck timed them.",
-            histograms,
+            ops.call_latency.snapshot(),
         )
     return out.render()
-
-
-async def _latency_histograms(ops: Any) -> list[LatencyHistogram] | None:
-    # Counted by the call path of the process that serves this page (the daemon's); a facade
-    # without it (a remote one) still serves every other family.
-    latency = getattr(ops, "call_latency", None)
-    if latency is None:
-        return None
-    histograms: list[LatencyHistogram] = latency.snapshot()
-    return histograms

@@ -89,10 +89,6 @@ class AlertsScreen(DeckScreen[None]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if self.hidden_action(action):
             return False
-        if action == "acknowledge":
-            data = self.deck.data
-            if data is not None and not data.can("ack_alert"):
-                return False
         return True
 
     # ---- reading ---------------------------------------------------------------------------
@@ -125,15 +121,15 @@ class AlertsScreen(DeckScreen[None]):
     @work(exclusive=True, group="alerts-screen", exit_on_error=False)
     async def load(self) -> None:
         data = self.deck.data
-        if data is None or not data.can("list_alerts"):
+        if data is None:
             return
-        alerts = await data.read(
-            "list_alerts", include_resolved=self.include_resolved, limit=ALERTS_LIMIT
+        alerts = await data.reads.list_alerts(
+            include_resolved=self.include_resolved, limit=ALERTS_LIMIT
         )
         if not self._names or any(
             alert.server_id and alert.server_id not in self._names for alert in alerts
         ):
-            servers = await data.read("list_servers")
+            servers = await data.reads.list_servers()
             self._names = {server.id: server.name for server in servers}
         self.show_alerts(alerts)
 

@@ -140,15 +140,15 @@ class AuditScreen(DeckScreen[None]):
         data = self.deck.data
         if data is None:
             return
-        servers = await data.read("list_servers")
+        servers = await data.reads.list_servers()
         set_server_options(self.query_one("#audit-server-filter", Select), servers, self.server)
 
     @work(exclusive=True, group="audit", exit_on_error=False)
     async def load(self) -> None:
         data = self.deck.data
-        if data is None or not data.can("list_audit"):
+        if data is None:
             return
-        entries = await data.read("list_audit", self.server, limit=AUDIT_LIMIT)
+        entries = await data.reads.list_audit(self.server, limit=AUDIT_LIMIT)
         self.show_entries(entries)
 
     def show_entries(self, entries: list[AuditEntry]) -> None:

@@ -106,7 +106,7 @@ class ServerDetailsScreen(DeckScreen[None]):
         if data is None or ops is None:
             return
         detail = await data.detail(self.server_id, self.deck.period)
-        events = await data.read("list_events", self.server_id, limit=DETAIL_EVENTS)
+        events = await data.reads.list_events(self.server_id, limit=DETAIL_EVENTS)
         self.show(detail, events)
 
     def show(self, detail: ServerDetail, events: list[ServerEventResponse]) -> None:

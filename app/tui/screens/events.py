@@ -108,7 +108,7 @@ class EventsScreen(DeckScreen[None]):
         data = self.deck.data
         if data is None:
             return
-        servers = await data.read("list_servers")
+        servers = await data.reads.list_servers()
         set_server_options(self.query_one("#events-server-filter", Select), servers, self.server)
 
     @work(exclusive=True, group="events", exit_on_error=False)
@@ -116,7 +116,7 @@ class EventsScreen(DeckScreen[None]):
         data = self.deck.data
         if data is None:
             return
-        events = await data.read("list_events", self.server, kind=self.kind, limit=EVENTS_LIMIT)
+        events = await data.reads.list_events(self.server, kind=self.kind, limit=EVENTS_LIMIT)
         self.show([event_row(event) for event in events])
 
     def show(self, events: list[EventRow]) -> None:

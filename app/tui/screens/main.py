@@ -374,17 +374,6 @@ class MainScreen(DeckScreen[None]):
             return False
         if action in TOOL_ACTIONS and not self.tools.has_focus:
             return False
-        data = self.deck.data
-        needs = {
-            "call_tool": "call_tool",
-            "health_check": "check_health",
-            "log": "log_tail",
-            "alerts": "list_alerts",
-            "audit": "list_audit",
-            "import_config": "import_servers",
-        }
-        if action in needs and data is not None and not data.can(needs[action]):
-            return False
         return True
 
     def on_descendant_focus(self, _event: DescendantFocus) -> None:
@@ -684,8 +673,7 @@ class MainScreen(DeckScreen[None]):
     @work(group="actions", exit_on_error=False)
     async def run_health(self, server_ids: list[str]) -> None:
         ops = self.deck.ops
-        check = getattr(ops, "check_health", None)
-        if check is None:
+        if ops is None:
             return
         names = self._names()
         label = f"health {len(server_ids)}…"
@@ -695,7 +683,7 @@ class MainScreen(DeckScreen[None]):
         async def one(server_id: str) -> tuple[str, bool, str]:
             async with limit:
                 try:
-                    health = await check(server_id)
+                    health = await ops.check_health(server_id)
                     ok = bool(health.is_responsive)
                     note = health.error_message or (
                         f"{health.latency_ms:.0f}ms" if health.latency_ms is not None else "ok"

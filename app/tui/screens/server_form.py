@@ -223,8 +223,7 @@ class ServerFormScreen(DeckModal[ToolServerResponse | None]):
             self.query_one("#name", Input).focus()
 
     def _can_probe(self) -> bool:
-        data = self.deck.data
-        return data is not None and data.can("probe")
+        return self.deck.data is not None
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "test":
@@ -376,12 +375,11 @@ class ServerFormScreen(DeckModal[ToolServerResponse | None]):
     @work(exclusive=True, group="form-probe", exit_on_error=False)
     async def probe(self, data: dict[str, Any]) -> None:
         ops = self.deck.ops
-        probe = getattr(ops, "probe", None)
-        if probe is None:
+        if ops is None:
             return
         result = self.query_one("#probe-result", Static)
         try:
-            outcome = await probe(data)
+            outcome = await ops.probe(data)
         except TooldeckError as exc:
             result.update(f"✖ {describe_error(exc)}")
             result.set_classes("-failed")

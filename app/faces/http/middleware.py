@@ -1,0 +1,172 @@
+"""What every request passes through before a route: its id and access line, the bearer token,
+the body limit, and `/mcp` (the gateway) beside the API.
+
+Pure ASGI, not route dependencies: a request to an unknown path, or to `/mcp`, meets the same
+checks, and nothing reads a body that is over the limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import uuid
+
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.core.errors import PayloadTooLarge, Unauthorized
+from app.core.jsonlog import request_id_var
+from app.faces.http.errors import error_response, internal_error, shutting_down
+from app.runtime.api_token import TokenStore
+
+log = logging.getLogger("tooldeck.http")
+
+MAX_BODY_BYTES = 1024 * 1024
+# Liveness must answer without a token (load balancers, systemd watchdogs). The API description
+# and its docs page hold no data, only the shape of the API that ships in the source, and a
+# browser cannot send a bearer header when it loads a page.
+PUBLIC_PATHS = frozenset({"/healthz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
+# Polled by monitors every few seconds: their access lines would drown the rest.
+QUIET_PATHS = {"/healthz": logging.DEBUG, "/metrics": logging.DEBUG}
+REQUEST_ID_HEADER = "x-request-id"
+SAFE_HEADER_VALUE = re.compile(r"^[A-Za-z0-9._:@/-]{1,64}$")
+
+
+class RequestContext:
+    """Outermost: a request id for every request (in logs and in the answer) and an access line."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = _header(scope, REQUEST_ID_HEADER)
+        request_id = given if given and SAFE_HEADER_VALUE.match(given) else uuid.uuid4().hex[:16]
+        token = request_id_var.set(request_id)
+        started = time.perf_counter()
+        status: int | None = None
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (REQUEST_ID_HEADER.encode(), request_id.encode()),
+                ]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except asyncio.CancelledError:
+            # The daemon is stopping and this request outlived the grace period: say so, as
+            # JSON, rather than let the server answer a bare 500.
+            if status is None:
+                await shutting_down()(scope, receive, send_with_id)
+            raise
+        except Exception:
+            # A bug, never a user's mistake: logged whole (with this request's id) and answered
+            # here, inside the request context, so the answer still carries the id to look for.
+            log.exception("unhandled error")
+            if status is None:
+                await internal_error(request_id)(scope, receive, send_with_id)
+        finally:
+            log.log(
+                QUIET_PATHS.get(scope["path"], logging.INFO),
+                "%s %s %s",
+                scope["method"],
+                scope["path"],
+                status or 500,
+                extra={
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "status": status or 500,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                },
+            )
+            request_id_var.reset(token)
+
+
+class BearerAuth:
+    """Every path but the public ones needs `Authorization: Bearer <token>`."""
+
+    def __init__(self, app: ASGIApp, tokens: TokenStore | None) -> None:
+        self.app = app
+        self.tokens = tokens
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self.tokens is None or scope["path"] in PUBLIC_PATHS:
+            await self.app(scope, receive, send)
+            return
+        scheme, _, given = (_header(scope, "authorization") or "").partition(" ")
+        if scheme.lower() != "bearer" or not given.strip():
+            error = Unauthorized("send the header Authorization: Bearer <`tooldeck token show`>")
+        elif not self.tokens.matches(given.strip()):
+            error = Unauthorized("wrong token: see `tooldeck token show`")
+        else:
+            await self.app(scope, receive, send)
+            return
+        await error_response(error)(scope, receive, send)
+
+
+class BodyLimit:
+    """413 for a body over the limit, whether it says its length up front or streams."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = _header(scope, "content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            too_large = PayloadTooLarge(_too_large_message(self.max_bytes), field="body")
+            await error_response(too_large)(scope, receive, send)
+            return
+        seen = 0
+
+        async def counted_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    # An HTTPException is what FastAPI lets through from reading a body (any
+                    # other error there becomes a 400); its handler answers 413.
+                    raise StarletteHTTPException(413, _too_large_message(self.max_bytes))
+            return message
+
+        await self.app(scope, counted_receive, send)
+
+
+def _too_large_message(limit: int) -> str:
+    size = f"{limit / 1048576:g} MB" if limit >= 1048576 else f"{limit} bytes"
+    return f"over the limit of {size}"
+
+
+def _header(scope: Scope, name: str) -> str | None:
+    wanted = name.encode()
+    for key, value in scope.get("headers", []):
+        if key.lower() == wanted:
+            return str(value.decode("latin-1"))
+    return None
+
+
+class McpGateway:
+    """`/mcp`: the MCP gateway's streamable-HTTP endpoint, behind the same auth and limits."""
+
+    def __init__(self, app: ASGIApp, mcp_app: ASGIApp) -> None:
+        self.app = app
+        self.mcp_app = mcp_app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] in ("/mcp", "/mcp/"):
+            await self.mcp_app(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
