@@ -20,7 +20,6 @@ from typing import Any, ClassVar
 from textual import work
 from textual.app import App
 from textual.binding import Binding, BindingType
-from textual.message import Message
 from textual.reactive import reactive
 from textual.screen import Screen
 from textual.worker import Worker
@@ -30,7 +29,10 @@ from app.ops.facade import Operations
 from app.tui.base import report_worker
 from app.tui.commands import OperationsProvider
 from app.tui.data import DEFAULT_PERIOD, PERIODS, DeckData
+from app.tui.messages import CoreReady, DataChanged, PeriodChanged
 from app.tui.reader import ReadThread
+from app.tui.screens.help import HelpScreen
+from app.tui.screens.main import MainScreen
 from widgets.status_bar import AlertBadge, StatusBar
 
 logger = logging.getLogger(__name__)
@@ -102,9 +104,6 @@ class TooldeckApp(App[None]):
 
     period: reactive[str] = reactive(DEFAULT_PERIOD, init=False)
 
-    class CoreReady(Message):
-        """The facade is open: screens may start reading."""
-
     def __init__(
         self,
         settings: Settings,
@@ -143,8 +142,6 @@ class TooldeckApp(App[None]):
             self.sub_title = "read-only"
 
     def get_default_screen(self) -> Screen[Any]:
-        from app.tui.screens.main import MainScreen
-
         return MainScreen()
 
     def on_mount(self) -> None:
@@ -169,7 +166,7 @@ class TooldeckApp(App[None]):
                 self.ops = ops
                 self.data = DeckData(ops, self.clock, fixed_clock=self.fixed_clock, reader=reader)
                 for screen in self.screen_stack:
-                    screen.post_message(self.CoreReady())
+                    screen.post_message(CoreReady())
                 self.read_alerts()
                 await self._quit_requested.wait()
             finally:
@@ -177,9 +174,6 @@ class TooldeckApp(App[None]):
                 unsubscribe()
                 if reader is not None:
                     await asyncio.to_thread(reader.stop)
-
-    class DataChanged(Message):
-        """The facade said servers, statuses or tools changed: read now, not at the next tick."""
 
     def _follow_changes(self, ops: Any) -> Callable[[], None]:
         bus = getattr(ops, "changes", None)
@@ -198,7 +192,7 @@ class TooldeckApp(App[None]):
 
     def _announce_change(self) -> None:
         for screen in self.screen_stack:
-            screen.post_message(self.DataChanged())
+            screen.post_message(DataChanged())
 
     # ---- alerts: the count on every status bar, a notification for each new one -------------
 
@@ -309,8 +303,6 @@ class TooldeckApp(App[None]):
         self.exit()
 
     def action_help(self) -> None:
-        from app.tui.screens.help import HelpScreen
-
         if isinstance(self.screen, HelpScreen):
             self.screen.dismiss()
             return
@@ -318,12 +310,7 @@ class TooldeckApp(App[None]):
 
     def watch_period(self, period: str) -> None:
         for screen in self.screen_stack:
-            screen.post_message(self.PeriodChanged(period))
-
-    class PeriodChanged(Message):
-        def __init__(self, period: str) -> None:
-            super().__init__()
-            self.period = period
+            screen.post_message(PeriodChanged(period))
 
     def set_period(self, period: str) -> None:
         if period in PERIODS:
