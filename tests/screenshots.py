@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from textual.pilot import Pilot
-from textual.widgets import DataTable, Input, TextArea
+from textual.widgets import DataTable
 
 from app.core.settings import Settings, load_settings
 from app.ops.bootstrap import open_operations
 from app.tui.app import TooldeckApp
+from app.tui.base import still_cursors
 from app.tui.screens.main import MainScreen
 from tests.demo_data import DEMO_NOW, build_demo
 from tests.runtime_helpers import eventually
@@ -125,7 +126,10 @@ def driver(keys: Sequence[str]) -> Any:
             await settle(pilot, rounds=1)
         await settle(pilot)
         await tables_laid_out(pilot)
-        still_cursors(pilot)
+        # The dashboard's screens hold their cursors still when asked to; the command palette
+        # is Textual's own screen and blinks regardless, so a shot taken half a second after
+        # the last key lost the cursor cell after the search text.
+        still_cursors(pilot.app.screen)
 
     return drive
 
@@ -143,18 +147,6 @@ async def tables_laid_out(pilot: Pilot[Any]) -> None:
         return not any(table._require_update_dimensions for table in tables)
 
     await eventually(laid_out, within=10, every=0.02)
-
-
-def still_cursors(pilot: Pilot[Any]) -> None:
-    """Show every text cursor of the screen, blinking no more.
-
-    The dashboard's own screens already hold their cursors still when asked to; the command
-    palette is Textual's screen, and its input blinks regardless. A shot taken half a second
-    after the last key caught the blink's off phase: no cursor cell after the search text.
-    """
-    for field in pilot.app.screen.query("Input, TextArea"):
-        assert isinstance(field, Input | TextArea)
-        field.cursor_blink = False
 
 
 async def take(home: Path, shot: Shot) -> str:

@@ -54,6 +54,13 @@ def deck_of(app: App[Any]) -> Deck:
     return cast(Deck, app)
 
 
+def still_cursors(screen: Screen[Any]) -> None:
+    """Every text cursor of `screen` shown and blinking no more."""
+    for widget in screen.query("Input, TextArea"):
+        assert isinstance(widget, Input | TextArea)
+        widget.cursor_blink = False
+
+
 def describe_error(error: BaseException) -> str:
     """One line for a notification: the facade's own words, or the exception's type and text."""
     if isinstance(error, TooldeckError):
@@ -87,11 +94,8 @@ class DeckScreenMixin:
 
     def settle_cursors(self) -> None:
         """Stop blinking cursors when the app asks for still frames (snapshots, slow links)."""
-        if self.deck.cursor_blink:
-            return
-        for widget in cast(Screen[Any], self).query("Input, TextArea"):
-            assert isinstance(widget, Input | TextArea)
-            widget.cursor_blink = False
+        if not self.deck.cursor_blink:
+            still_cursors(cast(Screen[Any], self))
 
 
 class DeckScreen(DeckScreenMixin, Screen[ResultT]):
