@@ -20,7 +20,6 @@ from typing import Any, ClassVar
 from textual import work
 from textual.app import App
 from textual.binding import Binding, BindingType
-from textual.message import Message
 from textual.reactive import reactive
 from textual.screen import Screen
 from textual.worker import Worker
@@ -34,6 +33,9 @@ from app.ops.protocol import Operations, ReadOperations
 from app.tui.base import report_worker
 from app.tui.commands import OperationsProvider
 from app.tui.data import DeckData
+from app.tui.messages import CoreReady, DataChanged, PeriodChanged
+from app.tui.screens.help import HelpScreen
+from app.tui.screens.main import MainScreen
 from widgets.status_bar import AlertBadge, StatusBar
 
 logger = logging.getLogger(__name__)
@@ -74,9 +76,6 @@ class TooldeckApp(App[None]):
 
     period: reactive[str] = reactive(DEFAULT_PERIOD, init=False)
 
-    class CoreReady(Message):
-        """The facade is open: screens may start reading."""
-
     def __init__(
         self,
         settings: Settings,
@@ -115,8 +114,6 @@ class TooldeckApp(App[None]):
             self.sub_title = "read-only"
 
     def get_default_screen(self) -> Screen[Any]:
-        from app.tui.screens.main import MainScreen
-
         return MainScreen()
 
     def on_mount(self) -> None:
@@ -138,7 +135,7 @@ class TooldeckApp(App[None]):
                 self.ops = ops
                 self.data = DeckData(ops, self.clock, fixed_clock=self.fixed_clock, reads=reads)
                 for screen in self.screen_stack:
-                    screen.post_message(self.CoreReady())
+                    screen.post_message(CoreReady())
                 self.read_alerts()
                 await self._quit_requested.wait()
             finally:
@@ -148,9 +145,6 @@ class TooldeckApp(App[None]):
     def _reader(self, ops: Operations) -> AbstractAsyncContextManager[ReadOperations]:
         """Where the heavy reads go: the facade's reader thread, unless asked to stay here."""
         return ops.open_reader() if self.use_reader else nullcontext(ops)
-
-    class DataChanged(Message):
-        """The facade said servers, statuses or tools changed: read now, not at the next tick."""
 
     def _follow_changes(self, ops: Operations) -> Callable[[], None]:
         bus = ops.changes
@@ -169,7 +163,7 @@ class TooldeckApp(App[None]):
 
     def _announce_change(self) -> None:
         for screen in self.screen_stack:
-            screen.post_message(self.DataChanged())
+            screen.post_message(DataChanged())
 
     # ---- alerts: the count on every status bar, a notification for each new one -------------
 
@@ -279,8 +273,6 @@ class TooldeckApp(App[None]):
         self.exit()
 
     def action_help(self) -> None:
-        from app.tui.screens.help import HelpScreen
-
         if isinstance(self.screen, HelpScreen):
             self.screen.dismiss()
             return
@@ -288,12 +280,7 @@ class TooldeckApp(App[None]):
 
     def watch_period(self, period: str) -> None:
         for screen in self.screen_stack:
-            screen.post_message(self.PeriodChanged(period))
-
-    class PeriodChanged(Message):
-        def __init__(self, period: str) -> None:
-            super().__init__()
-            self.period = period
+            screen.post_message(PeriodChanged(period))
 
     def set_period(self, period: str) -> None:
         if period in PERIOD_NAMES:
