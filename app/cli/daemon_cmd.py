@@ -8,10 +8,10 @@ import sys
 from collections import Counter
 from typing import Any
 
-from app.cli.common import add_json_flag, fail, print_json
+from app.cli.common import add_json_flag, cli_settings, fail, print_json
 from app.core.errors import TooldeckError
 from app.core.schemas import SERVER_STATUSES
-from app.core.settings import Settings, load_settings
+from app.core.settings import Settings
 from app.ops.attach import check_daemon, open_facade, running_daemon
 from app.runtime.api_token import load_or_create_token, rotate_token
 from app.runtime.lock import read_lock
@@ -39,26 +39,22 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     status.set_defaults(command_runner=show_status)
 
 
-def _settings(args: argparse.Namespace) -> Settings:
-    return load_settings(args.data_dir, {"data_dir": args.data_dir})
-
-
 def show_token(args: argparse.Namespace) -> int:
     # Printing the secret is this command's whole purpose: `curl -H "Authorization: Bearer
     # $(tooldeck token show)"`. It is never printed anywhere else.
-    print(load_or_create_token(_settings(args).data_dir))
+    print(load_or_create_token(cli_settings(args).data_dir))
     return 0
 
 
 def rotate(args: argparse.Namespace) -> int:
-    print(rotate_token(_settings(args).data_dir))
+    print(rotate_token(cli_settings(args).data_dir))
     print("tooldeck: the old token no longer works", file=sys.stderr)
     return 0
 
 
 def show_status(args: argparse.Namespace) -> int:
     try:
-        report, code = asyncio.run(_status(_settings(args)))
+        report, code = asyncio.run(_status(cli_settings(args)))
     except TooldeckError as exc:
         return fail(str(exc))
     if args.json:

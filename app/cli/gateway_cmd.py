@@ -10,8 +10,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from app.cli.common import cli_settings
 from app.core.schemas import MASK
-from app.core.settings import Settings, load_settings, resolve_data_dir
+from app.core.settings import Settings, resolve_data_dir
 from app.ops.attach import running_daemon
 from app.runtime.api_token import load_or_create_token, read_token
 from app.runtime.lock import SupervisorLock
@@ -43,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def serve_gateway(args: argparse.Namespace) -> int:
-    settings = load_settings(args.data_dir, {"data_dir": args.data_dir})
+    settings = cli_settings(args)
     return asyncio.run(_serve(settings))
 
 
@@ -111,7 +112,7 @@ def _http_entry(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
 
 
 def print_client_config(args: argparse.Namespace) -> int:
-    settings = load_settings(args.data_dir, {"data_dir": args.data_dir})
+    settings = cli_settings(args)
     entry = _http_entry(args, settings) if args.http else _stdio_entry(args)
     if args.client == "vscode":
         document = {"servers": {"tooldeck": {"type": "http" if args.http else "stdio", **entry}}}
