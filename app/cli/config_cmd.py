@@ -23,9 +23,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     verbs.add_parser("upgrade", help="apply pending migrations").set_defaults(
         command_runner=upgrade_db
     )
-    verbs.add_parser("current", help="the schema revision of the database").set_defaults(
-        command_runner=current_db
-    )
+    current = verbs.add_parser("current", help="the schema revision of the database")
+    add_json_flag(current)
+    current.set_defaults(command_runner=current_db)
 
 
 def show_config(args: argparse.Namespace) -> int:
@@ -56,6 +56,9 @@ def upgrade_db(args: argparse.Namespace) -> int:
 
 def current_db(args: argparse.Namespace) -> int:
     current, head = asyncio.run(schema_revisions(cli_settings(args)))
+    if args.json:
+        print_json({"current": current, "head": head, "up_to_date": current == head})
+        return 0
     state = "up to date" if current == head else f"head is {head}: run `tooldeck db upgrade`"
     print(f"{current or 'empty'} ({state})")
     return 0

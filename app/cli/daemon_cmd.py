@@ -13,7 +13,7 @@ from app.core.errors import TooldeckError
 from app.core.schemas import SERVER_STATUSES
 from app.core.settings import Settings
 from app.ops.attach import check_daemon, open_facade, running_daemon
-from app.runtime.api_token import load_or_create_token, rotate_token
+from app.runtime.api_token import read_token, rotate_token, token_path
 from app.runtime.lock import read_lock
 
 # LSB's "program is not running": scripts can tell it from a failure.
@@ -23,9 +23,11 @@ EXIT_NOT_RUNNING = 3
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     token = subparsers.add_parser("token", help="the HTTP API's bearer token")
     verbs = token.add_subparsers(dest="verb", metavar="VERB", required=True)
-    verbs.add_parser("show", help="print the token (made on first use)").set_defaults(
-        command_runner=show_token
+    show = verbs.add_parser(
+        "show", help="print the token (the daemon makes it at its first start; never made here)"
     )
+    add_json_flag(show)
+    show.set_defaults(command_runner=show_token)
     verbs.add_parser(
         "rotate", help="replace the token; the old one stops working at once"
     ).set_defaults(command_runner=rotate)
@@ -42,7 +44,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def show_token(args: argparse.Namespace) -> int:
     # Printing the secret is this command's whole purpose: `curl -H "Authorization: Bearer
     # $(tooldeck token show)"`. It is never printed anywhere else.
-    print(load_or_create_token(cli_settings(args).data_dir))
+    data_dir = cli_settings(args).data_dir
+    try:
+        token = read_token(data_dir)
+    except OSError as exc:
+        return fail(f"cannot read {token_path(data_dir)}: {exc.strerror or exc}")
+    if token is None:
+        # Reading never makes one: a new token here would not be the one a daemon elsewhere
+        # checks, and a script would go on with a useless secret.
+        return fail(
+            f"no API token in {data_dir}: the daemon makes it at its first start "
+            "(`tooldeck token rotate` makes one now)"
+        )
+    print_json({"token": token}) if args.json else print(token)
     return 0
 
 

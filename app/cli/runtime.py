@@ -39,6 +39,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     logs = server.add_parser("logs", help="the last lines a server wrote to stderr")
     logs.add_argument("name")
     logs.add_argument("-n", "--lines", type=int, default=50, help="how many (default 50)")
+    add_json_flag(logs)
     logs.set_defaults(handler=server_logs)
 
     probe = server.add_parser(
@@ -128,7 +129,11 @@ async def server_health(args: argparse.Namespace, ops: Operations) -> int:
 
 
 async def server_logs(args: argparse.Namespace, ops: Operations) -> int:
-    for line in await ops.log_tail(args.name, args.lines):
+    lines = await ops.log_tail(args.name, args.lines)
+    if args.json:
+        print_json(lines)
+        return 0
+    for line in lines:
         print(line)
     return 0
 

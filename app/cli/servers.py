@@ -20,6 +20,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     state.add_argument("--enabled", dest="enabled", action="store_const", const=True)
     state.add_argument("--disabled", dest="enabled", action="store_const", const=False)
     listing.add_argument("--filter", dest="text", help="match name, display name or description")
+    listing.add_argument("--reveal", action="store_true", help="show env and header values")
     add_json_flag(listing)
     listing.set_defaults(handler=list_servers)
 
@@ -139,7 +140,9 @@ SERVER_HEADERS = ("name", "status", "enabled", "transport", "tools", "fails", "c
 
 
 async def list_servers(args: argparse.Namespace, ops: Operations) -> int:
-    servers = await ops.list_servers(status=args.status, enabled=args.enabled, text=args.text)
+    servers = await ops.list_servers(
+        status=args.status, enabled=args.enabled, text=args.text, reveal=args.reveal
+    )
     if args.json:
         print_json(servers)
     else:
