@@ -55,7 +55,6 @@ def test_duplicate_add_fails_with_one_line_and_exit_1() -> None:
         (("server", "add", "a", "--command", "x", "--max-failures", "11"), "max_failures:"),
         (("server", "show", "ghost"), "no server 'ghost'"),
         (("server", "rm", "calculator"), "built-in"),
-        (("bulk", "explode", "calculator"), "operation:"),
         (("tool", "enable", "calculator", "nope"), "no tool 'nope'"),
     ],
 )

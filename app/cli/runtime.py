@@ -16,6 +16,7 @@ from typing import Any
 from app.cli.common import actor, add_json_flag, ago, print_json, print_table
 from app.core.errors import InvalidInput
 from app.core.schemas import ProbeReport, ToolCallResult
+from app.ops.bootstrap import JOB_NAMES
 from app.ops.protocol import Operations
 
 
@@ -62,7 +63,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     jobs.set_defaults(handler=list_jobs)
     job_verbs = jobs.add_subparsers(dest="job_verb", metavar="VERB")
     run = job_verbs.add_parser("run", help="run a job now and wait for it")
-    run.add_argument("job")
+    run.add_argument("job", choices=JOB_NAMES, help=", ".join(JOB_NAMES))
     add_json_flag(run)
     run.set_defaults(handler=run_job)
 

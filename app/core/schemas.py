@@ -499,13 +499,15 @@ class AlertResponse(BaseModel):
 
 
 class ServerLimitsSpec(BaseModel):
-    """Resource limits of a stdio server; None switches a limit off."""
+    """Resource limits of a stdio server; None switches a limit off. `sustain_s` 0 restarts a
+    server at the first sample over a limit."""
 
-    model_config = ConfigDict(extra="forbid")
+    # An infinite limit is no limit: that is None, not a number JSON cannot carry.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     max_rss_mb: float | None = Field(None, gt=0)
     max_cpu_percent: float | None = Field(None, gt=0)
-    sustain_s: float = Field(30.0, gt=0, le=3600)
+    sustain_s: float = Field(30.0, ge=0, le=3600)
     max_concurrent_calls: int | None = Field(None, ge=1, le=10_000)
     max_queued_calls: int = Field(0, ge=0, le=100_000)
     # Applied at spawn where the platform allows (app.runtime.spawn_guard); a change takes
@@ -518,7 +520,8 @@ class ServerLimitsSpec(BaseModel):
 
 
 class ServerLimitsResponse(ServerLimitsSpec):
-    model_config = ConfigDict(from_attributes=True, extra="ignore")
+    # What is stored is shown, even a limit an older version let through as infinite.
+    model_config = ConfigDict(from_attributes=True, extra="ignore", allow_inf_nan=True)
 
     server_id: str
 
