@@ -84,6 +84,8 @@ async def _status(settings: Settings) -> tuple[dict[str, Any], int]:
     info = await running_daemon(settings)
     if info is not None:
         report.update(daemon="running", pid=info.pid, url=info.url, uptime_s=round(info.uptime_s))
+        if info.socket:
+            report["socket"] = info.socket
         code = 0
         try:
             await check_daemon(info)
@@ -94,6 +96,8 @@ async def _status(settings: Settings) -> tuple[dict[str, Any], int]:
         holder = read_lock(settings.data_dir)
         if holder is not None:
             report.update(supervisor=f"{holder.kind} (pid {holder.pid})")
+            if holder.socket:
+                report["socket"] = holder.socket
     if report["daemon"] != "not answering":
         async with open_facade(settings) as ops:
             servers = await ops.list_servers()
@@ -125,6 +129,8 @@ def _print_status(report: dict[str, Any]) -> None:
         rows.append(("error", report["error"]))
     if report.get("supervisor"):
         rows.append(("supervisor", f"in-process: {report['supervisor']}"))
+    if report.get("socket"):
+        rows.append(("cli socket", report["socket"]))
     rows.append(("data dir", report["data_dir"]))
     if "servers" in report:
         by_status = ", ".join(f"{count} {status}" for status, count in report["servers"].items())

@@ -15,7 +15,6 @@ from app.core.schemas import MASK
 from app.core.settings import Settings, resolve_data_dir
 from app.ops.attach import running_daemon
 from app.runtime.api_token import load_or_create_token, read_token
-from app.runtime.lock import SupervisorLock
 
 # A client waits for `initialize`; give the auto-start servers this long to list their tools
 # first, so the client's first listing is already complete.
@@ -59,30 +58,27 @@ async def _serve(settings: Settings) -> int:
         await bridge.run_stdio()
         return 0
 
-    from app.ops.bootstrap import running_core
+    from app.faces.http.ops_socket import serve_operations
+    from app.ops.attach import supervising
 
-    # No daemon: this process supervises the data dir, so nothing else may run its servers.
-    lock = SupervisorLock(settings.data_dir, "gateway")
-    lock.acquire()
-    try:
-        async with running_core(settings) as ops:
-            runtime: Any = ops.runtime
-            try:
-                async with asyncio.timeout(AUTOSTART_WAIT_S):
-                    await runtime.wait_autostart()
-            except TimeoutError:
-                pass  # slow servers join later, announced by list_changed
-            gateway = Gateway(
-                ops,
-                separator=settings.gateway_separator,
-                page_size=settings.gateway_page_size,
-            )
-            try:
-                await gateway.run_stdio()
-            finally:
-                gateway.close()
-    finally:
-        lock.release()
+    # No daemon: this process supervises the data dir, so nothing else may run its servers, and
+    # serves its operations to the CLI meanwhile.
+    async with supervising(settings, "gateway", serve=serve_operations) as ops:
+        runtime: Any = ops.runtime
+        try:
+            async with asyncio.timeout(AUTOSTART_WAIT_S):
+                await runtime.wait_autostart()
+        except TimeoutError:
+            pass  # slow servers join later, announced by list_changed
+        gateway = Gateway(
+            ops,
+            separator=settings.gateway_separator,
+            page_size=settings.gateway_page_size,
+        )
+        try:
+            await gateway.run_stdio()
+        finally:
+            gateway.close()
     return 0
 
 

@@ -138,6 +138,7 @@ async def serve(
 
     from app.faces.gateway.server import Gateway
     from app.faces.http.api import create_app
+    from app.faces.http.ops_socket import serve_operations
     from app.ops.bootstrap import running_core
 
     class Server(uvicorn.Server):
@@ -173,6 +174,9 @@ async def serve(
                 page_size=settings.gateway_page_size,
             )
             gateway_scope.callback(gateway.close)
+            # The local CLI's way in, as with every supervising face (no token: the socket is
+            # private); the HTTP API below is for everyone else.
+            await gateway_scope.enter_async_context(serve_operations(ops, lock))
             mcp_app = gateway.http_app(host=settings.host)
             # Left before the core: MCP sessions end before the servers behind them stop.
             await gateway_scope.enter_async_context(gateway.http_lifespan())
