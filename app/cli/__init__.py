@@ -17,6 +17,7 @@ from app import __version__
 from app.cli import (
     alerts_cmd,
     analytics,
+    client_config,
     config_cmd,
     daemon_cmd,
     gateway_cmd,
@@ -36,6 +37,7 @@ AREAS = (
     runtime,
     interchange,
     gateway_cmd,
+    client_config,
     config_cmd,
     daemon_cmd,
     alerts_cmd,

@@ -1,25 +1,19 @@
-"""`tooldeck gateway --stdio` and `tooldeck client-config claude|cursor|vscode`."""
+"""`tooldeck gateway --stdio`: every enabled tool as one MCP server on stdin/stdout."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import shutil
-import sys
-from pathlib import Path
 from typing import Any
 
 from app.cli.common import cli_settings
-from app.core.schemas import MASK
-from app.core.settings import Settings, resolve_data_dir
+from app.core.settings import Settings
 from app.ops.attach import running_daemon
-from app.runtime.api_token import load_or_create_token, read_token
+from app.runtime.api_token import read_token
 
 # A client waits for `initialize`; give the auto-start servers this long to list their tools
 # first, so the client's first listing is already complete.
 AUTOSTART_WAIT_S = 15.0
-CLIENTS = ("claude", "cursor", "vscode")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -30,16 +24,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--stdio", action="store_true", required=True, help="speak MCP on stdin/stdout"
     )
     gateway.set_defaults(command_runner=serve_gateway)
-
-    config = subparsers.add_parser(
-        "client-config", help="the snippet that points an MCP client at the gateway"
-    )
-    config.add_argument("client", choices=CLIENTS)
-    config.add_argument(
-        "--http", action="store_true", help="connect over HTTP to the daemon instead of stdio"
-    )
-    config.add_argument("--reveal", action="store_true", help="print the API token itself")
-    config.set_defaults(command_runner=print_client_config)
 
 
 def serve_gateway(args: argparse.Namespace) -> int:
@@ -79,42 +63,4 @@ async def _serve(settings: Settings) -> int:
             await gateway.run_stdio()
         finally:
             gateway.close()
-    return 0
-
-
-def _stdio_entry(args: argparse.Namespace) -> dict[str, Any]:
-    # The console script beside this interpreter: clients do not share the shell's PATH.
-    script = Path(sys.executable).parent / "tooldeck"
-    command = str(script) if script.exists() else shutil.which("tooldeck") or sys.executable
-    entry_args = ["gateway", "--stdio"]
-    if command == sys.executable:
-        entry_args = ["-m", "app", *entry_args]
-    # The client starts the command with its own environment: name the data dir explicitly.
-    return {
-        "command": command,
-        "args": entry_args,
-        "env": {"TOOLDECK_HOME": str(resolve_data_dir(args.data_dir))},
-    }
-
-
-def _http_entry(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
-    # The daemon would make the token at its first start; making it now gives the same file.
-    token = load_or_create_token(settings.data_dir) if args.reveal else MASK
-    authorization = f"Bearer {token}"
-    return {
-        "url": f"http://{settings.host}:{settings.port}/mcp",
-        "headers": {"Authorization": authorization},
-    }
-
-
-def print_client_config(args: argparse.Namespace) -> int:
-    settings = cli_settings(args)
-    entry = _http_entry(args, settings) if args.http else _stdio_entry(args)
-    if args.client == "vscode":
-        document = {"servers": {"tooldeck": {"type": "http" if args.http else "stdio", **entry}}}
-    else:
-        document = {"mcpServers": {"tooldeck": entry}}
-    print(json.dumps(document, indent=2))
-    if args.http and not args.reveal:
-        print("# the token is masked: run `tooldeck token show`, or add --reveal", file=sys.stderr)
     return 0
