@@ -164,3 +164,18 @@ def test_the_cli_reaches_the_daemon_by_its_socket_without_the_token(tmp_path: Pa
     finally:
         assert daemon.stop(signal.SIGTERM) == 0
     assert not ops_socket_path(home).exists()
+
+
+def test_a_data_dir_too_long_for_a_socket_gets_a_private_short_one(tmp_path: Path) -> None:
+    from app.faces.http.ops_socket import MAX_SOCKET_PATH, _listening
+
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    path = ops_socket_path(deep)
+    assert len(os.fsencode(path)) <= MAX_SOCKET_PATH
+    assert path.parent.name == f"tooldeck-{os.getuid()}"
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert ops_socket_path(deep) == path != ops_socket_path(deep / "other")
+    with _listening(path) as sock:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert sock.getsockname()  # bound and listening
+    assert not path.exists()
