@@ -19,26 +19,25 @@ from tests.runtime_helpers import eventually, fast_supervisor, scripted
 
 
 @pytest.fixture
-async def metered(ops: LocalOperations) -> AsyncIterator[UsageRecorder]:
+async def metered(ops: LocalOperations) -> AsyncIterator[tuple[Supervisor, UsageRecorder]]:
+    """A supervisor and a real usage recorder behind the facade."""
     # One failed call of one makes a "failing tool": a refusal counted as an error would show.
     ops.settings.failing_tool_min_calls = 1
     recorder = UsageRecorder(ops.db, ops.settings)
     await recorder.start()
     ops.recorder = recorder
-    yield recorder
-    await recorder.stop()
-
-
-@pytest.fixture
-async def runtime(ops: LocalOperations) -> AsyncIterator[Supervisor]:
     supervisor = fast_supervisor(ops)
-    yield supervisor
-    await supervisor.shutdown()
+    try:
+        yield supervisor, recorder
+    finally:
+        await supervisor.shutdown()
+        await recorder.stop()
 
 
 async def test_refusals_and_cancels_are_kept_apart_from_tool_errors(
-    ops: LocalOperations, runtime: Supervisor, metered: UsageRecorder
+    ops: LocalOperations, metered: tuple[Supervisor, UsageRecorder]
 ) -> None:
+    runtime, recorder = metered
     await ops.create_server(scripted("worker"), actor="t")
     await ops.create_server(scripted("idle", auto_start=False), actor="t")
     await ops.start_server("worker", actor="t")
@@ -68,7 +67,7 @@ async def test_refusals_and_cancels_are_kept_apart_from_tool_errors(
     slow.cancel()
     with pytest.raises(asyncio.CancelledError):
         await slow
-    await metered.flush()
+    await recorder.flush()
 
     async with ops.db.read() as session:
         outcomes = sorted((await session.execute(select(ToolUsage.outcome))).scalars())
