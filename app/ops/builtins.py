@@ -23,15 +23,16 @@ class BuiltinOperations(ServerOperations):
         Only once per database: a later start (by any verb, with any MCP_SERVERS) creates none,
         so a built-in left out at first, or removed since, stays away.
         """
+        if not self.settings.mcp_enabled:
+            return []
         async with self.db.session() as session:
             calculator = await find_server(session, "calculator")
             if calculator is not None and calculator.is_builtin:
-                # The interpreter path is this installation's: follow it if it moved.
-                calculator.command = builtin_server_spec("calculator", self.settings)[0].command
-            if (
-                not self.settings.mcp_enabled
-                or await deck_fact(session, BUILTINS_SEEDED) is not None
-            ):
+                if "calculator" in self.settings.mcp_servers:
+                    # The interpreter path is this installation's: follow it if it moved.
+                    command = builtin_server_spec("calculator", self.settings)[0].command
+                    calculator.command = command
+            if await deck_fact(session, BUILTINS_SEEDED) is not None:
                 return []
         created = []
         for name in self.settings.mcp_servers:
