@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from app.cli import main
 from tests.cli_helpers import one_line_error, tooldeck
 
 
@@ -54,10 +55,18 @@ def test_limits_sustain_0_restarts_at_once_instead_of_being_refused() -> None:
     assert limits["sustain_s"] == 0 and limits["max_rss_mb"] == 512
 
 
-def test_help_texts_name_units_and_choices() -> None:
-    events = tooldeck("events", "--help").stdout
+def help_of(*verb: str, capsys: pytest.CaptureFixture[str]) -> str:
+    """`tooldeck VERB --help`, in-process (help needs no data dir), as one spaced line."""
+    with pytest.raises(SystemExit) as done:
+        main([*verb, "--help"])
+    assert done.value.code == 0
+    return " ".join(capsys.readouterr().out.split())
+
+
+def test_help_texts_name_units_and_choices(capsys: pytest.CaptureFixture[str]) -> None:
+    events = help_of("events", capsys=capsys)
     assert "What happened, newest first" in events and "started, start_failed" in events
-    add = tooldeck("server", "add", "--help").stdout
+    add = help_of("server", "add", capsys=capsys)
     for words in (
         "how long a start may take, in seconds",
         "how long a tool call may take, in seconds",
@@ -65,10 +74,8 @@ def test_help_texts_name_units_and_choices() -> None:
         "the program a stdio server runs",
         "the address of a streamable_http or sse server",
     ):
-        assert words in " ".join(add.split()), words
-    assert "start, stop, restart, enable, disable, delete, refresh" in tooldeck(
-        "bulk", "--help"
-    ).stdout.replace("\n", " ")
-    assert (
-        "health, capabilities, cleanup, alerts, limits" in tooldeck("jobs", "run", "--help").stdout
-    )
+        assert words in add, words
+    bulk = help_of("bulk", capsys=capsys)
+    assert "start, stop, restart, enable, disable, delete, refresh" in bulk
+    jobs = help_of("jobs", "run", capsys=capsys)
+    assert "health, capabilities, cleanup, alerts, limits" in jobs
