@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from app.ops.facade import LocalOperations
-from tests.cli_helpers import tooldeck
+from tests.cli_runner import tooldeck
 
 
 def names(result_stdout: str) -> set[str]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli_helpers import tooldeck
+from tests.cli_runner import tooldeck
 
 
 def test_add_then_list_json_shows_it_with_the_builtins() -> None:

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from app.cli import main
-from tests.cli_helpers import one_line_error, tooldeck
+from tests.cli_runner import one_line_error, tooldeck
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from app.runtime.api_token import token_path
-from tests.cli_helpers import one_line_error, tooldeck
+from tests.cli_runner import one_line_error, tooldeck
 
 
 def test_token_show_never_makes_a_token(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from app.runtime.api_token import token_path
-from tests.cli_helpers import one_line_error, tooldeck
+from tests.cli_runner import one_line_error, tooldeck
 from tests.daemon_helpers import start_daemon
 
 

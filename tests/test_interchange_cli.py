@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.cli_helpers import tooldeck
+from tests.cli_runner import tooldeck
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 CLAUDE = str(FIXTURES / "claude_desktop_config.json")

@@ -21,7 +21,7 @@ from app.ops.attach import dashboard_facade
 from app.ops.facade import LocalOperations
 from app.runtime.api_token import token_path
 from app.runtime.lock import read_lock
-from tests.cli_helpers import REPO_ROOT, one_line_error, tooldeck
+from tests.cli_runner import REPO_ROOT, one_line_error, tooldeck
 from tests.conftest import PYTHON, TEST_SERVERS
 from tests.daemon_helpers import start_daemon, wait_for
 

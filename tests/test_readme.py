@@ -14,7 +14,7 @@ import pytest
 from app.core.schemas import ConflictPolicy
 from app.faces.http.api_table import api_table
 from app.ops.table import OPERATIONS, ImportRequest
-from tests.cli_helpers import REPO_ROOT, tooldeck
+from tests.cli_runner import REPO_ROOT, tooldeck
 from tests.daemon_helpers import start_daemon
 
 README = (REPO_ROOT / "README.md").read_text()
@@ -37,7 +37,7 @@ def run_lines(lines: list[str]) -> None:
         assert "Traceback" not in result.stderr, line
 
 
-def test_the_first_session_runs_on_a_fresh_data_dir() -> None:
+def test_the_first_steps_run_on_a_fresh_data_dir() -> None:
     blocks = marked_blocks("cli")
     assert blocks, "the README has no marked CLI examples"
     for lines in blocks:
