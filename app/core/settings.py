@@ -99,7 +99,7 @@ class Settings(BaseSettings):
     # Tooldeck's own settings.
     database_url: str | None = Field(
         None,
-        description="an SQLAlchemy async URL such as sqlite+aiosqlite:///path/to.db",
+        description="an SQLAlchemy URL with an async driver, such as sqlite+aiosqlite:///path/to.db",
         validation_alias=_names("database_url"),
     )
     log_level: str = Field(
@@ -212,10 +212,16 @@ class Settings(BaseSettings):
         validation_alias=_names("tui_refresh_s"),
     )
     host: str = Field(
-        "127.0.0.1", description="an address to bind to", validation_alias=_names("host")
+        "127.0.0.1",
+        description="an address to listen on, such as 127.0.0.1, ::1 or 0.0.0.0",
+        validation_alias=_names("host"),
     )
     port: int = Field(
-        8765, ge=1, le=65535, description="a port from 1 to 65535", validation_alias=_names("port")
+        8765,
+        ge=0,
+        le=65535,
+        description="a port from 0 to 65535 (0 picks a free one)",
+        validation_alias=_names("port"),
     )
 
     # Alerts (app.governance.alerts) and resource limits (app.governance.limits_watchdog).
@@ -316,6 +322,22 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown built-in server {', '.join(unknown)}")
         return value
 
+    @field_validator("host")
+    @classmethod
+    def _listening_address(cls, value: str) -> str:
+        # An empty host makes the socket listen on every interface, while the log would say
+        # 127.0.0.1: refuse it rather than open the API to the network by accident.
+        if not value.strip():
+            raise ValueError("it is empty")
+        if any(char.isspace() for char in value):
+            raise ValueError("it has spaces")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _usable_database_url(cls, value: str | None) -> str | None:
+        return None if value is None else check_database_url(value)
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -338,6 +360,47 @@ class Settings(BaseSettings):
     @property
     def logs_dir(self) -> Path:
         return self.data_dir / "logs"
+
+
+def check_database_url(url: str) -> str:
+    """`url` if Tooldeck can open it: an SQLAlchemy URL whose driver is installed and async.
+
+    Checked when settings load, so a bad URL is one line naming the variable instead of a
+    traceback from the first query of every verb.
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ValueError("not a URL of the form driver://...") from None
+    try:
+        dialect = parsed.get_dialect()
+    except NoSuchModuleError:
+        raise ValueError(f"no database driver is called {parsed.drivername!r}") from None
+    if not getattr(dialect, "is_async", False):
+        raise ValueError(
+            f"{parsed.drivername} is a synchronous driver: use sqlite+aiosqlite:///path"
+        )
+    try:
+        dialect.import_dbapi()
+    except ImportError as exc:
+        raise ValueError(f"the driver of {parsed.drivername} is not installed ({exc})") from None
+    if parsed.get_backend_name() != "sqlite":
+        # The usage writer and its rollups speak SQLite's SQL only (see the README).
+        raise ValueError(f"{parsed.get_backend_name()} is not supported yet: use SQLite")
+    return url
+
+
+def masked_database_url(url: str) -> str:
+    """The URL with its password masked: a PostgreSQL URL may carry one."""
+    scheme, sep, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if not at or ":" not in credentials:
+        return url
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}{sep}{user}:********@{host}"
 
 
 # pydantic-settings builds sources from the class; the file's path is per load, so it is handed
@@ -404,7 +467,12 @@ def _describe_error(
     info = Settings.model_fields.get(field)
     accepts = info.description if info and info.description else error["msg"]
     value = error.get("input")
-    return f"{name}={value!r} ({source}): expected {accepts}"
+    if field == "database_url" and isinstance(value, str):
+        value = masked_database_url(value)
+    # A validator of ours says what exactly is wrong; pydantic's own messages add nothing.
+    reason = error.get("ctx", {}).get("error") if error["type"] == "value_error" else None
+    why = f" ({reason})" if reason and info and info.description else ""
+    return f"{name}={value!r} ({source}): expected {accepts}{why}"
 
 
 def _env_value(field: str) -> str | None:

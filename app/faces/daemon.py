@@ -87,18 +87,15 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 
 def run_headless(args: argparse.Namespace) -> int:
-    flags = {"data_dir": args.data_dir, "host": args.host}
-    if args.port:
-        flags["port"] = args.port
-    settings = load_settings(args.data_dir, flags)
-    port = settings.port if args.port is None else args.port
+    settings = load_settings(
+        args.data_dir, {"data_dir": args.data_dir, "host": args.host, "port": args.port}
+    )
+    port = settings.port
     if args.no_auth and not is_loopback(settings.host):
         return _fail(
             f"refusing to serve on {settings.host} without auth: anyone who can reach it "
             "could run commands; drop --no-auth or listen on 127.0.0.1"
         )
-    if not 0 <= port <= 65535:
-        return _fail(f"--port {port}: expected a port from 0 to 65535")
     log_file = configure_json_logging(settings)
     lock = SupervisorLock(settings.data_dir, "daemon")
     try:
@@ -141,6 +138,7 @@ async def serve(
 
     from app.faces.gateway.server import Gateway
     from app.faces.http.api import create_app
+    from app.faces.http.ops_socket import serve_operations
     from app.ops.bootstrap import running_core
 
     class Server(uvicorn.Server):
@@ -176,6 +174,9 @@ async def serve(
                 page_size=settings.gateway_page_size,
             )
             gateway_scope.callback(gateway.close)
+            # The local CLI's way in, as with every supervising face (no token: the socket is
+            # private); the HTTP API below is for everyone else.
+            await gateway_scope.enter_async_context(serve_operations(ops, lock))
             mcp_app = gateway.http_app(host=settings.host)
             # Left before the core: MCP sessions end before the servers behind them stop.
             await gateway_scope.enter_async_context(gateway.http_lifespan())
