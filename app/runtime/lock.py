@@ -43,6 +43,7 @@ class LockInfo:
     process_started: float  # the holder's start time, to tell it from a recycled pid
     started_at: float  # when it took the lock (wall clock), for uptime
     url: str | None = None  # set by a daemon once it listens
+    gateway_socket: str | None = None  # the daemon's gateway socket, for `gateway --stdio`
 
     @property
     def uptime_s(self) -> float:
@@ -77,6 +78,7 @@ def _parse(text: str) -> LockInfo | None:
             process_started=float(data["process_started"]),
             started_at=float(data["started_at"]),
             url=data.get("url"),
+            gateway_socket=data.get("gateway_socket"),
         )
     except (ValueError, KeyError, TypeError):
         return None
@@ -137,11 +139,13 @@ class SupervisorLock:
                 return info
             time.sleep(0.05)
 
-    def publish(self, url: str) -> LockInfo:
-        """Tell CLIs and dashboards where to attach."""
+    def publish(self, url: str, *, gateway_socket: str | None = None) -> LockInfo:
+        """Tell CLIs, dashboards and stdio gateways where to attach."""
         if self._info is None:
             raise RuntimeError("publish() before acquire()")
-        self._info = LockInfo(**{**asdict(self._info), "url": url})
+        self._info = LockInfo(
+            **{**asdict(self._info), "url": url, "gateway_socket": gateway_socket}
+        )
         self._write(self._info)
         return self._info
 
