@@ -210,6 +210,9 @@ class Bridge:
                 self._remember(method, message)
             elif method == "notifications/initialized":
                 self.initialized = True
+            elif method == "notifications/cancelled":
+                # No answer follows a cancellation: stop waiting for one.
+                self.waiting.pop((message.get("params") or {}).get("requestId"), None)
         self._client_lines.append(line)
 
     def _remember(self, method: str, message: Message) -> None:

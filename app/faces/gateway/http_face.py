@@ -371,22 +371,24 @@ class AsgiApp:
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        body = b""
-        if scope["method"] == "POST":
-            chunks = []
-            while True:
-                event = await receive()
-                chunks.append(event.get("body", b""))
-                if not event.get("more_body"):
-                    break
-            body = b"".join(chunks)
+        # Read to the end of the request (a GET's too), so that the next `receive()` is the
+        # client going away.
+        chunks = []
+        while True:
+            event = await receive()
+            if event["type"] == "http.disconnect":
+                return
+            chunks.append(event.get("body", b""))
+            if not event.get("more_body"):
+                break
+        body = b"".join(chunks)
         responder = _AsgiResponder()
         headers = dict(scope["headers"])
         self.core.handle(scope["method"].encode(), scope["path"], headers, body, responder)
         disconnected: asyncio.Future[Any] | None = None
         try:
             while True:
-                if not responder.items and scope["method"] in ("GET", "POST"):
+                if not responder.items:
                     # Long-lived streams: watch for the client going away too.
                     if disconnected is None:
                         disconnected = asyncio.ensure_future(receive())

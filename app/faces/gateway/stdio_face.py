@@ -157,6 +157,7 @@ class _SocketClient(asyncio.Protocol):
         self.session: Session | None = None
         self.transport: asyncio.Transport | None = None
         self.write: Callable[[bytes], None] = _nowhere
+        self.closing: asyncio.Task[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -207,8 +208,19 @@ class _SocketClient(asyncio.Protocol):
         jsonrpc.feed_and_flush(self.splitter, data)
 
     def eof_received(self) -> bool:
-        # The client is done sending; answers already written still reach it.
+        # The client is done sending: answer what is in flight, then close our side too.
+        self.closing = asyncio.get_running_loop().create_task(self._close_when_idle())
         return True
+
+    async def _close_when_idle(self) -> None:
+        # Polled: the session has no event for "nothing left in flight", and this runs once.
+        for _ in range(int(DRAIN_S / 0.01)):
+            if self.session is None or self.session.idle:
+                break
+            await asyncio.sleep(0.01)
+        jsonrpc.flush_corked()
+        if self.transport is not None:
+            self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.write = _nowhere
