@@ -321,3 +321,113 @@ async def every_feature(session: ClientSession, client: TestClient, names: Namin
 async def settle() -> None:
     """One loop turn: let a face flush what a test just wrote."""
     await asyncio.sleep(0)
+
+
+# ---- a wire-level client, for comparing answers field by field -------------------------------
+
+SAMPLING_REPLY = {
+    "role": "assistant",
+    "content": {"type": "text", "text": "sampled!"},
+    "model": "test-model",
+    "stopReason": "endTurn",
+}
+ELICIT_REPLY = {"action": "accept", "content": {"name": "Ada", "check": True, "integer": 1}}
+ROOTS_REPLY = {"roots": [{"uri": "file:///tmp/root-a", "name": "a", "_meta": {"x": 1}}]}
+
+
+class RawClient:
+    """An MCP client over a subprocess's stdio that keeps every message exactly as it came
+    (the SDK's typed client would hide fields dropped or added) and answers server requests
+    with fixed replies."""
+
+    def __init__(self, argv: list[str], env: dict[str, str] | None = None) -> None:
+        self.argv = argv
+        self.env = env
+        self.process: asyncio.subprocess.Process | None = None
+        self.next_id = 0
+        self.waiters: dict[Any, asyncio.Future[dict[str, Any]]] = {}
+        self.notifications: list[dict[str, Any]] = []
+        self.listed_at = 0
+        self.server_requests: list[dict[str, Any]] = []
+        self.reader: asyncio.Task[None] | None = None
+        self.replies = {
+            "sampling/createMessage": SAMPLING_REPLY,
+            "elicitation/create": ELICIT_REPLY,
+            "roots/list": ROOTS_REPLY,
+            "ping": {},
+        }
+
+    async def start(self) -> None:
+        self.process = await asyncio.create_subprocess_exec(
+            *self.argv,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+            cwd=REPO_ROOT,
+            env=self.env,
+            limit=2**24,
+        )
+        self.reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        import json
+
+        assert self.process is not None and self.process.stdout is not None
+        while line := await self.process.stdout.readline():
+            message = json.loads(line)
+            if "method" not in message:
+                waiter = self.waiters.pop(message.get("id"), None)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(message)
+            elif "id" in message:
+                self.server_requests.append(message)
+                reply = self.replies.get(message["method"])
+                self.write(
+                    {"jsonrpc": "2.0", "id": message["id"], "result": reply}
+                    if reply is not None
+                    else {
+                        "jsonrpc": "2.0",
+                        "id": message["id"],
+                        "error": {"code": -32601, "message": "no"},
+                    }
+                )
+            else:
+                self.notifications.append(message)
+
+    def write(self, message: dict[str, Any]) -> None:
+        import json
+
+        assert self.process is not None and self.process.stdin is not None
+        self.process.stdin.write(json.dumps(message).encode() + b"\n")
+
+    async def request(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        self.next_id += 1
+        message: dict[str, Any] = {"jsonrpc": "2.0", "id": self.next_id, "method": method}
+        if params is not None:
+            message["params"] = params
+        waiter = asyncio.get_running_loop().create_future()
+        self.waiters[self.next_id] = waiter
+        self.write(message)
+        async with asyncio.timeout(30):
+            return await waiter
+
+    def notify(self, method: str, params: dict[str, Any] | None = None) -> None:
+        message: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
+        if params is not None:
+            message["params"] = params
+        self.write(message)
+
+    async def close(self) -> int | None:
+        if self.process is None:
+            return None
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+        try:
+            async with asyncio.timeout(10):
+                code = await self.process.wait()
+        except TimeoutError:
+            self.process.kill()
+            code = await self.process.wait()
+        if self.reader is not None:
+            self.reader.cancel()
+        return code

@@ -10,11 +10,15 @@ over HTTP, over stdio in-process and over stdio bridged to the daemon.
 
 from __future__ import annotations
 
+import asyncio
+import json
+import re
 import sqlite3
 from collections.abc import Iterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx2
 import pytest
@@ -27,6 +31,7 @@ from tests.gateway_helpers import (
     SAMPLED,
     EverythingOverHttp,
     Naming,
+    RawClient,
     TestClient,
     add_everything,
     every_feature,
@@ -107,6 +112,140 @@ def connect(
     if face == "bridge":
         return over_stdio(fleet.home, client, *args)
     return over_stdio(fleet.solo, client, *args)
+
+
+# ---- a client cannot tell the per-server endpoint from the server itself --------------------
+
+INIT_PARAMS = {
+    "protocolVersion": "2025-11-25",
+    "capabilities": {
+        "sampling": {},
+        "elicitation": {"form": {}, "url": {}},
+        "roots": {"listChanged": True},
+    },
+    "clientInfo": {"name": "faithful-test", "version": "1"},
+}
+CLOCK = re.compile(r"\d{1,2}:\d\d:\d\d [AP]M")
+
+
+async def play(client: RawClient) -> list[tuple[str, dict[str, Any]]]:
+    """The same requests, in the same order, for a direct and a routed client."""
+    answers: list[tuple[str, dict[str, Any]]] = []
+
+    async def ask(label: str, method: str, params: dict[str, Any] | None = None) -> Any:
+        reply = await client.request(method, params)
+        reply.pop("id", None)
+        answers.append((label, reply))
+        return reply
+
+    await ask("initialize", "initialize", INIT_PARAMS)
+    client.notify("notifications/initialized")
+    # The server asks for roots right after initialized (directly) or once told the client
+    # arrived (routed): wait for that before comparing anything.
+    await until(lambda: any(r["method"] == "roots/list" for r in client.server_requests))
+    await ask("ping", "ping")
+    for method in ("tools/list", "prompts/list", "resources/list", "resources/templates/list"):
+        await ask(method, method)
+    # A server that registers tools by the client's capabilities announces them right after
+    # `initialized`; behind Tooldeck that happened when the server started, so the first
+    # listing is already complete. Notices are compared from here on.
+    client.listed_at = len(client.notifications)
+    meta = {"progressToken": "tok-1", "custom.example/field": {"a": [1, 2]}}
+    await ask("echo", "tools/call", {"name": "echo", "arguments": {"message": "hi"}, "_meta": meta})
+    await ask(
+        "progress",
+        "tools/call",
+        {
+            "name": "trigger-long-running-operation",
+            "arguments": {"duration": 0.2, "steps": 3},
+            "_meta": {"progressToken": 77},
+        },
+    )
+    for tool, arguments in [
+        ("get-resource-links", {"count": 3}),
+        ("get-resource-reference", {"resourceType": "Text", "resourceId": 2}),
+        ("get-structured-content", {"location": "New York"}),
+        ("get-annotated-message", {"messageType": "success", "includeImage": True}),
+        ("get-tiny-image", {}),
+        ("get-sum", {"a": 1, "b": 2}),
+        ("trigger-sampling-request", {"prompt": "hello", "maxTokens": 10}),
+        ("trigger-elicitation-request", {}),
+        ("get-roots-list", {}),
+        ("no-such-tool", {}),
+    ]:
+        await ask(f"call {tool}", "tools/call", {"name": tool, "arguments": arguments})
+    await ask("read", "resources/read", {"uri": "demo://resource/static/document/architecture.md"})
+    await ask("read template", "resources/read", {"uri": "demo://resource/dynamic/text/7"})
+    await ask("subscribe", "resources/subscribe", {"uri": "demo://resource/dynamic/text/1"})
+    await ask("unsubscribe", "resources/unsubscribe", {"uri": "demo://resource/dynamic/text/1"})
+    await ask("prompt", "prompts/get", {"name": "simple-prompt"})
+    await ask("prompt args", "prompts/get", {"name": "args-prompt", "arguments": {"city": "Oslo"}})
+    await ask(
+        "prompt resource",
+        "prompts/get",
+        {"name": "resource-prompt", "arguments": {"resourceType": "Text", "resourceId": "3"}},
+    )
+    await ask(
+        "complete",
+        "completion/complete",
+        {
+            "ref": {"type": "ref/prompt", "name": "completable-prompt"},
+            "argument": {"name": "department", "value": "E"},
+        },
+    )
+    await ask(
+        "complete in context",
+        "completion/complete",
+        {
+            "ref": {"type": "ref/prompt", "name": "completable-prompt"},
+            "argument": {"name": "name", "value": ""},
+            "context": {"arguments": {"department": "Engineering"}},
+        },
+    )
+    await ask("set level", "logging/setLevel", {"level": "debug"})
+    await ask("unknown method", "foo/bar", {})
+    return answers
+
+
+def normalized(reply: dict[str, Any]) -> Any:
+    # server-everything stamps the resources it makes up with the wall clock.
+    return json.loads(CLOCK.sub("<time>", json.dumps(reply, sort_keys=True)))
+
+
+@pytest.mark.parametrize("face", ["stdio", "bridge"])
+async def test_the_per_server_endpoint_answers_as_the_server_itself(
+    fleet: Fleet, face: str, server_everything: Path
+) -> None:
+    direct = RawClient(["node", str(server_everything), "stdio"])
+    home = fleet.solo if face == "stdio" else fleet.home
+    routed = RawClient(gateway_command("--server", "everything"), env=no_builtins(home))
+    results = []
+    for client in (direct, routed):
+        await client.start()
+        try:
+            results.append(await play(client))
+        finally:
+            await client.close()
+    direct_answers, routed_answers = results
+    assert [label for label, _ in direct_answers] == [label for label, _ in routed_answers]
+    for (label, mine), (_, theirs) in zip(direct_answers, routed_answers, strict=True):
+        assert normalized(theirs) == normalized(mine), label
+    # Notifications of the same kinds, progress exactly, server requests the same (roots/list
+    # comes at a different moment: see play()).
+    progress = [
+        [n["params"] for n in c.notifications if n["method"] == "notifications/progress"]
+        for c in (direct, routed)
+    ]
+    assert progress[0] == progress[1] and len(progress[0]) == 3
+    kinds = [
+        sorted({n["method"] for n in c.notifications[c.listed_at :]}) for c in (direct, routed)
+    ]
+    assert kinds[0] == kinds[1]
+    requests = [
+        [(r["method"], r.get("params")) for r in c.server_requests if r["method"] != "roots/list"]
+        for c in (direct, routed)
+    ]
+    assert requests[0] == requests[1]
 
 
 @pytest.mark.parametrize("view", ["aggregated", "server"])
@@ -298,3 +437,93 @@ async def test_names_capped_at_64_end_in_a_stable_hash(fleet: Fleet) -> None:
         assert long in names
         result = await session.call_tool(long, {"duration": 0.1, "steps": 1})
         assert "completed" in str(result.content)
+
+
+# ---- the stdio bridge to the daemon: one session for its life, through a restart ------------
+
+
+async def test_the_bridge_holds_its_session_and_outlives_a_daemon_restart(fleet: Fleet) -> None:
+    client = RawClient(gateway_command(), env=no_builtins(fleet.home))
+    await client.start()
+    try:
+        await client.request("initialize", INIT_PARAMS)
+        client.notify("notifications/initialized")
+        for number in range(100):
+            reply = await client.request(
+                "tools/call", {"name": "everything__echo", "arguments": {"message": str(number)}}
+            )
+            assert reply["result"]["content"][0]["text"] == f"Echo: {number}"
+        reply = await client.request(
+            "tools/call",
+            {
+                "name": "everything__gzip-file-as-resource",
+                "arguments": {"name": "b.gz", "data": "data:text/plain;base64,aGVsbG8="},
+            },
+        )
+        link = next(b for b in reply["result"]["content"] if b["type"] == "resource_link")
+        await until(
+            lambda: any(
+                n["method"] == "notifications/resources/list_changed" for n in client.notifications
+            )
+        )
+        read = await client.request("resources/read", {"uri": link["uri"]})
+        assert read["result"]["contents"][0]["uri"] == link["uri"]
+
+        # The daemon restarts underneath, with a call in flight.
+        seen = len(client.notifications)
+        slow = asyncio.ensure_future(
+            client.request(
+                "tools/call",
+                {
+                    "name": "everything__trigger-long-running-operation",
+                    "arguments": {"duration": 30, "steps": 2},
+                },
+            )
+        )
+        await until(lambda: fleet.daemon.process.poll() is None)
+        fleet.daemon.stop()
+        lost = await slow  # answered, not left hanging: an error that says why
+        assert "error" in lost or lost["result"].get("isError"), lost
+        fleet.daemon = start_daemon(fleet.home, env=no_builtins(fleet.home))
+        # Reconnected: the client is told to list again, and calls go on in the same session.
+        await until(
+            lambda: any(
+                n["method"] == "notifications/tools/list_changed"
+                for n in client.notifications[seen:]
+            ),
+            within=60,
+        )
+        reply = await client.request(
+            "tools/call", {"name": "everything__echo", "arguments": {"message": "after"}}
+        )
+        assert reply["result"]["content"][0]["text"] == "Echo: after"
+    finally:
+        assert await client.close() == 0
+
+
+async def test_the_bridge_exits_with_one_line_when_the_daemon_stays_away(fleet: Fleet) -> None:
+    env = {**no_builtins(fleet.home), "TOOLDECK_GATEWAY_BRIDGE_RECONNECT_S": "0.5"}
+    argv = gateway_command()
+    process = await asyncio.create_subprocess_exec(
+        *argv,
+        env=env,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stdin is not None and process.stderr is not None
+    process.stdin.write(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "ping"}).encode() + b"\n")
+    assert process.stdout is not None
+    assert json.loads(await process.stdout.readline())["result"] == {}
+    fleet.daemon.stop()
+    try:
+        async with asyncio.timeout(30):
+            code = await process.wait()
+        lines = (await process.stderr.read()).decode().strip().splitlines()
+        assert code == 1
+        assert lines[-1] == (
+            "tooldeck: the Tooldeck daemon went away and did not come back within 0.5 s; "
+            "the gateway bridge exits"
+        )
+    finally:
+        fleet.daemon = start_daemon(fleet.home, env=no_builtins(fleet.home))

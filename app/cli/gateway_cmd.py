@@ -92,7 +92,14 @@ async def _serve(settings: Settings, kind: str, name: str | None, protocol: tupl
         from app.faces.gateway.service import socket_path
 
         path = Path(daemon.gateway_socket) if daemon.gateway_socket else None
-        return await bridge_to_daemon(path or socket_path(settings.data_dir), kind, name, *protocol)
+        return await bridge_to_daemon(
+            path or socket_path(settings.data_dir),
+            kind,
+            name,
+            *protocol,
+            reconnect_s=settings.gateway_bridge_reconnect_s,
+            max_bytes=settings.max_result_bytes,
+        )
     return await _serve_in_process(settings, kind, name, protocol)
 
 

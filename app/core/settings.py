@@ -226,6 +226,14 @@ class Settings(BaseSettings):
         "GET stream, so no notifications outside a call)",
         validation_alias=_names("gateway_stateless"),
     )
+    gateway_bridge_reconnect_s: float = Field(
+        30.0,
+        ge=0,
+        le=3600,
+        description="seconds from 0 to 3600: how long `gateway --stdio` waits for a restarted "
+        "daemon before it exits",
+        validation_alias=_names("gateway_bridge_reconnect_s"),
+    )
     max_result_bytes: int = Field(
         8 * 1024 * 1024,
         ge=64 * 1024,

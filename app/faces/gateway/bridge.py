@@ -321,10 +321,17 @@ def _ignore(data: bytes) -> None:
 
 
 async def bridge_to_daemon(
-    socket_path: Path, view: str, name: str | None, protocol_in: int, protocol_out: int
+    socket_path: Path,
+    view: str,
+    name: str | None,
+    protocol_in: int,
+    protocol_out: int,
+    *,
+    reconnect_s: float = RECONNECT_S,
+    max_bytes: int = 8 * 1024 * 1024,
 ) -> int:
     """Run the bridge until the client leaves (0) or the daemon is gone for good (1)."""
-    bridge = Bridge(socket_path, view, name)
+    bridge = Bridge(socket_path, view, name, reconnect_s=reconnect_s, max_bytes=max_bytes)
     try:
         return await bridge.run(protocol_in, protocol_out)
     except BridgeRefused as exc:
