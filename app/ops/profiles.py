@@ -143,7 +143,7 @@ class ProfileOperations(OpsBase):
             tool_count=len(offered_tools),
             estimated_tokens=estimate_tokens(serialized),
             unmatched=selection.unmatched(
-                list(server_names), [(tool.server_name, tool.name) for tool in chosen]
+                list(server_names), [(server_name, tool.name) for tool, server_name in rows]
             ),
         )
 
