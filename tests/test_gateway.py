@@ -213,6 +213,46 @@ async def test_limits_and_the_result_cap_hold_on_the_call_path(core: LocalOperat
         assert small.content[0].text == "x" * 10  # type: ignore[union-attr]
 
 
+async def test_a_profile_client_sees_only_the_profiles_tools(core: LocalOperations) -> None:
+    await core.create_profile(
+        {"name": "math", "servers": ["calc*", "library"], "tools": ["add", "sub*", "!library/*"]},
+        actor="test",
+    )
+    notices = ListChanged()
+    async with (
+        running_router(core) as router,
+        served(router) as url,
+        http_client(url + "/profiles/math", notices) as session,
+    ):
+        names = {tool.name for tool in await all_tools(session)}
+        assert names == {"calculator__add", "calculator__subtract"}
+        added = await session.call_tool("calculator__add", {"a": 2, "b": 2})
+        assert added.structured_content == {"result": 4}
+        for outside in ("library__add", "calculator__multiply"):
+            with pytest.raises(MCPError, match="Unknown tool"):
+                await session.call_tool(outside, {"a": 1, "b": 1})
+        # Editing the profile changes what its clients see, and tells them.
+        await core.update_profile("math", {"tools": ["mul*"]}, actor="test")
+        await asyncio.wait_for(notices.seen.wait(), 5)
+        assert {tool.name for tool in await all_tools(session)} == {"calculator__multiply"}
+        # A deleted profile's endpoint refuses new clients, saying why.
+        await core.delete_profile("math", actor="test")
+        await router.port.reload()
+        initialize = {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "initialize",
+            "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {}},
+        }
+        async with httpx2.AsyncClient() as http:
+            refused = await http.post(
+                url + "/profiles/math",
+                json=initialize,
+                headers={"accept": "application/json, text/event-stream"},
+            )
+        assert refused.json()["error"]["message"] == "no profile 'math'"
+
+
 def tooldeck(home: Path, *args: str) -> None:
     env = {"TOOLDECK_HOME": str(home), "PATH": "/usr/bin:/bin"}
     subprocess.run([sys.executable, "-m", "app", *args], env=env, check=True, capture_output=True)
@@ -239,13 +279,28 @@ async def test_gateway_over_stdio(tmp_path: Path) -> None:
             error = await session.call_tool("calculator__sqrt", {"x": -1})
             assert error.is_error
 
+    # A profile's stdio endpoint: only its tools.
+    tooldeck(home, "profile", "add", "lib", "--server", "library", "--tool", "look*")
+    profile_params = StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "app", "gateway", "--stdio", "--profile", "lib"],
+        env={"TOOLDECK_HOME": str(home), "MCP_SERVERS": "calculator"},
+    )
+    with (tmp_path / "profile.err").open("w") as errlog:
+        async with (
+            stdio_client(profile_params, errlog=errlog) as (read, write),
+            ClientSession(read, write, client_info=CLIENT) as session,
+        ):
+            await session.initialize()
+            assert {tool.name for tool in await all_tools(session)} == {"library__lookup"}
+
     # The gateway flushed its usage on exit: the calls are there, with the client's name.
     def gateway_calls() -> int:
         with sqlite3.connect(home / "tooldeck.db") as conn:
             query = "select count(*) from tool_usage where source = 'gateway' and client_name = ?"
             return int(conn.execute(query, (CLIENT.name,)).fetchone()[0])
 
-    assert await asyncio.to_thread(gateway_calls) == 2
+    assert await asyncio.to_thread(gateway_calls) == 2  # the profile's session made no call
 
 
 # ---- the pieces -----------------------------------------------------------------------------

@@ -27,6 +27,9 @@ logger = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from app.cli import profiles_cmd
+
+    profiles_cmd.register(subparsers)
     gateway = subparsers.add_parser(
         "gateway", help="serve the fleet's tools as one MCP server (for MCP clients)"
     )
