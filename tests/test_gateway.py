@@ -66,9 +66,9 @@ async def all_tools(session: ClientSession) -> list[types.Tool]:
 
 
 @asynccontextmanager
-async def served(router: Router) -> AsyncIterator[str]:
+async def served(router: Router, *, stateless: bool = False) -> AsyncIterator[str]:
     port = free_port()
-    core = HttpCore(router)
+    core = HttpCore(router, stateless=stateless)
     server = uvicorn.Server(
         uvicorn.Config(AsgiApp(core), host="127.0.0.1", port=port, log_level="warning")
     )
@@ -251,6 +251,28 @@ async def test_a_profile_client_sees_only_the_profiles_tools(core: LocalOperatio
                 headers={"accept": "application/json, text/event-stream"},
             )
         assert refused.json()["error"]["message"] == "no profile 'math'"
+
+
+async def test_the_stateless_mode_answers_each_post_on_its_own(core: LocalOperations) -> None:
+    call = {
+        "jsonrpc": "2.0",
+        "id": 7,
+        "method": "tools/call",
+        "params": {"name": "calculator__add", "arguments": {"a": 20, "b": 22}},
+    }
+    headers = {"accept": "application/json, text/event-stream"}
+    async with (
+        running_router(core) as router,
+        served(router, stateless=True) as url,
+        httpx2.AsyncClient() as http,
+    ):
+        await http.post(url, json={**call, "id": 1, "method": "tools/list", "params": {}})
+        answer = await http.post(url, json=call, headers=headers)
+        assert "mcp-session-id" not in answer.headers
+        assert answer.json()["result"]["structuredContent"] == {"result": 42}
+        stream = await http.get(url, headers={"accept": "text/event-stream"})
+        assert stream.status_code == 405
+        assert router.sessions == set()  # each POST's session ended with its answer
 
 
 def tooldeck(home: Path, *args: str) -> None:

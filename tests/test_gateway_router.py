@@ -377,6 +377,11 @@ def test_http_session_hygiene(fleet: Fleet) -> None:
         assert no_token.status_code == 401
         missing = http.post(url + "/servers/nobody", json=INIT, headers=fleet.headers())
         assert missing.json()["error"]["message"] == "no server 'nobody'"
+        # Bodies up to TOOLDECK_MAX_RESULT_BYTES (8 MiB by default), not the API's 1 MB.
+        large = {**INIT, "params": {**INIT["params"], "pad": "x" * 2_000_000}}
+        assert http.post(url, json=large, headers=fleet.headers()).status_code == 200
+        huge = {**INIT, "params": {**INIT["params"], "pad": "x" * 9_000_000}}
+        assert http.post(url, json=huge, headers=fleet.headers()).status_code == 413
         gone = http.delete(url, headers=fleet.headers(**{"mcp-session-id": session}))
         assert gone.status_code == 200
 
