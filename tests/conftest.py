@@ -68,38 +68,12 @@ def stdio_server_spec(name: str, script: str, *args: str, **fields: object) -> d
 
 # ---- @modelcontextprotocol/server-everything, the broadest real upstream -----------------------
 
-SERVER_EVERYTHING = "@modelcontextprotocol/server-everything"
-SERVER_EVERYTHING_VERSION = "2026.8.31"
-# Under the project's virtualenv: `make clean` removes it, and every session reuses it.
-NPM_PREFIX = REPO_ROOT / ".venv" / "test-npm" / f"server-everything-{SERVER_EVERYTHING_VERSION}"
-
-
-def install_server_everything() -> Path:
-    """The installed server's entry script, installing the pinned version on first use."""
-    import shutil
-    import subprocess
-
-    entry = NPM_PREFIX / "node_modules" / SERVER_EVERYTHING / "dist" / "index.js"
-    if entry.is_file():
-        return entry
-    npm, node = shutil.which("npm"), shutil.which("node")
-    if npm is None or node is None:
-        pytest.fail(
-            "the gateway tests need Node.js and npm (for "
-            f"{SERVER_EVERYTHING}@{SERVER_EVERYTHING_VERSION}): install them, e.g. "
-            "`apt-get install nodejs npm`"
-        )
-    NPM_PREFIX.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(
-        [npm, "install", "--prefix", str(NPM_PREFIX), "--no-audit", "--no-fund",
-         f"{SERVER_EVERYTHING}@{SERVER_EVERYTHING_VERSION}"],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    if done.returncode != 0 or not entry.is_file():
-        pytest.fail(f"npm install of {SERVER_EVERYTHING} failed:\n{done.stderr[-2000:]}")
-    return entry
-
 
 @pytest.fixture(scope="session")
 def server_everything() -> Path:
-    return install_server_everything()
+    from tests.npm_peers import NpmMissing, install_server_everything
+
+    try:
+        return install_server_everything()
+    except NpmMissing as exc:
+        pytest.fail(str(exc))
