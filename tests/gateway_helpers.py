@@ -32,7 +32,7 @@ SAMPLED = "sampled by the test client"
 
 
 @dataclass
-class TestClient:
+class RecordingClient:
     """The callbacks of a client that declares every client capability, and what it saw."""
 
     name: str = "gateway-test-client"
@@ -83,7 +83,7 @@ class TestClient:
 
 @asynccontextmanager
 async def over_http(
-    url: str, client: TestClient, token: str | None = None
+    url: str, client: RecordingClient, token: str | None = None
 ) -> AsyncIterator[ClientSession]:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     async with AsyncExitStack() as stack:
@@ -102,7 +102,7 @@ def gateway_command(*args: str) -> list[str]:
 
 @asynccontextmanager
 async def over_stdio(
-    home: Path, client: TestClient, *args: str, errlog: Path | None = None
+    home: Path, client: RecordingClient, *args: str, errlog: Path | None = None
 ) -> AsyncIterator[ClientSession]:
     """`tooldeck gateway --stdio ARGS` as the client's subprocess: in-process or bridged,
     whichever the data dir calls for (a running daemon, or none)."""
@@ -198,7 +198,7 @@ class Naming:
         return f"tooldeck://{self.server}/{uri}" if self.aggregated else uri
 
 
-async def every_feature(session: ClientSession, client: TestClient, names: Naming) -> None:
+async def every_feature(session: ClientSession, client: RecordingClient, names: Naming) -> None:
     """Every item of the router's forwarding, against server-everything behind `session`."""
     # -- tools: listed with every field the server gave, newer ones included
     tools = {tool.name: tool for tool in (await session.list_tools()).tools}

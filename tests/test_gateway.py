@@ -398,3 +398,12 @@ def test_profile_selection_by_name_and_glob() -> None:
     known = [("github", "create_issue"), ("github", "read_secret")]
     assert selection.unmatched(["github"], known) == ["fs-*"]
     assert selection.unmatched(["github"], known[:1]) == ["fs-*", "read_*", "!*/read_secret"]
+
+
+def test_a_data_dir_too_deep_for_a_socket_gets_a_private_short_one(tmp_path: Path) -> None:
+    from app.faces.gateway.service import socket_path
+
+    assert socket_path(tmp_path) == tmp_path / "gateway.sock"
+    deep = socket_path(tmp_path / ("d" * 120))
+    assert len(str(deep)) <= 100 and deep.parent.stat().st_mode & 0o077 == 0
+    assert deep == socket_path(tmp_path / ("d" * 120))  # the same every time: the lock names it

@@ -32,7 +32,7 @@ from tests.gateway_helpers import (
     EverythingOverHttp,
     Naming,
     RawClient,
-    TestClient,
+    RecordingClient,
     add_everything,
     every_feature,
     gateway_command,
@@ -84,9 +84,9 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, server_everything: Path) -> 
         tooldeck(
             home, "server", "add", "remote", "--transport", "streamable_http", "--url", remote.url
         )
-        daemon = start_daemon(home, env=no_builtins(home))
+        fleet = Fleet(home, start_daemon(home, env=no_builtins(home)), remote, solo)
         try:
-            with daemon.client() as api:
+            with fleet.daemon.client() as api:
 
                 def all_running() -> bool:
                     servers = api.get("/api/v1/toolservers/servers").json()
@@ -95,15 +95,16 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, server_everything: Path) -> 
                     )
 
                 wait_for(all_running, timeout_s=60)
-            yield Fleet(home, daemon, remote, solo)
+            yield fleet
         finally:
-            daemon.stop()
+            # The tests restart the daemon: stop whichever runs now.
+            fleet.daemon.stop()
     finally:
         remote.stop()
 
 
 def connect(
-    fleet: Fleet, face: str, view: str, client: TestClient, server: str = "everything"
+    fleet: Fleet, face: str, view: str, client: RecordingClient, server: str = "everything"
 ) -> AbstractAsyncContextManager[ClientSession]:
     args = ("--server", server) if view == "server" else ()
     if face == "http":
@@ -251,13 +252,13 @@ async def test_the_per_server_endpoint_answers_as_the_server_itself(
 @pytest.mark.parametrize("view", ["aggregated", "server"])
 @pytest.mark.parametrize("face", ["http", "stdio", "bridge"])
 async def test_every_message_type_passes(fleet: Fleet, face: str, view: str) -> None:
-    client = TestClient(name=f"router-{face}-{view}")
+    client = RecordingClient(name=f"router-{face}-{view}")
     async with connect(fleet, face, view, client) as session:
         await every_feature(session, client, Naming("everything", aggregated=view != "server"))
 
 
 async def test_a_server_named_with_the_separator_routes_by_table(fleet: Fleet) -> None:
-    client = TestClient()
+    client = RecordingClient()
     async with connect(fleet, "http", "aggregated", client) as session:
         tools = {tool.name for tool in (await session.list_tools()).tools}
         assert {"e__v__echo", "everything__echo", "remote__echo"} <= tools
@@ -272,7 +273,7 @@ async def test_a_server_named_with_the_separator_routes_by_table(fleet: Fleet) -
 
 
 async def test_a_streamable_http_upstream_per_server(fleet: Fleet) -> None:
-    client = TestClient()
+    client = RecordingClient()
     async with connect(fleet, "http", "server", client, server="remote") as session:
         progress: list[float] = []
 
@@ -294,7 +295,7 @@ async def test_a_streamable_http_upstream_per_server(fleet: Fleet) -> None:
 
 
 async def test_calls_are_metered_with_the_clients_name(fleet: Fleet) -> None:
-    client = TestClient(name="metered-client")
+    client = RecordingClient(name="metered-client")
     async with connect(fleet, "http", "server", client) as session:
         await session.call_tool("echo", {"message": "one"})
         await session.call_tool("get-sum", {"a": 1, "b": 2})
@@ -407,7 +408,7 @@ async def test_a_client_on_the_newest_protocol_falls_back_and_hears_list_changes
 
 
 async def test_a_person_switching_a_tool_reaches_connected_clients(fleet: Fleet) -> None:
-    client = TestClient()
+    client = RecordingClient()
     async with connect(fleet, "http", "server", client) as session:
         before = len(client.methods())
         with fleet.daemon.client() as api:
@@ -425,7 +426,7 @@ async def test_a_person_switching_a_tool_reaches_connected_clients(fleet: Fleet)
 
 
 async def test_names_capped_at_64_end_in_a_stable_hash(fleet: Fleet) -> None:
-    client = TestClient()
+    client = RecordingClient()
     argv = gateway_command()
     params = StdioServerParameters(
         command=argv[0],

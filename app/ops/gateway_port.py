@@ -166,7 +166,7 @@ class GatewayPort:
                     row.is_available,
                     row.bypass_when_unavailable,
                     row.auto_disable_after,
-                    _listing(row),
+                    catalogue_listing(row),
                 )
                 for row in tools
             }
@@ -269,7 +269,7 @@ class GatewayPort:
         task.add_done_callback(self._tasks.discard)
 
 
-def _listing(tool: ServerTool) -> dict[str, Any]:
+def catalogue_listing(tool: ServerTool) -> dict[str, Any]:
     """The tool as tools/list sends it, from what the catalogue keeps of it."""
     item: dict[str, Any] = {"name": tool.name}
     if tool.display_name:

@@ -24,6 +24,7 @@ from app.core.profiles import (
 )
 from app.core.tool_names import NameTable
 from app.ops.base import OpsBase, validated
+from app.ops.gateway_port import catalogue_listing
 from storage.models import GatewayProfile, ServerTool, ToolServer
 
 PROFILE_PATH = "/mcp/profiles/"
@@ -133,7 +134,7 @@ class ProfileOperations(OpsBase):
                 )
             )
             if offered:
-                listing.append(_listed(tool, exposed))
+                listing.append({**catalogue_listing(tool), "name": exposed})
         serialized = json.dumps({"tools": listing}, separators=(",", ":"), ensure_ascii=False)
         offered_tools = [tool for tool in chosen if tool.enabled]
         return ProfilePreview(
@@ -159,18 +160,3 @@ async def _find(session: AsyncSession, name: str) -> GatewayProfile | None:
         (GatewayProfile.name == name) | (GatewayProfile.id == name)
     )
     return (await session.execute(query)).scalars().first()
-
-
-def _listed(tool: ServerTool, exposed: str) -> dict[str, Any]:
-    """A tool as tools/list sends it (from what the catalogue keeps of it)."""
-    item: dict[str, Any] = {"name": exposed}
-    if tool.display_name:
-        item["title"] = tool.display_name
-    if tool.description:
-        item["description"] = tool.description
-    item["inputSchema"] = tool.input_schema or {"type": "object"}
-    if tool.output_schema:
-        item["outputSchema"] = tool.output_schema
-    if tool.annotations:
-        item["annotations"] = tool.annotations
-    return item

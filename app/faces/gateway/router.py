@@ -716,22 +716,12 @@ class Router:
             )
             return
         conn = port.connection(server.id)
-        arguments = (message.get("params") or {}).get("arguments")
         if conn is None or (tool is not None and not tool.is_available):
             if tool is not None and tool.bypass_when_unavailable:
                 why = "its server is not running" if conn is None else "its server does not list it"
-                text = f"{name} is unavailable: {why} (bypass)"
-                port.record(
-                    server,
-                    tool,
-                    name,
-                    began=None,
-                    success=False,
-                    error=text,
-                    client_name=session.client_name,
-                    arguments=arguments,
+                self._refuse_call(
+                    session, message, server, tool, name, f"{name} is unavailable: {why} (bypass)"
                 )
-                self.reply(session, message, tool_error(text))
                 return
             if conn is None:
                 self.spawn(self._call_on_demand(session, message, server, name), session)
@@ -739,22 +729,34 @@ class Router:
         try:
             gate, waiter = port.gates.admit(server.id, server.name)
         except TooldeckError as exc:
-            port.record(
-                server,
-                tool,
-                name,
-                began=None,
-                success=False,
-                error=str(exc),
-                client_name=session.client_name,
-                arguments=arguments,
-            )
-            self.reply(session, message, tool_error(str(exc)))
+            self._refuse_call(session, message, server, tool, name, str(exc))
             return
         if waiter is not None:
             self.spawn(self._call_when_admitted(session, message, server, name, gate, waiter))
             return
         self._send_call(session, message, server, tool, name, conn, gate)
+
+    def _refuse_call(
+        self,
+        session: Session,
+        message: Message,
+        server: ServerIntent,
+        tool: ToolIntent | None,
+        name: str,
+        text: str,
+    ) -> None:
+        """A call that is not sent: a tool error the model can read, metered without a time."""
+        self.port.record(
+            server,
+            tool,
+            name,
+            began=None,
+            success=False,
+            error=text,
+            client_name=session.client_name,
+            arguments=(message.get("params") or {}).get("arguments"),
+        )
+        self.reply(session, message, tool_error(text))
 
     def _send_call(
         self,
@@ -815,18 +817,7 @@ class Router:
             await self.port.ensure_running(server)
         except TooldeckError as exc:
             tool = self.port.tool(server.id, name)
-            arguments = (message.get("params") or {}).get("arguments")
-            self.port.record(
-                server,
-                tool,
-                name,
-                began=None,
-                success=False,
-                error=str(exc),
-                client_name=session.client_name,
-                arguments=arguments,
-            )
-            self.reply(session, message, tool_error(str(exc)))
+            self._refuse_call(session, message, server, tool, name, str(exc))
             return
         if not session.closed:
             self._call(session, message, server, name)
