@@ -28,7 +28,8 @@ MAX_BODY_BYTES = 1024 * 1024
 # and its docs page hold no data, only the shape of the API that ships in the source, and a
 # browser cannot send a bearer header when it loads a page.
 PUBLIC_PATHS = frozenset({"/healthz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
-# Polled by monitors every few seconds: their access lines would drown the rest.
+# Polled by monitors every few seconds: their access lines would drown the rest. So would the
+# gateway's, one per MCP message (its calls are metered as usage instead).
 QUIET_PATHS = {"/healthz": logging.DEBUG, "/metrics": logging.DEBUG}
 REQUEST_ID_HEADER = "x-request-id"
 SAFE_HEADER_VALUE = re.compile(r"^[A-Za-z0-9._:@/-]{1,64}$")
@@ -76,7 +77,9 @@ class RequestContext:
                 await internal_error(request_id)(scope, receive, send_with_id)
         finally:
             log.log(
-                QUIET_PATHS.get(scope["path"], logging.INFO),
+                logging.DEBUG
+                if is_gateway_path(scope["path"])
+                else QUIET_PATHS.get(scope["path"], logging.INFO),
                 "%s %s %s",
                 scope["method"],
                 scope["path"],
