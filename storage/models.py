@@ -340,3 +340,26 @@ class ServerLimits(Base):
     run_as_user: Mapped[str | None] = mapped_column(String(64))
     run_as_group: Mapped[str | None] = mapped_column(String(64))
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+# ---- gateway profiles (app.faces.gateway) ----------------------------------------------------
+
+
+class GatewayProfile(Base):
+    """A named subset of the fleet with its own gateway endpoint (`/mcp/profiles/<name>`).
+
+    `servers` are server names or globs; `tools` are tool patterns (`glob` for a tool of any
+    chosen server, `server/glob` for one server's, `!pattern` to leave out); no tool pattern
+    means every tool of the chosen servers.
+    """
+
+    __tablename__ = "gateway_profiles"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    description: Mapped[str | None] = mapped_column(Text)
+    servers: Mapped[list[str]] = mapped_column(JSON, default=list)
+    tools: Mapped[list[str]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    created_by: Mapped[str | None] = mapped_column(String(200))

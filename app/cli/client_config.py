@@ -20,8 +20,10 @@ import shutil
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from app.cli.common import cli_settings, fail
+from app.cli.gateway_cmd import add_view_arguments, view_of
 from app.core.schemas import MASK
 from app.core.settings import Settings, resolve_data_dir
 from app.faces.daemon import url_host
@@ -53,6 +55,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="connect to the running daemon's /mcp over HTTP (Cursor, VS Code; Claude Desktop "
         "gets the stdio entry, which forwards to the daemon)",
     )
+    add_view_arguments(config)
     config.add_argument(
         "--reveal",
         action="store_true",
@@ -62,40 +65,47 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     config.set_defaults(command_runner=print_client_config)
 
 
-def stdio_entry(data_dir: Path) -> dict[str, Any]:
+def stdio_entry(
+    data_dir: Path, kind: str = "aggregated", name: str | None = None
+) -> dict[str, Any]:
     # The console script beside this interpreter: clients do not share the shell's PATH.
     script = Path(sys.executable).parent / "tooldeck"
     command = str(script) if script.exists() else shutil.which("tooldeck") or sys.executable
     entry_args = ["gateway", "--stdio"]
+    if kind != "aggregated" and name:
+        entry_args += [f"--{kind}", name]
     if command == sys.executable:
         entry_args = ["-m", "app", *entry_args]
     # The client starts the command with its own environment: name the data dir explicitly.
     return {"command": command, "args": entry_args, "env": {"TOOLDECK_HOME": str(data_dir)}}
 
 
-async def gateway_url(settings: Settings) -> tuple[str, bool]:
+async def gateway_url(settings: Settings, path: str = "/mcp") -> tuple[str, bool]:
     """The gateway's URL: the running daemon's (True), else where one would listen (False)."""
     daemon = await running_daemon(settings)
     if daemon is not None and daemon.url:
-        return f"{daemon.url.rstrip('/')}/mcp", True
-    return f"http://{url_host(settings.host)}:{settings.port}/mcp", False
+        return f"{daemon.url.rstrip('/')}{path}", True
+    return f"http://{url_host(settings.host)}:{settings.port}{path}", False
 
 
 def print_client_config(args: argparse.Namespace) -> int:
     settings = cli_settings(args)
+    kind, name = view_of(args)
+    key = "tooldeck" if name is None else f"tooldeck-{name}"
     notes: list[str] = [f"for {WHERE[args.client]}"]
     if not args.http or args.client == "claude":
-        entry = stdio_entry(resolve_data_dir(args.data_dir))
+        entry = stdio_entry(resolve_data_dir(args.data_dir), kind, name)
         if args.http:
             notes.append(
                 "Claude Desktop's file takes only servers it launches, not a URL: this entry "
                 "runs `tooldeck gateway --stdio`, which forwards to the daemon while one runs"
             )
-        document = _document(args.client, entry, "stdio")
+        document = _document(args.client, key, entry, "stdio")
         _print(document, notes)
         return 0
 
-    url, running = asyncio.run(gateway_url(settings))
+    path = "/mcp" if name is None else f"/mcp/{kind}s/{quote(name, safe='')}"
+    url, running = asyncio.run(gateway_url(settings, path))
     if not running:
         if settings.port == 0:
             return fail("no daemon is running and TOOLDECK_PORT is 0: start it to learn its port")
@@ -129,17 +139,17 @@ def print_client_config(args: argparse.Namespace) -> int:
         secret = MASK
         notes.append("the token is masked: put in `tooldeck token show`, or add --reveal")
     entry = {"url": url, "headers": {"Authorization": f"Bearer {secret}"}}
-    document = _document(args.client, entry, "http")
+    document = _document(args.client, key, entry, "http")
     if inputs:
         document = {"inputs": inputs, **document}
     _print(document, notes)
     return 0
 
 
-def _document(client: str, entry: dict[str, Any], kind: str) -> dict[str, Any]:
+def _document(client: str, key: str, entry: dict[str, Any], kind: str) -> dict[str, Any]:
     if client == "vscode":
-        return {"servers": {"tooldeck": {"type": kind, **entry}}}
-    return {"mcpServers": {"tooldeck": entry}}
+        return {"servers": {key: {"type": kind, **entry}}}
+    return {"mcpServers": {key: entry}}
 
 
 def _print(document: dict[str, Any], notes: list[str]) -> None:

@@ -1,15 +1,19 @@
-"""`tooldeck gateway --stdio`: every enabled tool as one MCP server on stdin/stdout."""
+"""`tooldeck gateway --stdio [--server NAME | --profile NAME]`: the fleet as one MCP server on
+stdin/stdout, bridged to the daemon's router when one runs, served in-process otherwise."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-from typing import Any
+import signal
+import sys
+from contextlib import suppress
+from pathlib import Path
 
 from app.cli.common import cli_settings
+from app.core.errors import TooldeckError
 from app.core.settings import Settings
 from app.ops.attach import running_daemon
-from app.runtime.api_token import read_token
 
 # A client waits for `initialize`; give the auto-start servers this long to list their tools
 # first, so the client's first listing is already complete.
@@ -18,49 +22,103 @@ AUTOSTART_WAIT_S = 15.0
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     gateway = subparsers.add_parser(
-        "gateway", help="serve every enabled tool as one MCP server (for MCP clients)"
+        "gateway", help="serve the fleet's tools as one MCP server (for MCP clients)"
     )
     gateway.add_argument(
         "--stdio", action="store_true", required=True, help="speak MCP on stdin/stdout"
     )
+    add_view_arguments(gateway)
     gateway.set_defaults(command_runner=serve_gateway)
+
+
+def add_view_arguments(parser: argparse.ArgumentParser) -> None:
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument(
+        "--server", metavar="NAME", help="one server exactly as it is, names untouched"
+    )
+    which.add_argument("--profile", metavar="NAME", help="only a profile's servers and tools")
+
+
+def view_of(args: argparse.Namespace) -> tuple[str, str | None]:
+    """Which view of the router: ("aggregated", None), ("server", NAME) or ("profile", NAME)."""
+    if getattr(args, "server", None):
+        return "server", args.server
+    if getattr(args, "profile", None):
+        return "profile", args.profile
+    return "aggregated", None
 
 
 def serve_gateway(args: argparse.Namespace) -> int:
     settings = cli_settings(args)
-    return asyncio.run(_serve(settings))
+    # stdout is the protocol from here on: nothing else may write to it.
+    from app.faces.gateway.stdio_face import claim_stdio
+
+    protocol = claim_stdio()
+    kind, name = view_of(args)
+
+    async def main() -> int:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        # The client stops us with SIGTERM: unwind, so servers stop and usage is written.
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, task.cancel)
+        try:
+            return await _serve(settings, kind, name, protocol)
+        except asyncio.CancelledError:
+            return 0
+
+    return asyncio.run(main())
 
 
-async def _serve(settings: Settings) -> int:
-    from app.faces.gateway.server import Gateway
-
+async def _serve(settings: Settings, kind: str, name: str | None, protocol: tuple[int, int]) -> int:
     daemon = await running_daemon(settings)
-    if daemon is not None and daemon.url:
-        from app.faces.gateway.bridge import GatewayBridge
+    if daemon is not None:
+        from app.faces.gateway.bridge import bridge_to_daemon
+        from app.faces.gateway.service import socket_path
 
-        bridge = GatewayBridge(daemon.url.rstrip("/") + "/mcp", read_token(settings.data_dir))
-        await bridge.run_stdio()
-        return 0
+        path = Path(daemon.gateway_socket) if daemon.gateway_socket else None
+        return await bridge_to_daemon(
+            path or socket_path(settings.data_dir),
+            kind,
+            name,
+            *protocol,
+            reconnect_s=settings.gateway_bridge_reconnect_s,
+            max_bytes=settings.max_result_bytes,
+        )
+    return await _serve_in_process(settings, kind, name, protocol)
 
+
+async def _serve_in_process(
+    settings: Settings, kind: str, name: str | None, protocol: tuple[int, int]
+) -> int:
+    from app.faces.gateway.router import View
+    from app.faces.gateway.service import running_router
+    from app.faces.gateway.stdio_face import serve_stdio
     from app.faces.http.ops_socket import serve_operations
     from app.ops.attach import supervising
 
     # No daemon: this process supervises the data dir, so nothing else may run its servers, and
-    # serves its operations to the CLI meanwhile.
-    async with supervising(settings, "gateway", serve=serve_operations) as ops:
-        runtime: Any = ops.runtime
-        try:
-            async with asyncio.timeout(AUTOSTART_WAIT_S):
-                await runtime.wait_autostart()
-        except TimeoutError:
-            pass  # slow servers join later, announced by list_changed
-        gateway = Gateway(
-            ops,
-            separator=settings.gateway_separator,
-            page_size=settings.gateway_page_size,
-        )
-        try:
-            await gateway.run_stdio()
-        finally:
-            gateway.close()
+    # serves its operations to the CLI meanwhile. One server's view starts only that server (the
+    # others would cost a process each for nothing).
+    try:
+        async with supervising(
+            settings, "gateway", serve=serve_operations, autostart=kind != "server"
+        ) as ops:
+            if kind == "server" and name is not None:
+                with suppress(TooldeckError):
+                    await ops.start_server(name, actor="gateway")
+            with suppress(TimeoutError):
+                async with asyncio.timeout(AUTOSTART_WAIT_S):
+                    await ops.runtime.wait_autostart()  # type: ignore[union-attr]
+            async with running_router(ops) as router:
+                view = View(router, kind, name)
+                missing = view.missing()
+                if missing is not None:
+                    print(f"tooldeck: {missing}", file=sys.stderr)
+                    return 1
+                await serve_stdio(router, view, *protocol)
+    except TooldeckError as exc:
+        print(f"tooldeck: {exc}", file=sys.stderr)
+        return 1
     return 0

@@ -204,6 +204,44 @@ class Settings(BaseSettings):
         description="a whole number from 1 to 1000 (tools per tools/list page)",
         validation_alias=_names("gateway_page_size"),
     )
+    gateway_max_name_length: int = Field(
+        128,
+        ge=24,
+        le=128,
+        description="a whole number from 24 to 128: longer tool and prompt names exposed by the "
+        "gateway end in a stable short hash (64 suits model providers that reject longer ones)",
+        validation_alias=_names("gateway_max_name_length"),
+    )
+    gateway_max_call_s: float = Field(
+        600.0,
+        ge=1,
+        le=86400,
+        description="seconds from 1 to 86400: the longest a gateway call may run, however much "
+        "progress it reports (progress extends a call's own timeout up to this)",
+        validation_alias=_names("gateway_max_call_s"),
+    )
+    gateway_stateless: bool = Field(
+        False,
+        description="true or false: serve /mcp without sessions (every POST stands alone; no "
+        "GET stream, so no notifications outside a call)",
+        validation_alias=_names("gateway_stateless"),
+    )
+    gateway_bridge_reconnect_s: float = Field(
+        30.0,
+        ge=0,
+        le=3600,
+        description="seconds from 0 to 3600: how long `gateway --stdio` waits for a restarted "
+        "daemon before it exits",
+        validation_alias=_names("gateway_bridge_reconnect_s"),
+    )
+    max_result_bytes: int = Field(
+        8 * 1024 * 1024,
+        ge=64 * 1024,
+        le=1024 * 1024 * 1024,
+        description="bytes from 65536 to 1073741824: a bigger message from a server becomes an "
+        "error answer, and a bigger request body to /mcp is refused",
+        validation_alias=_names("max_result_bytes"),
+    )
     tui_refresh_s: float = Field(
         2.0,
         ge=0.5,

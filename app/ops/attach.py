@@ -141,16 +141,25 @@ async def open_facade(
 
 @asynccontextmanager
 async def supervising(
-    settings: Settings, holder: HolderKind, *, serve: OperationsServer | None = None
+    settings: Settings,
+    holder: HolderKind,
+    *,
+    serve: OperationsServer | None = None,
+    autostart: bool | None = None,
 ) -> AsyncIterator[LocalOperations]:
     """This process becomes the data dir's supervisor: it holds the lock (so that a daemon or
     another dashboard started now refuses instead of running every server twice), runs the core
-    and, with `serve`, serves its operations to other CLIs until the context closes."""
+    and, with `serve`, serves its operations to other CLIs until the context closes.
+
+    The auto-start servers start unless `autostart` is False; by default a one-shot CLI run
+    starts only what its verb touches."""
     lock = SupervisorLock(settings.data_dir, holder)
     lock.acquire()
     try:
         async with (
-            running_core(settings, autostart=holder != "cli") as ops,
+            running_core(
+                settings, autostart=holder != "cli" if autostart is None else autostart
+            ) as ops,
             AsyncExitStack() as stack,
         ):
             if serve is not None:

@@ -45,6 +45,7 @@ class LockInfo:
     started_at: float  # when it took the lock (wall clock), for uptime
     url: str | None = None  # set by a daemon once it listens
     socket: str | None = None  # the operations on a unix socket, once served (any holder)
+    gateway_socket: str | None = None  # the daemon's gateway socket, for `gateway --stdio`
 
     @property
     def uptime_s(self) -> float:
@@ -80,6 +81,7 @@ def _parse(text: str) -> LockInfo | None:
             started_at=float(data["started_at"]),
             url=data.get("url"),
             socket=data.get("socket"),
+            gateway_socket=data.get("gateway_socket"),
         )
     except (ValueError, KeyError, TypeError):
         return None
@@ -140,12 +142,18 @@ class SupervisorLock:
                 return info
             time.sleep(0.05)
 
-    def publish(self, url: str | None = None, *, socket: str | None = None) -> LockInfo:
-        """Tell CLIs and dashboards where to attach: the daemon's URL, the operations' socket
-        (None leaves what was published)."""
+    def publish(
+        self,
+        url: str | None = None,
+        *,
+        socket: str | None = None,
+        gateway_socket: str | None = None,
+    ) -> LockInfo:
+        """Tell CLIs, dashboards and stdio gateways where to attach: the daemon's URL, the
+        operations' socket, the gateway's socket (None leaves what was published)."""
         if self._info is None:
             raise RuntimeError("publish() before acquire()")
-        given = {"url": url, "socket": socket}
+        given = {"url": url, "socket": socket, "gateway_socket": gateway_socket}
         changes = {key: value for key, value in given.items() if value is not None}
         self._info = LockInfo(**{**asdict(self._info), **changes})
         self._write(self._info)
