@@ -211,6 +211,17 @@ async def test_limits_and_the_result_cap_hold_on_the_call_path(core: LocalOperat
         busy = await session.call_tool("library__add", {"a": 1, "b": 1})
         assert busy.is_error and "busy" in busy.content[0].text  # type: ignore[union-attr]
         assert (await first).content[0].text == "done"  # type: ignore[union-attr]
+        # Recorded as refused, apart from the tool's errors.
+        await core.recorder.flush()  # type: ignore[union-attr]
+        async with core.db.session() as db_session:
+            outcomes = (
+                await db_session.execute(
+                    select(ToolUsage.tool_name, ToolUsage.outcome).where(
+                        ToolUsage.source == "gateway"
+                    )
+                )
+            ).all()
+        assert sorted(outcomes) == [("add", "refused"), ("slow", "ok")]
 
         # A result over TOOLDECK_MAX_RESULT_BYTES (64 KiB here) is a clear tool error, and the
         # server goes on answering.
