@@ -91,12 +91,20 @@ async def open_facade(
 
 
 @asynccontextmanager
-async def dashboard_facade(settings: Settings) -> AsyncIterator[Operations]:
+async def dashboard_facade(
+    settings: Settings, *, read_only: bool = False
+) -> AsyncIterator[Operations]:
     """The running daemon's facade if there is one, else a supervisor in this process.
 
     `make run` therefore opens with the built-in servers running. When another dashboard
     already supervises this data dir, this one still opens, without a runtime of its own.
+    A read-only dashboard never supervises: it watches the daemon, or the stored state, and
+    starts nothing.
     """
+    if read_only:
+        async with open_facade(settings, with_runtime=False) as ops:
+            yield ops
+        return
     async with AsyncExitStack() as stack:
         try:
             ops = await stack.enter_async_context(open_facade(settings, with_runtime=True))

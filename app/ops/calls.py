@@ -14,7 +14,15 @@ from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.changes import Change
-from app.core.errors import CallFailed, Conflict, InvalidInput, NotFound, NotRunning, TooldeckError
+from app.core.errors import (
+    CallFailed,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    NotRunning,
+    TooldeckError,
+    cancelled_by_caller,
+)
 from app.core.schemas import CallSource, ServerToolResponse, ToolCallResult
 from app.core.usage_record import UsageRecord
 from app.ops.base import Runtime
@@ -68,9 +76,14 @@ class CallOperations(ServerOperations):
         except Exception as exc:
             self._record_call(usage, success=False, error=f"{type(exc).__name__}: {exc}")
             raise
-        except asyncio.CancelledError:
-            # Shutdown or a client gone: the call still happened and is metered as failed.
-            self._record_call(usage, success=False, error="cancelled before a result came back")
+        except asyncio.CancelledError as exc:
+            if cancelled_by_caller(exc):
+                # A person stopped waiting: the tool did not fail, so it is not metered as if
+                # it had (the log keeps the cancel).
+                logger.info("call of %s cancelled by its caller", usage.tool_name)
+            else:
+                # Shutdown or a client gone: the call still happened and is metered as failed.
+                self._record_call(usage, success=False, error="cancelled before a result came back")
             raise
         self._record_call(
             usage,
