@@ -131,3 +131,18 @@ def copy_tree(source: Path, target: Path) -> None:
     import shutil
 
     shutil.copytree(source, target, dirs_exist_ok=True)
+
+
+async def type_ahead(pilot: Pilot[Any], *keys: str) -> None:
+    """Keys as a fast typist (or a paste) sends them: all queued before the app reads the
+    first, unlike `pilot.press`, which waits for the app to settle after each one."""
+    from textual import events
+
+    app = pilot.app
+    driver = app._driver
+    assert driver is not None
+    for key in keys:
+        event = events.Key(key, key if len(key) == 1 else None)
+        event.set_sender(app)
+        driver.send_message(event)
+    await settle(pilot)

@@ -137,7 +137,8 @@ class MainScreen(DeckScreen[None]):
         Binding("f", "refresh_tools", "Refresh tools", id="refresh-tools", show=False),
         Binding("h", "health_check", "Check health", id="health-check", show=False),
         Binding("space", "toggle_mark", "Mark", id="mark"),
-        Binding("slash", "filter", "Filter", key_display="/", id="filter"),
+        # A priority binding, so that what is typed right after `/` goes into the filter box.
+        Binding("slash", "filter", "Filter", key_display="/", id="filter", priority=True),
         Binding("escape", "clear", "Clear filter/marks", id="clear", show=False),
         Binding("l", "log", "Log", id="log"),
         Binding("a", "analytics", "Analytics", id="analytics"),
@@ -272,7 +273,9 @@ class MainScreen(DeckScreen[None]):
         if self._overview is None:
             # First paint: the fleet now, its usage figures as soon as they are read.
             self.show_overview(await data.overview(self.deck.period, quick=True))
-        self.show_overview(await data.overview(self.deck.period))
+        overview = await data.overview(self.deck.period)
+        self.deck.daemon_answered()
+        self.show_overview(overview)
 
     def show_overview(self, overview: Overview) -> None:
         self._overview = overview
@@ -386,6 +389,8 @@ class MainScreen(DeckScreen[None]):
             return False
         if action in TOOL_ACTIONS and not self.tools.has_focus:
             return False
+        if action == "filter" and isinstance(self.focused, Input):
+            return False  # `/` is a character of the filter being typed
         return True
 
     def on_descendant_focus(self, _event: DescendantFocus) -> None:
@@ -425,7 +430,9 @@ class MainScreen(DeckScreen[None]):
             else "filter servers by name, description or status: enter keeps it, esc clears it"
         )
         box.display = True
-        box.focus()
+        box.can_focus = True
+        # Now, not after this key (as `focus()` would): the keys typed next are the filter's.
+        self.set_focus(box)
         self.settle_cursors()
 
     @on(Input.Changed, "#filter")
@@ -440,7 +447,10 @@ class MainScreen(DeckScreen[None]):
         box = self.query_one("#filter", Input)
         target = self._filter_target or self.servers
         box.display = bool(target.filter_text) and target is self.servers
-        target.focus()
+        # Kept in sight, but out of the tab order: tab moves between the panes, and `/` goes
+        # back to the filter.
+        box.can_focus = False
+        self.set_focus(target)
 
     def _title_filter(self, table: LiveTable[Any]) -> None:
         pane = self.query_one("#tools-pane" if table is self.tools else "#servers-pane")
