@@ -105,11 +105,11 @@ SERVER_COLUMNS: tuple[ColumnSpec[ServerRow], ...] = (
     ColumnSpec("light", "", 2, _light, lambda r: STATUS_RANK.get(r.status, 9), "S"),
     ColumnSpec("name", "Name", 15, _name, lambda r: r.name, "N"),
     ColumnSpec("enabled", "On", 3, _enabled, lambda r: (not r.enabled, r.name), "O"),
-    ColumnSpec("tools", "Tools", 5, _tools, lambda r: r.tools_total, "T", "right"),
-    ColumnSpec("calls", "Calls", 5, _calls, lambda r: r.calls, "C", "right"),
-    ColumnSpec("errors", "Err", 4, _errors, lambda r: r.errors, "E", "right"),
+    ColumnSpec("tools", "Tools", 5, _tools, lambda r: r.tools_total, "T", "right", descending=True),
+    ColumnSpec("calls", "Calls", 5, _calls, lambda r: r.calls, "C", "right", descending=True),
+    ColumnSpec("errors", "Err", 4, _errors, lambda r: r.errors, "E", "right", descending=True),
     ColumnSpec("success", "OK%", 5, _success, lambda r: r.success_rate, "R", "right"),
-    ColumnSpec("p95", "p95", 5, _p95, lambda r: r.p95_ms, "P", "right"),
+    ColumnSpec("p95", "p95", 5, _p95, lambda r: r.p95_ms, "P", "right", descending=True),
     ColumnSpec(
         "checked", "Check", 6, _checked, lambda r: _age_key(r.last_health_check), "H", "right"
     ),
@@ -122,6 +122,7 @@ class ServerTable(LiveTable[ServerRow]):
 
     COLUMNS = SERVER_COLUMNS
     MARKABLE: ClassVar[bool] = True
+    FLEX_COLUMN = "name"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("enter", "select_cursor", "Details", id="server-details", show=False),
     ]

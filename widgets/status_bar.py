@@ -20,6 +20,7 @@ class StatusState:
     counts: dict[str, int] = field(default_factory=dict)
     total: int = 0
     marked: int = 0
+    hidden_marked: int = 0  # marked rows the filter hides (actions leave them alone)
     filter_text: str = ""
     read_only: bool = False
     connected: bool = False
@@ -117,7 +118,8 @@ def status_text(
                 )
     tail_parts: list[Text] = []
     if state.marked:
-        tail_parts.append(Text(f" ✓ {state.marked} marked ", style="bold reverse"))
+        hidden = f", {state.hidden_marked} hidden" if state.hidden_marked else ""
+        tail_parts.append(Text(f" ✓ {state.marked} marked{hidden} ", style="bold reverse"))
     if state.filter_text:
         tail_parts.append(Text(f'/ "{fmt.truncate(state.filter_text, FILTER_ROOM)}"', style="bold"))
     if state.busy:

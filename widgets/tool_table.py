@@ -76,10 +76,10 @@ TOOL_COLUMNS: tuple[ColumnSpec[ToolRow], ...] = (
     ColumnSpec("enabled", "On", 3, _enabled, lambda r: not r.enabled, "O"),
     ColumnSpec("available", "Avail", 5, _available, lambda r: not r.available, "A"),
     ColumnSpec("bypass", "Bypass", 6, _bypass, lambda r: not r.bypass, "B"),
-    ColumnSpec("calls", "Calls", 5, _calls, lambda r: r.calls, "C", "right"),
-    ColumnSpec("errors", "Err", 4, _errors, lambda r: r.errors, "E", "right"),
-    ColumnSpec("mean", "Mean", 5, _mean, lambda r: r.mean_ms, "M", "right"),
-    ColumnSpec("p95", "p95", 5, _p95, lambda r: r.p95_ms, "P", "right"),
+    ColumnSpec("calls", "Calls", 5, _calls, lambda r: r.calls, "C", "right", descending=True),
+    ColumnSpec("errors", "Err", 4, _errors, lambda r: r.errors, "E", "right", descending=True),
+    ColumnSpec("mean", "Mean", 5, _mean, lambda r: r.mean_ms, "M", "right", descending=True),
+    ColumnSpec("p95", "p95", 5, _p95, lambda r: r.p95_ms, "P", "right", descending=True),
     ColumnSpec(
         "last",
         "Last",
@@ -97,6 +97,7 @@ class ToolTable(LiveTable[ToolRow]):
 
     COLUMNS = TOOL_COLUMNS
     UNIQUE_COLUMN_INDEX = 0
+    FLEX_COLUMN = "name"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("enter", "select_cursor", "Call tool", id="tool-enter", show=False),
     ]

@@ -118,16 +118,10 @@ class DeckScreenMixin:
 # `tab` moves the focus before the next key is read, not after: a key is handed to whatever has
 # the focus when the app reads it, so a tab handled later (as an ordinary binding is, after
 # bubbling up from the focused input) sent the keys typed after it to the old input.
+# (No description: the help lists tab and shift+tab with the keys every screen has.)
 FOCUS_BINDINGS: list[BindingType] = [
-    Binding("tab", "app.focus_next", "Next", id="focus-next", show=False, priority=True),
-    Binding(
-        "shift+tab",
-        "app.focus_previous",
-        "Previous",
-        id="focus-previous",
-        show=False,
-        priority=True,
-    ),
+    Binding("tab", "app.focus_next", "", id="focus-next", show=False, priority=True),
+    Binding("shift+tab", "app.focus_previous", "", id="focus-previous", show=False, priority=True),
 ]
 
 
