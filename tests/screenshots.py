@@ -51,7 +51,7 @@ SHOTS: tuple[Shot, ...] = (
     Shot(
         "marks",
         "Three servers marked, sorted by errors",
-        keys=("E", "E", "space", "space", "space"),
+        keys=("E", "space", "space", "space"),
     ),
     Shot("filter", "Filtered with /", keys=("slash", "g", "i", "t", "enter")),
     Shot("tools", "The tools of the highlighted server", keys=("down", "down", "tab")),
@@ -66,11 +66,12 @@ SHOTS: tuple[Shot, ...] = (
         keys=("tab", "down", "down", "c", *"(2+3)*4"),
     ),
     Shot("analytics", "Analytics over 30 days", keys=("4", "a")),
+    Shot("analytics-7d-80x24", "Analytics over 7 days at 80x24", size=(80, 24), keys=("3", "a")),
     Shot("events", "Events", keys=("v",)),
     Shot("alerts", "Open and resolved alerts", keys=("exclamation_mark", "t")),
     Shot("audit", "The audit trail: who changed what", keys=("u", "down", "down", "down")),
-    Shot("details", "Server details", keys=("E", "E", "g", "enter")),
-    Shot("log", "A server's stderr", keys=("E", "E", "g", "l")),
+    Shot("details", "Server details", keys=("E", "g", "enter")),
+    Shot("log", "A server's stderr", keys=("E", "g", "l")),
     Shot("palette", "The command palette", keys=("ctrl+p", "r", "e", "s")),
     Shot("read-only", "Read-only mode", read_only=True),
 )
