@@ -24,7 +24,7 @@ from storage.db import Database
 from tests.conftest import stdio_server_spec
 from tests.runtime_helpers import events_of, eventually, gone
 from tests.test_tui_screens import add_tools
-from tests.tui_helpers import add_servers, make_app, settle
+from tests.tui_helpers import PseudoTerminal, add_servers, make_app, settle
 
 
 async def test_form_and_json_switch_back_and_forth_keeping_the_arguments(
@@ -159,3 +159,34 @@ async def test_esc_cancels_a_long_call_which_is_no_tool_error(settings: Settings
         assert view.total_errors == 0
     finally:
         await db.dispose()
+
+
+async def test_tooldeck_in_a_terminal_exits_1_and_keeps_the_traceback_off_it(
+    settings: Settings,
+) -> None:
+    """The real entry point in a pseudo-terminal: status 1 after the error, the servers it
+    ran stopped and recorded, the traceback in the log file and not on the terminal."""
+    terminal = PseudoTerminal(
+        [sys.executable, "-m", "tests.crashing_dashboard", str(settings.data_dir)],
+        env={"MCP_SERVERS": "calculator"},
+    )
+    try:
+        await terminal.wait_for(b"supervising")
+        db = Database(settings.effective_database_url)
+        try:
+            stored = LocalOperations(db, settings)
+
+            async def calculator_running() -> bool:
+                return (await stored.get_server("calculator")).status == "running"
+
+            await eventually(calculator_running, within=30)
+            terminal.send(b"a")
+            assert await terminal.exit_code() == 1
+            assert (await stored.get_server("calculator")).status == "stopped"
+        finally:
+            await db.dispose()
+    finally:
+        terminal.close()
+    shown = terminal.output.decode(errors="replace")
+    assert "unexpected error" in shown and "Traceback" not in shown
+    assert "a bug in a key handler" in dashboard_log_path(settings).read_text()

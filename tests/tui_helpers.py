@@ -146,3 +146,76 @@ async def type_ahead(pilot: Pilot[Any], *keys: str) -> None:
         event.set_sender(app)
         driver.send_message(event)
     await settle(pilot)
+
+
+class PseudoTerminal:
+    """A command in a pseudo-terminal of 100x30, as a person's terminal runs it: what it
+    writes is gathered in `output`; `send` types."""
+
+    def __init__(self, command: list[str], *, env: dict[str, str]) -> None:
+        import fcntl
+        import os
+        import pty
+        import struct
+        import subprocess
+        import termios
+
+        self.output = b""
+        self._master, slave = pty.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
+        self.process = subprocess.Popen(
+            command,
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            env={**os.environ, "TERM": "xterm-256color", **env},
+            cwd=Path(__file__).resolve().parent.parent,
+            close_fds=True,
+        )
+        os.close(slave)
+        os.set_blocking(self._master, False)
+
+    def _drain(self) -> None:
+        import os
+
+        while True:
+            try:
+                chunk = os.read(self._master, 65536)
+            except (BlockingIOError, OSError):
+                return
+            if not chunk:
+                return
+            self.output += chunk
+
+    async def wait_for(self, text: bytes, within: float = 30.0) -> None:
+        from tests.runtime_helpers import eventually
+
+        async def shown() -> bool:
+            self._drain()
+            return text in self.output
+
+        await eventually(shown, within=within)
+
+    def send(self, keys: bytes) -> None:
+        import os
+
+        os.write(self._master, keys)
+
+    async def exit_code(self, within: float = 30.0) -> int:
+        from tests.runtime_helpers import eventually
+
+        async def ended() -> bool:
+            self._drain()
+            return self.process.poll() is not None
+
+        await eventually(ended, within=within)
+        self._drain()
+        return int(self.process.returncode)
+
+    def close(self) -> None:
+        import os
+
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        os.close(self._master)
