@@ -196,6 +196,9 @@ class PseudoTerminal:
 
         await eventually(shown, within=within)
 
+    def text(self) -> str:
+        return self.output.decode(errors="replace")
+
     def send(self, keys: bytes) -> None:
         import os
 
