@@ -13,17 +13,11 @@ from textual.widget import Widget
 
 from app.tui.screens.analytics import AnalyticsScreen
 from tests.screenshots import Shot, build_demo_home, copy_home, demo_app, driver
+from tests.tui_helpers import drawn_lines
 from widgets.latency_chart import LatencyChart, UsageChart
 from widgets.tool_figures import ToolFiguresTable
 
 DATE_TIME = re.compile(r"[A-Z][a-z]{2} \d\d \d\d:\d\d")
-
-
-def drawn(widget: Widget) -> list[str]:
-    return [
-        "".join(segment.text for segment in widget.render_line(y))
-        for y in range(widget.size.height)
-    ]
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +36,7 @@ async def test_seven_days_at_80x24_are_readable(demo_template: Path, tmp_path: P
         assert isinstance(screen, AnalyticsScreen)
         usage = screen.query_one(UsageChart)
         assert usage.size.height >= 10
-        lines = drawn(usage)
+        lines = drawn_lines(usage)
         assert sum(line.count("█") for line in lines) > 50  # bars, not an empty frame
         axis = next(line for line in lines if DATE_TIME.search(line))
         labels = DATE_TIME.findall(axis)
@@ -77,7 +71,7 @@ async def test_latency_spans_the_same_buckets_as_the_calls() -> None:
     async with OneChart(chart).run_test(size=(80, 20)) as pilot:
         chart.show(labels, {"p95": [None] * 12 + [200.0 + 10 * i for i in range(12)]})
         await pilot.pause()
-        plot_rows = [line for line in drawn(chart) if "│" in line or "┤" in line]
+        plot_rows = [line for line in drawn_lines(chart) if "│" in line or "┤" in line]
         inked = [
             index
             for line in plot_rows

@@ -11,19 +11,13 @@ from app.core.settings import Settings
 from app.ops.facade import LocalOperations
 from app.tui.screens.confirm import ConfirmScreen
 from app.tui.screens.details import ServerDetailsScreen
-from app.tui.screens.main import MainScreen
 from app.tui.screens.server_form import ServerFormScreen
 from tests.test_tui_alerts import add_alert
+from tests.test_tui_pilot import main_screen
 from tests.test_tui_screens import add_tools
-from tests.tui_helpers import FakeRuntime, add_servers, make_app, settle
+from tests.tui_helpers import FakeRuntime, add_servers, drawn_lines, make_app, notices, settle
 from widgets.status_bar import StatusBar
 from widgets.tool_table import ToolTable
-
-
-def main_screen(app: Any) -> MainScreen:
-    screen = app.screen
-    assert isinstance(screen, MainScreen)
-    return screen
 
 
 def names(table: Any) -> list[str]:
@@ -31,14 +25,7 @@ def names(table: Any) -> list[str]:
 
 
 def drawn_rows(table: DataTable[Any]) -> list[str]:
-    """The table's lines as drawn on screen (header first)."""
-    return [
-        "".join(segment.text for segment in table.render_line(y)) for y in range(table.size.height)
-    ]
-
-
-def notices(app: Any) -> list[str]:
-    return [str(notification.message) for notification in app._notifications]
+    return drawn_lines(table)
 
 
 async def test_marks_hidden_by_the_filter_are_never_acted_on_unseen(

@@ -12,12 +12,12 @@ from app.tui.screens.events import EventDetailScreen, EventsScreen
 from app.tui.screens.log import LOG_LINES, LogScreen
 from storage.queries import add_event
 from tests.test_tui_screens import rendered
-from tests.tui_helpers import add_servers, make_app, settle
+from tests.tui_helpers import add_servers, drawn_lines, make_app, settle
 from widgets.status_bar import StatusBar
 
 
 def drawn(log: RichLog) -> str:
-    return "".join(segment.text for y in range(log.size.height) for segment in log.render_line(y))
+    return "".join(drawn_lines(log))
 
 
 LONG = "the server exited during start-up; last stderr: " + "x" * 150 + " THE-END"

@@ -102,6 +102,19 @@ async def settle(pilot: Pilot[Any], rounds: int = 3) -> None:
     await pilot.pause()
 
 
+def drawn_lines(widget: Any) -> list[str]:
+    """A widget's lines as drawn on screen, as plain text."""
+    return [
+        "".join(segment.text for segment in widget.render_line(y))
+        for y in range(widget.size.height)
+    ]
+
+
+def notices(app: Any) -> list[str]:
+    """The texts of the notifications shown so far."""
+    return [str(notification.message) for notification in app._notifications]
+
+
 async def palette_search(pilot: Pilot[Any], text: str) -> str:
     """Type into the open command palette; once its search is done, the highlighted command."""
     for key in text:

@@ -54,6 +54,18 @@ class ColumnSpec(Generic[RowT]):
     descending: bool = False
 
 
+def count_cell(value: int | None) -> Cell:
+    return (fmt.count(value), "")
+
+
+def errors_cell(value: int | None) -> Cell:
+    return (fmt.count(value), "red" if value else "dim")
+
+
+def millis_cell(value: float | None) -> Cell:
+    return (fmt.millis(value), "" if value is not None else "dim")
+
+
 def _sortable(value: Any) -> tuple[int, Any]:
     # Missing values sort after every real value, in either direction of the primary key.
     return (1, 0) if value is None else (0, value)

@@ -9,7 +9,7 @@ from typing import ClassVar
 from textual.binding import Binding, BindingType
 
 from widgets import formatting as fmt
-from widgets.live_table import Cell, ColumnSpec, LiveTable
+from widgets.live_table import Cell, ColumnSpec, LiveTable, count_cell, errors_cell, millis_cell
 
 # Sorting by status puts the servers that need attention first.
 STATUS_RANK = {"error": 0, "degraded": 1, "starting": 2, "stopping": 3, "running": 4, "stopped": 5}
@@ -73,11 +73,11 @@ def _tools(row: ServerRow, _now: datetime) -> Cell:
 
 
 def _calls(row: ServerRow, _now: datetime) -> Cell:
-    return (fmt.count(row.calls), "")
+    return count_cell(row.calls)
 
 
 def _errors(row: ServerRow, _now: datetime) -> Cell:
-    return (fmt.count(row.errors), "red" if row.errors else "dim")
+    return errors_cell(row.errors)
 
 
 def _success(row: ServerRow, _now: datetime) -> Cell:
@@ -89,7 +89,7 @@ def _success(row: ServerRow, _now: datetime) -> Cell:
 
 
 def _p95(row: ServerRow, _now: datetime) -> Cell:
-    return (fmt.millis(row.p95_ms), "" if row.p95_ms is not None else "dim")
+    return millis_cell(row.p95_ms)
 
 
 def _checked(row: ServerRow, now: datetime) -> Cell:

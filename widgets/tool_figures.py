@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 from widgets import formatting as fmt
-from widgets.live_table import Cell, ColumnSpec, LiveTable
+from widgets.live_table import Cell, ColumnSpec, LiveTable, count_cell, errors_cell, millis_cell
 
 
 @dataclass(frozen=True)
@@ -35,36 +35,12 @@ def _name(row: ToolFigures, _now: datetime) -> Cell:
     return (row.name, "")
 
 
-def _calls(row: ToolFigures, _now: datetime) -> Cell:
-    return (fmt.count(row.calls), "")
-
-
-def _errors(row: ToolFigures, _now: datetime) -> Cell:
-    return (fmt.count(row.errors), "red" if row.errors else "dim")
-
-
 def _error_rate(row: ToolFigures, _now: datetime) -> Cell:
     rate = row.error_rate
     if rate is None:
         return (fmt.DASH, "dim")
     style = "red" if rate >= 0.1 else "yellow" if rate >= 0.01 else "dim"
     return (fmt.percent(rate), style)
-
-
-def _millis(value: float | None) -> Cell:
-    return (fmt.millis(value), "" if value is not None else "dim")
-
-
-def _p50(row: ToolFigures, _now: datetime) -> Cell:
-    return _millis(row.p50_ms)
-
-
-def _p95(row: ToolFigures, _now: datetime) -> Cell:
-    return _millis(row.p95_ms)
-
-
-def _mean(row: ToolFigures, _now: datetime) -> Cell:
-    return _millis(row.mean_ms)
 
 
 def _figure(
@@ -76,12 +52,12 @@ def _figure(
 
 TOOL_FIGURE_COLUMNS: tuple[ColumnSpec[ToolFigures], ...] = (
     ColumnSpec("name", "Tool", 24, _name, lambda r: r.name, "N"),
-    _figure("calls", "Calls", _calls, lambda r: r.calls, "C"),
-    _figure("errors", "Err", _errors, lambda r: r.errors, "E"),
+    _figure("calls", "Calls", lambda r, _n: count_cell(r.calls), lambda r: r.calls, "C"),
+    _figure("errors", "Err", lambda r, _n: errors_cell(r.errors), lambda r: r.errors, "E"),
     _figure("error_rate", "Err%", _error_rate, lambda r: r.error_rate, "R"),
-    _figure("p50", "p50", _p50, lambda r: r.p50_ms, "F"),
-    _figure("p95", "p95", _p95, lambda r: r.p95_ms, "P"),
-    _figure("mean", "Mean", _mean, lambda r: r.mean_ms, "M"),
+    _figure("p50", "p50", lambda r, _n: millis_cell(r.p50_ms), lambda r: r.p50_ms, "F"),
+    _figure("p95", "p95", lambda r, _n: millis_cell(r.p95_ms), lambda r: r.p95_ms, "P"),
+    _figure("mean", "Mean", lambda r, _n: millis_cell(r.mean_ms), lambda r: r.mean_ms, "M"),
 )
 
 

@@ -9,7 +9,7 @@ from typing import ClassVar
 from textual.binding import Binding, BindingType
 
 from widgets import formatting as fmt
-from widgets.live_table import Cell, ColumnSpec, LiveTable
+from widgets.live_table import Cell, ColumnSpec, LiveTable, count_cell, errors_cell, millis_cell
 
 
 @dataclass(frozen=True)
@@ -52,19 +52,19 @@ def _bypass(row: ToolRow, _now: datetime) -> Cell:
 
 
 def _calls(row: ToolRow, _now: datetime) -> Cell:
-    return (fmt.count(row.calls), "")
+    return count_cell(row.calls)
 
 
 def _errors(row: ToolRow, _now: datetime) -> Cell:
-    return (fmt.count(row.errors), "red" if row.errors else "dim")
+    return errors_cell(row.errors)
 
 
 def _mean(row: ToolRow, _now: datetime) -> Cell:
-    return (fmt.millis(row.mean_ms), "" if row.mean_ms is not None else "dim")
+    return millis_cell(row.mean_ms)
 
 
 def _p95(row: ToolRow, _now: datetime) -> Cell:
-    return (fmt.millis(row.p95_ms), "" if row.p95_ms is not None else "dim")
+    return millis_cell(row.p95_ms)
 
 
 def _last(row: ToolRow, now: datetime) -> Cell:

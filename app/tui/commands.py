@@ -8,8 +8,10 @@ changes state is offered.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
@@ -171,26 +173,28 @@ class OperationsProvider(Provider):
         if main is None or len(query.strip()) < 2:
             return
         read_only = self._deck.read_only
+        # (what is offered, what it runs, its help line), for each server and tool by name
+        named: list[tuple[str, Callable[[], Any], str]] = []
         for server in main.server_models():
             for verb, operation, mutating in SERVER_VERBS:
                 if (mutating and read_only) or not verb_fits(operation, server):
                     continue
-                name = f"{verb} {server.name}"
-                score = matcher.match(name)
-                if score > 0:
-                    yield Hit(
-                        score,
-                        matcher.highlight(name),
+                named.append(
+                    (
+                        f"{verb} {server.name}",
                         partial(main.act_on_server, operation, server.key),
-                        help=f"{server.status}, {server.tools_enabled}/{server.tools_total} tools",
+                        f"{server.status}, {server.tools_enabled}/{server.tools_total} tools",
                     )
+                )
         for tool in getattr(self, "_tools", []):
-            name = f"Call {tool.name} on {tool.server_name}"
+            named.append(
+                (
+                    f"Call {tool.name} on {tool.server_name}",
+                    partial(main.call_tool, tool),
+                    fmt.truncate(tool.description or "call it with a form", 80),
+                )
+            )
+        for name, run, help_text in named:
             score = matcher.match(name)
             if score > 0:
-                yield Hit(
-                    score,
-                    matcher.highlight(name),
-                    partial(main.call_tool, tool),
-                    help=fmt.truncate(tool.description or "call it with a form", 80),
-                )
+                yield Hit(score, matcher.highlight(name), run, help=help_text)
