@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from textual.widgets import DataTable, Input, Static
+from textual.widgets import Input, Static
 
 from app.core.settings import Settings
 from app.ops.facade import LocalOperations
@@ -22,10 +22,6 @@ from widgets.tool_table import ToolTable
 
 def names(table: Any) -> list[str]:
     return [table.model(key).name for key in table.visible_keys]
-
-
-def drawn_rows(table: DataTable[Any]) -> list[str]:
-    return drawn_lines(table)
 
 
 async def test_marks_hidden_by_the_filter_are_never_acted_on_unseen(
@@ -85,14 +81,14 @@ async def test_long_names_take_the_width_and_are_cut_with_an_ellipsis(
         await settle(pilot)
         main = main_screen(app)
         # Room enough: the names whole, and the 64-character one cut with an ellipsis.
-        drawn = "\n".join(drawn_rows(main.servers))
+        drawn = "\n".join(drawn_lines(main.servers))
         assert "github-enterprise-production" in drawn and "github-enterprise-staging" in drawn
         assert "x" * 20 in drawn and "…" in drawn
-        assert "get-annotated-message-history" in "\n".join(drawn_rows(main.tools))
+        assert "get-annotated-message-history" in "\n".join(drawn_lines(main.tools))
         for size in ((120, 36), (80, 24)):
             await pilot.resize_terminal(*size)
             await settle(pilot)
-            rows = drawn_rows(main.servers)
+            rows = drawn_lines(main.servers)
             production = [row for row in rows if "…production" in row]
             staging = [row for row in rows if "…staging" in row]
             # Cut before the last word: the two stay apart, and the cut is shown.
