@@ -193,6 +193,8 @@ class LiveTable(KeyTable, Generic[RowT]):
     @property
     def hidden_marked(self) -> frozenset[str]:
         """Marked rows the filter hides: actions leave them alone."""
+        if not self._marked or not self.filter_text:
+            return frozenset()
         return frozenset(self._marked - set(self.visible_keys))
 
     def targets(self) -> list[str]:
@@ -289,10 +291,10 @@ class LiveTable(KeyTable, Generic[RowT]):
 
     def _cells_for(self, row: RowT, now: datetime) -> tuple[Cell, ...]:
         cells = self.render_cells(row, now)
-        if self._flex_index is not None and self._flex_width:
-            # Cut in the middle: names that share a prefix (github-enterprise-production,
+        index, width = self._flex_index, self._flex_width
+        if index is not None and width and len(cells[index][0]) > width:
+            # Cut before the end: names that share a start (github-enterprise-production,
             # github-enterprise-staging) stay apart by their ends.
-            index, width = self._flex_index, self._flex_width
             text, style = cells[index]
             cells = (*cells[:index], (fmt.truncate_middle(text, width), style), *cells[index + 1 :])
         if self.MARKABLE and row.key in self._marked:
