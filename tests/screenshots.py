@@ -79,6 +79,12 @@ SHOTS: tuple[Shot, ...] = (
     Shot("details", "Server details", keys=("E", "g", "enter")),
     Shot("log", "A server's stderr", keys=("E", "g", "l")),
     Shot("palette", "The command palette", keys=("ctrl+p", "r", "e", "s")),
+    Shot("profiles", "Gateway profiles and what their tool lists cost", keys=("p",)),
+    Shot(
+        "profile-form",
+        "A profile's form: checked as typed, with its tools previewed",
+        keys=("p", "n", *"Bad", "tab", "tab", "tab", *" !*/create_*"),
+    ),
     Shot("read-only", "Read-only mode", read_only=True),
     Shot(
         "daemon-unreachable",

@@ -8,7 +8,10 @@ from collections.abc import AsyncIterator
 import pytest
 
 from app.core.errors import NotFound, NotRunning
+from app.core.settings import Settings
+from app.ops.bootstrap import JOB_NAMES, running_core
 from app.ops.facade import LocalOperations
+from app.runtime.lock import SupervisorLock
 from app.runtime.scheduler import Job, Scheduler, core_scheduler
 from app.runtime.supervisor import Supervisor
 from tests.conftest import PYTHON, TEST_SERVERS
@@ -180,3 +183,16 @@ async def test_cleanup_deletes_events_past_retention_in_batches(ops: LocalOperat
     async with ops.db.session() as session:
         left = await session.scalar(select(func.count(ServerEvent.id)))
     assert left == 2
+
+
+async def test_the_job_names_the_cli_offers_are_the_running_cores(settings: Settings) -> None:
+    """`tooldeck jobs run` lists its choices without a core; they must be the core's jobs."""
+    lock = SupervisorLock(settings.data_dir, "cli")
+    lock.acquire()
+    try:
+        async with running_core(settings, autostart=False) as ops:
+            assert ops.scheduler is not None
+            names = [job.name for job in await ops.scheduler_jobs()]
+    finally:
+        lock.release()
+    assert sorted(names) == sorted(JOB_NAMES)

@@ -135,12 +135,3 @@ def plain_error(error: BaseException) -> str:
                 return sentence
     first = _LIBRARY_NOISE.sub("", text).strip().splitlines()
     return f"{name}: {first[0]}" if first else name
-
-
-# The message a caller gives `Task.cancel()` when a person stopped waiting for a tool call
-# (`esc` on the call screen): the call path then does not count it as the tool's failure.
-CANCELLED_BY_CALLER = "cancelled by the caller"
-
-
-def cancelled_by_caller(error: BaseException) -> bool:
-    return bool(error.args) and error.args[0] == CANCELLED_BY_CALLER

@@ -31,6 +31,7 @@ from app.core.changes import Change, ChangeBus
 from app.core.events import EventKind
 from app.core.schemas import AlertResponse
 from app.core.settings import Settings
+from app.core.usage_record import ANSWERED
 from app.governance.alert_delivery import AlertDelivery
 from storage.db import Database
 from storage.latency import percentiles
@@ -217,16 +218,18 @@ async def window_usage_findings(db: Database, settings: Settings, now: datetime)
             ToolUsage.server_id,
             ToolUsage.tool_id,
             ToolUsage.tool_name,
-            ToolUsage.success,
+            ToolUsage.outcome,
             ToolUsage.latency_bucket,
             func.count(),
         )
+        # Refused and cancelled calls say nothing of a tool's health.
         .where(ToolUsage.called_at >= start, ToolUsage.called_at <= now)
+        .where(ToolUsage.outcome.in_(ANSWERED))
         .group_by(
             ToolUsage.server_id,
             ToolUsage.tool_id,
             ToolUsage.tool_name,
-            ToolUsage.success,
+            ToolUsage.outcome,
             ToolUsage.latency_bucket,
         )
     )
@@ -236,10 +239,10 @@ async def window_usage_findings(db: Database, settings: Settings, now: datetime)
     calls: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0])
     tool_hist: dict[tuple[str, str, str], dict[int, int]] = defaultdict(dict)
     server_hist: dict[str, dict[int, int]] = defaultdict(dict)
-    for server_id, tool_id, tool_name, success, bucket, count in rows:
+    for server_id, tool_id, tool_name, outcome, bucket, count in rows:
         key = (server_id or "", tool_id or "", tool_name)
         calls[key][0] += count
-        if not success:
+        if outcome == "error":
             calls[key][1] += count
         if bucket is not None:
             tool_hist[key][bucket] = tool_hist[key].get(bucket, 0) + count

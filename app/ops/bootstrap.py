@@ -15,6 +15,10 @@ from app.runtime.supervisor import Supervisor
 from app.runtime.usage import UsageRecorder
 from storage.db import Database, head_revision
 
+# Every job of a running core's scheduler: the core scheduler's and the two added here. Named
+# up front so `tooldeck jobs run` can list them without a running core.
+JOB_NAMES = ("health", "capabilities", "cleanup", "alerts", "limits")
+
 
 async def open_database(settings: Settings) -> Database:
     settings.data_dir.mkdir(parents=True, exist_ok=True)

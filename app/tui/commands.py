@@ -60,6 +60,11 @@ COMMANDS: tuple[DeckCommand, ...] = (
     DeckCommand("Alerts", "Open alerts, resolved ones, acknowledge (!)", "alerts"),
     DeckCommand("Audit trail", "Who changed what and when, before and after (u)", "audit"),
     DeckCommand(
+        "Gateway profiles",
+        "Named sets of servers and tools, each its own MCP endpoint, with their context cost (p)",
+        "profiles",
+    ),
+    DeckCommand(
         "Import configuration",
         "Import servers from Claude Desktop, Cursor or VS Code's file (i)",
         "import_config",

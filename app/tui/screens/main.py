@@ -151,6 +151,7 @@ class MainScreen(DeckScreen[None]):
         Binding("exclamation_mark", "alerts", "Alerts", key_display="!", id="alerts"),
         Binding("u", "audit", "Audit trail", id="audit", show=False),
         Binding("i", "import_config", "Import configuration", id="import", show=False),
+        Binding("p", "profiles", "Gateway profiles", id="profiles", show=False),
         *(
             Binding(
                 str(index),
@@ -511,6 +512,11 @@ class MainScreen(DeckScreen[None]):
 
     def action_audit(self) -> None:
         self.app.push_screen(AuditScreen())
+
+    def action_profiles(self) -> None:
+        from app.tui.screens.profiles import ProfilesScreen
+
+        self.app.push_screen(ProfilesScreen())
 
     def action_import_config(self) -> None:
         self.app.push_screen(ImportScreen(), self._after_import)

@@ -17,7 +17,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Button, Footer, Input, Static, TextArea
 
-from app.core.errors import CANCELLED_BY_CALLER, TooldeckError
+from app.core.errors import TooldeckError
 from app.core.schemas import ServerToolResponse, ToolCallResult
 from app.tui.base import DeckScreen, describe_error
 from widgets import formatting as fmt
@@ -202,7 +202,7 @@ class ToolCallScreen(DeckScreen[None]):
     def action_back(self) -> None:
         if self.calling:
             assert self._in_flight is not None
-            self._in_flight.cancel(CANCELLED_BY_CALLER)
+            self._in_flight.cancel()
             return
         self.app.pop_screen()
 
@@ -212,8 +212,8 @@ class ToolCallScreen(DeckScreen[None]):
         if ops is None:
             return
         output = self.query_one("#call-result", Static)
-        # The call is a task of its own, so that esc cancels the call alone, with a reason the
-        # call path reads (a person's cancel is not a tool error), and this worker shows it.
+        # The call is a task of its own, so that esc cancels the call alone (the call path
+        # records it as cancelled, not as the tool's error) and this worker shows it.
         in_flight = asyncio.ensure_future(
             ops.call_tool(
                 self.tool.server_id,
@@ -230,7 +230,7 @@ class ToolCallScreen(DeckScreen[None]):
         finally:
             ticker.stop()
             if not in_flight.done():  # the screen closed: the call goes with it
-                in_flight.cancel(CANCELLED_BY_CALLER)
+                in_flight.cancel()
         if in_flight.cancelled():
             output.update(cancelled_text(time.monotonic() - self._began))
             return
