@@ -4,6 +4,8 @@ only the stored state (read-only, or another process supervises). It decides wha
 from __future__ import annotations
 
 from app.core.settings import Settings
+from app.faces.http.ops_socket import serve_operations
+from app.ops.attach import remote_operations
 from app.runtime.lock import read_lock
 from app.tui.app import TooldeckApp
 from tests.runtime_helpers import event_kinds, eventually
@@ -16,9 +18,16 @@ def top_line(app: TooldeckApp) -> str:
 
 
 async def test_a_read_only_dashboard_starts_no_server(settings: Settings) -> None:
-    """Without a daemon, `--read-only` watches the stored state: no supervisor, no lock, and
-    the auto-start built-in stays stopped."""
-    app = TooldeckApp(settings, read_only=True, cursor_blink=False, refresh_interval=3600)
+    """Without a daemon, `--read-only` watches the stored state: no supervisor, no lock, no
+    operations socket (as `tooldeck --read-only` asks for one), and the auto-start built-in
+    stays stopped."""
+    app = TooldeckApp(
+        settings,
+        read_only=True,
+        serve=serve_operations,
+        cursor_blink=False,
+        refresh_interval=3600,
+    )
     async with app.run_test(size=(120, 36)) as pilot:
 
         async def opened() -> bool:
@@ -40,7 +49,7 @@ async def test_a_read_only_dashboard_starts_no_server(settings: Settings) -> Non
 async def test_a_supervising_dashboard_says_so_and_q_stops_its_servers(
     settings: Settings,
 ) -> None:
-    app = TooldeckApp(settings, cursor_blink=False, refresh_interval=3600)
+    app = TooldeckApp(settings, serve=serve_operations, cursor_blink=False, refresh_interval=3600)
     async with app.run_test(size=(120, 36)) as pilot:
 
         async def running() -> bool:
@@ -52,6 +61,9 @@ async def test_a_supervising_dashboard_says_so_and_q_stops_its_servers(
         assert app.link.mode == "supervising"
         lock = read_lock(settings.data_dir)
         assert lock is not None and lock.kind == "dashboard"
+        # It serves its operations to the CLI beside it.
+        async with remote_operations(settings, lock) as cli_side:
+            assert "calculator" in [server.name for server in await cli_side.list_servers()]
         assert "supervising" in top_line(app)
         ops = app.ops
         assert ops is not None

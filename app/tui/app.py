@@ -32,7 +32,7 @@ from app.core.logfile import dashboard_log_path
 from app.core.periods import DEFAULT_PERIOD, PERIOD_NAMES
 from app.core.schemas import AlertResponse
 from app.core.settings import Settings
-from app.ops.attach import dashboard_facade, stored_facade
+from app.ops.attach import OperationsServer, dashboard_facade, stored_facade
 from app.ops.protocol import Operations, ReadOperations
 from app.ops.remote import RemoteOperations
 from app.tui.base import describe_error, report_worker
@@ -89,6 +89,7 @@ class TooldeckApp(App[None]):
         *,
         read_only: bool = False,
         core: CoreFactory | None = None,
+        serve: OperationsServer | None = None,
         ops: Operations | None = None,
         clock: Callable[[], datetime] | None = None,
         refresh_interval: float = DEFAULT_REFRESH_S,
@@ -109,7 +110,9 @@ class TooldeckApp(App[None]):
             self._core: CoreFactory = lambda _settings: given_core(ops)
         else:
             self._core = core or (
-                partial(dashboard_facade, read_only=read_only) if with_runtime else stored_facade
+                partial(dashboard_facade, read_only=read_only, serve=serve)
+                if with_runtime
+                else stored_facade
             )
         self.ops: Operations | None = None
         self.data: DeckData | None = None

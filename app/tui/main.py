@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import partial
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -21,7 +20,6 @@ def run(
     `serve`: how the dashboard serves its operations to the CLI while it supervises."""
     from app.core.logfile import logging_to_file
     from app.core.settings import load_settings
-    from app.ops.attach import dashboard_facade
     from app.tui.app import TooldeckApp
 
     settings = load_settings(data_dir, {"data_dir": data_dir})
@@ -31,7 +29,7 @@ def run(
         settings,
         read_only=read_only,
         refresh_interval=settings.tui_refresh_s,
-        core=partial(dashboard_facade, read_only=read_only, serve=serve),
+        serve=serve,
     )
     with logging_to_file(settings):
         app.run()
