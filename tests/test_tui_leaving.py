@@ -9,6 +9,7 @@ written to the terminal.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import sys
 
 import pytest
@@ -24,7 +25,7 @@ from storage.db import Database
 from tests.conftest import stdio_server_spec
 from tests.runtime_helpers import events_of, eventually, gone
 from tests.test_tui_screens import add_tools
-from tests.tui_helpers import PseudoTerminal, add_servers, make_app, settle
+from tests.tui_helpers import PseudoTerminal, add_servers, make_app, notices, settle
 
 
 async def test_form_and_json_switch_back_and_forth_keeping_the_arguments(
@@ -191,3 +192,37 @@ async def test_tooldeck_in_a_terminal_exits_1_and_keeps_the_traceback_off_it(
     shown = terminal.text()
     assert "unexpected error" in shown and "Traceback" not in shown, shown[-2000:]
     assert "a bug in a key handler" in dashboard_log_path(settings).read_text()
+
+
+async def test_a_busy_database_is_told_in_words_not_in_the_driver_s(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process holds SQLite's write lock: disabling a server fails, and the notice says
+    so in a sentence, without SQLAlchemy's class names, link or SQL."""
+    monkeypatch.setattr("storage.db.SQLITE_BUSY_TIMEOUT_MS", 50)  # fail fast, not in 15 s
+    db = Database(settings.effective_database_url)
+    await db.upgrade()
+    try:
+        ops = LocalOperations(db, settings)
+        await add_servers(ops, "alpha")
+        app = make_app(settings, ops)
+        async with app.run_test(size=(120, 36), notifications=True) as pilot:
+            await settle(pilot)
+            other_writer = sqlite3.connect(settings.data_dir / "tooldeck.db", isolation_level=None)
+            try:
+                other_writer.execute("BEGIN IMMEDIATE")
+                await pilot.press("minus")
+
+                async def told() -> bool:
+                    await settle(pilot)
+                    return any("alpha" in notice for notice in notices(app))
+
+                await eventually(told, within=30)
+            finally:
+                other_writer.close()
+            notice = next(notice for notice in notices(app) if "alpha" in notice)
+            assert "the database was busy" in notice
+            for noise in ("OperationalError", "sqlalche.me", "[SQL", "sqlite3"):
+                assert noise not in notice, notice
+    finally:
+        await db.dispose()
