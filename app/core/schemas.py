@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from datetime import datetime
 from typing import Any, Literal
@@ -60,11 +61,41 @@ def check_headers(value: dict[str, str]) -> dict[str, str]:
     return value
 
 
+# A host name's labels: letters, digits, hyphens (not at either end), underscores as some
+# private networks use them; at most 63 characters each.
+HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)$")
+
+
 def check_http_url(value: str | None) -> str:
-    parsed = urlparse(value or "")
+    text = value or ""
+    if any(char.isspace() or ord(char) < 32 for char in text):
+        raise ValueError("needs a URL without spaces or control characters")
+    parsed = urlparse(text)
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
         raise ValueError("needs an http:// or https:// URL with a host")
-    return value or ""
+    try:
+        port = parsed.port
+    except ValueError:
+        port = -1
+    if port is not None and not 1 <= port <= 65535:
+        raise ValueError("needs a port from 1 to 65535 after the host's colon")
+    if not _valid_host(parsed.hostname or ""):
+        raise ValueError(f"needs a valid host name or address, not {parsed.hostname or '(none)'!r}")
+    return text
+
+
+def _valid_host(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        pass
+    try:
+        ascii_host = host.encode("idna").decode("ascii")
+    except UnicodeError:
+        return False
+    labels = ascii_host.removesuffix(".").split(".")
+    return bool(ascii_host) and all(HOST_LABEL.match(label) for label in labels)
 
 
 class _ServerFields(BaseModel):

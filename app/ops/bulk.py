@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from app.core.errors import Conflict, InvalidInput, NotFound, NotRunning
+from app.core.errors import Conflict, InvalidInput, NotFound, NotRunning, plain_error
 from app.core.schemas import BulkOperationItem, BulkOperationResult, BulkToolServerOperation
 from app.ops.base import validated
 from app.ops.control import ControlOperations
 from app.ops.servers import ServerOperations
+
+logger = logging.getLogger(__name__)
 
 BULK_CONCURRENCY = 8
 
@@ -41,9 +44,10 @@ class BulkOperations(ControlOperations, ServerOperations):
                 except (Conflict, InvalidInput, NotFound, NotRunning) as exc:
                     return BulkOperationItem(server_id=ref, success=False, message=str(exc))
                 except Exception as exc:  # one server's failure must not sink the others
-                    return BulkOperationItem(
-                        server_id=ref, success=False, message=f"{type(exc).__name__}: {exc}"
-                    )
+                    # The result is read by people (a dashboard notice, a CLI line): a sentence
+                    # there, the driver's detail in the log.
+                    logger.warning("bulk %s of %s failed", request.operation, ref, exc_info=True)
+                    return BulkOperationItem(server_id=ref, success=False, message=plain_error(exc))
             return BulkOperationItem(server_id=ref, success=True, message=f"{request.operation} ok")
 
         unique_refs = list(dict.fromkeys(request.server_ids))

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
-from app.core.errors import NotFound, NotRunning
+from app.core.errors import NotFound, NotRunning, plain_error
 from app.core.events import EventKind
 from app.core.schemas import JobStatus
 from storage.db import Database
@@ -147,7 +147,7 @@ class Scheduler:
             raise
         except Exception as exc:
             logger.exception("job %s failed", job.name)
-            outcome, ok = f"failed: {type(exc).__name__}: {exc}", False
+            outcome, ok = f"failed: {plain_error(exc)}", False
         finally:
             job.runs += 1
             job.last_finished_at = utcnow()

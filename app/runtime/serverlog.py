@@ -164,8 +164,16 @@ class ServerLog:
 
     def recent(self, lines: int = 3) -> str:
         """The last few lines as one string, for an error message."""
-        picked = [line for line in self._tail if not line.startswith("[tooldeck ")][-lines:]
-        return " | ".join(line.strip() for line in picked if line.strip())
+        picked: list[str] = []
+        for line in reversed(self._tail):
+            text = line.strip()
+            # A server failing the same way on every attempt writes the same line each time:
+            # once is enough in a message.
+            if text and not text.startswith("[tooldeck ") and text not in picked:
+                picked.append(text)
+                if len(picked) == lines:
+                    break
+        return " | ".join(reversed(picked))
 
     def _add(self, line: str) -> None:
         self._tail.append(line)

@@ -26,7 +26,7 @@ from mcp.shared.exceptions import MCPError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.changes import Change, ChangeBus
-from app.core.errors import CallFailed, Conflict, NotFound, NotRunning, StartFailed
+from app.core.errors import CallFailed, Conflict, NotFound, NotRunning, StartFailed, plain_error
 from app.core.events import EventKind
 from app.core.schemas import ServerHealth, ServerRuntimeInfo
 from app.core.settings import Settings
@@ -316,7 +316,8 @@ class Supervisor:
             else:
                 error = f"health check failed: {exc.message}"
         except Exception as exc:
-            error = f"health check failed: {type(exc).__name__}: {exc}"
+            logger.warning("health check of %s failed", handle.name, exc_info=True)
+            error = f"health check failed: {plain_error(exc)}"
         latency = (time.monotonic() - began) * 1000
         now = utcnow()
         handle.last_latency_ms = None if error else latency
@@ -509,7 +510,7 @@ class Supervisor:
                 task.uncancel()
         except Exception as exc:
             logger.exception("supervising %s failed", handle.name)
-            handle.last_error = f"internal error: {exc}"
+            handle.last_error = f"internal error: {plain_error(exc)}"
         finally:
             handle.conn = None
             handle.next_retry_at = None
@@ -552,7 +553,7 @@ class Supervisor:
             return EventKind.START_FAILED, exc.message
         except Exception as exc:
             logger.exception("running %s failed", handle.name)
-            ending = (EventKind.CRASHED, f"internal error: {type(exc).__name__}: {exc}")
+            ending = (EventKind.CRASHED, f"internal error: {plain_error(exc)}")
         finally:
             if handle.conn is not None:
                 self.connections.remove(handle.server_id, handle.conn)
@@ -736,7 +737,8 @@ class Supervisor:
             except MCPError as exc:
                 error = f"tools/list failed: {exc.message}"
             except Exception as exc:
-                error = f"tools/list failed: {type(exc).__name__}: {exc}"
+                logger.warning("listing the tools of %s failed", handle.name, exc_info=True)
+                error = f"tools/list failed: {plain_error(exc)}"
             else:
                 await self.catalogue.store(handle.server_id, tools, actor)
                 if handle.tools_failed:

@@ -15,6 +15,7 @@ from app.core.schemas import AlertResponse
 from app.tui.base import DeckScreen, columns_with_message
 from app.tui.messages import CoreReady
 from widgets import formatting as fmt
+from widgets.live_table import KeyTable
 from widgets.status_bar import StatusBar, StatusState
 
 ALERTS_LIMIT = 500
@@ -60,7 +61,7 @@ class AlertsScreen(DeckScreen[None]):
     def compose(self) -> ComposeResult:
         yield StatusBar(id="status")
         yield Label("", id="alerts-hint")
-        table: DataTable[Text] = DataTable(id="alerts-table", cursor_type="row")
+        table: DataTable[Text] = KeyTable(id="alerts-table", cursor_type="row")
         yield table
         with Vertical(id="alert-detail-box", classes="pane"):
             yield Static("", id="alert-detail")

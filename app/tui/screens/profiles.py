@@ -48,6 +48,11 @@ def describe_preview(preview: ProfilePreview) -> Text:
     return text
 
 
+def cut(text: str, style: str = "") -> Text:
+    """A cell that shows where its column cut it (the preview below has the whole)."""
+    return Text(text, style=style, no_wrap=True, overflow="ellipsis")
+
+
 class ProfilesScreen(DeckScreen[None]):
     HELP_TITLE = "gateway profiles"
     DEFAULT_CSS = """
@@ -131,12 +136,12 @@ class ProfilesScreen(DeckScreen[None]):
             for profile in self._profiles.values():
                 preview = self._previews.get(profile.name)
                 table.add_row(
-                    Text(profile.name, style="bold"),
-                    Text(" ".join(profile.servers)),
-                    Text(" ".join(profile.tools) or "* every tool", style="dim"),
+                    cut(profile.name, style="bold"),
+                    cut(" ".join(profile.servers)),
+                    cut(" ".join(profile.tools) or "* every tool", style="dim"),
                     Text(str(preview.tool_count) if preview else "?", justify="right"),
                     Text(f"{preview.estimated_tokens:,}" if preview else "?", justify="right"),
-                    Text(profile.endpoint, style="dim"),
+                    cut(profile.endpoint, style="dim"),
                     key=profile.name,
                 )
             keys = list(self._profiles)
