@@ -16,9 +16,12 @@ import uuid
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.core.errors import PayloadTooLarge, Unauthorized
+from app.core.access import grants
+from app.core.errors import Forbidden, PayloadTooLarge, TooldeckError, Unauthorized
 from app.core.jsonlog import request_id_var
 from app.faces.http.errors import error_response, internal_error, shutting_down
+from app.faces.http.scopes import is_gateway_path, needed_access, reaches
+from app.runtime.access_tokens import Credentials, Identity
 from app.runtime.api_token import TokenStore
 
 log = logging.getLogger("tooldeck.http")
@@ -95,25 +98,59 @@ class RequestContext:
 
 
 class BearerAuth:
-    """Every path but the public ones needs `Authorization: Bearer <token>`."""
+    """Every path but the public ones needs `Authorization: Bearer <token>`, of a scope that
+    covers the request (app/faces/http/scopes.py); the holder's identity goes on to the route in
+    `scope["state"]["identity"]`, for the audit actor."""
 
-    def __init__(self, app: ASGIApp, tokens: TokenStore | None) -> None:
+    def __init__(self, app: ASGIApp, tokens: Credentials | TokenStore | None) -> None:
         self.app = app
-        self.tokens = tokens
+        self.tokens = Credentials(tokens) if isinstance(tokens, TokenStore) else tokens
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or self.tokens is None or scope["path"] in PUBLIC_PATHS:
             await self.app(scope, receive, send)
             return
         scheme, _, given = (_header(scope, "authorization") or "").partition(" ")
+        identity = None
         if scheme.lower() != "bearer" or not given.strip():
-            error = Unauthorized("send the header Authorization: Bearer <`tooldeck token show`>")
-        elif not self.tokens.matches(given.strip()):
-            error = Unauthorized("wrong token: see `tooldeck token show`")
+            error: TooldeckError = Unauthorized(
+                "send the header Authorization: Bearer <`tooldeck token show`>"
+            )
+        elif (identity := await self.tokens.identify(given.strip())) is None:
+            error = Unauthorized("wrong token: see `tooldeck token show` or `tooldeck token list`")
         else:
-            await self.app(scope, receive, send)
-            return
+            refusal = _refusal(identity, scope)
+            if refusal is None:
+                scope.setdefault("state", {})["identity"] = identity
+                await self.app(scope, receive, send)
+                return
+            error = refusal
         await error_response(error)(scope, receive, send)
+
+
+def _refusal(identity: Identity, scope: Scope) -> Forbidden | None:
+    """Why the token's scope does not cover the request, or None when it does."""
+    path = scope["path"]
+    access = needed_access(scope["method"], path, scope.get("query_string", b""))
+    if not grants(identity.scope, access):
+        return Forbidden(
+            f"token {identity.name!r} has scope {identity.scope!r}, "
+            f"which does not cover {scope['method']} {path}: {_needs[access]}"
+        )
+    if access == "gateway" and not reaches(identity.profile, path):
+        return Forbidden(
+            f"token {identity.name!r} reaches only the gateway profile {identity.profile!r}: "
+            f"/mcp/profiles/{identity.profile}"
+        )
+    return None
+
+
+_needs = {
+    "read": "it needs a read, operator or admin token",
+    "operate": "it needs an operator or admin token",
+    "admin": "it needs an admin token",
+    "gateway": "it needs a gateway or admin token",
+}
 
 
 class BodyLimit:
@@ -164,10 +201,6 @@ def _header(scope: Scope, name: str) -> str | None:
         if key.lower() == wanted:
             return str(value.decode("latin-1"))
     return None
-
-
-def is_gateway_path(path: str) -> bool:
-    return path == "/mcp" or path.startswith("/mcp/")
 
 
 class McpGateway:
