@@ -16,6 +16,7 @@ import pytest
 from app.core.access import SCOPES
 from app.faces.http.scopes import needed_access
 from app.ops.table import OPERATIONS
+from tests.cli_runner import one_line_error, tooldeck
 from tests.conftest import stdio_server_spec
 from tests.daemon_helpers import Daemon, start_daemon
 from tests.gateway_helpers import RecordingClient, over_http
@@ -281,3 +282,27 @@ def test_no_change_is_open_to_a_read_token() -> None:
 def test_the_token_file_still_works_as_admin(fleet: Fleet) -> None:
     assert fleet.admin.get(TOKENS).status_code == 200
     assert fleet.admin.get(f"{SERVERS}/target", params={"reveal": "true"}).status_code == 200
+
+
+def test_the_cli_adds_lists_and_revokes_through_the_daemon(fleet: Fleet) -> None:
+    home = {"TOOLDECK_HOME": str(fleet.daemon.data_dir)}
+    added = tooldeck("token", "add", "ci", "--scope", "read", env=home)
+    assert added.returncode == 0, added.stderr
+    value = added.stdout.strip()
+    assert value.startswith("tdk_") and "shown this once" in added.stderr
+    headers = {"Authorization": f"Bearer {value}"}
+    assert fleet.admin.get(SERVERS, headers=headers).status_code == 200
+
+    listed = tooldeck("token", "list", env=home)
+    assert listed.returncode == 0 and value not in listed.stdout
+    rows = {line.split()[0]: line.split() for line in listed.stdout.splitlines()[1:]}
+    assert rows["ci"][1] == "read" and rows["ci"][2].endswith("s")  # last used seconds ago
+    assert rows["admin"][1] == "admin"  # the token file's, listed first
+    assert rows["gw-narrow"][1:3] == ["gateway", "narrow"]
+
+    assert tooldeck("token", "revoke", "ci", env=home).returncode == 0
+    assert fleet.admin.get(SERVERS, headers=headers).status_code == 401
+    again = one_line_error(tooldeck("token", "revoke", "ci", env=home))
+    assert again == "tooldeck: no token 'ci'"
+    wrong = one_line_error(tooldeck("token", "add", "x", "--scope", "read", "--profile", "narrow"))
+    assert "only a gateway token is bound to a profile" in wrong
