@@ -226,6 +226,16 @@ def test_a_revoked_token_is_refused_at_once(fleet: Fleet) -> None:
     refused = fleet.admin.get(SERVERS, headers=headers)
     assert refused.status_code == 401
     assert fleet.admin.delete(f"{TOKENS}/short-lived").status_code == 404
+    # Who made and who revoked it is in the audit trail; its value is not.
+    audit = fleet.admin.get("/api/v1/audit", params={"actor": "admin"}).json()
+    trail = [
+        (entry["kind"], entry["message"]) for entry in audit if "short-lived" in entry["message"]
+    ]
+    assert trail == [
+        ("token_revoked", "token short-lived revoked"),
+        ("token_added", "token short-lived added (read)"),
+    ]
+    assert value not in str(audit)
 
 
 @pytest.mark.parametrize(

@@ -39,6 +39,8 @@ CHANGE_KINDS = frozenset(
         EventKind.LIMIT_EXCEEDED,
         EventKind.LIMITS_CHANGED,
         EventKind.ALERT_ACKED,
+        EventKind.TOKEN_ADDED,
+        EventKind.TOKEN_REVOKED,
     }
 )
 # Starts and stops are actions when a person asks for them; the supervisor's own are not.

@@ -11,9 +11,11 @@ from sqlalchemy.exc import IntegrityError
 from app.core.access import IssuedToken, TokenCreate, TokenInfo
 from app.core.changes import Change
 from app.core.errors import Conflict, NotFound
+from app.core.events import EventKind
 from app.ops.base import OpsBase, validated
 from app.runtime.access_tokens import hash_token, new_token_value
 from storage.models import ApiToken, GatewayProfile
+from storage.queries import add_event
 
 log = logging.getLogger("tooldeck.tokens")
 
@@ -47,6 +49,16 @@ class TokenOperations(OpsBase):
                 created_by=actor,
             )
             session.add(row)
+            reach = f", reaching only profile {spec.profile}" if spec.profile else ""
+            after = {"name": spec.name, "scope": spec.scope, "profile": spec.profile}
+            add_event(
+                session,
+                None,
+                EventKind.TOKEN_ADDED,
+                f"token {spec.name} added ({spec.scope}{reach})",
+                actor,
+                {"before": None, "after": after},
+            )
             try:
                 await session.flush()
             except IntegrityError:
@@ -65,6 +77,15 @@ class TokenOperations(OpsBase):
             ).scalar_one_or_none()
             if row is None:
                 raise NotFound(f"no token {name!r}")
+            before = {"name": row.name, "scope": row.scope, "profile": row.profile}
             await session.delete(row)
+            add_event(
+                session,
+                None,
+                EventKind.TOKEN_REVOKED,
+                f"token {name} revoked",
+                actor,
+                {"before": before, "after": None},
+            )
         log.info("token %s revoked by %s", name, actor)
         self.changes.publish(Change.TOKENS, None)
