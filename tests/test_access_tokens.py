@@ -19,22 +19,11 @@ from app.ops.table import OPERATIONS
 from tests.cli_runner import one_line_error, tooldeck
 from tests.conftest import stdio_server_spec
 from tests.daemon_helpers import Daemon, start_daemon
-from tests.gateway_helpers import RecordingClient, over_http
+from tests.gateway_helpers import INITIALIZE, MCP_ACCEPT, RecordingClient, over_http
 
 SERVERS = "/api/v1/toolservers/servers"
 TOKENS = "/api/v1/tokens"
 SECRET = "s3cret-value"
-INITIALIZE = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-06-18",
-        "capabilities": {},
-        "clientInfo": {"name": "scope-test", "version": "1"},
-    },
-}
-MCP_HEADERS = {"Accept": "application/json, text/event-stream"}
 
 
 @dataclass
@@ -95,23 +84,23 @@ MATRIX: list[tuple[str, str, str, dict[str, Any], int]] = [
     ("gw", "GET", SERVERS, {}, 403),
     ("gw", "POST", f"{SERVERS}/target/stop", {}, 403),
     ("gw", "GET", TOKENS, {}, 403),
-    ("gw", "POST", "/mcp", {"json": INITIALIZE, "headers": MCP_HEADERS}, 200),
-    ("gw", "POST", "/mcp/servers/calculator", {"json": INITIALIZE, "headers": MCP_HEADERS}, 200),
+    ("gw", "POST", "/mcp", {"json": INITIALIZE, "headers": MCP_ACCEPT}, 200),
+    ("gw", "POST", "/mcp/servers/calculator", {"json": INITIALIZE, "headers": MCP_ACCEPT}, 200),
     # a gateway token bound to the profile "narrow": that endpoint only
     (
         "gw-narrow",
         "POST",
         "/mcp/profiles/narrow",
-        {"json": INITIALIZE, "headers": MCP_HEADERS},
+        {"json": INITIALIZE, "headers": MCP_ACCEPT},
         200,
     ),
-    ("gw-narrow", "POST", "/mcp", {"json": INITIALIZE, "headers": MCP_HEADERS}, 403),
-    ("gw-narrow", "POST", "/mcp/profiles/other", {"json": INITIALIZE, "headers": MCP_HEADERS}, 403),
+    ("gw-narrow", "POST", "/mcp", {"json": INITIALIZE, "headers": MCP_ACCEPT}, 403),
+    ("gw-narrow", "POST", "/mcp/profiles/other", {"json": INITIALIZE, "headers": MCP_ACCEPT}, 403),
     (
         "gw-narrow",
         "POST",
         "/mcp/servers/calculator",
-        {"json": INITIALIZE, "headers": MCP_HEADERS},
+        {"json": INITIALIZE, "headers": MCP_ACCEPT},
         403,
     ),
     ("gw-narrow", "GET", SERVERS, {}, 403),
@@ -124,7 +113,7 @@ MATRIX: list[tuple[str, str, str, dict[str, Any], int]] = [
     ("op", "POST", "/api/v1/toolservers/probe", {"json": {"name": "x", "command": "id"}}, 403),
     ("op", "POST", f"{SERVERS}/import", {"json": {"document": {"mcpServers": {}}}}, 403),
     ("op", "POST", TOKENS, {"json": {"name": "mine", "scope": "admin"}}, 403),
-    ("op", "POST", "/mcp", {"json": INITIALIZE, "headers": MCP_HEADERS}, 403),
+    ("op", "POST", "/mcp", {"json": INITIALIZE, "headers": MCP_ACCEPT}, 403),
     ("op", "GET", f"{SERVERS}/target", {}, 200),
     ("op", "GET", f"{SERVERS}/target", {"params": {"reveal": "false"}}, 200),
     ("op", "POST", f"{SERVERS}/target/disable", {"json": {"reason": "maintenance"}}, 200),
@@ -141,12 +130,12 @@ MATRIX: list[tuple[str, str, str, dict[str, Any], int]] = [
     ("ro", "POST", "/api/v1/gateway/profiles/preview", {"json": {"servers": ["*"]}}, 403),
     ("ro", "DELETE", f"{SERVERS}/target", {}, 403),
     ("ro", "POST", "/api/v1/nothing-here", {}, 403),
-    ("ro", "POST", "/mcp", {"json": INITIALIZE, "headers": MCP_HEADERS}, 403),
+    ("ro", "POST", "/mcp", {"json": INITIALIZE, "headers": MCP_ACCEPT}, 403),
     ("ro", "GET", TOKENS, {}, 403),
     # a named admin token: everything
     ("adm", "GET", f"{SERVERS}/target", {"params": {"reveal": "true"}}, 200),
     ("adm", "GET", TOKENS, {}, 200),
-    ("adm", "POST", "/mcp", {"json": INITIALIZE, "headers": MCP_HEADERS}, 200),
+    ("adm", "POST", "/mcp", {"json": INITIALIZE, "headers": MCP_ACCEPT}, 200),
     ("adm", "DELETE", f"{SERVERS}/nobody", {}, 404),
 ]
 

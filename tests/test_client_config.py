@@ -10,18 +10,7 @@ from pathlib import Path
 from app.runtime.api_token import token_path
 from tests.cli_runner import tooldeck
 from tests.daemon_helpers import start_daemon
-
-MCP_ACCEPT = {"Accept": "application/json, text/event-stream"}
-INITIALIZE = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-06-18",
-        "capabilities": {},
-        "clientInfo": {"name": "client-config-test", "version": "1"},
-    },
-}
+from tests.gateway_helpers import INITIALIZE, MCP_ACCEPT
 
 
 def client_config(*args: str) -> tuple[dict[str, object], str]:

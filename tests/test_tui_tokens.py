@@ -3,11 +3,9 @@ value shown once, a revoke that asks first, and read-only mode."""
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
-from rich.console import Console
-from textual.widgets import DataTable, Input, Select, Static
+from textual.widgets import DataTable, Input, Select
 
 from app.core.settings import Settings
 from app.ops.facade import LocalOperations
@@ -15,32 +13,12 @@ from app.runtime.access_tokens import hash_token
 from app.tui.screens.confirm import ConfirmScreen
 from app.tui.screens.tokens import TokenFormScreen, TokenShownScreen, TokensScreen
 from storage.models import ApiToken
-from tests.tui_helpers import make_app, settle
-
-
-def text_of(widget: Static) -> str:
-    console = Console(width=200, record=True, file=io.StringIO())
-    console.print(widget.content)  # type: ignore[arg-type]
-    return console.export_text()
+from tests.tui_helpers import error_of, make_app, settle, type_into
 
 
 def rows(app: Any) -> list[list[str]]:
     table = app.screen.query_one("#tokens-table", DataTable)
     return [[str(cell) for cell in table.get_row(row.key)] for row in table.ordered_rows]
-
-
-def error_of(app: Any, field: str) -> str:
-    label = app.screen.query_one(f"#error-{field}", Static)
-    return text_of(label).strip() if label.has_class("-visible") else ""
-
-
-async def type_into(pilot: Any, field: str, text: str) -> None:
-    widget = pilot.app.screen.query_one(f"#{field}", Input)
-    widget.value = ""
-    widget.focus()
-    if text:
-        await pilot.press(*text)
-    await settle(pilot)
 
 
 async def test_a_token_is_made_shown_once_and_revoked(

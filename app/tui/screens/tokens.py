@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from pydantic import ValidationError
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -20,8 +19,8 @@ from textual.widgets import Button, DataTable, Footer, Input, Label, Select, Sta
 
 from app.core.access import FILE_TOKEN_NAME, SCOPE_HELP, SCOPES, IssuedToken, TokenCreate, TokenInfo
 from app.core.errors import TooldeckError
-from app.tui.base import DeckModal, DeckScreen
-from app.tui.screens.server_form import field_errors
+from app.tui.base import DeckModal, DeckScreen, row_key_at_cursor
+from app.tui.screens.form_fields import form_row, problems_by_field, show_field_errors
 from widgets import formatting as fmt
 from widgets.status_bar import StatusBar, StatusState
 
@@ -167,13 +166,7 @@ class TokensScreen(DeckScreen[None]):
 
     @property
     def cursor_key(self) -> str | None:
-        table = self.query_one("#tokens-table", DataTable)
-        if table.row_count == 0:
-            return None
-        try:
-            return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
-        except Exception:  # no row under the cursor
-            return None
+        return row_key_at_cursor(self.query_one("#tokens-table", DataTable))
 
     # ---- actions ---------------------------------------------------------------------------
 
@@ -230,19 +223,13 @@ class TokenFormScreen(DeckModal[IssuedToken | None]):
         Binding("escape", "cancel", "Cancel", id="token-cancel"),
     ]
 
-    def _row(self, label: str, field: str, widget: Any) -> ComposeResult:
-        with Horizontal(classes="form-row", id=f"row-{field}"):
-            yield Label(label, classes="form-label")
-            yield widget
-        yield Static("", id=f"error-{field}", classes="form-error", markup=False)
-
     def compose(self) -> ComposeResult:
         with Vertical(id="token-dialog", classes="dialog"):
             yield Label("New API token", classes="dialog-title")
-            yield from self._row(
+            yield from form_row(
                 "Name", "name", Input(id="name", placeholder="grafana, ci-agent", compact=True)
             )
-            yield from self._row(
+            yield from form_row(
                 "Scope",
                 "scope",
                 Select(
@@ -253,7 +240,7 @@ class TokenFormScreen(DeckModal[IssuedToken | None]):
                     compact=True,
                 ),
             )
-            yield from self._row(
+            yield from form_row(
                 "Profile",
                 "profile",
                 Input(id="profile", placeholder="gateway tokens: one profile only", compact=True),
@@ -276,25 +263,13 @@ class TokenFormScreen(DeckModal[IssuedToken | None]):
         }
 
     def show_errors(self, errors: dict[str, str]) -> None:
-        for field in (*FIELDS, "form"):
-            label = self.query_one(f"#error-{field}", Static)
-            message = errors.get(field)
-            label.update(message or "")
-            label.set_class(bool(message), "-visible")
+        show_field_errors(self, FIELDS, errors)
 
     def problems(self) -> dict[str, str]:
         values = self.values()
         if not values["name"]:
             return {"name": "a name is needed: it is the audit actor of what the token does"}
-        try:
-            TokenCreate.model_validate(values)
-        except ValidationError as exc:
-            found: dict[str, str] = {}
-            for problem in field_errors(exc):
-                field = (problem.field or "form").split(".")[0]
-                found.setdefault(field if field in FIELDS else "form", problem.message)
-            return found
-        return {}
+        return problems_by_field(TokenCreate, values, FIELDS)
 
     @on(Input.Changed)
     @on(Select.Changed)
