@@ -16,12 +16,11 @@ import uuid
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.core.access import grants
-from app.core.errors import Forbidden, PayloadTooLarge, TooldeckError, Unauthorized
+from app.core.errors import PayloadTooLarge, TooldeckError, Unauthorized
 from app.core.jsonlog import request_id_var
 from app.faces.http.errors import error_response, internal_error, shutting_down
-from app.faces.http.scopes import is_gateway_path, needed_access, reaches
-from app.runtime.access_tokens import Credentials, Identity
+from app.faces.http.scopes import is_gateway_path, refusal_of
+from app.runtime.access_tokens import Credentials
 from app.runtime.api_token import TokenStore
 
 log = logging.getLogger("tooldeck.http")
@@ -111,7 +110,6 @@ class BearerAuth:
             await self.app(scope, receive, send)
             return
         scheme, _, given = (_header(scope, "authorization") or "").partition(" ")
-        identity = None
         if scheme.lower() != "bearer" or not given.strip():
             error: TooldeckError = Unauthorized(
                 "send the header Authorization: Bearer <`tooldeck token show`>"
@@ -119,38 +117,14 @@ class BearerAuth:
         elif (identity := await self.tokens.identify(given.strip())) is None:
             error = Unauthorized("wrong token: see `tooldeck token show` or `tooldeck token list`")
         else:
-            refusal = _refusal(identity, scope)
+            query = scope.get("query_string", b"")
+            refusal = refusal_of(identity, scope["method"], scope["path"], query)
             if refusal is None:
                 scope.setdefault("state", {})["identity"] = identity
                 await self.app(scope, receive, send)
                 return
             error = refusal
         await error_response(error)(scope, receive, send)
-
-
-def _refusal(identity: Identity, scope: Scope) -> Forbidden | None:
-    """Why the token's scope does not cover the request, or None when it does."""
-    path = scope["path"]
-    access = needed_access(scope["method"], path, scope.get("query_string", b""))
-    if not grants(identity.scope, access):
-        return Forbidden(
-            f"token {identity.name!r} has scope {identity.scope!r}, "
-            f"which does not cover {scope['method']} {path}: {_needs[access]}"
-        )
-    if access == "gateway" and not reaches(identity.profile, path):
-        return Forbidden(
-            f"token {identity.name!r} reaches only the gateway profile {identity.profile!r}: "
-            f"/mcp/profiles/{identity.profile}"
-        )
-    return None
-
-
-_needs = {
-    "read": "it needs a read, operator or admin token",
-    "operate": "it needs an operator or admin token",
-    "admin": "it needs an admin token",
-    "gateway": "it needs a gateway or admin token",
-}
 
 
 class BodyLimit:

@@ -10,12 +10,20 @@ from __future__ import annotations
 import re
 from urllib.parse import parse_qsl
 
-from app.core.access import Access
+from app.core.access import Access, grants
+from app.core.errors import Forbidden
 from app.ops.table import OPERATIONS, SECRET_QUERIES, OperationSpec
+from app.runtime.access_tokens import Identity
 
 PROFILE_ENDPOINT = "/mcp/profiles/"
 FALSE_WORDS = frozenset({"", "0", "false", "f", "no", "n", "off"})
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+WHO_MAY: dict[Access, str] = {
+    "read": "a read, operator or admin token",
+    "operate": "an operator or admin token",
+    "admin": "an admin token",
+    "gateway": "a gateway or admin token",
+}
 
 
 def _pattern(spec: OperationSpec) -> re.Pattern[str]:
@@ -57,3 +65,21 @@ def reaches(profile: str | None, path: str) -> bool:
     if profile is None:
         return True
     return path.rstrip("/") == PROFILE_ENDPOINT + profile
+
+
+def refusal_of(
+    identity: Identity, method: str, path: str, query_string: bytes = b""
+) -> Forbidden | None:
+    """Why the token's scope does not cover the request, or None when it does."""
+    access = needed_access(method, path, query_string)
+    if not grants(identity.scope, access):
+        return Forbidden(
+            f"token {identity.name!r} has scope {identity.scope!r}, which does not cover "
+            f"{method} {path}: it needs {WHO_MAY[access]}"
+        )
+    if access == "gateway" and not reaches(identity.profile, path):
+        return Forbidden(
+            f"token {identity.name!r} reaches only the gateway profile {identity.profile!r}: "
+            f"{PROFILE_ENDPOINT}{identity.profile}"
+        )
+    return None
