@@ -85,6 +85,7 @@ SHOTS: tuple[Shot, ...] = (
         "A profile's form: checked as typed, with its tools previewed",
         keys=("p", "n", *"Bad", "tab", "tab", "tab", *" !*/create_*"),
     ),
+    Shot("tokens", "API tokens: who may do what, and when each was last used", keys=("o", "down")),
     Shot("read-only", "Read-only mode", read_only=True),
     Shot(
         "daemon-unreachable",

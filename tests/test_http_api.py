@@ -253,17 +253,31 @@ async def test_create_is_201_delete_is_204_and_secrets_stay_masked(
     assert deleted.status_code == 204 and deleted.content == b""
 
 
-async def test_the_actor_header_names_who_acted(client: httpx2.AsyncClient) -> None:
+async def test_the_actor_is_the_token_and_whom_its_admin_acts_for(
+    client: httpx2.AsyncClient,
+) -> None:
+    # The token file's token is the admin token named "admin"; its holder may name a person.
     spec = stdio_server_spec("acted", "tiny")
     await client.post(SERVERS, json=spec, headers={"X-Tooldeck-Actor": "cli:alice"})
     await client.post(f"{SERVERS}/acted/disable", json={"reason": "because"})
     await client.post(f"{SERVERS}/acted/enable", headers={"X-Tooldeck-Actor": "bad actor!"})
     events = (await client.get(f"{SERVERS}/acted/events")).json()
     assert [(event["kind"], event["actor"]) for event in events] == [
-        ("enabled", "api"),
-        ("disabled", "api"),
-        ("created", "cli:alice"),
+        ("enabled", "admin"),
+        ("disabled", "admin"),
+        ("created", "admin on behalf of cli:alice"),
     ]
+
+
+async def test_without_auth_the_actor_header_names_who_acted(ops: LocalOperations) -> None:
+    # The operations socket: private to its user, so the CLI's own name is the actor.
+    transport = httpx2.ASGITransport(app=create_app(ops, tokens=None))
+    async with httpx2.AsyncClient(transport=transport, base_url="http://t") as http:
+        spec = stdio_server_spec("local", "tiny")
+        await http.post(SERVERS, json=spec, headers={"X-Tooldeck-Actor": "cli:alice"})
+        await http.post(f"{SERVERS}/local/disable")
+        events = (await http.get(f"{SERVERS}/local/events")).json()
+    assert [event["actor"] for event in events] == ["api", "cli:alice"]
 
 
 async def test_request_ids_are_echoed_or_made(client: httpx2.AsyncClient) -> None:

@@ -8,12 +8,15 @@ real supervisor and a real server.
 from __future__ import annotations
 
 import asyncio
+import io
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
 from textual.command import Command, CommandList
 from textual.pilot import Pilot
+from textual.widgets import Input, Static
 
 from app.core.schemas import ServerHealth, ServerRuntimeInfo
 from app.core.settings import Settings
@@ -235,3 +238,26 @@ class PseudoTerminal:
             self.process.kill()
             self.process.wait()
         os.close(self._master)
+
+
+def text_of(widget: Static) -> str:
+    """What a Static shows, as plain text."""
+    console = Console(width=200, record=True, file=io.StringIO())
+    console.print(widget.content)  # type: ignore[arg-type]
+    return console.export_text()
+
+
+async def type_into(pilot: Pilot[Any], field: str, text: str) -> None:
+    """Replace an input's text by typing, as a person would."""
+    widget = pilot.app.screen.query_one(f"#{field}", Input)
+    widget.value = ""
+    widget.focus()
+    if text:
+        await pilot.press(*text)
+    await settle(pilot)
+
+
+def error_of(app: Any, field: str) -> str:
+    """The error line under a form's field; "" while it is hidden."""
+    label = app.screen.query_one(f"#error-{field}", Static)
+    return text_of(label).strip() if label.has_class("-visible") else ""

@@ -25,6 +25,7 @@ from app.cli import (
     profiles_cmd,
     runtime,
     servers,
+    tokens_cmd,
     tools,
 )
 from app.cli.common import Handler, fail, run_handler
@@ -42,6 +43,7 @@ AREAS = (
     client_config,
     config_cmd,
     daemon_cmd,
+    tokens_cmd,
     alerts_cmd,
     analytics,
 )

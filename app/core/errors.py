@@ -81,6 +81,12 @@ class Unauthorized(TooldeckError):
     status_code = 401
 
 
+class Forbidden(TooldeckError):
+    """The caller's token is valid but its scope does not cover this request."""
+
+    status_code = 403
+
+
 class PayloadTooLarge(TooldeckError):
     status_code = 413
 

@@ -32,6 +32,8 @@ class EventKind(StrEnum):
     # system-wide
     JOB = "job"
     USAGE_DROPPED = "usage_dropped"
+    TOKEN_ADDED = "token_added"
+    TOKEN_REVOKED = "token_revoked"
 
 
 # Uptime is computed from these: a server is up from an UP event until the next DOWN event.

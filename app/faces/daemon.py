@@ -145,6 +145,7 @@ async def serve(
     from app.faces.http.api import create_app
     from app.faces.http.ops_socket import serve_operations
     from app.ops.bootstrap import running_core
+    from app.runtime.access_tokens import Credentials
 
     class Server(uvicorn.Server):
         @contextmanager
@@ -190,10 +191,13 @@ async def serve(
             gateway_socket = socket_path(settings.data_dir)
             bridges = await open_socket(router, gateway_socket)
             gateway_scope.push_async_callback(close_socket, bridges, gateway_socket)
+            credentials = None if tokens is None else Credentials(tokens, ops.db)
+            if credentials is not None:
+                ops.changes.subscribe(credentials.on_change)
             config = uvicorn.Config(
                 create_app(
                     ops,
-                    tokens=tokens,
+                    tokens=credentials,
                     mcp_app=AsgiApp(mcp),
                     mcp_max_bytes=settings.max_result_bytes,
                 ),

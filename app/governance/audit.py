@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import and_, or_, select
 
+from app.core.access import ON_BEHALF_OF
 from app.core.events import EventKind
 from app.core.schemas import MASK
 from storage.db import Database
@@ -38,6 +39,8 @@ CHANGE_KINDS = frozenset(
         EventKind.LIMIT_EXCEEDED,
         EventKind.LIMITS_CHANGED,
         EventKind.ALERT_ACKED,
+        EventKind.TOKEN_ADDED,
+        EventKind.TOKEN_REVOKED,
     }
 )
 # Starts and stops are actions when a person asks for them; the supervisor's own are not.
@@ -122,7 +125,14 @@ async def audit_rows(
     if since is not None:
         query = query.where(ServerEvent.created_at >= since)
     if actor is not None:
-        query = query.where(ServerEvent.actor == actor)
+        # "admin on behalf of cli:alice" is the admin token's and alice's: either name finds it.
+        query = query.where(
+            or_(
+                ServerEvent.actor == actor,
+                ServerEvent.actor.startswith(actor + ON_BEHALF_OF, autoescape=True),
+                ServerEvent.actor.endswith(ON_BEHALF_OF + actor, autoescape=True),
+            )
+        )
     query = query.order_by(ServerEvent.created_at.desc(), ServerEvent.id.desc()).limit(limit)
     async with db.session() as session:
         return [(event, name) for event, name in (await session.execute(query)).all()]

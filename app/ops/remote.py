@@ -51,6 +51,7 @@ def _error_classes() -> dict[str, type[TooldeckError]]:
 _BY_STATUS: dict[int, type[TooldeckError]] = {
     400: errors.BadRequest,
     401: errors.Unauthorized,
+    403: errors.Forbidden,
     404: errors.NotFound,
     409: errors.Conflict,
     413: errors.PayloadTooLarge,

@@ -69,6 +69,16 @@ def still_cursors(screen: Screen[Any]) -> None:
         widget.cursor_blink = False
 
 
+def row_key_at_cursor(table: DataTable[Any]) -> str | None:
+    """The key of the row under a table's cursor; None when the table is empty."""
+    if table.row_count == 0:
+        return None
+    try:
+        return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+    except Exception:  # no row under the cursor
+        return None
+
+
 def describe_error(error: BaseException) -> str:
     """One line for a notification: the facade's own words, or a sentence a person can read
     (the detail goes to the log)."""

@@ -65,6 +65,11 @@ COMMANDS: tuple[DeckCommand, ...] = (
         "profiles",
     ),
     DeckCommand(
+        "API tokens",
+        "Named tokens with a scope: who may do what over HTTP, and when each was last used (o)",
+        "tokens",
+    ),
+    DeckCommand(
         "Import configuration",
         "Import servers from Claude Desktop, Cursor or VS Code's file (i)",
         "import_config",

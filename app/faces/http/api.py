@@ -21,6 +21,7 @@ from app.faces.http.middleware import (
 )
 from app.faces.http.routes import operations_router, public
 from app.ops.protocol import Operations
+from app.runtime.access_tokens import Credentials
 from app.runtime.api_token import TokenStore
 
 __all__ = ["MAX_BODY_BYTES", "create_app"]
@@ -29,11 +30,12 @@ __all__ = ["MAX_BODY_BYTES", "create_app"]
 def create_app(
     ops: Operations,
     *,
-    tokens: TokenStore | None,
+    tokens: Credentials | TokenStore | None,
     mcp_app: ASGIApp | None = None,
     mcp_max_bytes: int = MAX_BODY_BYTES,
 ) -> FastAPI:
-    """The API over `ops`; `tokens=None` serves without auth (the daemon allows it on loopback)."""
+    """The API over `ops`; `tokens=None` serves without auth (the daemon allows it on loopback).
+    A bare `TokenStore` accepts the token file's token only; `Credentials` named tokens too."""
     app = FastAPI(
         title="Tooldeck",
         version=__version__,

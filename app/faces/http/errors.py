@@ -31,6 +31,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     for status, description in (
         (400, "The request could not be read (e.g. the body is not JSON)"),
         (401, "No bearer token, or the wrong one"),
+        (403, "The token's scope does not cover this request"),
         (404, "No such server, tool or job"),
         (409, "A conflict: a duplicate name, a built-in server, or nothing running"),
         (413, "The body is over 1 MB"),

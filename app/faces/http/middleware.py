@@ -16,9 +16,11 @@ import uuid
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.core.errors import PayloadTooLarge, Unauthorized
+from app.core.errors import PayloadTooLarge, TooldeckError, Unauthorized
 from app.core.jsonlog import request_id_var
 from app.faces.http.errors import error_response, internal_error, shutting_down
+from app.faces.http.scopes import is_gateway_path, refusal_of
+from app.runtime.access_tokens import Credentials
 from app.runtime.api_token import TokenStore
 
 log = logging.getLogger("tooldeck.http")
@@ -95,11 +97,13 @@ class RequestContext:
 
 
 class BearerAuth:
-    """Every path but the public ones needs `Authorization: Bearer <token>`."""
+    """Every path but the public ones needs `Authorization: Bearer <token>`, of a scope that
+    covers the request (app/faces/http/scopes.py); the holder's identity goes on to the route in
+    `scope["state"]["identity"]`, for the audit actor."""
 
-    def __init__(self, app: ASGIApp, tokens: TokenStore | None) -> None:
+    def __init__(self, app: ASGIApp, tokens: Credentials | TokenStore | None) -> None:
         self.app = app
-        self.tokens = tokens
+        self.tokens = Credentials(tokens) if isinstance(tokens, TokenStore) else tokens
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or self.tokens is None or scope["path"] in PUBLIC_PATHS:
@@ -107,12 +111,19 @@ class BearerAuth:
             return
         scheme, _, given = (_header(scope, "authorization") or "").partition(" ")
         if scheme.lower() != "bearer" or not given.strip():
-            error = Unauthorized("send the header Authorization: Bearer <`tooldeck token show`>")
-        elif not self.tokens.matches(given.strip()):
-            error = Unauthorized("wrong token: see `tooldeck token show`")
+            error: TooldeckError = Unauthorized(
+                "send the header Authorization: Bearer <`tooldeck token show`>"
+            )
+        elif (identity := await self.tokens.identify(given.strip())) is None:
+            error = Unauthorized("wrong token: see `tooldeck token show` or `tooldeck token list`")
         else:
-            await self.app(scope, receive, send)
-            return
+            query = scope.get("query_string", b"")
+            refusal = refusal_of(identity, scope["method"], scope["path"], query)
+            if refusal is None:
+                scope.setdefault("state", {})["identity"] = identity
+                await self.app(scope, receive, send)
+                return
+            error = refusal
         await error_response(error)(scope, receive, send)
 
 
@@ -164,10 +175,6 @@ def _header(scope: Scope, name: str) -> str | None:
         if key.lower() == wanted:
             return str(value.decode("latin-1"))
     return None
-
-
-def is_gateway_path(path: str) -> bool:
-    return path == "/mcp" or path.startswith("/mcp/")
 
 
 class McpGateway:

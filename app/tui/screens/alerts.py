@@ -12,7 +12,7 @@ from textual.containers import Vertical
 from textual.widgets import DataTable, Footer, Label, Static
 
 from app.core.schemas import AlertResponse
-from app.tui.base import DeckScreen, columns_with_message
+from app.tui.base import DeckScreen, columns_with_message, row_key_at_cursor
 from app.tui.messages import CoreReady
 from widgets import formatting as fmt
 from widgets.live_table import KeyTable
@@ -210,13 +210,7 @@ class AlertsScreen(DeckScreen[None]):
 
     @property
     def cursor_key(self) -> str | None:
-        table = self.query_one("#alerts-table", DataTable)
-        if table.row_count == 0:
-            return None
-        try:
-            return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
-        except Exception:  # no row under the cursor
-            return None
+        return row_key_at_cursor(self.query_one("#alerts-table", DataTable))
 
     @property
     def cursor_alert(self) -> AlertResponse | None:

@@ -152,6 +152,7 @@ class MainScreen(DeckScreen[None]):
         Binding("u", "audit", "Audit trail", id="audit", show=False),
         Binding("i", "import_config", "Import configuration", id="import", show=False),
         Binding("p", "profiles", "Gateway profiles", id="profiles", show=False),
+        Binding("o", "tokens", "API tokens", id="tokens", show=False),
         *(
             Binding(
                 str(index),
@@ -517,6 +518,11 @@ class MainScreen(DeckScreen[None]):
         from app.tui.screens.profiles import ProfilesScreen
 
         self.app.push_screen(ProfilesScreen())
+
+    def action_tokens(self) -> None:
+        from app.tui.screens.tokens import TokensScreen
+
+        self.app.push_screen(TokensScreen())
 
     def action_import_config(self) -> None:
         self.app.push_screen(ImportScreen(), self._after_import)
