@@ -105,7 +105,7 @@ def alert_payload(alert: Alert, server_name: str | None = None) -> dict[str, Any
 
 async def server_state_findings(db: Database, settings: Settings, now: datetime) -> list[Finding]:
     findings: list[Finding] = []
-    async with db.session() as session:
+    async with db.read() as session:
         servers = (await session.execute(select(ToolServer))).scalars().all()
         for server in servers:
             if not server.enabled and (server.disabled_reason or "").startswith("auto-disabled"):
@@ -194,7 +194,7 @@ async def tool_state_findings(db: Database, settings: Settings, now: datetime) -
         .join(ToolServer, ToolServer.id == ServerTool.server_id)
         .where(ServerTool.enabled.is_(False), ServerTool.disabled_reason.is_not(None))
     )
-    async with db.session() as session:
+    async with db.read() as session:
         rows = (await session.execute(query)).all()
     return [
         Finding(
@@ -230,7 +230,7 @@ async def window_usage_findings(db: Database, settings: Settings, now: datetime)
             ToolUsage.latency_bucket,
         )
     )
-    async with db.session() as session:
+    async with db.read() as session:
         rows = (await session.execute(query)).all()
         names = dict((await session.execute(select(ToolServer.id, ToolServer.name))).all())
     calls: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0])
@@ -311,7 +311,7 @@ async def anomaly_findings(db: Database, settings: Settings, now: datetime) -> l
         .join(ToolServer, ToolServer.id == ServerTool.server_id)
         .where(ServerTool.enabled.is_(True), ToolServer.enabled.is_(True))
     )
-    async with db.session() as session:
+    async with db.read() as session:
         series = (await session.execute(query)).all()
         if not series:
             return []

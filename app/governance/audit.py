@@ -124,5 +124,5 @@ async def audit_rows(
     if actor is not None:
         query = query.where(ServerEvent.actor == actor)
     query = query.order_by(ServerEvent.created_at.desc(), ServerEvent.id.desc()).limit(limit)
-    async with db.session() as session:
+    async with db.read() as session:
         return [(event, name) for event, name in (await session.execute(query)).all()]

@@ -90,7 +90,7 @@ class AlertOperations(OpsBase):
             raise InvalidInput("use a number from 1 to 10000", field="limit")
         server_id = None
         if server_ref is not None:
-            async with self.db.session() as session:
+            async with self.db.read() as session:
                 server = await find_server(session, server_ref)
             if server is None:
                 raise NotFound(f"no server {server_ref!r}")
@@ -128,7 +128,7 @@ class AlertOperations(OpsBase):
         query = select(Alert).order_by(Alert.last_seen.desc(), Alert.id.desc()).limit(limit)
         if not include_resolved:
             query = query.where(Alert.status == "open")
-        async with self.db.session() as session:
+        async with self.db.read() as session:
             rows = (await session.execute(query)).scalars().all()
             return [AlertResponse.model_validate(row) for row in rows]
 
@@ -167,7 +167,7 @@ class AlertOperations(OpsBase):
     # ---- resource limits --------------------------------------------------------------------
 
     async def get_server_limits(self, ref: str) -> ServerLimitsResponse:
-        async with self.db.session() as session:
+        async with self.db.read() as session:
             server = await find_server(session, ref)
             if server is None:
                 raise NotFound(f"no server {ref!r}")

@@ -15,8 +15,8 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager, suppress
+from collections.abc import Awaitable, Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -24,7 +24,6 @@ from typing import Any, TypeVar
 import mcp_types as types
 from mcp import ClientSession
 from mcp.shared.exceptions import MCPError
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.changes import Change, ChangeBus
 from app.core.errors import CallFailed, Conflict, NotFound, NotRunning, StartFailed
@@ -122,14 +121,11 @@ class Supervisor:
         self._background: set[asyncio.Task[Any]] = set()
         self._autostart: asyncio.Task[None] | None = None
         self._closing = False
-        # One writer at a time from here: fifty servers changing state at once would otherwise
-        # queue inside SQLite, where a busy writer times out instead of waiting its turn.
-        self._db_lock = asyncio.Lock()
         # Per-server concurrent-call limits (app.runtime.call_gates), loaded by the facade and
         # the watchdog.
         self.call_gates = CallGates()
-        self.state = ServerState(db, self._writing)
-        self.catalogue = ToolCatalogue(db, self._writing, self._publish)
+        self.state = ServerState(db)
+        self.catalogue = ToolCatalogue(db, self._publish)
 
     # ---- life of the supervisor itself ------------------------------------------------------
 
@@ -753,11 +749,6 @@ class Supervisor:
             self._publish(Change.TOOLS, server_id)
 
     # ---- helpers --------------------------------------------------------------------------
-
-    @asynccontextmanager
-    async def _writing(self) -> AsyncIterator[AsyncSession]:
-        async with self._db_lock, self.db.session() as session:
-            yield session
 
     async def _row(self, server_id: str) -> ToolServer:
         return await self.state.row(server_id)

@@ -33,7 +33,7 @@ from sqlalchemy.exc import OperationalError
 from app.core.events import EventKind
 from app.core.settings import Settings
 from app.core.usage_record import UsageRecord
-from storage.db import Database
+from storage.db import Database, carried_through
 from storage.models import ServerEvent
 from storage.rollups import UsageWriter
 
@@ -208,13 +208,26 @@ class UsageRecorder:
             return
         batch = [queue.popleft() for _ in range(count)]
         drops = self._unreported_drops
+        written: asyncio.Future[None] | None = None
         try:
-            loop = asyncio.get_running_loop()
-            await loop.run_in_executor(self._thread(), self._write_batch, batch, drops)
-        except OperationalError:
-            queue.extendleft(reversed(batch))
-            raise
-        except Exception as exc:
+            # The thread's transaction is this process's write of the moment: other writers
+            # wait their turn in asyncio, not in SQLite's busy handler.
+            async with self.db.write_turn():
+                loop = asyncio.get_running_loop()
+                written = loop.run_in_executor(self._thread(), self._write_batch, batch, drops)
+                await carried_through(written)
+        except BaseException as exc:
+            if _succeeded(written):
+                # Committed, and then the wait for it was cancelled: count it, then leave.
+                self._count_written(count, drops)
+                raise
+            if isinstance(exc, OperationalError | asyncio.CancelledError) or not isinstance(
+                exc, Exception
+            ):
+                # Refused (locked, busy, out of disk) or cut short before it was written: the
+                # batch goes back to the front of the queue, to be written first.
+                queue.extendleft(reversed(batch))
+                raise
             # Not the database refusing but a batch it cannot take: retrying would block every
             # later record behind it, so it is counted as lost, loudly.
             self._failures += 1
@@ -222,6 +235,9 @@ class UsageRecorder:
             logger.exception("a batch of %d usage records could not be written", count)
             self._drop(count, "their batch could not be written")
             return
+        self._count_written(count, drops)
+
+    def _count_written(self, count: int, drops: int) -> None:
         self._unreported_drops -= drops
         self._written += count
         self._flushes += 1
@@ -276,6 +292,15 @@ class UsageRecorder:
                 why,
                 self._dropped,
             )
+
+
+def _succeeded(future: asyncio.Future[None] | None) -> bool:
+    return (
+        future is not None
+        and future.done()
+        and not future.cancelled()
+        and future.exception() is None
+    )
 
 
 def _enlarge_cache(dbapi_connection: Any, _record: Any) -> None:
