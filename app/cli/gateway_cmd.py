@@ -7,11 +7,13 @@ import asyncio
 import json
 import shutil
 import sys
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
 from app.core.schemas import MASK
 from app.core.settings import Settings, load_settings, resolve_data_dir
+from app.core.stop_signals import Stopped, until_stopped
 from app.ops.attach import running_daemon
 from app.runtime.api_token import load_or_create_token, read_token
 from app.runtime.lock import SupervisorLock
@@ -44,7 +46,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def serve_gateway(args: argparse.Namespace) -> int:
     settings = load_settings(args.data_dir, {"data_dir": args.data_dir})
-    return asyncio.run(_serve(settings))
+    return asyncio.run(serve_until_stopped(_serve(settings)))
+
+
+async def serve_until_stopped(serving: Awaitable[int]) -> int:
+    """The gateway until it ends or a stop signal (SIGTERM, SIGINT, SIGHUP) ends it cleanly:
+    the servers it runs are stopped and their statuses left true. A client stopping its
+    server this way is a normal end: exit 0."""
+    outcome = await until_stopped(serving)
+    return 0 if isinstance(outcome, Stopped) else outcome
 
 
 async def _serve(settings: Settings) -> int:

@@ -30,7 +30,9 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPError
 
+from app.runtime.process_registry import INSTANCE_ENV, ProcessRegistry
 from app.runtime.serverlog import LogWriter, ServerLog, read_log_tail
+from app.runtime.spawn_guard import check_command
 
 __all__ = [
     "Connection",
@@ -46,13 +48,13 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# The child learns nothing from this but lets us find its pid: the SDK does not expose it.
-INSTANCE_ENV = "TOOLDECK_INSTANCE"
 CLIENT_INFO = types.Implementation(name="tooldeck", version="0.1.0")
 MAX_TOOL_PAGES = 100
 # How long an exited child's last stderr may take to arrive after its stdout closed.
 STDERR_DRAIN_S = 1.0
 HTTP_READ_TIMEOUT_S = 300.0
+FIND_CHILD_ATTEMPTS = 50
+FIND_CHILD_PAUSE_S = 0.01
 
 
 class StartError(Exception):
@@ -234,11 +236,16 @@ def _spawn_error(spec: ConnectionSpec, exc: OSError) -> str:
 
 
 def _find_child(marker: str) -> psutil.Process | None:
-    """Our child whose environment carries `marker` (blocking: /proc reads; call off-loop)."""
-    for child in psutil.Process().children(recursive=False):
-        with suppress(psutil.Error):
-            if child.environ().get(INSTANCE_ENV) == marker:
-                return child
+    """Our child whose environment carries `marker` (blocking: /proc reads; call off-loop).
+
+    Looked for a few times: a child in the middle of an exec (the spawn guard becoming the
+    server) briefly has no environment to read."""
+    for _attempt in range(FIND_CHILD_ATTEMPTS):
+        for child in psutil.Process().children(recursive=False):
+            with suppress(psutil.Error):
+                if child.environ().get(INSTANCE_ENV) == marker:
+                    return child
+        time.sleep(FIND_CHILD_PAUSE_S)
     return None
 
 
@@ -283,11 +290,12 @@ async def open_connection(
     on_tools_changed: Callable[[], None] | None = None,
     on_closed: Callable[[], None] | None = None,
     launcher: list[str] | None = None,
+    processes: ProcessRegistry | None = None,
 ) -> AsyncIterator[Connection]:
     """Start or connect, `initialize` within `startup_timeout`, and yield the connection.
 
     `launcher` (app.runtime.spawn_guard) runs before a stdio command and execs it: same pid,
-    same group.
+    same group. `processes` records the child's process group while it runs.
 
     Leaving the context closes the session and, for stdio, ends the child (stdin closed, then
     SIGTERM, then SIGKILL to its process group, as the SDK does) and reaps it.
@@ -323,12 +331,19 @@ async def open_connection(
             if spec.transport == "stdio":
                 if not spec.command:
                     raise StartError("a stdio server needs a command")
+                # The child learns nothing from the marker but lets us find its pid (the SDK does
+                # not expose it) and tell its processes from strangers (process_registry).
                 marker = uuid.uuid4().hex
+                if launcher:
+                    # The guard would start and then only say so as its own exit.
+                    unable = check_command(spec.command, dict(spec.env), spec.cwd)
+                    if unable is not None:
+                        raise StartError(unable)
                 errlog, stderr_done = await stack.enter_async_context(_stderr_pipe(log))
                 group: list[int] = []
                 # Runs after the SDK has closed the child and before the stderr pipe drains:
                 # whatever the child left in its group would otherwise hold the pipe open.
-                stack.push_async_callback(_end_groups, group)
+                stack.push_async_callback(_end_groups, group, processes)
                 argv = [*(launcher or []), spec.command, *spec.args]
                 params = StdioServerParameters(
                     command=argv[0],
@@ -343,6 +358,8 @@ async def open_connection(
                 child = await asyncio.to_thread(_find_child, marker)
                 pid = child.pid if child is not None else None
                 group.extend([pid] if pid is not None else [])
+                if processes is not None and pid is not None:
+                    await asyncio.to_thread(processes.record, pid, spec.name, marker)
             elif spec.transport in ("streamable_http", "sse"):
                 if not spec.url:
                     raise StartError(f"a {spec.transport} server needs a url")
@@ -472,9 +489,11 @@ def group_alive(pgid: int) -> bool:
     return True
 
 
-async def _end_groups(pgids: list[int]) -> None:
+async def _end_groups(pgids: list[int], processes: ProcessRegistry | None) -> None:
     for pgid in pgids:
         await end_process_group(pgid)
+        if processes is not None:
+            processes.forget(pgid)  # ended: SIGKILL, if it came to that, cannot be ignored
 
 
 async def end_process_group(pgid: int, grace_s: float = 1.0) -> None:

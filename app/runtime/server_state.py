@@ -56,6 +56,12 @@ class ServerState:
                 raise NotFound(f"no server {server_id!r}")
             return row
 
+    async def leftovers_ended(self, name: str, message: str) -> None:
+        """Say on the server (by name: the record outlives ids) that its leftovers were ended."""
+        async with self.db.session() as session:
+            server_id = await session.scalar(select(ToolServer.id).where(ToolServer.name == name))
+            add_event(session, server_id, EventKind.LEFTOVERS_ENDED, message, SYSTEM)
+
     async def settle_after_crash(self) -> list[KnownServer]:
         """Statuses a dead process left as live become `stopped`, with an event; returns every
         server."""

@@ -39,6 +39,7 @@ from app.runtime.connections import (
     open_connection,
     seconds,
 )
+from app.runtime.process_registry import ProcessRegistry
 from app.runtime.process_sampling import ProcessSampler
 from app.runtime.server_state import SYSTEM, UP_STATUSES, ServerState
 from app.runtime.serverlog import LogWriter, ServerLog, log_path, read_log_tail
@@ -124,6 +125,9 @@ class Supervisor:
         # Per-server concurrent-call limits (app.runtime.call_gates), loaded by the facade and
         # the watchdog.
         self.call_gates = CallGates()
+        # The process groups of running servers, for the next start to end what a killed
+        # Tooldeck left behind.
+        self.processes = ProcessRegistry(settings.data_dir)
         self.state = ServerState(db)
         self.catalogue = ToolCatalogue(db, self._publish)
 
@@ -136,6 +140,7 @@ class Supervisor:
         Returns once the reset is done; the starts go on in the background (see
         `wait_autostart`), so a slow server does not hold the dashboard up.
         """
+        await self._end_leftovers()
         servers = await self.state.settle_after_crash()
         for server in servers:
             self._handle_for(server.id, server.name).was_enabled = server.enabled
@@ -143,6 +148,19 @@ class Supervisor:
         targets = [s.id for s in servers if s.enabled and s.auto_start and autostart]
         self._publish(Change.STATUS, None)
         self._autostart = asyncio.create_task(self._start_all(targets), name="autostart")
+
+    async def _end_leftovers(self) -> None:
+        """End what servers of a killed Tooldeck started and left running (their own children:
+        the servers themselves died with it), before any server starts again."""
+        for left in await asyncio.to_thread(self.processes.sweep):
+            pids = ", ".join(str(pid) for pid in left.pids)
+            message = (
+                f"ended {len(left.pids)} process{'es' if len(left.pids) != 1 else ''} a previous "
+                f"Tooldeck left running (pid {pids}"
+                + ("; SIGKILL after SIGTERM was ignored)" if left.killed else ")")
+            )
+            logger.warning("%s: %s", left.server, message)
+            await self.state.leftovers_ended(left.server, message)
 
     async def wait_autostart(self) -> None:
         if self._autostart is not None:
@@ -535,6 +553,7 @@ class Supervisor:
                 on_tools_changed=lambda: self._tools_changed(handle),
                 on_closed=handle.signal.set,
                 launcher=attempt.launcher,
+                processes=self.processes,
             ) as conn:
                 pid = conn.pid
                 ending = await self._run(handle, conn, began, failures)

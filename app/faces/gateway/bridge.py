@@ -21,6 +21,7 @@ from mcp.server.lowlevel import NotificationOptions, Server
 from mcp.server.stdio import stdio_server
 
 from app import __version__
+from app.core.stdin_lines import cancellable_stdin
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,8 @@ class GatewayBridge:
 
     async def run_stdio(self) -> None:
         try:
-            async with stdio_server() as (read, write):
+            # Stdin read so that a stop signal ends the bridge even while its client is silent.
+            async with cancellable_stdin() as stdin, stdio_server(stdin=stdin) as (read, write):  # type: ignore[arg-type]
                 options = self.server.create_initialization_options(
                     NotificationOptions(tools_changed=True)
                 )

@@ -332,7 +332,10 @@ class Gateway:
     async def run_stdio(self) -> None:
         from mcp.server.stdio import stdio_server
 
-        async with stdio_server() as (read, write):
+        from app.core.stdin_lines import cancellable_stdin
+
+        # Stdin read so that a stop signal ends the gateway even while its client is silent.
+        async with cancellable_stdin() as stdin, stdio_server(stdin=stdin) as (read, write):  # type: ignore[arg-type]
             await self.server.run(read, write, self.initialization_options())
 
     def http_app(self, *, host: str = "127.0.0.1") -> Any:
