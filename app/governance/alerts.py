@@ -26,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select
+from sqlalchemy.exc import OperationalError
 
 from app.core.changes import Change, ChangeBus
 from app.core.events import EventKind
@@ -63,6 +64,7 @@ RULE_ERROR_RATE = "error_rate"
 RULE_P95 = "p95_latency"
 RULE_ANOMALY = "usage_anomaly"
 RULE_RESOURCE_LIMIT = "resource_limit"
+RULE_USAGE_NOT_WRITTEN = "usage_not_written"
 
 STATE_RULES = (
     RULE_SERVER_AUTO_DISABLED,
@@ -74,7 +76,9 @@ USAGE_RULES = (RULE_ERROR_RATE, RULE_P95, RULE_ANOMALY)
 # Raised by the runtime when something happens (a limit restart), not found by evaluation;
 # they resolve once they have not recurred for a cooldown.
 PUSH_RULES = (RULE_RESOURCE_LIMIT,)
-ALL_RULES = STATE_RULES + USAGE_RULES + PUSH_RULES
+# Raised and resolved by the usage writer as its writes fail and work again (`usage_writes`).
+WRITER_RULES = (RULE_USAGE_NOT_WRITTEN,)
+ALL_RULES = STATE_RULES + USAGE_RULES + PUSH_RULES + WRITER_RULES
 
 
 def utcnow() -> datetime:
@@ -92,6 +96,41 @@ class Finding:
     # What makes a repeat a new occurrence (an event id, an hour); None: the same incident.
     occurrence: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
+
+
+def _unstored_alert(finding: Finding, now: datetime) -> AlertResponse:
+    """An alert as it would be stored; id 0: it has none yet."""
+    return AlertResponse(
+        id=0,
+        rule=finding.rule,
+        subject=finding.subject,
+        server_id=finding.server_id,
+        tool_id=finding.tool_id,
+        severity=finding.severity,
+        message=finding.message,
+        status="open",
+        count=1,
+        first_seen=now,
+        last_seen=now,
+        resolved_at=None,
+        acknowledged_by=None,
+        acknowledged_at=None,
+        notified_at=None,
+        delivery=None,
+        details=finding.details or None,
+    )
+
+
+def _finding_of(alert: AlertResponse) -> Finding:
+    return Finding(
+        alert.rule,
+        alert.subject,
+        alert.message,
+        server_id=alert.server_id,
+        tool_id=alert.tool_id,
+        severity=alert.severity,
+        details=alert.details or {},
+    )
 
 
 def alert_payload(alert: Alert, server_name: str | None = None) -> dict[str, Any]:
@@ -398,6 +437,10 @@ class AlertEngine:
         self._pending: asyncio.Task[None] | None = None
         self._again = False
         self._unsubscribe: Callable[[], None] | None = None
+        # The usage writer's alert while the database will not store it either (the same full
+        # disk, the same read-only data dir): listed and delivered from memory meanwhile,
+        # stored by the next evaluation that can write.
+        self._unstored: AlertResponse | None = None
 
     # ---- wiring -------------------------------------------------------------------------------
 
@@ -454,13 +497,68 @@ class AlertEngine:
         now = now or utcnow()
         findings: list[Finding] = []
         evaluated: list[str] = []
+        unstored = self._unstored
+        if unstored is not None:
+            findings.append(_finding_of(unstored))
         for rule_set, rules in RULE_SETS.items():
             if state_only and not set(rules) <= set(STATE_RULES):
                 continue
             findings += await rule_set(self.db, self.settings, now)
             evaluated += rules
         opened = await self.apply(findings, evaluated, now=now)
+        if self._unstored is unstored:
+            self._unstored = None
         return f"{len(findings)} firing, {opened} new"
+
+    # ---- the usage writer's state -------------------------------------------------------------
+
+    def usage_writes(self, problem: str | None) -> None:
+        """The usage writer's state (UsageRecorder.on_failing): what is wrong while its writes
+        are refused, None once they work again. An alert is raised, then resolved."""
+        with suppress(RuntimeError):  # no running loop: nothing to schedule on
+            task = asyncio.get_running_loop().create_task(
+                self._usage_writes(problem), name="alert:usage-writes"
+            )
+            self._deliveries.add(task)
+            task.add_done_callback(self._deliveries.discard)
+
+    async def _usage_writes(self, problem: str | None) -> None:
+        if problem is None:
+            self._unstored = None
+            try:
+                await self.apply([], WRITER_RULES)
+            except OperationalError:
+                logger.exception("resolving the alert on usage writes failed")
+            return
+        finding = Finding(RULE_USAGE_NOT_WRITTEN, "usage", problem, severity="critical")
+        try:
+            await self.apply([finding], WRITER_RULES)
+        except OperationalError as exc:
+            # The database refuses this write too: the alert lives in memory until it can be
+            # stored, and goes out to the hooks and the dashboard now.
+            logger.error("usage cannot be written, and neither can its alert: %s", exc.orig)
+            first = self._unstored is None
+            self._unstored = _unstored_alert(finding, utcnow())
+            if first:
+                self._announce(self._unstored)
+
+    def unstored(self) -> list[AlertResponse]:
+        """Open alerts not in the database yet (see `usage_writes`)."""
+        return [self._unstored] if self._unstored is not None else []
+
+    def _announce(self, alert: AlertResponse) -> None:
+        if self.delivery.configured:
+            payload = {**alert.model_dump(mode="json"), "server_name": None}
+            task = asyncio.get_running_loop().create_task(
+                self.delivery.deliver(payload), name="alert:unstored"
+            )
+            self._deliveries.add(task)
+            task.add_done_callback(self._deliveries.discard)
+        for listener in list(self._listeners):
+            try:
+                listener(alert)
+            except Exception:
+                logger.exception("alert listener failed")
 
     async def raise_alert(self, finding: Finding, *, now: datetime | None = None) -> None:
         """An alert from the runtime itself (a limit restart): counted, never resolved here."""

@@ -130,7 +130,9 @@ class AlertOperations(OpsBase):
             query = query.where(Alert.status == "open")
         async with self.db.read() as session:
             rows = (await session.execute(query)).scalars().all()
-            return [AlertResponse.model_validate(row) for row in rows]
+            stored = [AlertResponse.model_validate(row) for row in rows]
+        # An alert the database would not store (the disk it is on is full) is open all the same.
+        return (self.alerts.unstored() if self.alerts is not None else []) + stored
 
     async def ack_alert(self, alert_id: int, *, actor: str) -> AlertResponse:
         async with self.db.session() as session:

@@ -249,6 +249,31 @@ def _find_child(marker: str) -> psutil.Process | None:
     return None
 
 
+def _watch_exit(pid: int, on_exit: Callable[[], None]) -> Callable[[], None]:
+    """Call `on_exit` when the process ends; returns what stops watching.
+
+    Its stdout closing says so too, but not while a child it started still holds that pipe
+    open: a crashed server with a helper process would go unnoticed until a health check.
+    """
+    try:
+        pidfd = os.pidfd_open(pid)
+    except (AttributeError, OSError):  # not Linux 5.3+, or already gone: stdout will tell
+        return lambda: None
+    loop = asyncio.get_running_loop()
+
+    def exited() -> None:
+        loop.remove_reader(pidfd)
+        on_exit()
+
+    loop.add_reader(pidfd, exited)
+
+    def stop() -> None:
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
+
+    return stop
+
+
 async def _drain(done: asyncio.Event | None) -> None:
     if done is not None:
         with suppress(TimeoutError):
@@ -360,6 +385,8 @@ async def open_connection(
                 group.extend([pid] if pid is not None else [])
                 if processes is not None and pid is not None:
                     await asyncio.to_thread(processes.record, pid, spec.name, marker)
+                if pid is not None:
+                    stack.callback(_watch_exit(pid, ended))
             elif spec.transport in ("streamable_http", "sse"):
                 if not spec.url:
                     raise StartError(f"a {spec.transport} server needs a url")

@@ -1,12 +1,12 @@
 """An MCP server on the standard library alone: it starts in tens of milliseconds.
 
-    python -I -S tests/servers/bare.py [--spawn-child]
+    python -I -S tests/servers/bare.py [--spawn-child] [--stubborn-child]
 
 For the tests that start a server a hundred times, where importing the SDK (about a second each
 time) would be most of the suite's time. It speaks the real protocol (2025-11-25, JSON-RPC over
 newline-delimited stdio): initialize, ping, tools/list and tools/call of one tool, `whoami`,
 which answers with its pid. `--spawn-child` starts a `sleep` in its process group first, as
-servers that launch helpers do.
+servers that launch helpers do; `--stubborn-child` starts one that ignores SIGTERM.
 """
 
 import json
@@ -36,6 +36,10 @@ def fail(request_id: object, code: int, message: str) -> None:
 def main() -> None:
     if "--spawn-child" in sys.argv:
         subprocess.Popen(["sleep", "600"], stdin=subprocess.DEVNULL)
+    if "--stubborn-child" in sys.argv:
+        stubborn = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        stubborn += "time.sleep(600)"
+        subprocess.Popen([sys.executable, "-I", "-S", "-c", stubborn], stdin=subprocess.DEVNULL)
     for line in sys.stdin:
         message = json.loads(line)
         method, request_id = message.get("method"), message.get("id")
