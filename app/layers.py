@@ -29,7 +29,15 @@ ALLOWED: dict[str, frozenset[str]] = {
     "widgets": frozenset({"app.core"}),
     "app.tui": frozenset({"app.core", "app.ops", "widgets"}),
     "app.cli": frozenset(
-        {"app.core", "app.ops", "app.runtime", "app.faces.daemon", "app.faces.gateway", "app.tui"}
+        {
+            "app.core",
+            "app.ops",
+            "app.runtime",
+            "app.faces.daemon",
+            "app.faces.gateway",
+            "app.faces.http",
+            "app.tui",
+        }
     ),
     # `python -m app` and the package's version.
     "app.__main__": frozenset({"app.cli"}),

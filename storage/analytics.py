@@ -199,6 +199,8 @@ class UsageAnalytics:
             overall_success_rate=overall.success_rate,
             avg_response_time_ms=overall.avg_ms,
             p95_response_time_ms=percentiles(overall.hist, (95,))[95],
+            total_refused=overall.refused,
+            total_cancelled=overall.cancelled,
             server_metrics=[
                 _server_metrics(
                     server, scopes[server.id], counts.get(server.id, (0, 0)), uptimes, plan
@@ -410,6 +412,8 @@ def _server_metrics(
         enabled_tools=counts[1],
         total_calls=usage.calls,
         total_errors=usage.errors,
+        total_refused=usage.refused,
+        total_cancelled=usage.cancelled,
         success_rate=usage.success_rate,
         avg_response_time_ms=usage.avg_ms,
         last_activity=usage.last_called if usage.calls > 0 else None,
@@ -443,6 +447,8 @@ def _tool_metrics(
         status=status,
         total_calls=usage.calls,
         total_errors=usage.errors,
+        total_refused=usage.refused,
+        total_cancelled=usage.cancelled,
         success_rate=usage.success_rate,
         avg_response_time_ms=usage.avg_ms,
         last_called=usage.last_called if usage.calls > 0 else None,
@@ -462,6 +468,8 @@ def _point(start: datetime, end: datetime, usage: Usage) -> UsagePoint:
         end=end,
         calls=usage.calls,
         errors=usage.errors,
+        refused=usage.refused,
+        cancelled=usage.cancelled,
         avg_response_time_ms=usage.avg_ms,
         p95_response_time_ms=percentiles(usage.hist, (95,))[95],
     )

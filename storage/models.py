@@ -129,8 +129,11 @@ class ServerTool(Base):
     # Off (None) unless a person sets it: this many failed calls in a row disable the tool.
     auto_disable_after: Mapped[int | None] = mapped_column(Integer)
     disabled_reason: Mapped[str | None] = mapped_column(Text)
+    # Answered calls and the tool's errors among them; refused and cancelled calls apart.
     total_calls: Mapped[int] = mapped_column(Integer, default=0)
     total_errors: Mapped[int] = mapped_column(Integer, default=0)
+    total_refused: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    total_cancelled: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     last_called: Mapped[datetime | None] = mapped_column()
     last_error: Mapped[str | None] = mapped_column(Text)
     avg_response_time_ms: Mapped[float | None] = mapped_column(Float)
@@ -159,6 +162,9 @@ class ToolUsage(Base):
     response_time_ms: Mapped[float | None] = mapped_column(Float)
     success: Mapped[bool] = mapped_column(Boolean)
     error_message: Mapped[str | None] = mapped_column(Text)
+    # ok or error (the tool answered), refused (never sent: disabled, bad arguments, unknown,
+    # not running) or cancelled (by the caller or a shutdown). See app.core.usage_record.
+    outcome: Mapped[str] = mapped_column(String(10), default="ok", server_default="ok")
     source: Mapped[str | None] = mapped_column(String(20))
     client_name: Mapped[str | None] = mapped_column(String(200))
     user_id: Mapped[str | None] = mapped_column(String(200))
@@ -213,6 +219,8 @@ class UsageSeries(Base):
     cum_errors: Mapped[int] = mapped_column(Integer, default=0)
     cum_timed: Mapped[int] = mapped_column(Integer, default=0)
     cum_ms: Mapped[float] = mapped_column(Float, default=0.0)
+    cum_refused: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    cum_cancelled: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class UsageToolHourly(Base):
@@ -231,12 +239,16 @@ class UsageToolHourly(Base):
     errors: Mapped[int] = mapped_column(Integer, default=0)
     timed_calls: Mapped[int] = mapped_column(Integer, default=0)
     total_ms: Mapped[float] = mapped_column(Float, default=0.0)
+    refused: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    cancelled: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     last_called: Mapped[datetime | None] = mapped_column()
     latency_hist: Mapped[bytes | None] = mapped_column(LargeBinary)
     cum_calls: Mapped[int] = mapped_column(Integer, default=0)
     cum_errors: Mapped[int] = mapped_column(Integer, default=0)
     cum_timed: Mapped[int] = mapped_column(Integer, default=0)
     cum_ms: Mapped[float] = mapped_column(Float, default=0.0)
+    cum_refused: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    cum_cancelled: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class UsageScopes(Base):
@@ -262,7 +274,19 @@ class UsageScopeHourly(Base):
     cum_errors: Mapped[int] = mapped_column(Integer, default=0)
     cum_timed: Mapped[int] = mapped_column(Integer, default=0)
     cum_ms: Mapped[float] = mapped_column(Float, default=0.0)
+    cum_refused: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    cum_cancelled: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     cum_latency_hist: Mapped[bytes | None] = mapped_column(LargeBinary)
+
+
+class DeckState(Base):
+    """Facts about this database that hold once, such as "the built-in servers were seeded"."""
+
+    __tablename__ = "deck_state"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
 # ---- alerts and limits (app.governance) ----------------------------------------------------
@@ -316,3 +340,26 @@ class ServerLimits(Base):
     run_as_user: Mapped[str | None] = mapped_column(String(64))
     run_as_group: Mapped[str | None] = mapped_column(String(64))
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+# ---- gateway profiles (app.faces.gateway) ----------------------------------------------------
+
+
+class GatewayProfile(Base):
+    """A named subset of the fleet with its own gateway endpoint (`/mcp/profiles/<name>`).
+
+    `servers` are server names or globs; `tools` are tool patterns (`glob` for a tool of any
+    chosen server, `server/glob` for one server's, `!pattern` to leave out); no tool pattern
+    means every tool of the chosen servers.
+    """
+
+    __tablename__ = "gateway_profiles"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    description: Mapped[str | None] = mapped_column(Text)
+    servers: Mapped[list[str]] = mapped_column(JSON, default=list)
+    tools: Mapped[list[str]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    created_by: Mapped[str | None] = mapped_column(String(200))

@@ -8,7 +8,10 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.events import EventKind
-from storage.models import ServerEvent, ServerTool, ToolServer
+from storage.models import DeckState, ServerEvent, ServerTool, ToolServer
+
+# The built-in servers were seeded once: later starts never create them again.
+BUILTINS_SEEDED = "builtins_seeded"
 
 
 def add_event(
@@ -44,3 +47,17 @@ async def tool_counts(session: AsyncSession) -> dict[str, tuple[int, int]]:
         ).group_by(ServerTool.server_id)
     )
     return {server_id: (total, int(enabled or 0)) for server_id, total, enabled in rows}
+
+
+async def deck_fact(session: AsyncSession, key: str) -> str | None:
+    """What the database remembers under `key` (see DeckState), or None."""
+    row = await session.get(DeckState, key)
+    return None if row is None else row.value or ""
+
+
+async def remember_deck_fact(session: AsyncSession, key: str, value: str) -> None:
+    row = await session.get(DeckState, key)
+    if row is None:
+        session.add(DeckState(key=key, value=value))
+    else:
+        row.value = value

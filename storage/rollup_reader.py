@@ -19,10 +19,17 @@ from typing import Any
 from sqlalchemy import String, and_, bindparam, case, func, select, type_coerce
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from app.core.usage_record import ANSWERED
 from storage.db import Database
 from storage.latency import RunningHistogram, merge_dense
 from storage.models import ToolUsage, UsageScopeHourly, UsageScopes, UsageSeries, UsageToolHourly
-from storage.usage_math import RUNNING_COLUMNS, SeriesKey, Usage, parse_sqlite_time
+from storage.usage_math import (
+    OWN_COLUMNS,
+    RUNNING_COLUMNS,
+    SeriesKey,
+    Usage,
+    parse_sqlite_time,
+)
 from storage.windows import WindowPlan
 
 _usage = ToolUsage.__table__.c
@@ -37,8 +44,13 @@ def _text(column: Any) -> Any:
     return type_coerce(column, String)
 
 
-def _running(calls: int, errors: int, timed: int, total_ms: float, last: str | None) -> Usage:
-    return Usage(calls, errors, timed, total_ms, parse_sqlite_time(last))
+# How many columns of running totals a row carries (RUNNING_COLUMNS).
+N_RUNNING = len(RUNNING_COLUMNS)
+_answered = _usage.outcome.in_(ANSWERED)
+
+
+def _running(totals: Sequence[Any], last: str | None) -> Usage:
+    return Usage.of_running(totals, parse_sqlite_time(last))
 
 
 @dataclass(slots=True)
@@ -95,18 +107,15 @@ class RollupReader:
         usage: dict[SeriesKey, Usage] = {}
         seen: dict[SeriesKey, tuple[int | None, str | None]] = {}
         for row in (await self.conn.execute(query, hours)).all():
-            calls = row[9]
-            if calls is None:
+            before = row[4 : 4 + N_RUNNING]
+            end = row[5 + N_RUNNING : 5 + 2 * N_RUNNING]
+            if end[0] is None:
                 continue  # nothing up to the window's end
             key = (row[1], row[2], row[3])
-            if row[4] is None:
-                usage[key] = Usage(calls, row[10], row[11], row[12] if row[11] else 0.0)
-            else:
-                timed = row[11] - row[6]
-                usage[key] = Usage(
-                    calls - row[4], row[10] - row[5], timed, row[12] - row[7] if timed else 0.0
-                )
-            seen[key] = (row[0], row[13] if calls != (row[4] or 0) else None)
+            earlier = Usage() if before[0] is None else Usage.of_running(before)
+            usage[key] = Usage.of_running(end).since(earlier)
+            newest = row[5 + 2 * N_RUNNING] if end[0] != (before[0] or 0) else None
+            seen[key] = (row[0], newest)
         return usage, seen
 
     async def tool_hours_usage(self, tool_id: str, first_hour: int, end_hour: int) -> Usage:
@@ -117,19 +126,18 @@ class RollupReader:
         ids = select(_series.id).where(_series.tool_id == tool_id).scalar_subquery()
         hourly = _tool_hours.c
         hours = and_(hourly.series_id.in_(ids), hourly.hour >= first_hour, hourly.hour < end_hour)
-        calls, errors, timed, total_ms, last = (
+        *totals, last = (
             await self.conn.execute(
                 select(
-                    func.coalesce(func.sum(hourly.calls), 0),
-                    func.coalesce(func.sum(hourly.errors), 0),
-                    func.coalesce(func.sum(hourly.timed_calls), 0),
-                    func.coalesce(func.sum(hourly.total_ms), 0.0),
+                    *(func.coalesce(func.sum(hourly[name]), 0) for name in OWN_COLUMNS),
                     func.max(_text(hourly.last_called)),
                 ).where(hours)
             )
         ).one()
         blobs = (await self.conn.execute(select(hourly.latency_hist).where(hours))).scalars().all()
-        return Usage(calls, errors, timed, total_ms, parse_sqlite_time(last), merge_dense(blobs))
+        usage = _running(totals, last)
+        usage.hist = merge_dense(blobs)
+        return usage
 
     async def scope_usage(self, plan: WindowPlan, scopes: Sequence[str]) -> dict[str, Usage]:
         """Each scope's totals and histogram over the plan's whole hours."""
@@ -172,7 +180,10 @@ class RollupReader:
             .where(_scopes.scope.in_(scopes))
         )
         return {
-            row[0]: RunningUsage(_running(*row[1:6]), RunningHistogram.decode(row[6]))
+            row[0]: RunningUsage(
+                _running(row[1 : 1 + N_RUNNING], row[1 + N_RUNNING]),
+                RunningHistogram.decode(row[2 + N_RUNNING]),
+            )
             for row in (await self.conn.execute(query)).all()
             if row[1] is not None
         }
@@ -218,8 +229,12 @@ class RollupReader:
                     select(*columns).where(hourly.scope == scope, hourly.hour.in_(wanted))
                 )
             ).all():
-                running = RunningHistogram.decode(row[6]) if hist else RunningHistogram()
-                rows[row[0]] = RunningUsage(_running(*row[1:6]), running)
+                running = (
+                    RunningHistogram.decode(row[2 + N_RUNNING]) if hist else RunningHistogram()
+                )
+                rows[row[0]] = RunningUsage(
+                    _running(row[1 : 1 + N_RUNNING], row[1 + N_RUNNING]), running
+                )
         return {
             boundary: rows[hour] if hour is not None else RunningUsage()
             for boundary, hour in picks.items()
@@ -259,17 +274,20 @@ class RollupReader:
             return memo[memo_key]
         # Without histograms, one group per series instead of one per series and bucket.
         bucket: Any = _usage.latency_bucket if hist else func.min(_usage.latency_bucket)
+        answered_ms = case((_answered, _usage.response_time_ms))
         query = (
             select(
                 _usage.server_id,
                 _usage.tool_id,
                 _usage.tool_name,
                 bucket,
-                func.count(),
-                func.sum(case((_usage.success.is_(True), 0), else_=1)),
-                func.count(_usage.response_time_ms),
-                func.coalesce(func.sum(_usage.response_time_ms), 0.0),
-                func.max(_text(_usage.called_at)),
+                _count_where(_answered),
+                _count_where(_usage.outcome == "error"),
+                func.count(answered_ms),
+                func.coalesce(func.sum(answered_ms), 0.0),
+                func.max(case((_answered, _text(_usage.called_at)))),
+                _count_where(_usage.outcome == "refused"),
+                _count_where(_usage.outcome == "cancelled"),
             )
             .where(_usage.called_at >= low, _usage.called_at < high)
             .group_by(
@@ -289,11 +307,13 @@ class RollupReader:
             timed = row[6] if row[3] is not None else 0
             part = Usage(
                 row[4],
-                int(row[5] or 0),
+                row[5],
                 timed,
                 float(row[7]) if timed else 0.0,
                 parse_sqlite_time(row[8]),
                 {row[3]: timed} if timed and hist else {},
+                row[9],
+                row[10],
             )
             usage = result.get(key)
             if usage is None:
@@ -310,21 +330,31 @@ class RollupReader:
         width = (end - start) / buckets
         points = [Usage() for _ in range(buckets)]
         query = select(
-            _text(_usage.called_at), _usage.success, _usage.response_time_ms, _usage.latency_bucket
+            _text(_usage.called_at), _usage.outcome, _usage.response_time_ms, _usage.latency_bucket
         ).where(_usage.called_at >= start, _usage.called_at < end)
         if server_id is not None:
             query = query.where(_usage.server_id == server_id)
-        for text, success, ms, bucket in (await self.conn.execute(query)).all():
+        for text, outcome, ms, bucket in (await self.conn.execute(query)).all():
             at = parse_sqlite_time(text)
             assert at is not None
             point = points[min(buckets - 1, int((at - start) / width))]
+            if outcome == "refused":
+                point.refused += 1
+                continue
+            if outcome == "cancelled":
+                point.cancelled += 1
+                continue
             point.calls += 1
-            point.errors += 0 if success else 1
+            point.errors += 1 if outcome == "error" else 0
             if ms is not None and bucket is not None:
                 point.timed += 1
                 point.total_ms += ms
                 point.hist[bucket] = point.hist.get(bucket, 0) + 1
         return points
+
+
+def _count_where(condition: Any) -> Any:
+    return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
 
 
 @cache

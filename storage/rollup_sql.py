@@ -33,7 +33,7 @@ from storage.models import (
     UsageSeries,
     UsageToolHourly,
 )
-from storage.usage_math import RUNNING_COLUMNS
+from storage.usage_math import OWN_COLUMNS, RUNNING_COLUMNS
 
 
 class Statement:
@@ -65,27 +65,12 @@ RAW_KEYS = (*USAGE_FIELDS, "latency_bucket")
 TOOL_HOUR_KEYS = (
     "series_id",
     "hour",
-    "calls",
-    "errors",
-    "timed_calls",
-    "total_ms",
     "last_called",
     "latency_hist",
-    "cum_calls",
-    "cum_errors",
-    "cum_timed",
-    "cum_ms",
+    *OWN_COLUMNS,
+    *RUNNING_COLUMNS,
 )
-SCOPE_HOUR_KEYS = (
-    "scope",
-    "hour",
-    "last_called",
-    "cum_calls",
-    "cum_errors",
-    "cum_timed",
-    "cum_ms",
-    "cum_latency_hist",
-)
+SCOPE_HOUR_KEYS = ("scope", "hour", "last_called", *RUNNING_COLUMNS, "cum_latency_hist")
 
 
 class WriterStatements:
@@ -113,9 +98,21 @@ class WriterStatements:
                 cum_errors=bindparam("b_errors"),
                 cum_timed=bindparam("b_timed"),
                 cum_ms=bindparam("b_ms"),
+                cum_refused=bindparam("b_refused"),
+                cum_cancelled=bindparam("b_cancelled"),
             ),
             dialect,
-            ("b_id", "b_last_hour", "b_last_called", "b_calls", "b_errors", "b_timed", "b_ms"),
+            (
+                "b_id",
+                "b_last_hour",
+                "b_last_called",
+                "b_calls",
+                "b_errors",
+                "b_timed",
+                "b_ms",
+                "b_refused",
+                "b_cancelled",
+            ),
         )
         self.scope_hour = _hour_upsert(UsageScopeHourly, SCOPE_HOUR_KEYS, dialect)
         scopes = sqlite.insert(UsageScopes)
@@ -139,6 +136,8 @@ class WriterStatements:
             .values(
                 total_calls=ServerTool.total_calls + bindparam("b_calls"),
                 total_errors=ServerTool.total_errors + bindparam("b_errors"),
+                total_refused=ServerTool.total_refused + bindparam("b_refused"),
+                total_cancelled=ServerTool.total_cancelled + bindparam("b_cancelled"),
                 last_called=case(
                     (
                         or_(
@@ -158,7 +157,17 @@ class WriterStatements:
                 updated_at=type_coerce(bindparam("b_now"), String),
             ),
             dialect,
-            ("b_id", "b_calls", "b_errors", "b_last_called", "b_error", "b_avg", "b_now"),
+            (
+                "b_id",
+                "b_calls",
+                "b_errors",
+                "b_refused",
+                "b_cancelled",
+                "b_last_called",
+                "b_error",
+                "b_avg",
+                "b_now",
+            ),
         )
 
 

@@ -24,11 +24,19 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, String, or_, select, tuple_, type_coerce
 
-from app.core.usage_record import UsageRecord
+from app.core.usage_record import ANSWERED, UsageRecord
 from storage.latency import bucket_of, decode_dense, encode_dense
 from storage.models import UsageScopeHourly, UsageScopes, UsageSeries, UsageToolHourly
 from storage.rollup_sql import WriterStatements
-from storage.usage_math import ALL_SCOPE, HOUR_S, RUNNING_COLUMNS, SeriesKey, as_utc, sqlite_time
+from storage.usage_math import (
+    ALL_SCOPE,
+    HOUR_S,
+    OWN_COLUMNS,
+    RUNNING_COLUMNS,
+    SeriesKey,
+    as_utc,
+    sqlite_time,
+)
 
 # IN lists stay well below SQLite's limit on bound parameters.
 IN_CHUNK = 2000
@@ -68,9 +76,12 @@ def payload_json(value: Any, max_bytes: int) -> str | None:
 
 
 class _Acc:
-    """Usage as the writer keeps it: the newest call time as SQLite text, never parsed."""
+    """Usage as the writer keeps it: the newest call time as SQLite text, never parsed.
 
-    __slots__ = ("calls", "errors", "hist", "last", "timed", "total_ms")
+    `calls`, `errors`, `timed`, `total_ms` and `last` are of answered calls (ok or error);
+    refused and cancelled calls are only counted."""
+
+    __slots__ = ("calls", "cancelled", "errors", "hist", "last", "refused", "timed", "total_ms")
 
     def __init__(
         self,
@@ -80,6 +91,8 @@ class _Acc:
         total_ms: float = 0.0,
         last: str | None = None,
         hist: dict[int, int] | None = None,
+        refused: int = 0,
+        cancelled: int = 0,
     ) -> None:
         self.calls = calls
         self.errors = errors
@@ -87,12 +100,22 @@ class _Acc:
         self.total_ms = total_ms
         self.last = last
         self.hist = {} if hist is None else hist
+        self.refused = refused
+        self.cancelled = cancelled
+
+    @classmethod
+    def of_running(cls, running: Sequence[Any], last: str | None) -> _Acc:
+        """From running totals in RUNNING_COLUMNS order."""
+        calls, errors, timed, total_ms, refused, cancelled = running
+        return cls(calls, errors, timed, total_ms, last, None, refused, cancelled)
 
     def add(self, other: _Acc, *, hist: bool = True) -> None:
         self.calls += other.calls
         self.errors += other.errors
         self.timed += other.timed
         self.total_ms += other.total_ms
+        self.refused += other.refused
+        self.cancelled += other.cancelled
         if other.last is not None and (self.last is None or other.last > self.last):
             self.last = other.last
         if hist:
@@ -107,6 +130,8 @@ class _Acc:
             self.errors - other.errors,
             self.timed - other.timed,
             self.total_ms - other.total_ms,
+            refused=self.refused - other.refused,
+            cancelled=self.cancelled - other.cancelled,
         )
 
     def copy(self, *, hist: bool = True) -> _Acc:
@@ -117,10 +142,20 @@ class _Acc:
             self.total_ms,
             self.last,
             dict(self.hist) if hist else None,
+            self.refused,
+            self.cancelled,
         )
 
-    def running(self) -> tuple[int, int, int, float]:
-        return self.calls, self.errors, self.timed, self.total_ms
+    def running(self) -> tuple[int, int, int, float, int, int]:
+        """The running totals in RUNNING_COLUMNS order."""
+        return (
+            self.calls,
+            self.errors,
+            self.timed,
+            self.total_ms,
+            self.refused,
+            self.cancelled,
+        )
 
     @property
     def avg_ms(self) -> float | None:
@@ -205,25 +240,33 @@ class UsageWriter:
             if prefix is None:
                 prefix = seconds[second] = sqlite_time(called_at)[:19]
             at = f"{prefix}.{called_at.microsecond:06d}"
+            outcome = row.settled_outcome
+            answered = outcome in ANSWERED
             ms = row.response_time_ms
-            bucket = None if ms is None else bucket_of(ms)
-            success = bool(row.success)
+            # Only an answered call's time is a response time: a cancel's is the caller's.
+            bucket = None if ms is None or not answered else bucket_of(ms)
+            success = outcome == "ok"
             key = (row.server_id or "", row.tool_id or "", row.tool_name)
             hours = parts[key]
             hour = int(timestamp // HOUR_S)
             part = hours.get(hour)
             if part is None:
                 part = hours[hour] = _Acc()
-            part.calls += 1
-            if not success:
-                part.errors += 1
-            if bucket is not None:
-                part.timed += 1
-                part.total_ms += ms  # type: ignore[operator]
-                part.hist[bucket] = part.hist.get(bucket, 0) + 1
-            if part.last is None or at > part.last:
-                part.last = at
-            if not success and row.tool_id:
+            if outcome == "refused":
+                part.refused += 1
+            elif outcome == "cancelled":
+                part.cancelled += 1
+            else:
+                part.calls += 1
+                if not success:
+                    part.errors += 1
+                if bucket is not None:
+                    part.timed += 1
+                    part.total_ms += ms  # type: ignore[operator]
+                    part.hist[bucket] = part.hist.get(bucket, 0) + 1
+                if part.last is None or at > part.last:
+                    part.last = at
+            if outcome == "error" and row.tool_id:
                 # The last failed call recorded (records arrive in the order calls ended).
                 last_errors[row.tool_id] = row.error_message or "error"
             raw.append(
@@ -241,6 +284,7 @@ class UsageWriter:
                     row.conversation_id,
                     None if cap is None else payload_json(row.arguments, cap),
                     None if cap is None else payload_json(row.result, cap),
+                    outcome,
                     bucket,
                 )
             )
@@ -270,6 +314,8 @@ class UsageWriter:
                     tool_id,
                     total.calls,
                     total.errors,
+                    total.refused,
+                    total.cancelled,
                     total.last,
                     last_errors.get(tool_id),
                     self._totals[series_of[tool_id]].avg_ms,
@@ -300,7 +346,8 @@ class UsageWriter:
     def _resolve_series(self, conn: Connection, keys: list[SeriesKey]) -> dict[SeriesKey, int]:
         missing = [key for key in keys if key not in self._series_ids]
         if missing:
-            self._sql(conn).new_series.run(conn, [(*key, 0, 0, 0, 0, 0.0) for key in missing])
+            empty = _Acc().running()
+            self._sql(conn).new_series.run(conn, [(*key, 0, *empty) for key in missing])
             key_columns = tuple_(UsageSeries.server_id, UsageSeries.tool_id, UsageSeries.tool_name)
             for chunk in _chunks(missing):
                 found = conn.execute(
@@ -333,28 +380,26 @@ class UsageWriter:
                     *(series[key] for key in RUNNING_COLUMNS),
                 ).where(series.id.in_(chunk))
             )
-            for series_id, last_hour, last, calls, errors, timed, total_ms in rows:
-                running[series_id] = (_Acc(calls, errors, timed, total_ms, last), last_hour)
+            for series_id, last_hour, last, *totals in rows:
+                running[series_id] = (_Acc.of_running(totals, last), last_hour)
             rows = conn.execute(
                 select(
                     hourly.series_id,
                     hourly.hour,
-                    hourly.calls,
-                    hourly.errors,
-                    hourly.timed_calls,
-                    hourly.total_ms,
                     type_coerce(hourly.last_called, String),
                     hourly.latency_hist,
+                    *(hourly[key] for key in OWN_COLUMNS),
                     *(hourly[key] for key in RUNNING_COLUMNS),
                 )
                 .where(hourly.series_id.in_(chunk), hourly.hour >= min_hour)
                 .order_by(hourly.series_id, hourly.hour)
             )
-            for row in rows:
-                own = _Acc(row[2], row[3], row[4], row[5], row[6])
+            width = len(OWN_COLUMNS)
+            for series_id, hour, last, blob, *totals in rows:
+                own = _Acc.of_running(totals[:width], last)
                 # The running time up to this hour is this hour's newest call, or older.
-                cum = _Acc(row[8], row[9], row[10], row[11], row[6])
-                chains[row[0]].append(_HourRow(row[1], cum, own=own, own_blob=row[7]))
+                cum = _Acc.of_running(totals[width:], last)
+                chains[series_id].append(_HourRow(hour, cum, own=own, own_blob=blob))
 
         totals: dict[int, _Acc] = {}
         changed: list[tuple[Any, ...]] = []
@@ -390,12 +435,9 @@ class UsageWriter:
                         (
                             series_id,
                             hour_row.hour,
-                            own.calls,
-                            own.errors,
-                            own.timed,
-                            own.total_ms,
                             own.last,
                             encode_dense(own.hist),
+                            *own.running(),
                             *hour_row.cum.running(),
                         )
                     )
@@ -488,5 +530,7 @@ class UsageWriter:
 
 
 def _scope_row(row: Any) -> tuple[str, int, _Acc]:
-    scope, hour, last, calls, errors, timed, total_ms, blob = row
-    return scope, hour, _Acc(calls, errors, timed, total_ms, last, decode_dense(blob))
+    scope, hour, last, *totals, blob = row
+    acc = _Acc.of_running(totals, last)
+    acc.hist = decode_dense(blob)
+    return scope, hour, acc

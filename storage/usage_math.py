@@ -11,14 +11,19 @@ it, `parse_sqlite_time` reads it back.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 HOUR_S = 3600
 # The scope of every server together.
 ALL_SCOPE = "*"
-# The columns of a rollup row's running totals: everything up to the end of its hour.
-RUNNING_COLUMNS = ("cum_calls", "cum_errors", "cum_timed", "cum_ms")
+# The columns of a rollup row's running totals: everything up to the end of its hour. Calls,
+# errors and times are of answered calls; refused and cancelled calls are counted apart.
+RUNNING_COLUMNS = ("cum_calls", "cum_errors", "cum_timed", "cum_ms", "cum_refused", "cum_cancelled")
+# An hourly tool row's own totals, in the same order.
+OWN_COLUMNS = ("calls", "errors", "timed_calls", "total_ms", "refused", "cancelled")
 
 # (server id, tool id, tool name), with '' for an unknown id.
 SeriesKey = tuple[str, str, str]
@@ -49,7 +54,11 @@ def parse_sqlite_time(text: str | None) -> datetime | None:
 
 @dataclass(slots=True)
 class Usage:
-    """Counts, latency sum and latency histogram of a set of calls. Mergeable by addition."""
+    """Counts, latency sum and latency histogram of a set of calls. Mergeable by addition.
+
+    `calls` are answered calls (ok or error) and `errors` the tool errors among them; the
+    latency, histogram and newest time are theirs. Refused and cancelled calls are only
+    counted, apart."""
 
     calls: int = 0
     errors: int = 0
@@ -57,12 +66,24 @@ class Usage:
     total_ms: float = 0.0
     last_called: datetime | None = None
     hist: dict[int, int] = field(default_factory=dict)
+    refused: int = 0
+    cancelled: int = 0
+
+    @classmethod
+    def of_running(cls, running: Sequence[Any], last_called: datetime | None = None) -> Usage:
+        """From running totals in RUNNING_COLUMNS order."""
+        calls, errors, timed, total_ms, refused, cancelled = running
+        return cls(
+            calls, errors, timed, total_ms, last_called, refused=refused, cancelled=cancelled
+        )
 
     def add(self, other: Usage, *, sign: int = 1) -> None:
         self.calls += sign * other.calls
         self.errors += sign * other.errors
         self.timed += sign * other.timed
         self.total_ms += sign * other.total_ms
+        self.refused += sign * other.refused
+        self.cancelled += sign * other.cancelled
         if sign > 0 and other.last_called is not None:
             if self.last_called is None or other.last_called > self.last_called:
                 self.last_called = other.last_called
@@ -93,11 +114,20 @@ class Usage:
             }
             if before
             else dict(self.hist),
+            self.refused - earlier.refused,
+            self.cancelled - earlier.cancelled,
         )
 
     def copy(self) -> Usage:
         return Usage(
-            self.calls, self.errors, self.timed, self.total_ms, self.last_called, dict(self.hist)
+            self.calls,
+            self.errors,
+            self.timed,
+            self.total_ms,
+            self.last_called,
+            dict(self.hist),
+            self.refused,
+            self.cancelled,
         )
 
     @property

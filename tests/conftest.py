@@ -64,3 +64,16 @@ def stdio_server_spec(name: str, script: str, *args: str, **fields: object) -> d
         "args": [str(TEST_SERVERS / f"{script}.py"), *args],
         **fields,
     }
+
+
+# ---- @modelcontextprotocol/server-everything, the broadest real upstream -----------------------
+
+
+@pytest.fixture(scope="session")
+def server_everything() -> Path:
+    from tests.npm_peers import NpmMissing, install_server_everything
+
+    try:
+        return install_server_everything()
+    except NpmMissing as exc:
+        pytest.fail(str(exc))

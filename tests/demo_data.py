@@ -455,9 +455,27 @@ async def build_demo(
         fleet.servers[name] = created.id
     await _write_state(ops, fleet, rng)
     await _write_alerts_and_audit(ops, fleet)
+    await _write_profiles(ops)
     _write_logs(ops, fleet)
     fleet.usage_rows = await _write_usage(ops, fleet, rng, usage_days)
     return fleet
+
+
+async def _write_profiles(ops: LocalOperations) -> None:
+    """Two gateway profiles: what a coding agent and a research agent get to see."""
+    await ops.create_profile(
+        {
+            "name": "coding",
+            "description": "repositories and files, read and search only on disk",
+            "servers": ["github", "filesystem"],
+            "tools": ["github/*", "filesystem/read_*", "filesystem/search_*", "filesystem/list_*"],
+        },
+        actor="cli:demo",
+    )
+    await ops.create_profile(
+        {"name": "research", "servers": ["search", "notes", "weather"], "tools": []},
+        actor="cli:demo",
+    )
 
 
 async def _write_state(ops: LocalOperations, fleet: DemoFleet, rng: random.Random) -> None:

@@ -14,7 +14,6 @@ import asyncio
 import shutil
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,10 @@ from textual.widgets import DataTable
 from app.core.settings import Settings, load_settings
 from app.ops.bootstrap import open_operations
 from app.tui.app import TooldeckApp
+from app.tui.base import still_cursors
+from app.tui.screens.main import MainScreen
 from tests.demo_data import DEMO_NOW, build_demo
+from tests.runtime_helpers import eventually
 from tests.tui_helpers import settle
 
 REPO = Path(__file__).resolve().parent.parent
@@ -70,6 +72,12 @@ SHOTS: tuple[Shot, ...] = (
     Shot("details", "Server details", keys=("E", "E", "g", "enter")),
     Shot("log", "A server's stderr", keys=("E", "E", "g", "l")),
     Shot("palette", "The command palette", keys=("ctrl+p", "r", "e", "s")),
+    Shot("profiles", "Gateway profiles and what their tool lists cost", keys=("p",)),
+    Shot(
+        "profile-form",
+        "A profile's form: checked as typed, with its tools previewed",
+        keys=("p", "n", *"Bad", "tab", "tab", "tab", *" !*/create_*"),
+    ),
     Shot("read-only", "Read-only mode", read_only=True),
 )
 
@@ -105,16 +113,13 @@ def demo_app(home: Path, shot: Shot) -> TooldeckApp:
 
 async def ready(pilot: Pilot[Any], within: float = 20.0) -> None:
     """Wait until the main screen shows the fleet and the highlighted server's detail."""
-    from app.tui.screens.main import MainScreen
 
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
+    async def loaded() -> bool:
         await settle(pilot)
         screen = pilot.app.screen
-        if isinstance(screen, MainScreen) and screen.loaded:
-            return
-        await asyncio.sleep(0.05)
-    raise TimeoutError("the dashboard did not load the demo fleet")
+        return isinstance(screen, MainScreen) and screen.loaded
+
+    await eventually(loaded, within=within)
 
 
 def driver(keys: Sequence[str]) -> Any:
@@ -126,26 +131,28 @@ def driver(keys: Sequence[str]) -> Any:
             await pilot.press(key)
             await settle(pilot, rounds=1)
         await settle(pilot)
-        # Plots and sparklines draw on the next refresh after their data arrives.
-        await pilot.pause(0.2)
         await tables_laid_out(pilot)
+        # The dashboard's screens hold their cursors still when asked to; the command palette
+        # is Textual's own screen and blinks regardless, so a shot taken half a second after
+        # the last key lost the cursor cell after the search text.
+        still_cursors(pilot.app.screen)
 
     return drive
 
 
-async def tables_laid_out(pilot: Pilot[Any], attempts: int = 100) -> None:
+async def tables_laid_out(pilot: Pilot[Any]) -> None:
     """Wait until every table of the screen has sized its columns.
 
     A DataTable measures auto-width columns on its next idle; under load a capture could come
     first and show them at their header's width. (Textual keeps the flag private.)
     """
-    for _ in range(attempts):
-        pending = [
-            table for table in pilot.app.screen.query(DataTable) if table._require_update_dimensions
-        ]
-        if not pending:
-            return
-        await pilot.pause(0.02)
+
+    async def laid_out() -> bool:
+        await pilot.pause()
+        tables = pilot.app.screen.query(DataTable)
+        return not any(table._require_update_dimensions for table in tables)
+
+    await eventually(laid_out, within=10, every=0.02)
 
 
 async def take(home: Path, shot: Shot) -> str:

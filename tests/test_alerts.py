@@ -10,7 +10,6 @@ import os
 import shlex
 import signal
 import sys
-import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -354,9 +353,8 @@ async def test_a_hanging_webhook_times_out(settings: Settings) -> None:
                 alert_hook_retries=1,
             )
         )
-        began = time.monotonic()
+        # Had the limit not held, the receiver would have answered 200 after its hang.
         assert await delivery.deliver(payload()) == "webhook failed: timed out after 0.3 s"
-        assert time.monotonic() - began < 2.5
 
 
 async def test_commands_get_the_json_and_failing_or_hanging_ones_are_bounded(
@@ -401,23 +399,32 @@ async def test_commands_get_the_json_and_failing_or_hanging_ones_are_bounded(
         os.kill(pid, 0)  # killed and reaped, not left behind
 
 
-async def test_a_hanging_hook_blocks_nothing(ops: LocalOperations, settings: Settings) -> None:
+async def test_a_hanging_hook_blocks_nothing(
+    ops: LocalOperations, settings: Settings, tmp_path: Path
+) -> None:
+    gate = tmp_path / "gate"
     engine = AlertEngine(
         ops.db,
         tuned(
             settings,
-            alert_command=command("import time; time.sleep(60)"),
-            alert_hook_timeout_s=1.5,
+            # The hook hangs until the test opens the gate (or for the hour of its timeout).
+            alert_command=command(
+                f"import os, time\nwhile not os.path.exists({str(gate)!r}): time.sleep(0.02)"
+            ),
+            alert_hook_timeout_s=3600,
             alert_hook_retries=0,
         ),
     )
-    began = time.monotonic()
-    await engine.apply([Finding("server_down", "server:a", "a is down")], ["server_down"])
-    await engine.raise_alert(Finding("resource_limit", "server:b", "b is over its limit"))
-    assert time.monotonic() - began < 1.0  # evaluation did not wait for the hook
-    assert len(await ops.list_alerts()) == 2
+    try:
+        await engine.apply([Finding("server_down", "server:a", "a is down")], ["server_down"])
+        await engine.raise_alert(Finding("resource_limit", "server:b", "b is over its limit"))
+        # Raised and recorded while both hooks still hang: evaluation did not wait for them.
+        alerts = await ops.list_alerts()
+        assert len(alerts) == 2 and all(alert.delivery is None for alert in alerts)
+    finally:
+        gate.touch()
     await engine.drain()
-    assert all("timed out" in (a.delivery or "") for a in await ops.list_alerts())
+    assert all(alert.delivery == "command ok" for alert in await ops.list_alerts())
 
 
 # ---- the whole path: killed until auto-disabled ----------------------------------------------
@@ -447,13 +454,21 @@ async def test_killed_until_auto_disabled_is_one_alert_everywhere_delivered_once
             await ops.create_server(scripted("victim", max_failures=3), actor="test")
             await ops.start_server("victim", actor="test")
             killed: set[int] = set()
-            while (await ops.get_server("victim")).enabled:
+
+            async def restarted() -> int:  # a process not killed yet, 0 while there is none
                 info = await ops.runtime_info("victim")
-                if info.pid and info.pid not in killed and info.status == "running":
-                    killed.add(info.pid)
-                    os.kill(info.pid, signal.SIGKILL)
-                await asyncio.sleep(0.05)
-            assert len(killed) == 3
+                fresh = info.status == "running" and info.pid not in killed
+                return (info.pid or 0) if fresh else 0
+
+            for _ in range(3):
+                pid = await eventually(restarted, within=15)
+                killed.add(pid)
+                os.kill(pid, signal.SIGKILL)
+
+            async def disabled() -> bool:
+                return not (await ops.get_server("victim")).enabled
+
+            await eventually(disabled, within=15)
 
             async def alerts() -> list[Any]:
                 return await ops.list_alerts()
@@ -501,11 +516,10 @@ async def test_closing_cancels_a_hung_delivery_after_a_grace(
     hang = command(
         f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid()))\ntime.sleep(60)"
     )
-    engine = AlertEngine(ops.db, tuned(settings, alert_command=hang, alert_hook_timeout_s=60))
+    # Were closing to wait for the hook's own timeout, it would wait an hour.
+    engine = AlertEngine(ops.db, tuned(settings, alert_command=hang, alert_hook_timeout_s=3600))
     await engine.apply([Finding("server_down", "server:a", "a is down")], ["server_down"])
     await eventually(lambda: asyncio.sleep(0, pid_file.exists()), within=10)
-    began = time.monotonic()
     await engine.close(grace_s=0.2)
-    assert time.monotonic() - began < 3
     with pytest.raises(ProcessLookupError):
         os.kill(int(pid_file.read_text()), 0)

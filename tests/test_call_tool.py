@@ -74,15 +74,16 @@ async def test_refusals_are_clear_recorded_and_send_nothing(
         await ops.call_tool("manual", "echo", {"text": "x"}, source="cli")
 
     assert await status_is(ops, "manual", "stopped")  # nothing started anything
-    outcomes = [(r.tool_name, r.success, r.source) for r in recorder.records]
+    outcomes = [(r.tool_name, r.success, r.outcome, r.source) for r in recorder.records]
+    # Nothing reached the tool: each is a refusal, never the tool's error.
     assert outcomes == [
-        ("add", False, "cli"),
-        ("add", False, "api"),
-        ("add", False, "cli"),
-        ("nope", False, "cli"),
-        ("echo", False, "gateway"),
-        ("add", False, "tui"),
-        ("echo", False, "cli"),
+        ("add", False, "refused", "cli"),
+        ("add", False, "refused", "api"),
+        ("add", False, "refused", "cli"),
+        ("nope", False, "refused", "cli"),
+        ("echo", False, "refused", "gateway"),
+        ("add", False, "refused", "tui"),
+        ("echo", False, "refused", "cli"),
     ]
     first = recorder.records[0]
     assert first.error_message == "arguments: a must be integer, not string; b is required"
@@ -132,12 +133,14 @@ async def test_on_demand_start_success_tool_error_and_timeout(
     failed = await ops.call_tool("worker", "fail", {"message": "boom"}, source="api")
     assert failed.is_error and failed.error_message == "Error executing tool fail: boom"
     assert (recorder.last.success, recorder.last.error_message) == (False, failed.error_message)
+    assert recorder.last.outcome == "error"
 
     slow = await ops.call_tool("worker", "sleep", {"seconds": 5}, source="api")
     assert slow.is_error
     assert slow.error_message == "sleep timed out after 0.5 s"
     assert 450 < slow.duration_ms < 2000
     assert (recorder.last.success, recorder.last.error_message) == (False, slow.error_message)
+    assert recorder.last.outcome == "error"  # a timeout is the tool's failure
     # A slow tool is the tool's problem, not the server's: it keeps running and answering.
     again = await ops.call_tool("worker", "echo", {"text": "still here"}, source="api")
     assert again.content[0]["text"] == "still here"

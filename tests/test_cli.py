@@ -3,22 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-
-def tooldeck(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "app", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-        timeout=60,
-    )
+from tests.cli_runner import tooldeck
 
 
 def test_add_then_list_json_shows_it_with_the_builtins() -> None:
@@ -55,7 +44,6 @@ def test_duplicate_add_fails_with_one_line_and_exit_1() -> None:
         (("server", "add", "a", "--command", "x", "--max-failures", "11"), "max_failures:"),
         (("server", "show", "ghost"), "no server 'ghost'"),
         (("server", "rm", "calculator"), "built-in"),
-        (("bulk", "explode", "calculator"), "operation:"),
         (("tool", "enable", "calculator", "nope"), "no tool 'nope'"),
     ],
 )

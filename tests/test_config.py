@@ -58,7 +58,7 @@ def test_data_dir_flag_beats_tooldeck_home(tmp_path: Path) -> None:
         ("TOOL_SERVER_USAGE_RETENTION_DAYS", "0", "days > 0"),
         ("MCP_ENABLED", "maybe", "true or false"),
         ("MCP_SERVERS", "calculator,toaster", "comma-separated list"),
-        ("TOOLDECK_PORT", "70000", "port from 1 to 65535"),
+        ("TOOLDECK_PORT", "70000", "port from 0 to 65535"),
         ("TOOLDECK_LOG_LEVEL", "loud", "one of debug"),
     ],
 )

@@ -1,17 +1,17 @@
-"""The MCP gateway with a real SDK client: over streamable HTTP (served from this process on
-127.0.0.1) and over stdio (`tooldeck gateway --stdio` as a subprocess)."""
+"""The gateway on our own test servers, with a real SDK client: intent on the call path (disabled,
+bypassed, limits, on-demand start), metering, timeouts, the result size cap; over streamable
+HTTP served from this process on 127.0.0.1, and over `tooldeck gateway --stdio`.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import os
 import sqlite3
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import httpx2
 import mcp_types as types
@@ -23,13 +23,19 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from sqlalchemy import select
 
+from app.core import jsonrpc
+from app.core.profiles import Selection
 from app.core.settings import Settings
-from app.faces.gateway.server import Gateway, public_name, resource_uri, split_resource_uri
+from app.core.tool_names import NameTable, short_hash
+from app.faces.gateway import uris
+from app.faces.gateway.http_face import AsgiApp, HttpCore
+from app.faces.gateway.router import Router
+from app.faces.gateway.service import running_router
 from app.ops.bootstrap import running_core
 from app.ops.facade import LocalOperations
 from storage.models import ToolUsage
 from tests.conftest import PYTHON, TEST_SERVERS
-from tests.runtime_helpers import eventually, free_port
+from tests.runtime_helpers import eventually, free_port, scripted
 
 CLIENT = types.Implementation(name="gateway-test-client", version="1.0")
 LIBRARY = {"name": "library", "command": PYTHON, "args": [str(TEST_SERVERS / "library.py")]}
@@ -42,7 +48,7 @@ class ListChanged:
         self.seen = asyncio.Event()
         self.count = 0
 
-    async def __call__(self, message: Any) -> None:
+    async def __call__(self, message: object) -> None:
         if isinstance(message, types.ToolListChangedNotification):
             self.count += 1
             self.seen.set()
@@ -60,16 +66,18 @@ async def all_tools(session: ClientSession) -> list[types.Tool]:
 
 
 @asynccontextmanager
-async def served(gateway: Gateway) -> AsyncIterator[str]:
+async def served(router: Router, *, stateless: bool = False) -> AsyncIterator[str]:
     port = free_port()
+    core = HttpCore(router, stateless=stateless)
     server = uvicorn.Server(
-        uvicorn.Config(gateway.http_app(), host="127.0.0.1", port=port, log_level="warning")
+        uvicorn.Config(AsgiApp(core), host="127.0.0.1", port=port, log_level="warning")
     )
     task = asyncio.create_task(server.serve())
     await eventually(lambda: asyncio.sleep(0, server.started))
     try:
         yield f"http://127.0.0.1:{port}/mcp"
     finally:
+        core.close()
         server.should_exit = True
         await task
 
@@ -88,8 +96,10 @@ async def http_client(url: str, notices: ListChanged) -> AsyncIterator[ClientSes
 
 @pytest.fixture
 async def core(settings: Settings) -> AsyncIterator[LocalOperations]:
-    async with running_core(settings) as ops:
+    paged = settings.model_copy(update={"gateway_page_size": 4, "max_result_bytes": 65536})
+    async with running_core(paged) as ops:
         await ops.create_server({**LIBRARY, "call_timeout_s": 1.0}, actor="test")
+        await ops.create_server(scripted("big", auto_start=False), actor="test")
 
         async def both_listed() -> bool:
             tools = await ops.list_gateway_tools()
@@ -100,81 +110,199 @@ async def core(settings: Settings) -> AsyncIterator[LocalOperations]:
 
 
 async def test_gateway_over_http(core: LocalOperations) -> None:
-    gateway = Gateway(core, page_size=4)
     notices = ListChanged()
-    try:
-        async with served(gateway) as url, http_client(url, notices) as session:
-            tools = {tool.name: tool for tool in await all_tools(session)}
-            # Paginated (4 per page) and namespaced; the same tool name on two servers.
-            assert {"calculator__add", "library__add", "library__lookup"} <= set(tools)
-            assert len(tools) == 10
-            lookup = tools["library__lookup"]
-            assert lookup.output_schema and "title" in lookup.output_schema["properties"]
-            assert lookup.annotations and lookup.annotations.read_only_hint is True
+    async with (
+        running_router(core) as router,
+        served(router) as url,
+        http_client(url, notices) as session,
+    ):
+        tools = {tool.name: tool for tool in await all_tools(session)}
+        # Paginated (4 per page) and named by server; the same tool name on two servers. The
+        # stopped `big` server's tools are unknown yet: it never ran.
+        assert {"calculator__add", "library__add", "library__lookup"} <= set(tools)
+        assert len(tools) == 10
+        lookup = tools["library__lookup"]
+        assert lookup.output_schema and "title" in lookup.output_schema["properties"]
+        assert lookup.annotations and lookup.annotations.read_only_hint is True
 
-            added = await session.call_tool("calculator__add", {"a": 2, "b": 3})
-            assert (added.is_error, added.structured_content) == (False, {"result": 5})
-            other = await session.call_tool("library__add", {"a": 2, "b": 3})
-            assert other.structured_content == {"result": 1005}
+        added = await session.call_tool("calculator__add", {"a": 2, "b": 3})
+        assert (added.is_error, added.structured_content) == (False, {"result": 5})
+        other = await session.call_tool("library__add", {"a": 2, "b": 3})
+        assert other.structured_content == {"result": 1005}
 
-            # A tool's error result passes through as an error result.
-            by_zero = await session.call_tool("calculator__divide", {"a": 1, "b": 0})
-            assert by_zero.is_error and "division by zero" in by_zero.content[0].text
-            # Bad arguments are refused before they reach the server, naming the field.
-            bad = await session.call_tool("calculator__add", {"a": "two"})
-            assert bad.is_error and "a" in bad.content[0].text
-            # The server's call timeout (1 s) applies.
-            slow = await session.call_tool("library__slow", {"seconds": 5})
-            assert slow.is_error and "timed out" in slow.content[0].text
-            # An unknown tool is a JSON-RPC error.
-            with pytest.raises(MCPError):
-                await session.call_tool("nobody__nothing", {})
+        # A tool's error result passes through as an error result.
+        by_zero = await session.call_tool("calculator__divide", {"a": 1, "b": 0})
+        assert by_zero.is_error and "division by zero" in by_zero.content[0].text  # type: ignore[union-attr]
+        # Bad arguments: the server's own answer, naming the field.
+        bad = await session.call_tool("calculator__add", {"a": "two"})
+        assert bad.is_error and "a" in bad.content[0].text  # type: ignore[union-attr]
+        # The server's call timeout (1 s) applies.
+        slow = await session.call_tool("library__slow", {"seconds": 5})
+        assert slow.is_error and "timed out" in slow.content[0].text  # type: ignore[union-attr]
+        # An unknown tool is a JSON-RPC error.
+        with pytest.raises(MCPError):
+            await session.call_tool("nobody__nothing", {})
 
-            # A person disables a tool: clients hear of it and the tool leaves the listing.
-            await core.set_tool_enabled("add", False, actor="test", server_ref="calculator")
-            await asyncio.wait_for(notices.seen.wait(), 5)
-            assert "calculator__add" not in {t.name for t in await all_tools(session)}
-            with pytest.raises(MCPError):
-                await session.call_tool("calculator__add", {"a": 1, "b": 1})
+        async def listed() -> set[str]:
+            return {t.name for t in await all_tools(session)}
 
-            # A server going down: its tools stay listed (a call would start it on demand)
-            # unless they bypass, in which case they leave the listing.
-            notices.seen.clear()
-            await core.set_tool_bypass("lookup", True, actor="test", server_ref="library")
-            await core.stop_server("library", actor="test")
-            await asyncio.wait_for(notices.seen.wait(), 5)
-            names = {t.name for t in await all_tools(session)}
-            assert "library__lookup" not in names and "library__add" in names
+        # A person disables a tool: clients hear of it and the tool leaves the listing.
+        notices.seen.clear()
+        await core.set_tool_enabled("add", False, actor="test", server_ref="calculator")
+        await asyncio.wait_for(notices.seen.wait(), 5)
+        # (A notice of an earlier change may come first: what counts is the listing.)
+        await eventually(lambda: _without(listed(), "calculator__add"))
+        with pytest.raises(MCPError, match="disabled"):
+            await session.call_tool("calculator__add", {"a": 1, "b": 1})
 
-            # Resources and prompts of the running servers, namespaced.
-            await core.start_server("library", actor="test")
-            resources = (await session.list_resources()).resources
-            catalog = next(r for r in resources if r.name == "library__catalog")
-            assert str(catalog.uri) == resource_uri("library", "library://catalog")
-            read = await session.read_resource(str(catalog.uri))
-            assert "Dune" in read.contents[0].text
-            prompts = {p.name for p in (await session.list_prompts()).prompts}
-            assert "library__review" in prompts
-            prompt = await session.get_prompt("library__review", {"title": "Dune"})
-            assert "Dune" in prompt.messages[0].content.text
-    finally:
-        gateway.close()
+        # A server going down: its tools stay listed (a call would start it on demand)
+        # unless they bypass, in which case they leave the listing.
+        notices.seen.clear()
+        await core.set_tool_bypass("lookup", True, actor="test", server_ref="library")
+        await core.stop_server("library", actor="test")
+        await asyncio.wait_for(notices.seen.wait(), 5)
+        names = await eventually(lambda: _without(listed(), "library__lookup"))
+        assert "library__add" in names
+        # ... and a call of a stopped server's tool starts it on demand.
+        again = await session.call_tool("library__add", {"a": 1, "b": 1})
+        assert again.structured_content == {"result": 1002}
+        assert (await core.get_server("library")).status == "running"
+
+        # Resources and prompts of the running servers, named by server.
+        resources = (await session.list_resources()).resources
+        catalog = next(r for r in resources if r.name == "catalog")
+        assert str(catalog.uri) == "tooldeck://library/library://catalog"
+        read = await session.read_resource(str(catalog.uri))
+        assert "Dune" in read.contents[0].text  # type: ignore[union-attr]
+        prompts = {p.name for p in (await session.list_prompts()).prompts}
+        assert "library__review" in prompts
+        prompt = await session.get_prompt("library__review", {"title": "Dune"})
+        assert "Dune" in prompt.messages[0].content.text  # type: ignore[union-attr]
 
     # Every call through the gateway was metered with the client's name.
     await core.recorder.flush()  # type: ignore[union-attr]
     async with core.db.session() as db_session:
         rows = (await db_session.execute(select(ToolUsage))).scalars().all()
     gateway_rows = [row for row in rows if row.source == "gateway"]
-    assert len(gateway_rows) >= 5
+    assert len(gateway_rows) >= 6
     assert {row.client_name for row in gateway_rows} == {"gateway-test-client"}
     assert any(not row.success for row in gateway_rows)
     # ...and timed for the Prometheus histograms.
     timed = {(t.server_name, t.tool_name): t.count for t in core.call_latency.snapshot()}
-    assert timed[("library", "add")] == 1 and timed[("calculator", "divide")] == 1
+    assert timed[("library", "add")] == 2 and timed[("calculator", "divide")] == 1
+
+
+async def _without(names: Awaitable[set[str]], name: str) -> set[str] | None:
+    found = await names
+    return found if name not in found else None
+
+
+async def test_limits_and_the_result_cap_hold_on_the_call_path(core: LocalOperations) -> None:
+    await core.set_server_limits("library", {"max_concurrent_calls": 1}, actor="test")
+    library = (await core.get_server("library")).id
+    async with (
+        running_router(core) as router,
+        served(router) as url,
+        http_client(url, ListChanged()) as session,
+    ):
+        # One call at a time, none queued: the second is refused at once, with the reason.
+        first = asyncio.ensure_future(session.call_tool("library__slow", {"seconds": 0.5}))
+        await eventually(lambda: asyncio.sleep(0, router.port.gates.in_use(library) == (1, 0)))
+        busy = await session.call_tool("library__add", {"a": 1, "b": 1})
+        assert busy.is_error and "busy" in busy.content[0].text  # type: ignore[union-attr]
+        assert (await first).content[0].text == "done"  # type: ignore[union-attr]
+        # Recorded as refused, apart from the tool's errors.
+        await core.recorder.flush()  # type: ignore[union-attr]
+        async with core.db.session() as db_session:
+            outcomes = (
+                await db_session.execute(
+                    select(ToolUsage.tool_name, ToolUsage.outcome).where(
+                        ToolUsage.source == "gateway"
+                    )
+                )
+            ).all()
+        assert sorted(outcomes) == [("add", "refused"), ("slow", "ok")]
+
+        # A result over TOOLDECK_MAX_RESULT_BYTES (64 KiB here) is a clear tool error, and the
+        # server goes on answering.
+        await core.start_server("big", actor="test")
+        await session.list_tools()
+        huge = await session.call_tool("big__big", {"size": 300_000})
+        assert huge.is_error
+        assert "over the limit of 64 KiB" in huge.content[0].text  # type: ignore[union-attr]
+        small = await session.call_tool("big__big", {"size": 10})
+        assert small.content[0].text == "x" * 10  # type: ignore[union-attr]
+
+
+async def test_a_profile_client_sees_only_the_profiles_tools(core: LocalOperations) -> None:
+    await core.create_profile(
+        {"name": "math", "servers": ["calc*", "library"], "tools": ["add", "sub*", "!library/*"]},
+        actor="test",
+    )
+    notices = ListChanged()
+    async with (
+        running_router(core) as router,
+        served(router) as url,
+        http_client(url + "/profiles/math", notices) as session,
+    ):
+        names = {tool.name for tool in await all_tools(session)}
+        assert names == {"calculator__add", "calculator__subtract"}
+        added = await session.call_tool("calculator__add", {"a": 2, "b": 2})
+        assert added.structured_content == {"result": 4}
+        for outside in ("library__add", "calculator__multiply"):
+            with pytest.raises(MCPError, match="Unknown tool"):
+                await session.call_tool(outside, {"a": 1, "b": 1})
+        # Editing the profile changes what its clients see, and tells them.
+        notices.seen.clear()
+        await core.update_profile("math", {"tools": ["mul*"]}, actor="test")
+        await asyncio.wait_for(notices.seen.wait(), 5)
+
+        async def multiply_only() -> bool:
+            return {tool.name for tool in await all_tools(session)} == {"calculator__multiply"}
+
+        await eventually(multiply_only)
+        # A deleted profile's endpoint refuses new clients, saying why.
+        await core.delete_profile("math", actor="test")
+        await router.port.reload()
+        initialize = {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "initialize",
+            "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {}},
+        }
+        async with httpx2.AsyncClient() as http:
+            refused = await http.post(
+                url + "/profiles/math",
+                json=initialize,
+                headers={"accept": "application/json, text/event-stream"},
+            )
+        assert refused.json()["error"]["message"] == "no profile 'math'"
+
+
+async def test_the_stateless_mode_answers_each_post_on_its_own(core: LocalOperations) -> None:
+    call = {
+        "jsonrpc": "2.0",
+        "id": 7,
+        "method": "tools/call",
+        "params": {"name": "calculator__add", "arguments": {"a": 20, "b": 22}},
+    }
+    headers = {"accept": "application/json, text/event-stream"}
+    async with (
+        running_router(core) as router,
+        served(router, stateless=True) as url,
+        httpx2.AsyncClient() as http,
+    ):
+        await http.post(url, json={**call, "id": 1, "method": "tools/list", "params": {}})
+        answer = await http.post(url, json=call, headers=headers)
+        assert "mcp-session-id" not in answer.headers
+        assert answer.json()["result"]["structuredContent"] == {"result": 42}
+        stream = await http.get(url, headers={"accept": "text/event-stream"})
+        assert stream.status_code == 405
+        assert router.sessions == set()  # each POST's session ended with its answer
 
 
 def tooldeck(home: Path, *args: str) -> None:
-    env = {**os.environ, "TOOLDECK_HOME": str(home)}
+    env = {"TOOLDECK_HOME": str(home), "PATH": "/usr/bin:/bin"}
     subprocess.run([sys.executable, "-m", "app", *args], env=env, check=True, capture_output=True)
 
 
@@ -199,35 +327,109 @@ async def test_gateway_over_stdio(tmp_path: Path) -> None:
             error = await session.call_tool("calculator__sqrt", {"x": -1})
             assert error.is_error
 
+    # A profile's stdio endpoint: only its tools.
+    tooldeck(home, "profile", "add", "lib", "--server", "library", "--tool", "look*")
+    profile_params = StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "app", "gateway", "--stdio", "--profile", "lib"],
+        env={"TOOLDECK_HOME": str(home), "MCP_SERVERS": "calculator"},
+    )
+    with (tmp_path / "profile.err").open("w") as errlog:
+        async with (
+            stdio_client(profile_params, errlog=errlog) as (read, write),
+            ClientSession(read, write, client_info=CLIENT) as session,
+        ):
+            await session.initialize()
+            assert {tool.name for tool in await all_tools(session)} == {"library__lookup"}
+
     # The gateway flushed its usage on exit: the calls are there, with the client's name.
     def gateway_calls() -> int:
         with sqlite3.connect(home / "tooldeck.db") as conn:
             query = "select count(*) from tool_usage where source = 'gateway' and client_name = ?"
             return int(conn.execute(query, (CLIENT.name,)).fetchone()[0])
 
-    assert await asyncio.to_thread(gateway_calls) == 2
+    assert await asyncio.to_thread(gateway_calls) == 2  # the profile's session made no call
 
 
-@pytest.mark.parametrize(
-    ("server", "tool", "expected"),
-    [
-        ("calc", "add", "calc__add"),
-        ("calc", "a/b c", "calc__a_b_c"),
-        ("s", "x" * 200, None),
-    ],
-)
-def test_public_names_stay_within_the_protocol(
-    server: str, tool: str, expected: str | None
-) -> None:
-    name = public_name(server, tool, "__", set())
-    assert len(name) <= 128
-    if expected:
-        assert name == expected
-    # Taken names get a distinct suffix.
-    assert public_name(server, tool, "__", {name}) != name
+# ---- the pieces -----------------------------------------------------------------------------
 
 
-def test_resource_uris_round_trip() -> None:
-    uri = resource_uri("files", "file:///tmp/a b.txt")
-    assert split_resource_uri(uri) == ("files", "file:///tmp/a b.txt")
-    assert split_resource_uri("file:///x") is None
+def test_exposed_names_are_unique_and_stay_within_the_cap() -> None:
+    table = NameTable("__", 128)
+    assert table.expose("calc", "add") == "calc__add"
+    assert table.resolve("calc__add") == ("calc", "add")
+    # Sanitised alike: the second is told apart by a hash, and both route by table.
+    assert table.expose("calc", "a/b c") == "calc__a_b_c"
+    other = table.expose("calc", "a b/c")
+    assert other != "calc__a_b_c" and table.resolve(other) == ("calc", "a b/c")
+    # A server named with the separator routes by table, never by splitting.
+    assert table.resolve(table.expose("e__v", "echo")) == ("e__v", "echo")
+    capped = NameTable("__", 64)
+    long_name = capped.expose("s", "x" * 200)
+    assert len(long_name) == 64 and long_name.endswith("_" + short_hash("s", "x" * 200))
+    # Stable: the same name in another process (a new table) for the same tool.
+    assert NameTable("__", 64).expose("s", "x" * 200) == long_name
+
+
+def test_resource_uris_round_trip_and_results_name_their_server() -> None:
+    uri = uris.encode("files", "file:///tmp/a b.txt")
+    assert uris.decode(uri) == ("files", "file:///tmp/a b.txt")
+    assert uris.decode("file:///x") is None
+    result = {
+        "content": [
+            {"type": "resource_link", "uri": "demo://1", "_meta": {"k": 1}},
+            {"type": "resource", "resource": {"uri": "demo://2", "text": "t"}},
+            {"type": "text", "text": "demo://3"},
+        ],
+        "structuredContent": {"uri": "demo://4"},
+    }
+    uris.tool_result(result, "s")
+    assert result["content"] == [
+        {"type": "resource_link", "uri": "tooldeck://s/demo://1", "_meta": {"k": 1}},
+        {"type": "resource", "resource": {"uri": "tooldeck://s/demo://2", "text": "t"}},
+        {"type": "text", "text": "demo://3"},
+    ]
+    assert result["structuredContent"] == {"uri": "demo://4"}
+
+
+def test_an_oversized_message_is_never_held_whole() -> None:
+    lines: list[bytes] = []
+    dropped: list[tuple[int | None, int]] = []
+    splitter = jsonrpc.LineSplitter(
+        lines.append,
+        1000,
+        lambda head, tail, size: dropped.append((jsonrpc.oversized_id(head, tail), size)),
+    )
+    big_node = b'{"result":{"text":"' + b"x" * 5000 + b'"},"jsonrpc":"2.0","id":7}'
+    big_python = b'{"jsonrpc":"2.0","id":8,"result":{"text":"' + b"y" * 5000 + b'"}}'
+    splitter.feed(b'{"jsonrpc":"2.0","id":1,"result":{}}\n' + big_node[:700])
+    for start in range(700, len(big_node), 900):
+        splitter.feed(big_node[start : start + 900])
+    splitter.feed(b"\n" + big_python + b'\n{"jsonrpc":"2.0","id":9,"result":{}}\n')
+    assert dropped == [(7, len(big_node)), (8, len(big_python))]
+    assert [jsonrpc.parse(line)["id"] for line in lines] == [1, 9]  # type: ignore[index]
+
+
+def test_profile_selection_by_name_and_glob() -> None:
+    selection = Selection(["github", "fs-*"], ["read_*", "github/create_issue", "!*/read_secret"])
+    assert selection.has_server("fs-home") and not selection.has_server("slack")
+    assert selection.has_tool("fs-home", "read_file")
+    assert selection.has_tool("github", "create_issue")
+    assert not selection.has_tool("fs-home", "create_issue")
+    assert not selection.has_tool("fs-home", "read_secret")
+    assert not selection.has_tool("slack", "read_file")
+    everything = Selection(["*"], [])
+    assert everything.has_tool("any", "tool")
+    # Patterns that choose nothing among what exists: typos, most likely.
+    known = [("github", "create_issue"), ("github", "read_secret")]
+    assert selection.unmatched(["github"], known) == ["fs-*"]
+    assert selection.unmatched(["github"], known[:1]) == ["fs-*", "read_*", "!*/read_secret"]
+
+
+def test_a_data_dir_too_deep_for_a_socket_gets_a_private_short_one(tmp_path: Path) -> None:
+    from app.faces.gateway.service import socket_path
+
+    assert socket_path(tmp_path) == tmp_path / "gateway.sock"
+    deep = socket_path(tmp_path / ("d" * 120))
+    assert len(str(deep)) <= 100 and deep.parent.stat().st_mode & 0o077 == 0
+    assert deep == socket_path(tmp_path / ("d" * 120))  # the same every time: the lock names it

@@ -141,12 +141,13 @@ def test_the_daemon_makes_a_private_token_and_needs_it(daemon: Daemon) -> None:
         assert http.get(SERVERS).status_code == 200
 
 
-def test_token_show_and_rotate(tmp_path: Path) -> None:
+def test_token_rotate_and_show(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    shown = tooldeck(home, "token", "show")
-    assert shown.returncode == 0 and len(shown.stdout.strip()) >= 32
+    made = tooldeck(home, "token", "rotate")
+    assert made.returncode == 0 and len(made.stdout.strip()) >= 32
     assert stat.S_IMODE(token_path(home).stat().st_mode) == 0o600
-    assert token_path(home).read_text().strip() == shown.stdout.strip()
+    shown = tooldeck(home, "token", "show")
+    assert shown.returncode == 0 and shown.stdout == made.stdout
     rotated = tooldeck(home, "token", "rotate")
     assert rotated.returncode == 0 and rotated.stdout != shown.stdout
     assert token_path(home).read_text().strip() == rotated.stdout.strip()

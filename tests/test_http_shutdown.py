@@ -1,8 +1,10 @@
-"""SIGTERM under load: the daemon exits 0 within 10 s, loses no usage and leaves no child.
+"""SIGTERM under load: the daemon exits 0 without waiting for the calls in flight, loses no
+usage and leaves no child.
 
 One scenario, run once for the module: a daemon with the calculator and a scripted server,
-six workers calling `add` in a loop, and one call of a tool that sleeps for 30 s, in flight
-when SIGTERM arrives. The tests below each check one outcome of it.
+six workers calling `add` in a loop, and one call of a tool that sleeps for an hour, in flight
+when SIGTERM arrives. The tests below each check one outcome of it. How long the stop takes is
+for `make bench`; here a daemon that waited for the call would overstay any bound by an hour.
 """
 
 from __future__ import annotations
@@ -27,6 +29,11 @@ SERVERS = "/api/v1/toolservers/servers"
 CALL = "/api/v1/toolservers/tools/{tool}/call"
 # Bounds on the load: it stops by itself even if the daemon never goes away.
 MAX_LOAD_S = 20.0
+# The in-flight call that only a stop which cuts calls short can end.
+HOUR_S = 3600
+# What the stop may take before the daemon counts as hung: far above a loaded machine's stop,
+# far below the hour a stop that waited for the call would take.
+STOP_GUARD_S = 60.0
 
 
 class Load:
@@ -70,7 +77,6 @@ class Load:
 class Outcome:
     daemon: Daemon
     exit_code: int
-    took_s: float
     load: Load
     children: list[psutil.Process]
     slow_answer: httpx2.Response | None = None
@@ -84,7 +90,7 @@ def _slow_call(daemon: Daemon, outcome: Outcome) -> None:
             outcome.slow_answer = http.post(
                 CALL.format(tool="sleep"),
                 params={"server": "slow"},
-                json={"arguments": {"seconds": 30}},
+                json={"arguments": {"seconds": HOUR_S}},
             )
         except httpx2.TransportError as exc:
             outcome.slow_error = repr(exc)
@@ -95,7 +101,8 @@ def stopped_under_load(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Out
     daemon = start_daemon(tmp_path_factory.mktemp("shutdown") / "home")
     try:
         with daemon.client() as http:
-            assert http.post(SERVERS, json=stdio_server_spec("slow", "scripted")).is_success
+            slow_spec = stdio_server_spec("slow", "scripted", call_timeout_s=HOUR_S)
+            assert http.post(SERVERS, json=slow_spec).is_success
             assert http.post(f"{SERVERS}/slow/start").is_success
             for name in ("calculator", "slow"):
                 wait_for(
@@ -103,14 +110,12 @@ def stopped_under_load(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Out
                 )
         children = psutil.Process(daemon.pid).children(recursive=True)
         load = Load(daemon)
-        outcome = Outcome(daemon, -1, 0.0, load, children)
+        outcome = Outcome(daemon, -1, load, children)
         slow = threading.Thread(target=_slow_call, args=(daemon, outcome), daemon=True)
         slow.start()
         load.start()
         wait_for(lambda: load.ok >= 50, timeout_s=MAX_LOAD_S)
-        began = time.monotonic()
-        outcome.exit_code = daemon.stop(signal.SIGTERM, timeout_s=15)
-        outcome.took_s = time.monotonic() - began
+        outcome.exit_code = daemon.stop(signal.SIGTERM, timeout_s=STOP_GUARD_S)
         load.join()
         slow.join(timeout=MAX_LOAD_S)
     finally:
@@ -122,10 +127,9 @@ def stopped_under_load(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Out
     yield outcome
 
 
-def test_exits_0_within_10_s_and_leaves_no_child(stopped_under_load: Outcome) -> None:
+def test_exits_0_and_leaves_no_child(stopped_under_load: Outcome) -> None:
     outcome = stopped_under_load
     assert outcome.exit_code == 0, outcome.daemon.stderr()
-    assert outcome.took_s < 10, f"the daemon took {outcome.took_s:.1f}s to stop"
     assert len(outcome.children) >= 2, "the calculator and the scripted server are children"
     assert not [child.pid for child in outcome.children if _alive(child)]
     # A clean stop leaves no lock to take over, and says so in its log.

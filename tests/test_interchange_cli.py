@@ -3,32 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 import stat
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.cli_runner import tooldeck
+
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 CLAUDE = str(FIXTURES / "claude_desktop_config.json")
 SECRETS = ("BSA-fixture-secret-123", "ghp_fixtureSecret456")
-
-
-def tooldeck(
-    *args: str, env: dict[str, str] | None = None, stdin: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    # TOOLDECK_HOME (a fresh temporary dir) and MCP_SERVERS=calculator come from conftest.
-    return subprocess.run(
-        [sys.executable, "-m", "app", *args],
-        capture_output=True,
-        text=True,
-        input=stdin,
-        env={**os.environ, **(env or {})},
-        timeout=60,
-    )
 
 
 def server_names(env: dict[str, str] | None = None) -> list[str]:

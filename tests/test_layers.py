@@ -5,7 +5,11 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tests.layer_rules import Import, cycles, imports_of, violations
+from tests.layer_rules import Import, cycles, imports_of, project_imports, violations
+
+
+def test_every_import_follows_the_layers() -> None:
+    assert violations(project_imports()) == []
 
 
 def test_an_import_against_the_layers_is_caught() -> None:
@@ -25,6 +29,10 @@ def test_a_module_outside_every_layer_is_caught() -> None:
 def test_a_cycle_is_caught() -> None:
     edges = [Import("app.ops.a", "app.ops.b", 1), Import("app.ops.b", "app.ops.a", 1)]
     assert cycles(edges) == [["app.ops.a", "app.ops.b"]]
+
+
+def test_the_project_has_no_import_cycle() -> None:
+    assert cycles(project_imports()) == []
 
 
 def test_a_migration_importing_live_code_is_caught() -> None:

@@ -5,11 +5,26 @@ from __future__ import annotations
 from pathlib import Path
 
 from sqlalchemy import inspect, text
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage.db import Database, head_revision, sqlite_url
 from storage.models import Base
 
 FIRST_REVISION = "0001"
+
+
+async def insert_server(conn: AsyncConnection, name: str, *, builtin: bool) -> None:
+    """A server row as every revision's schema takes it (id 's1')."""
+    await conn.execute(
+        text(
+            "INSERT INTO tool_servers (id, name, transport, command, args, env, headers,"
+            " enabled, auto_start, auto_update, max_failures, startup_timeout_s,"
+            " call_timeout_s, is_builtin, status, consecutive_failures, created_at,"
+            " updated_at) VALUES ('s1', :name, 'stdio', 'x', '[]', '{}', '{}', 1, 1, 1,"
+            " 3, 30, 60, :builtin, 'stopped', 0, '2026-01-01 00:00:00', '2026-01-01 00:00:00')"
+        ),
+        {"name": name, "builtin": builtin},
+    )
 
 
 async def test_upgrade_from_empty_creates_every_table(tmp_path: Path) -> None:
@@ -30,15 +45,7 @@ async def test_upgrade_from_first_revision_keeps_rows(tmp_path: Path) -> None:
     try:
         await db.upgrade(FIRST_REVISION)
         async with db.engine.begin() as conn:
-            await conn.execute(
-                text(
-                    "INSERT INTO tool_servers (id, name, transport, command, args, env, headers,"
-                    " enabled, auto_start, auto_update, max_failures, startup_timeout_s,"
-                    " call_timeout_s, is_builtin, status, consecutive_failures, created_at,"
-                    " updated_at) VALUES ('s1', 'old', 'stdio', 'x', '[]', '{}', '{}', 1, 1, 1,"
-                    " 3, 30, 60, 0, 'stopped', 0, '2026-01-01 00:00:00', '2026-01-01 00:00:00')"
-                )
-            )
+            await insert_server(conn, "old", builtin=False)
             await conn.execute(
                 text(
                     "INSERT INTO tool_usage (server_id, tool_name, called_at, success)"
@@ -62,3 +69,38 @@ async def test_upgrade_is_idempotent(tmp_path: Path) -> None:
         assert await db.current_revision() == head_revision()
     finally:
         await db.dispose()
+
+
+async def test_call_outcomes_and_the_seeding_flag_from_revision_0005(tmp_path: Path) -> None:
+    """Failed calls recorded before outcomes existed become errors, the rest ok; a database
+    with built-in servers was seeded by the version that made it."""
+    db = Database(sqlite_url(tmp_path / "0005.db"))
+    try:
+        await db.upgrade("0005")
+        async with db.engine.begin() as conn:
+            await insert_server(conn, "calculator", builtin=True)
+            for success in (1, 0, 1):
+                await conn.execute(
+                    text(
+                        "INSERT INTO tool_usage (server_id, tool_name, called_at, success)"
+                        f" VALUES ('s1', 't', '2026-01-01 00:00:00', {success})"
+                    )
+                )
+        await db.upgrade()
+        async with db.engine.connect() as conn:
+            outcomes = (
+                await conn.execute(text("SELECT outcome FROM tool_usage ORDER BY id"))
+            ).scalars()
+            assert list(outcomes) == ["ok", "error", "ok"]
+            flag = (await conn.execute(text("SELECT key FROM deck_state"))).scalars().all()
+            assert flag == ["builtins_seeded"]
+    finally:
+        await db.dispose()
+
+    fresh = Database(sqlite_url(tmp_path / "fresh.db"))
+    try:
+        await fresh.upgrade()
+        async with fresh.engine.connect() as conn:
+            assert (await conn.execute(text("SELECT count(*) FROM deck_state"))).scalar() == 0
+    finally:
+        await fresh.dispose()

@@ -122,6 +122,25 @@ async def _trimmed_then_restored(ops: Operations, _side: str, _: Facades) -> Any
     return result
 
 
+async def _profile_updated(ops: Operations, side: str, _: Facades) -> Any:
+    await ops.create_profile({"name": f"upd-{side}", "servers": ["*"]}, actor="t")
+    return await ops.update_profile(f"upd-{side}", {"tools": ["add", "!*/sqrt"]}, actor="t")
+
+
+async def _profile_deleted(ops: Operations, side: str, _: Facades) -> Any:
+    await ops.create_profile({"name": f"del-{side}", "servers": ["*"]}, actor="t")
+    return await ops.delete_profile(f"del-{side}", actor="t")
+
+
+async def _profile_previewed(ops: Operations, side: str, _: Facades) -> Any:
+    await ops.create_profile(
+        {"name": f"pre-{side}", "servers": ["calculator"], "tools": ["add", "sub*"]}, actor="t"
+    )
+    preview = await ops.preview_profile(f"pre-{side}")
+    assert preview.tool_count == 2 and preview.estimated_tokens > 20
+    return preview.model_copy(update={"profile": "pre"})
+
+
 DOCUMENT = {"mcpServers": {"imported": {"command": "python", "args": ["-V"]}}}
 
 CASES: dict[str, Case] = {
@@ -207,6 +226,19 @@ CASES: dict[str, Case] = {
     "set_auto_disable": Case(
         lambda ops, _s, _f: ops.set_tool_auto_disable("add", 5, actor="t", server_ref="calculator")
     ),
+    "list_profiles": Case(lambda ops, _s, _f: ops.list_profiles(), same=True),
+    "create_profile": Case(
+        lambda ops, side, _: ops.create_profile(
+            {"name": f"made-{side}", "servers": ["calc*"], "tools": ["!sqrt"]}, actor="t"
+        )
+    ),
+    "preview_profile_draft": Case(
+        lambda ops, _s, _f: ops.preview_profile_draft({"servers": ["calculator"]}), same=True
+    ),
+    "get_profile": Case(lambda ops, _s, _f: ops.get_profile("nobody"), same=True),
+    "update_profile": Case(_profile_updated),
+    "delete_profile": Case(_profile_deleted, same=True),
+    "preview_profile": Case(_profile_previewed, same=True),
     "trim_suggestions": Case(lambda ops, _s, _f: ops.trim_suggestions(30)),
     "disable_unused_tools": Case(_trimmed_then_restored),
 }

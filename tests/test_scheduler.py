@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 
 import pytest
 
 from app.core.errors import NotFound, NotRunning
+from app.core.settings import Settings
+from app.ops.bootstrap import JOB_NAMES, running_core
 from app.ops.facade import LocalOperations
+from app.runtime.lock import SupervisorLock
 from app.runtime.scheduler import Job, Scheduler, core_scheduler
 from app.runtime.supervisor import Supervisor
 from tests.conftest import PYTHON, TEST_SERVERS
@@ -17,10 +19,11 @@ from tests.runtime_helpers import event_kinds, eventually, fast_supervisor
 
 
 class Counter:
-    """A job body that counts its runs and how many ran at once."""
+    """A job body that counts its runs and how many ran at once; with a gate, each run lasts
+    until the test opens it."""
 
-    def __init__(self, duration: float = 0.0, fail: bool = False) -> None:
-        self.duration = duration
+    def __init__(self, gate: asyncio.Event | None = None, fail: bool = False) -> None:
+        self.gate = gate
         self.fail = fail
         self.runs = 0
         self.active = 0
@@ -30,7 +33,8 @@ class Counter:
         self.active += 1
         self.most_at_once = max(self.most_at_once, self.active)
         try:
-            await asyncio.sleep(self.duration)
+            if self.gate is not None:
+                await self.gate.wait()
             self.runs += 1
             if self.fail:
                 raise RuntimeError("disk on fire")
@@ -68,12 +72,19 @@ async def test_jobs_run_on_their_interval_and_report(scheduler: Scheduler) -> No
 async def test_a_job_never_overlaps_itself_and_run_now_joins_a_run(
     scheduler: Scheduler,
 ) -> None:
-    body = Counter(duration=0.3)
-    scheduler.add(Job("slow", "sleeps", 3600, body))
+    gate = asyncio.Event()
+    body = Counter(gate=gate)
+    scheduler.add(Job("slow", "waits for the test", 3600, body))
     await scheduler.start()
-    began = time.monotonic()
-    statuses = await asyncio.gather(*(scheduler.run_now("slow") for _ in range(5)))
-    assert time.monotonic() - began < 0.6
+    callers = asyncio.gather(*(scheduler.run_now("slow") for _ in range(5)))
+
+    async def running() -> bool:
+        return body.active == 1
+
+    # All five asked before the run could end: each must join it, not start its own.
+    await eventually(running, within=5, every=0.01)
+    gate.set()
+    statuses = await callers
     assert body.runs == 1 and body.most_at_once == 1
     assert all(status.runs == 1 for status in statuses)
     # Run now moves the next scheduled run a whole interval on.
@@ -172,3 +183,16 @@ async def test_cleanup_deletes_events_past_retention_in_batches(ops: LocalOperat
     async with ops.db.session() as session:
         left = await session.scalar(select(func.count(ServerEvent.id)))
     assert left == 2
+
+
+async def test_the_job_names_the_cli_offers_are_the_running_cores(settings: Settings) -> None:
+    """`tooldeck jobs run` lists its choices without a core; they must be the core's jobs."""
+    lock = SupervisorLock(settings.data_dir, "cli")
+    lock.acquire()
+    try:
+        async with running_core(settings, autostart=False) as ops:
+            assert ops.scheduler is not None
+            names = [job.name for job in await ops.scheduler_jobs()]
+    finally:
+        lock.release()
+    assert sorted(names) == sorted(JOB_NAMES)

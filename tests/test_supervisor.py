@@ -6,7 +6,6 @@ import asyncio
 import os
 import signal
 import sys
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -128,9 +127,15 @@ async def test_missing_command_is_retried_with_backoff_then_auto_disabled(
     kinds = await event_kinds(ops, "ghost")
     assert kinds.count("start_failed") == 3
     assert kinds[-1] == "auto_disabled"
-    # No more attempts once disabled, and a start is refused with the reason.
-    await asyncio.sleep(0.3)
+    # No more attempts once disabled: its lifecycle has ended, so nothing is left to retry.
+    handle = runtime._handles[server.id]
+
+    async def given_up() -> bool:
+        return handle.task is None
+
+    await eventually(given_up, within=5)
     assert (await event_kinds(ops, "ghost")).count("start_failed") == 3
+    # And a start is refused with the reason.
     with pytest.raises(Conflict, match="auto-disabled"):
         await ops.start_server("ghost", actor="test")
     # A person enabling it again clears the count and the reason.
@@ -166,14 +171,13 @@ async def test_slow_initialize_times_out_with_the_configured_limit(
     await ops.create_server(
         scripted("sloth", "--slow-start", "30", startup_timeout_s=1, max_failures=1), actor="t"
     )
-    began = time.monotonic()
+    # The message names the limit the wait was given: one setting drives both.
     with pytest.raises(StartFailed, match=r"initialize timed out after 1 s"):
         await ops.start_server("sloth", actor="test")
-    assert time.monotonic() - began < 8
     assert "warming up" in ((await ops.get_server("sloth")).last_startup_error or "")
 
 
-async def test_a_killed_child_is_noticed_within_a_second_and_restarted(
+async def test_a_killed_child_is_noticed_by_its_exit_and_restarted(
     ops: LocalOperations, runtime: Supervisor
 ) -> None:
     await ops.create_server(scripted("victim"), actor="test")
@@ -182,13 +186,13 @@ async def test_a_killed_child_is_noticed_within_a_second_and_restarted(
     assert first is not None
     server_id = (await ops.get_server("victim")).id
     os.kill(first, signal.SIGKILL)
-    killed_at = time.monotonic()
 
+    # No scheduler runs here, so no health probe: only the watch on the process can notice.
     async def noticed() -> bool:
         return runtime.connection(server_id) is None
 
     await eventually(noticed, within=5, every=0.005)
-    assert time.monotonic() - killed_at < 1.0
+    assert (await ops.get_server("victim")).last_health_check is None
 
     async def crashed() -> bool:
         return "crashed" in await event_kinds(ops, "victim")
@@ -245,9 +249,7 @@ async def test_a_hung_server_fails_its_probe_and_is_replaced(
     assert hung_pid is not None
     with pytest.raises(Exception, match=r"timed out after 0\.3 s"):
         await runtime.call_tool(server_id, "hang", {}, timeout_s=0.3)
-    began = time.monotonic()
     health = await ops.check_health("frozen")
-    assert time.monotonic() - began < 2
     assert health.is_running and not health.is_responsive
     assert health.error_message == "health check timed out after 0.5 s"
     assert health.status == "error"
@@ -372,26 +374,29 @@ async def test_shutdown_is_parallel_and_kills_a_child_that_ignores_sigterm(
     ops: LocalOperations, tmp_path: Path
 ) -> None:
     supervisor = fast_supervisor(ops)
-    stubborn_pids = tmp_path / "stubborn"
-    family_pids = tmp_path / "family"
+    pid_files = {name: tmp_path / name for name in ("stubborn", "obstinate", "family")}
+    for name in ("stubborn", "obstinate"):
+        await ops.create_server(
+            scripted(name, "--ignore-sigterm", "--pid-file", str(pid_files[name])), actor="t"
+        )
     await ops.create_server(
-        scripted("stubborn", "--ignore-sigterm", "--pid-file", str(stubborn_pids)), actor="t"
+        scripted("family", "--spawn-child", "--pid-file", str(pid_files["family"])), actor="t"
     )
-    await ops.create_server(
-        scripted("family", "--spawn-child", "--pid-file", str(family_pids)), actor="t"
-    )
-    await asyncio.gather(
-        ops.start_server("stubborn", actor="t"), ops.start_server("family", actor="t")
-    )
-    pids = read_pids(stubborn_pids) + read_pids(family_pids)
-    began = time.monotonic()
-    await supervisor.shutdown()
-    elapsed = time.monotonic() - began
-    # stdin closed, 2 s, SIGTERM ignored, 2 s, SIGKILL: both servers within one such bound.
-    assert elapsed < 7
+    await asyncio.gather(*(ops.start_server(name, actor="t") for name in pid_files))
+    pids = [pid for path in pid_files.values() for pid in read_pids(path)]
+    shutting_down = asyncio.create_task(supervisor.shutdown())
+
+    # Each stubborn one stays `stopping` until it is killed (stdin closed, a grace, SIGTERM
+    # ignored, a grace, SIGKILL); one after the other, they would never be stopping together.
+    async def stopping_together() -> bool:
+        statuses = [(await ops.get_server(name)).status for name in ("stubborn", "obstinate")]
+        return statuses == ["stopping", "stopping"]
+
+    await eventually(stopping_together, within=10, every=0.02)
+    await shutting_down
     assert await gone(*pids, within=2)
     assert descendants() == []
-    for name in ("stubborn", "family"):
+    for name in pid_files:
         server = await ops.get_server(name)
         assert server.status == "stopped"
         assert (await events_of(ops, name, "stopped"))[-1].message.endswith("(Tooldeck shut down)")
@@ -450,7 +455,8 @@ async def test_bulk_restart_reports_per_server(ops: LocalOperations, runtime: Su
 
 
 async def test_stop_cuts_a_backoff_short(ops: LocalOperations) -> None:
-    supervisor = fast_supervisor(ops, backoff_base_s=30, backoff_max_s=60)
+    # Were the stop to wait out the backoff, or its own timeout, it would wait an hour.
+    supervisor = fast_supervisor(ops, backoff_base_s=3600, backoff_max_s=3600, stop_timeout_s=3600)
     try:
         await ops.create_server(
             {"name": "waiting", "command": "tooldeck-nope", "max_failures": 5}, actor="t"
@@ -459,9 +465,7 @@ async def test_stop_cuts_a_backoff_short(ops: LocalOperations) -> None:
             await ops.start_server("waiting", actor="t")
         info = await ops.runtime_info("waiting")
         assert info.status == "error" and info.next_retry_at is not None
-        began = time.monotonic()
         server = await ops.stop_server("waiting", actor="t")
-        assert time.monotonic() - began < 1
         assert server.status == "stopped" and server.enabled
         assert (await ops.runtime_info("waiting")).next_retry_at is None
     finally:
@@ -472,15 +476,15 @@ async def test_stop_during_a_slow_start(
     ops: LocalOperations, runtime: Supervisor, tmp_path: Path
 ) -> None:
     pid_file = tmp_path / "pid"
+    # Were the stop to wait for the start to end, or for its own timeout, it would wait an hour.
+    runtime.stop_timeout_s = 3600
     await ops.create_server(
-        scripted("dawdler", "--slow-start", "30", "--pid-file", str(pid_file)), actor="t"
+        scripted("dawdler", "--slow-start", "3600", "--pid-file", str(pid_file)), actor="t"
     )
     starting = asyncio.create_task(ops.start_server("dawdler", actor="t"))
     await eventually(lambda: status_is(ops, "dawdler", "starting"), within=5)
     await eventually(lambda: asyncio.sleep(0, pid_file.exists()), within=5)
-    began = time.monotonic()
     await ops.stop_server("dawdler", actor="t")
-    assert time.monotonic() - began < 4
     assert await status_is(ops, "dawdler", "stopped")
     with pytest.raises(StartFailed, match="stopped before it was running"):
         await starting

@@ -19,7 +19,7 @@ from app.tui.screens.audit import AuditScreen
 from app.tui.screens.help import HelpScreen
 from app.tui.screens.main import MainScreen
 from storage.models import Alert
-from tests.tui_helpers import FIXED_NOW, add_servers, make_app, settle
+from tests.tui_helpers import FIXED_NOW, add_servers, make_app, palette_search, settle
 from widgets.status_bar import StatusBar, status_text
 
 
@@ -214,9 +214,7 @@ async def test_palette_and_help_offer_alerts_and_audit(
         await settle(pilot)
         await pilot.press("ctrl+p")
         await settle(pilot)
-        for key in "audit":
-            await pilot.press(key)
-        await pilot.pause(0.5)
+        assert await palette_search(pilot, "audit") == "Audit trail"
         await pilot.press("enter")
         await settle(pilot)
         assert isinstance(app.screen, AuditScreen)

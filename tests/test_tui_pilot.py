@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 
 from rich.console import Console
@@ -289,14 +288,13 @@ async def test_ui_answers_keys_while_an_action_hangs(
         await pilot.press("r")
         await pilot.pause()
         assert runtime.calls == [("restart", (await ops.get_server("stuck")).id)]
-        started = asyncio.get_running_loop().time()
+        # The restart still hangs: were the keys waiting behind it, none of these would land.
         await pilot.press("3")
         await pilot.pause()
         assert app.period == "7d"
         await pilot.press("question_mark")
         await pilot.pause()
         assert isinstance(app.screen, HelpScreen)
-        assert asyncio.get_running_loop().time() - started < 5
         await pilot.press("escape")
         runtime.release.set()
         await settle(pilot)

@@ -3,7 +3,6 @@ under the real supervisor), the log viewer, events, analytics, details and the p
 
 from __future__ import annotations
 
-import asyncio
 import io
 from typing import Any
 
@@ -24,7 +23,15 @@ from app.tui.screens.tool_call import ToolCallScreen
 from storage.db import Database
 from storage.models import ServerTool, ToolUsage
 from tests.conftest import PYTHON, TEST_SERVERS
-from tests.tui_helpers import FIXED_NOW, FakeRuntime, add_servers, make_app, settle
+from tests.runtime_helpers import eventually
+from tests.tui_helpers import (
+    FIXED_NOW,
+    FakeRuntime,
+    add_servers,
+    make_app,
+    palette_search,
+    settle,
+)
 from widgets.tool_table import ToolTable
 
 
@@ -75,10 +82,12 @@ async def test_call_a_tool_through_the_call_screen(settings: Settings) -> None:
     """The real calculator under the real supervisor; the call is recorded with source tui."""
     app = make_app(settings, None, core=running_core)  # type: ignore[arg-type]
     async with app.run_test(size=(120, 36)) as pilot:
-        for _ in range(300):
-            if app.ops is not None and (await app.ops.get_server("calculator")).status == "running":
-                break
-            await asyncio.sleep(0.1)
+
+        async def calculator_running() -> bool:
+            ops = app.ops
+            return ops is not None and (await ops.get_server("calculator")).status == "running"
+
+        await eventually(calculator_running, within=30)
         assert app.ops is not None
         main = app.screen
         assert isinstance(main, MainScreen)
@@ -95,12 +104,8 @@ async def test_call_a_tool_through_the_call_screen(settings: Settings) -> None:
         assert isinstance(call, ToolCallScreen)
         await pilot.press("2", "tab", "3")
         await pilot.press("ctrl+r")
-        await settle(pilot)
-        for _ in range(100):
-            text = rendered(call.query_one("#call-result", Static).content)
-            if "ok" in text or "error" in text:
-                break
-            await pilot.pause(0.1)
+        await settle(pilot)  # the call runs in a worker
+        text = rendered(call.query_one("#call-result", Static).content)
         assert "✔ ok" in text and "5" in text, text
         # Raw JSON mode carries the form's values and calls the same way.
         await pilot.press("ctrl+j")
@@ -203,9 +208,7 @@ async def test_palette_offers_operations_by_name(settings: Settings, ops: LocalO
         assert "New server" in discovered and "Analytics" in discovered
         await pilot.press("ctrl+p")
         await settle(pilot)
-        for key in "new server":
-            await pilot.press({" ": "space"}.get(key, key))
-        await pilot.pause(0.5)
+        assert await palette_search(pilot, "new server") == "New server"
         await pilot.press("enter")
         await settle(pilot)
         assert app.screen.query_one("#name", Input) is not None
@@ -244,12 +247,8 @@ async def test_test_connection_runs_the_probe(settings: Settings, ops: LocalOper
         form.query_one("#command", Input).value = PYTHON
         form.query_one("#args").text = str(TEST_SERVERS / "tiny.py")  # type: ignore[attr-defined]
         await pilot.press("ctrl+t")
-        result = form.query_one("#probe-result", Static)
-        for _ in range(200):
-            await pilot.pause(0.1)
-            text = rendered(result.content)
-            if "✔" in text or "✖" in text:
-                break
+        await settle(pilot)  # the probe runs in a worker
+        text = rendered(form.query_one("#probe-result", Static).content)
         assert "✔" in text and "1 tools: ping" in text, text
         assert [server.name for server in await ops.list_servers()] == []  # nothing saved
 

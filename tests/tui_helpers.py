@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from textual.command import Command, CommandList
 from textual.pilot import Pilot
 
 from app.core.schemas import ServerHealth, ServerRuntimeInfo
@@ -99,6 +100,16 @@ async def settle(pilot: Pilot[Any], rounds: int = 3) -> None:
                 [asyncio.ensure_future(_quiet(worker.wait())) for worker in running], timeout=20
             )
     await pilot.pause()
+
+
+async def palette_search(pilot: Pilot[Any], text: str) -> str:
+    """Type into the open command palette; once its search is done, the highlighted command."""
+    for key in text:
+        await pilot.press({" ": "space"}.get(key, key))
+    await settle(pilot)  # the palette searches in a worker
+    highlighted = pilot.app.screen.query_one(CommandList).highlighted_option
+    assert isinstance(highlighted, Command)
+    return str(highlighted.hit.text)
 
 
 async def _quiet(waiting: Any) -> None:

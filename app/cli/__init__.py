@@ -17,10 +17,12 @@ from app import __version__
 from app.cli import (
     alerts_cmd,
     analytics,
+    client_config,
     config_cmd,
     daemon_cmd,
     gateway_cmd,
     interchange,
+    profiles_cmd,
     runtime,
     servers,
     tools,
@@ -36,6 +38,8 @@ AREAS = (
     runtime,
     interchange,
     gateway_cmd,
+    profiles_cmd,
+    client_config,
     config_cmd,
     daemon_cmd,
     alerts_cmd,
@@ -104,9 +108,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run_dashboard(args: argparse.Namespace) -> int:
+    from app.faces.http.ops_socket import serve_operations
     from app.tui.main import run as run_tui
 
-    return run_tui(data_dir=args.data_dir, read_only=args.read_only)
+    # While the dashboard supervises, the CLI beside it acts through it.
+    return run_tui(data_dir=args.data_dir, read_only=args.read_only, serve=serve_operations)
 
 
 if __name__ == "__main__":

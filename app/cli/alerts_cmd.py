@@ -28,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     alerts.set_defaults(handler=list_alerts)
     verbs = alerts.add_subparsers(dest="alert_verb", metavar="VERB")
     ack = verbs.add_parser("ack", help="acknowledge an alert")
-    ack.add_argument("id", type=int)
+    ack.add_argument("id", type=int, help="the alert's id, as `tooldeck alerts` lists it")
     add_json_flag(ack)
     ack.set_defaults(handler=ack_alert)
     check = verbs.add_parser("check", help="evaluate every rule now")
@@ -36,17 +36,37 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     check.set_defaults(handler=check_alerts)
 
     limits = subparsers.add_parser(
-        "limits", help="show or set a server's resource limits (0 switches one off)"
+        "limits",
+        help="show or set a server's resource limits (0 switches one off)",
+        description="Show a server's resource limits, or change the ones given. 0 (or an "
+        "empty account) switches a limit off; --sustain 0 restarts at the first sample over "
+        "a limit.",
     )
     limits.add_argument("name")
-    limits.add_argument("--max-rss-mb", type=float, help="restart when RSS stays above this")
-    limits.add_argument("--max-cpu-percent", type=float, help="restart when CPU%% stays above")
-    limits.add_argument("--sustain", type=float, dest="sustain_s", help="seconds over a limit")
-    limits.add_argument("--max-concurrent", type=int, help="calls at a time")
-    limits.add_argument("--max-queued", type=int, help="calls waiting beyond that; more refused")
-    limits.add_argument("--rlimit-as-mb", type=int, help="hard address-space limit at spawn")
-    limits.add_argument("--rlimit-nofile", type=int, help="hard open-files limit at spawn")
-    limits.add_argument("--rlimit-cpu-s", type=int, help="hard CPU-seconds limit at spawn")
+    limits.add_argument(
+        "--max-rss-mb", type=float, metavar="MB", help="restart when its memory (RSS) stays above"
+    )
+    limits.add_argument(
+        "--max-cpu-percent", type=float, metavar="PERCENT", help="restart when its CPU stays above"
+    )
+    limits.add_argument(
+        "--sustain",
+        type=float,
+        dest="sustain_s",
+        metavar="SECONDS",
+        help="how long a limit must be exceeded before the restart (default 30; 0: at once)",
+    )
+    limits.add_argument("--max-concurrent", type=int, metavar="N", help="calls at a time")
+    limits.add_argument(
+        "--max-queued", type=int, metavar="N", help="calls waiting beyond that; more are refused"
+    )
+    limits.add_argument(
+        "--rlimit-as-mb", type=int, metavar="MB", help="hard address-space limit at spawn"
+    )
+    limits.add_argument("--rlimit-nofile", type=int, metavar="N", help="hard open-files limit")
+    limits.add_argument(
+        "--rlimit-cpu-s", type=int, metavar="SECONDS", help="hard CPU-time limit at spawn"
+    )
     limits.add_argument("--user", dest="run_as_user", help="run as this account (needs root)")
     limits.add_argument("--group", dest="run_as_group", help="and this group")
     add_json_flag(limits)
@@ -69,7 +89,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     auto.add_argument("server")
     auto.add_argument("tool")
-    auto.add_argument("after", help="a number of failed calls, or off")
+    auto.add_argument(
+        "after",
+        type=failed_calls,
+        metavar="N|off",
+        help="failed calls in a row (1 to 1000), or off",
+    )
     add_json_flag(auto)
     auto.set_defaults(handler=tool_auto_disable)
 
@@ -183,8 +208,9 @@ async def server_limits(args: argparse.Namespace, ops: Operations) -> int:
     if changes:
         current = (await ops.get_server_limits(args.name)).model_dump(exclude={"server_id"})
         for key, value in changes.items():
-            # 0 (or "" for an account) switches a limit off; the queue's "off" is no queue.
-            current[key] = value if value or key == "max_queued_calls" else None
+            # 0 (or "" for an account) switches a limit off; the queue's "off" is no queue, and
+            # a sustain of 0 means at once.
+            current[key] = value if value or key in ("max_queued_calls", "sustain_s") else None
         limits = await ops.set_server_limits(args.name, current, actor=actor())
     else:
         limits = await ops.get_server_limits(args.name)
@@ -240,8 +266,20 @@ async def disable_trim(args: argparse.Namespace, ops: Operations) -> int:
     return 0
 
 
+def failed_calls(text: str) -> int | None:
+    """argparse type of `auto-disable`'s N: a count, or off (None)."""
+    if text.lower() in ("off", "none", "0"):
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number of failed calls or off, not {text!r}"
+        ) from None
+
+
 async def tool_auto_disable(args: argparse.Namespace, ops: Operations) -> int:
-    after = None if args.after.lower() in ("off", "none", "0") else int(args.after)
+    after = args.after
     tool = await ops.set_tool_auto_disable(args.tool, after, actor=actor(), server_ref=args.server)
     if args.json:
         print_json(tool)

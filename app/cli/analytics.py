@@ -60,6 +60,8 @@ async def server_metrics(args: argparse.Namespace, ops: Operations) -> int:
         ("tools", f"{metrics.enabled_tools} enabled of {metrics.total_tools}"),
         ("calls", metrics.total_calls),
         ("errors", metrics.total_errors),
+        ("refused", metrics.total_refused),
+        ("cancelled", metrics.total_cancelled),
         ("success", _percent(metrics.success_rate)),
         ("mean", _ms(metrics.avg_response_time_ms)),
         ("p50 / p95 / p99", " / ".join(_ms(value) for value in _percentiles(metrics))),
@@ -88,17 +90,19 @@ async def system_analytics(args: argparse.Namespace, ops: Operations) -> int:
     )
     print(
         f"in the period: success {_percent(view.overall_success_rate)}, "
-        f"mean {_ms(view.avg_response_time_ms)}, p95 {_ms(view.p95_response_time_ms)}"
+        f"mean {_ms(view.avg_response_time_ms)}, p95 {_ms(view.p95_response_time_ms)}; "
+        f"not counted as calls: {view.total_refused} refused, {view.total_cancelled} cancelled"
     )
     print()
     print_table(
-        ("server", "status", "calls", "errors", "success", "p95", "uptime", "last call"),
+        ("server", "status", "calls", "errors", "refused", "success", "p95", "uptime", "last call"),
         (
             (
                 server.server_name,
                 server.status,
                 server.total_calls,
                 server.total_errors,
+                server.total_refused,
                 _percent(server.success_rate),
                 _ms(server.p95_response_time_ms),
                 _percent(server.uptime_percentage),

@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from app.core.errors import TooldeckError
-from app.core.settings import load_settings
+from app.core.settings import Settings, load_settings
 from app.core.stop_signals import Stopped, until_stopped
 from app.ops.attach import open_facade
 from app.ops.protocol import Operations
@@ -33,6 +33,15 @@ def fail(message: str) -> int:
     return 1
 
 
+def settings_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings given as flags (None: not given), for every verb alike."""
+    return {name: getattr(args, name, None) for name in ("data_dir", "host", "port")}
+
+
+def cli_settings(args: argparse.Namespace) -> Settings:
+    return load_settings(getattr(args, "data_dir", None), settings_flags(args))
+
+
 async def run_handler(handler: Handler, args: argparse.Namespace) -> int:
     # A stop signal ends the verb cleanly: a one-shot supervisor stops what it started.
     outcome = await until_stopped(_run_handler(handler, args))
@@ -43,7 +52,7 @@ async def run_handler(handler: Handler, args: argparse.Namespace) -> int:
 
 
 async def _run_handler(handler: Handler, args: argparse.Namespace) -> int:
-    settings = load_settings(getattr(args, "data_dir", None), {"data_dir": args.data_dir})
+    settings = cli_settings(args)
     try:
         # The running daemon's operations when there is one, so nothing runs twice. A verb
         # that needs a supervisor (a tool call) runs a one-shot one when no daemon runs.

@@ -8,12 +8,12 @@ import sys
 from collections import Counter
 from typing import Any
 
-from app.cli.common import add_json_flag, fail, print_json
+from app.cli.common import add_json_flag, cli_settings, fail, print_json
 from app.core.errors import TooldeckError
 from app.core.schemas import SERVER_STATUSES
-from app.core.settings import Settings, load_settings
+from app.core.settings import Settings
 from app.ops.attach import check_daemon, open_facade, running_daemon
-from app.runtime.api_token import load_or_create_token, rotate_token
+from app.runtime.api_token import read_token, rotate_token, token_path
 from app.runtime.lock import read_lock
 
 # LSB's "program is not running": scripts can tell it from a failure.
@@ -23,9 +23,11 @@ EXIT_NOT_RUNNING = 3
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     token = subparsers.add_parser("token", help="the HTTP API's bearer token")
     verbs = token.add_subparsers(dest="verb", metavar="VERB", required=True)
-    verbs.add_parser("show", help="print the token (made on first use)").set_defaults(
-        command_runner=show_token
+    show = verbs.add_parser(
+        "show", help="print the token (the daemon makes it at its first start; never made here)"
     )
+    add_json_flag(show)
+    show.set_defaults(command_runner=show_token)
     verbs.add_parser(
         "rotate", help="replace the token; the old one stops working at once"
     ).set_defaults(command_runner=rotate)
@@ -39,26 +41,34 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     status.set_defaults(command_runner=show_status)
 
 
-def _settings(args: argparse.Namespace) -> Settings:
-    return load_settings(args.data_dir, {"data_dir": args.data_dir})
-
-
 def show_token(args: argparse.Namespace) -> int:
     # Printing the secret is this command's whole purpose: `curl -H "Authorization: Bearer
     # $(tooldeck token show)"`. It is never printed anywhere else.
-    print(load_or_create_token(_settings(args).data_dir))
+    data_dir = cli_settings(args).data_dir
+    try:
+        token = read_token(data_dir)
+    except OSError as exc:
+        return fail(f"cannot read {token_path(data_dir)}: {exc.strerror or exc}")
+    if token is None:
+        # Reading never makes one: a new token here would not be the one a daemon elsewhere
+        # checks, and a script would go on with a useless secret.
+        return fail(
+            f"no API token in {data_dir}: the daemon makes it at its first start "
+            "(`tooldeck token rotate` makes one now)"
+        )
+    print_json({"token": token}) if args.json else print(token)
     return 0
 
 
 def rotate(args: argparse.Namespace) -> int:
-    print(rotate_token(_settings(args).data_dir))
+    print(rotate_token(cli_settings(args).data_dir))
     print("tooldeck: the old token no longer works", file=sys.stderr)
     return 0
 
 
 def show_status(args: argparse.Namespace) -> int:
     try:
-        report, code = asyncio.run(_status(_settings(args)))
+        report, code = asyncio.run(_status(cli_settings(args)))
     except TooldeckError as exc:
         return fail(str(exc))
     if args.json:
@@ -74,6 +84,8 @@ async def _status(settings: Settings) -> tuple[dict[str, Any], int]:
     info = await running_daemon(settings)
     if info is not None:
         report.update(daemon="running", pid=info.pid, url=info.url, uptime_s=round(info.uptime_s))
+        if info.socket:
+            report["socket"] = info.socket
         code = 0
         try:
             await check_daemon(info)
@@ -84,6 +96,8 @@ async def _status(settings: Settings) -> tuple[dict[str, Any], int]:
         holder = read_lock(settings.data_dir)
         if holder is not None:
             report.update(supervisor=f"{holder.kind} (pid {holder.pid})")
+            if holder.socket:
+                report["socket"] = holder.socket
     if report["daemon"] != "not answering":
         async with open_facade(settings) as ops:
             servers = await ops.list_servers()
@@ -115,6 +129,8 @@ def _print_status(report: dict[str, Any]) -> None:
         rows.append(("error", report["error"]))
     if report.get("supervisor"):
         rows.append(("supervisor", f"in-process: {report['supervisor']}"))
+    if report.get("socket"):
+        rows.append(("cli socket", report["socket"]))
     rows.append(("data dir", report["data_dir"]))
     if "servers" in report:
         by_status = ", ".join(f"{count} {status}" for status, count in report["servers"].items())

@@ -1,133 +1,118 @@
-"""`tooldeck gateway --stdio` and `tooldeck client-config claude|cursor|vscode`."""
+"""`tooldeck gateway --stdio [--server NAME | --profile NAME]`: the fleet as one MCP server on
+stdin/stdout, bridged to the daemon's router when one runs, served in-process otherwise."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import shutil
 import sys
-from collections.abc import Awaitable
+from contextlib import suppress
 from pathlib import Path
-from typing import Any
 
-from app.core.schemas import MASK
-from app.core.settings import Settings, load_settings, resolve_data_dir
+from app.cli.common import cli_settings
+from app.core.errors import TooldeckError
+from app.core.settings import Settings
 from app.core.stop_signals import Stopped, until_stopped
 from app.ops.attach import running_daemon
-from app.runtime.api_token import load_or_create_token, read_token
-from app.runtime.lock import SupervisorLock
 
 # A client waits for `initialize`; give the auto-start servers this long to list their tools
 # first, so the client's first listing is already complete.
 AUTOSTART_WAIT_S = 15.0
-CLIENTS = ("claude", "cursor", "vscode")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     gateway = subparsers.add_parser(
-        "gateway", help="serve every enabled tool as one MCP server (for MCP clients)"
+        "gateway", help="serve the fleet's tools as one MCP server (for MCP clients)"
     )
     gateway.add_argument(
         "--stdio", action="store_true", required=True, help="speak MCP on stdin/stdout"
     )
+    add_view_arguments(gateway)
     gateway.set_defaults(command_runner=serve_gateway)
 
-    config = subparsers.add_parser(
-        "client-config", help="the snippet that points an MCP client at the gateway"
+
+def add_view_arguments(parser: argparse.ArgumentParser) -> None:
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument(
+        "--server", metavar="NAME", help="one server exactly as it is, names untouched"
     )
-    config.add_argument("client", choices=CLIENTS)
-    config.add_argument(
-        "--http", action="store_true", help="connect over HTTP to the daemon instead of stdio"
-    )
-    config.add_argument("--reveal", action="store_true", help="print the API token itself")
-    config.set_defaults(command_runner=print_client_config)
+    which.add_argument("--profile", metavar="NAME", help="only a profile's servers and tools")
+
+
+def view_of(args: argparse.Namespace) -> tuple[str, str | None]:
+    """Which view of the router: ("aggregated", None), ("server", NAME) or ("profile", NAME)."""
+    if getattr(args, "server", None):
+        return "server", args.server
+    if getattr(args, "profile", None):
+        return "profile", args.profile
+    return "aggregated", None
 
 
 def serve_gateway(args: argparse.Namespace) -> int:
-    settings = load_settings(args.data_dir, {"data_dir": args.data_dir})
-    return asyncio.run(serve_until_stopped(_serve(settings)))
+    settings = cli_settings(args)
+    # stdout is the protocol from here on: nothing else may write to it.
+    from app.faces.gateway.stdio_face import claim_stdio
+
+    protocol = claim_stdio()
+    kind, name = view_of(args)
+
+    async def main() -> int:
+        # The client stops us with SIGTERM, a closed terminal with SIGHUP: unwind, so servers
+        # stop, statuses stay true and usage is written. A stop this way is a normal end.
+        outcome = await until_stopped(_serve(settings, kind, name, protocol))
+        return 0 if isinstance(outcome, Stopped) else outcome
+
+    return asyncio.run(main())
 
 
-async def serve_until_stopped(serving: Awaitable[int]) -> int:
-    """The gateway until it ends or a stop signal (SIGTERM, SIGINT, SIGHUP) ends it cleanly:
-    the servers it runs are stopped and their statuses left true. A client stopping its
-    server this way is a normal end: exit 0."""
-    outcome = await until_stopped(serving)
-    return 0 if isinstance(outcome, Stopped) else outcome
-
-
-async def _serve(settings: Settings) -> int:
-    from app.faces.gateway.server import Gateway
-
+async def _serve(settings: Settings, kind: str, name: str | None, protocol: tuple[int, int]) -> int:
     daemon = await running_daemon(settings)
-    if daemon is not None and daemon.url:
-        from app.faces.gateway.bridge import GatewayBridge
+    if daemon is not None:
+        from app.faces.gateway.bridge import bridge_to_daemon
+        from app.faces.gateway.service import socket_path
 
-        bridge = GatewayBridge(daemon.url.rstrip("/") + "/mcp", read_token(settings.data_dir))
-        await bridge.run_stdio()
-        return 0
+        path = Path(daemon.gateway_socket) if daemon.gateway_socket else None
+        return await bridge_to_daemon(
+            path or socket_path(settings.data_dir),
+            kind,
+            name,
+            *protocol,
+            reconnect_s=settings.gateway_bridge_reconnect_s,
+            max_bytes=settings.max_result_bytes,
+        )
+    return await _serve_in_process(settings, kind, name, protocol)
 
-    from app.ops.bootstrap import running_core
 
-    # No daemon: this process supervises the data dir, so nothing else may run its servers.
-    lock = SupervisorLock(settings.data_dir, "gateway")
-    lock.acquire()
+async def _serve_in_process(
+    settings: Settings, kind: str, name: str | None, protocol: tuple[int, int]
+) -> int:
+    from app.faces.gateway.router import View
+    from app.faces.gateway.service import running_router
+    from app.faces.gateway.stdio_face import serve_stdio
+    from app.faces.http.ops_socket import serve_operations
+    from app.ops.attach import supervising
+
+    # No daemon: this process supervises the data dir, so nothing else may run its servers, and
+    # serves its operations to the CLI meanwhile. One server's view starts only that server (the
+    # others would cost a process each for nothing).
     try:
-        async with running_core(settings) as ops:
-            runtime: Any = ops.runtime
-            try:
+        async with supervising(
+            settings, "gateway", serve=serve_operations, autostart=kind != "server"
+        ) as ops:
+            if kind == "server" and name is not None:
+                with suppress(TooldeckError):
+                    await ops.start_server(name, actor="gateway")
+            with suppress(TimeoutError):
                 async with asyncio.timeout(AUTOSTART_WAIT_S):
-                    await runtime.wait_autostart()
-            except TimeoutError:
-                pass  # slow servers join later, announced by list_changed
-            gateway = Gateway(
-                ops,
-                separator=settings.gateway_separator,
-                page_size=settings.gateway_page_size,
-            )
-            try:
-                await gateway.run_stdio()
-            finally:
-                gateway.close()
-    finally:
-        lock.release()
-    return 0
-
-
-def _stdio_entry(args: argparse.Namespace) -> dict[str, Any]:
-    # The console script beside this interpreter: clients do not share the shell's PATH.
-    script = Path(sys.executable).parent / "tooldeck"
-    command = str(script) if script.exists() else shutil.which("tooldeck") or sys.executable
-    entry_args = ["gateway", "--stdio"]
-    if command == sys.executable:
-        entry_args = ["-m", "app", *entry_args]
-    # The client starts the command with its own environment: name the data dir explicitly.
-    return {
-        "command": command,
-        "args": entry_args,
-        "env": {"TOOLDECK_HOME": str(resolve_data_dir(args.data_dir))},
-    }
-
-
-def _http_entry(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
-    # The daemon would make the token at its first start; making it now gives the same file.
-    token = load_or_create_token(settings.data_dir) if args.reveal else MASK
-    authorization = f"Bearer {token}"
-    return {
-        "url": f"http://{settings.host}:{settings.port}/mcp",
-        "headers": {"Authorization": authorization},
-    }
-
-
-def print_client_config(args: argparse.Namespace) -> int:
-    settings = load_settings(args.data_dir, {"data_dir": args.data_dir})
-    entry = _http_entry(args, settings) if args.http else _stdio_entry(args)
-    if args.client == "vscode":
-        document = {"servers": {"tooldeck": {"type": "http" if args.http else "stdio", **entry}}}
-    else:
-        document = {"mcpServers": {"tooldeck": entry}}
-    print(json.dumps(document, indent=2))
-    if args.http and not args.reveal:
-        print("# the token is masked: run `tooldeck token show`, or add --reveal", file=sys.stderr)
+                    await ops.runtime.wait_autostart()  # type: ignore[union-attr]
+            async with running_router(ops) as router:
+                view = View(router, kind, name)
+                missing = view.missing()
+                if missing is not None:
+                    print(f"tooldeck: {missing}", file=sys.stderr)
+                    return 1
+                await serve_stdio(router, view, *protocol)
+    except TooldeckError as exc:
+        print(f"tooldeck: {exc}", file=sys.stderr)
+        return 1
     return 0

@@ -83,6 +83,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--include-secrets", action="store_true", help="write env and header values as they are"
     )
     export.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
+    export.add_argument(
+        "--json",
+        action="store_true",
+        help="the document is JSON already; with -o, print what was written as JSON",
+    )
     export.set_defaults(handler=export_servers)
 
 
@@ -155,7 +160,10 @@ async def export_servers(args: argparse.Namespace, ops: Operations) -> int:
         output = Path(args.output)
         await asyncio.to_thread(write_document, output, document, private=args.include_secrets)
         servers = next(iter(document.values()))
-        print(f"wrote {_servers(len(servers))} to {output}", file=sys.stderr)
+        if args.json:
+            print_json({"path": str(output), "servers": sorted(servers)})
+        else:
+            print(f"wrote {_servers(len(servers))} to {output}", file=sys.stderr)
     else:
         print(json.dumps(document, indent=2))
     if not args.include_secrets and _has_masked(document):

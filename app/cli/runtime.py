@@ -16,6 +16,7 @@ from typing import Any
 from app.cli.common import actor, add_json_flag, ago, print_json, print_table
 from app.core.errors import InvalidInput
 from app.core.schemas import ProbeReport, ToolCallResult
+from app.ops.bootstrap import JOB_NAMES
 from app.ops.protocol import Operations
 
 
@@ -39,6 +40,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     logs = server.add_parser("logs", help="the last lines a server wrote to stderr")
     logs.add_argument("name")
     logs.add_argument("-n", "--lines", type=int, default=50, help="how many (default 50)")
+    add_json_flag(logs)
     logs.set_defaults(handler=server_logs)
 
     probe = server.add_parser(
@@ -61,7 +63,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     jobs.set_defaults(handler=list_jobs)
     job_verbs = jobs.add_subparsers(dest="job_verb", metavar="VERB")
     run = job_verbs.add_parser("run", help="run a job now and wait for it")
-    run.add_argument("job")
+    run.add_argument("job", choices=JOB_NAMES, help=", ".join(JOB_NAMES))
     add_json_flag(run)
     run.set_defaults(handler=run_job)
 
@@ -128,7 +130,11 @@ async def server_health(args: argparse.Namespace, ops: Operations) -> int:
 
 
 async def server_logs(args: argparse.Namespace, ops: Operations) -> int:
-    for line in await ops.log_tail(args.name, args.lines):
+    lines = await ops.log_tail(args.name, args.lines)
+    if args.json:
+        print_json(lines)
+        return 0
+    for line in lines:
         print(line)
     return 0
 

@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from app.cli.common import actor, add_json_flag, ago, key_value, print_json, print_table
+from app.core.events import EventKind
 from app.core.schemas import BULK_OPERATIONS, SERVER_STATUSES, TRANSPORTS, ToolServerResponse
 from app.ops.protocol import Operations
 
@@ -20,6 +21,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     state.add_argument("--enabled", dest="enabled", action="store_const", const=True)
     state.add_argument("--disabled", dest="enabled", action="store_const", const=False)
     listing.add_argument("--filter", dest="text", help="match name, display name or description")
+    listing.add_argument("--reveal", action="store_true", help="show env and header values")
     add_json_flag(listing)
     listing.set_defaults(handler=list_servers)
 
@@ -29,8 +31,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add_json_flag(show)
     show.set_defaults(handler=show_server)
 
-    add = verbs.add_parser("add", help="add a server")
-    add.add_argument("name")
+    add = verbs.add_parser(
+        "add",
+        help="add a server",
+        description="Add a server: a stdio one runs --command with its --arg values; a "
+        "streamable_http or sse one connects to --url. With auto-start on (the default) the "
+        "supervising process starts it at once.",
+    )
+    add.add_argument("name", help="1-64 lowercase letters, digits, '-' or '_'")
     _server_options(add, creating=True)
     add_json_flag(add)
     add.set_defaults(handler=add_server)
@@ -51,48 +59,121 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         toggle.set_defaults(handler=enable_servers if enabled else disable_servers)
 
     bulk = subparsers.add_parser(
-        "bulk", help=f"one operation on many servers ({', '.join(BULK_OPERATIONS)})"
+        "bulk",
+        help=f"one operation on many servers ({', '.join(BULK_OPERATIONS)})",
+        description="Apply one operation to each named server and report each outcome; exit 1 "
+        "when any of them failed.",
     )
-    bulk.add_argument("operation")
+    bulk.add_argument("operation", choices=BULK_OPERATIONS, help=", ".join(BULK_OPERATIONS))
     bulk.add_argument("names", nargs="+", metavar="NAME")
     add_json_flag(bulk)
     bulk.set_defaults(handler=bulk_operation)
 
-    events = subparsers.add_parser("events", help="recent events, of one server or all")
-    events.add_argument("name", nargs="?")
-    events.add_argument("--kind")
-    events.add_argument("--limit", type=int, default=50)
+    events = subparsers.add_parser(
+        "events",
+        help="recent events, of one server or all",
+        description="What happened, newest first: starts, stops, failures, health changes, "
+        "edits (with who made them), alerts and jobs.",
+    )
+    events.add_argument("name", nargs="?", help="one server's events only")
+    events.add_argument(
+        "--kind", help=f"only events of this kind ({', '.join(kind.value for kind in EventKind)})"
+    )
+    events.add_argument(
+        "--limit", type=int, default=50, metavar="N", help="at most this many (default 50)"
+    )
     add_json_flag(events)
     events.set_defaults(handler=list_events)
 
 
 def _server_options(parser: argparse.ArgumentParser, *, creating: bool) -> None:
-    parser.add_argument("--transport", choices=TRANSPORTS)
-    parser.add_argument("--command")
     parser.add_argument(
-        "--arg", dest="args", action="append", help="an argument (repeat; on edit, replaces all)"
+        "--transport",
+        choices=TRANSPORTS,
+        help="stdio runs a command; streamable_http and sse connect to a URL (default stdio)",
     )
-    parser.add_argument("--env", action="append", type=key_value, metavar="KEY=VALUE")
-    parser.add_argument("--cwd")
-    parser.add_argument("--url")
-    parser.add_argument("--header", action="append", type=key_value, metavar="KEY=VALUE")
-    parser.add_argument("--display-name")
-    parser.add_argument("--description")
-    parser.add_argument("--max-failures", type=int)
-    parser.add_argument("--startup-timeout", type=float, dest="startup_timeout_s")
-    parser.add_argument("--call-timeout", type=float, dest="call_timeout_s")
+    parser.add_argument("--command", help="the program a stdio server runs")
+    parser.add_argument(
+        "--arg",
+        dest="args",
+        action="append",
+        metavar="ARG",
+        help="an argument of the command (repeat; on edit, replaces all)",
+    )
+    parser.add_argument(
+        "--env",
+        action="append",
+        type=key_value,
+        metavar="KEY=VALUE",
+        help="an environment variable of the server (repeat); masked in every output",
+    )
+    parser.add_argument("--cwd", metavar="DIR", help="the directory a stdio server runs in")
+    parser.add_argument("--url", help="the address of a streamable_http or sse server")
+    parser.add_argument(
+        "--header",
+        action="append",
+        type=key_value,
+        metavar="KEY=VALUE",
+        help="an HTTP header sent to a remote server (repeat); masked in every output",
+    )
+    parser.add_argument(
+        "--display-name", metavar="TEXT", help="a friendlier name to show (up to 200 chars)"
+    )
+    parser.add_argument("--description", metavar="TEXT", help="what the server is for")
+    parser.add_argument(
+        "--max-failures",
+        type=int,
+        metavar="N",
+        help="failed starts, exits or health checks in a row before it is disabled (1-10, "
+        "default 3)",
+    )
+    parser.add_argument(
+        "--startup-timeout",
+        type=float,
+        dest="startup_timeout_s",
+        metavar="SECONDS",
+        help="how long a start may take, in seconds (up to 600, default 30)",
+    )
+    parser.add_argument(
+        "--call-timeout",
+        type=float,
+        dest="call_timeout_s",
+        metavar="SECONDS",
+        help="how long a tool call may take, in seconds (up to 3600, default 60)",
+    )
     if creating:
-        parser.add_argument("--no-auto-start", dest="auto_start", action="store_false")
-        parser.add_argument("--no-auto-update", dest="auto_update", action="store_false")
-        parser.add_argument("--disabled", dest="enabled", action="store_false")
+        parser.add_argument(
+            "--no-auto-start",
+            dest="auto_start",
+            action="store_false",
+            help="start it only when asked (or on a call), not with Tooldeck",
+        )
+        parser.add_argument(
+            "--no-auto-update",
+            dest="auto_update",
+            action="store_false",
+            help="do not re-list its tools on the capabilities job's schedule",
+        )
+        parser.add_argument(
+            "--disabled", dest="enabled", action="store_false", help="add it disabled"
+        )
     else:
-        for flag in ("auto-start", "auto-update"):
+        for flag, what in (
+            ("auto-start", "start it with Tooldeck and when enabled"),
+            ("auto-update", "re-list its tools on the capabilities job's schedule"),
+        ):
             dest = flag.replace("-", "_")
             group = parser.add_mutually_exclusive_group()
-            group.add_argument(f"--{flag}", dest=dest, action="store_const", const=True)
-            group.add_argument(f"--no-{flag}", dest=dest, action="store_const", const=False)
-        parser.add_argument("--unset-env", action="append", metavar="KEY", default=[])
-        parser.add_argument("--unset-header", action="append", metavar="KEY", default=[])
+            group.add_argument(f"--{flag}", dest=dest, action="store_const", const=True, help=what)
+            group.add_argument(
+                f"--no-{flag}", dest=dest, action="store_const", const=False, help="do not"
+            )
+        parser.add_argument(
+            "--unset-env", action="append", metavar="KEY", default=[], help="remove a variable"
+        )
+        parser.add_argument(
+            "--unset-header", action="append", metavar="KEY", default=[], help="remove a header"
+        )
 
 
 SIMPLE_FIELDS = (
@@ -139,7 +220,9 @@ SERVER_HEADERS = ("name", "status", "enabled", "transport", "tools", "fails", "c
 
 
 async def list_servers(args: argparse.Namespace, ops: Operations) -> int:
-    servers = await ops.list_servers(status=args.status, enabled=args.enabled, text=args.text)
+    servers = await ops.list_servers(
+        status=args.status, enabled=args.enabled, text=args.text, reveal=args.reveal
+    )
     if args.json:
         print_json(servers)
     else:

@@ -38,7 +38,17 @@ async def list_tools(args: argparse.Namespace, ops: Operations) -> int:
         print_json(tools)
         return 0
     print_table(
-        ("tool", "enabled", "available", "bypass", "calls", "errors", "avg ms", "last call"),
+        (
+            "tool",
+            "enabled",
+            "available",
+            "bypass",
+            "calls",
+            "errors",
+            "refused",
+            "avg ms",
+            "last call",
+        ),
         (
             [
                 tool.name,
@@ -47,6 +57,7 @@ async def list_tools(args: argparse.Namespace, ops: Operations) -> int:
                 "on" if tool.bypass_when_unavailable else "off",
                 tool.total_calls,
                 tool.total_errors,
+                tool.total_refused,
                 "-" if tool.avg_response_time_ms is None else f"{tool.avg_response_time_ms:.1f}",
                 ago(tool.last_called),
             ]

@@ -18,6 +18,7 @@ class Change(StrEnum):
     SERVERS = "servers"  # a server was created, changed, deleted, enabled or disabled
     STATUS = "status"  # the supervisor saw a server's status change
     TOOLS = "tools"  # the set of tools or their enabled/available flags changed
+    PROFILES = "profiles"  # a gateway profile was created, changed or deleted
 
 
 Listener = Callable[[Change, str | None], None]

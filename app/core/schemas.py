@@ -193,6 +193,8 @@ class ServerToolResponse(BaseModel):
     disabled_reason: str | None = None
     total_calls: int
     total_errors: int
+    total_refused: int = 0
+    total_cancelled: int = 0
     last_called: datetime | None
     last_error: str | None
     avg_response_time_ms: float | None
@@ -368,7 +370,8 @@ ToolStatus = Literal["available", "unavailable", "disabled", "deleted", "unknown
 
 class ToolServerMetrics(BaseModel):
     """One server over a window. Counts are exact; percentiles are within 1 % (see
-    storage.latency). `period_start`/`period_end` are the window actually covered."""
+    storage.latency). `period_start`/`period_end` are the window actually covered. Calls are
+    the answered ones (errors are the tool's); refused and cancelled calls are counted apart."""
 
     server_id: str
     server_name: str
@@ -377,6 +380,10 @@ class ToolServerMetrics(BaseModel):
     enabled_tools: int
     total_calls: int
     total_errors: int
+    total_refused: int = Field(
+        0, description="calls Tooldeck refused (disabled, bad arguments, unknown, not running)"
+    )
+    total_cancelled: int = Field(0, description="calls cancelled before the tool answered")
     success_rate: float | None = Field(None, ge=0, le=1, description="None without calls")
     avg_response_time_ms: float | None = None
     last_activity: datetime | None = Field(None, description="the newest call in the window")
@@ -392,7 +399,8 @@ class ToolServerMetrics(BaseModel):
 
 class ToolMetrics(BaseModel):
     """One tool over a window; `calls_last_24h`/`errors_last_24h` cover the last 24 hours
-    whatever the window. Percentiles are left out (None) in the system view's lists."""
+    whatever the window. Percentiles are left out (None) in the system view's lists. Calls are
+    the answered ones; refused and cancelled calls are counted apart."""
 
     tool_id: str | None
     tool_name: str
@@ -401,6 +409,10 @@ class ToolMetrics(BaseModel):
     status: ToolStatus
     total_calls: int
     total_errors: int
+    total_refused: int = Field(
+        0, description="calls Tooldeck refused (disabled, bad arguments, unknown, not running)"
+    )
+    total_cancelled: int = Field(0, description="calls cancelled before the tool answered")
     success_rate: float | None = Field(None, ge=0, le=1, description="None without calls")
     avg_response_time_ms: float | None = None
     last_called: datetime | None = Field(None, description="the newest call in the window")
@@ -415,7 +427,8 @@ class ToolMetrics(BaseModel):
 
 class ToolServerAnalytics(BaseModel):
     """The whole system. `total_calls_today/week/month` and `total_errors_today` cover the UTC
-    day, ISO week and month up to now; every other usage figure covers the window."""
+    day, ISO week and month up to now; every other usage figure covers the window. Calls are the
+    answered ones and errors the tools'; refusals and cancels never count as either."""
 
     total_servers: int
     active_servers: int
@@ -428,6 +441,10 @@ class ToolServerAnalytics(BaseModel):
     overall_success_rate: float | None = Field(None, ge=0, le=1)
     avg_response_time_ms: float | None = None
     p95_response_time_ms: float | None = None
+    total_refused: int = Field(
+        0, description="calls Tooldeck refused (disabled, bad arguments, unknown, not running)"
+    )
+    total_cancelled: int = Field(0, description="calls cancelled before the tool answered")
     server_metrics: list[ToolServerMetrics]
     top_tools: list[ToolMetrics]
     failing_tools: list[ToolMetrics] = Field(
@@ -445,6 +462,8 @@ class UsagePoint(BaseModel):
     end: datetime
     calls: int
     errors: int
+    refused: int = 0
+    cancelled: int = 0
     avg_response_time_ms: float | None = None
     p95_response_time_ms: float | None = None
 
@@ -499,13 +518,15 @@ class AlertResponse(BaseModel):
 
 
 class ServerLimitsSpec(BaseModel):
-    """Resource limits of a stdio server; None switches a limit off."""
+    """Resource limits of a stdio server; None switches a limit off. `sustain_s` 0 restarts a
+    server at the first sample over a limit."""
 
-    model_config = ConfigDict(extra="forbid")
+    # An infinite limit is no limit: that is None, not a number JSON cannot carry.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     max_rss_mb: float | None = Field(None, gt=0)
     max_cpu_percent: float | None = Field(None, gt=0)
-    sustain_s: float = Field(30.0, gt=0, le=3600)
+    sustain_s: float = Field(30.0, ge=0, le=3600)
     max_concurrent_calls: int | None = Field(None, ge=1, le=10_000)
     max_queued_calls: int = Field(0, ge=0, le=100_000)
     # Applied at spawn where the platform allows (app.runtime.spawn_guard); a change takes
@@ -518,7 +539,8 @@ class ServerLimitsSpec(BaseModel):
 
 
 class ServerLimitsResponse(ServerLimitsSpec):
-    model_config = ConfigDict(from_attributes=True, extra="ignore")
+    # What is stored is shown, even a limit an older version let through as infinite.
+    model_config = ConfigDict(from_attributes=True, extra="ignore", allow_inf_nan=True)
 
     server_id: str
 

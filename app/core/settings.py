@@ -99,7 +99,7 @@ class Settings(BaseSettings):
     # Tooldeck's own settings.
     database_url: str | None = Field(
         None,
-        description="an SQLAlchemy async URL such as sqlite+aiosqlite:///path/to.db",
+        description="an SQLAlchemy URL with an async driver, such as sqlite+aiosqlite:///path/to.db",
         validation_alias=_names("database_url"),
     )
     log_level: str = Field(
@@ -204,6 +204,44 @@ class Settings(BaseSettings):
         description="a whole number from 1 to 1000 (tools per tools/list page)",
         validation_alias=_names("gateway_page_size"),
     )
+    gateway_max_name_length: int = Field(
+        128,
+        ge=24,
+        le=128,
+        description="a whole number from 24 to 128: longer tool and prompt names exposed by the "
+        "gateway end in a stable short hash (64 suits model providers that reject longer ones)",
+        validation_alias=_names("gateway_max_name_length"),
+    )
+    gateway_max_call_s: float = Field(
+        600.0,
+        ge=1,
+        le=86400,
+        description="seconds from 1 to 86400: the longest a gateway call may run, however much "
+        "progress it reports (progress extends a call's own timeout up to this)",
+        validation_alias=_names("gateway_max_call_s"),
+    )
+    gateway_stateless: bool = Field(
+        False,
+        description="true or false: serve /mcp without sessions (every POST stands alone; no "
+        "GET stream, so no notifications outside a call)",
+        validation_alias=_names("gateway_stateless"),
+    )
+    gateway_bridge_reconnect_s: float = Field(
+        30.0,
+        ge=0,
+        le=3600,
+        description="seconds from 0 to 3600: how long `gateway --stdio` waits for a restarted "
+        "daemon before it exits",
+        validation_alias=_names("gateway_bridge_reconnect_s"),
+    )
+    max_result_bytes: int = Field(
+        8 * 1024 * 1024,
+        ge=64 * 1024,
+        le=1024 * 1024 * 1024,
+        description="bytes from 65536 to 1073741824: a bigger message from a server becomes an "
+        "error answer, and a bigger request body to /mcp is refused",
+        validation_alias=_names("max_result_bytes"),
+    )
     tui_refresh_s: float = Field(
         2.0,
         ge=0.5,
@@ -212,10 +250,16 @@ class Settings(BaseSettings):
         validation_alias=_names("tui_refresh_s"),
     )
     host: str = Field(
-        "127.0.0.1", description="an address to bind to", validation_alias=_names("host")
+        "127.0.0.1",
+        description="an address to listen on, such as 127.0.0.1, ::1 or 0.0.0.0",
+        validation_alias=_names("host"),
     )
     port: int = Field(
-        8765, ge=1, le=65535, description="a port from 1 to 65535", validation_alias=_names("port")
+        8765,
+        ge=0,
+        le=65535,
+        description="a port from 0 to 65535 (0 picks a free one)",
+        validation_alias=_names("port"),
     )
 
     # Alerts (app.governance.alerts) and resource limits (app.governance.limits_watchdog).
@@ -316,6 +360,22 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown built-in server {', '.join(unknown)}")
         return value
 
+    @field_validator("host")
+    @classmethod
+    def _listening_address(cls, value: str) -> str:
+        # An empty host makes the socket listen on every interface, while the log would say
+        # 127.0.0.1: refuse it rather than open the API to the network by accident.
+        if not value.strip():
+            raise ValueError("it is empty")
+        if any(char.isspace() for char in value):
+            raise ValueError("it has spaces")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _usable_database_url(cls, value: str | None) -> str | None:
+        return None if value is None else check_database_url(value)
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -338,6 +398,47 @@ class Settings(BaseSettings):
     @property
     def logs_dir(self) -> Path:
         return self.data_dir / "logs"
+
+
+def check_database_url(url: str) -> str:
+    """`url` if Tooldeck can open it: an SQLAlchemy URL whose driver is installed and async.
+
+    Checked when settings load, so a bad URL is one line naming the variable instead of a
+    traceback from the first query of every verb.
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ValueError("not a URL of the form driver://...") from None
+    try:
+        dialect = parsed.get_dialect()
+    except NoSuchModuleError:
+        raise ValueError(f"no database driver is called {parsed.drivername!r}") from None
+    if not getattr(dialect, "is_async", False):
+        raise ValueError(
+            f"{parsed.drivername} is a synchronous driver: use sqlite+aiosqlite:///path"
+        )
+    try:
+        dialect.import_dbapi()
+    except ImportError as exc:
+        raise ValueError(f"the driver of {parsed.drivername} is not installed ({exc})") from None
+    if parsed.get_backend_name() != "sqlite":
+        # The usage writer and its rollups speak SQLite's SQL only (see the README).
+        raise ValueError(f"{parsed.get_backend_name()} is not supported yet: use SQLite")
+    return url
+
+
+def masked_database_url(url: str) -> str:
+    """The URL with its password masked: a PostgreSQL URL may carry one."""
+    scheme, sep, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if not at or ":" not in credentials:
+        return url
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}{sep}{user}:********@{host}"
 
 
 # pydantic-settings builds sources from the class; the file's path is per load, so it is handed
@@ -404,7 +505,12 @@ def _describe_error(
     info = Settings.model_fields.get(field)
     accepts = info.description if info and info.description else error["msg"]
     value = error.get("input")
-    return f"{name}={value!r} ({source}): expected {accepts}"
+    if field == "database_url" and isinstance(value, str):
+        value = masked_database_url(value)
+    # A validator of ours says what exactly is wrong; pydantic's own messages add nothing.
+    reason = error.get("ctx", {}).get("error") if error["type"] == "value_error" else None
+    why = f" ({reason})" if reason and info and info.description else ""
+    return f"{name}={value!r} ({source}): expected {accepts}{why}"
 
 
 def _env_value(field: str) -> str | None:

@@ -76,7 +76,10 @@ def url_host(host: str) -> str:
 
 def bind_socket(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # The protocol named, not 0: asyncio sets TCP_NODELAY on accepted connections only for a
+    # socket whose `proto` says TCP. Without it every answer on a kept-alive connection waited
+    # ~40 ms for the client's delayed ACK (Nagle).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host.strip("[]"), port))
@@ -88,18 +91,15 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 
 def run_headless(args: argparse.Namespace) -> int:
-    flags = {"data_dir": args.data_dir, "host": args.host}
-    if args.port:
-        flags["port"] = args.port
-    settings = load_settings(args.data_dir, flags)
-    port = settings.port if args.port is None else args.port
+    settings = load_settings(
+        args.data_dir, {"data_dir": args.data_dir, "host": args.host, "port": args.port}
+    )
+    port = settings.port
     if args.no_auth and not is_loopback(settings.host):
         return _fail(
             f"refusing to serve on {settings.host} without auth: anyone who can reach it "
             "could run commands; drop --no-auth or listen on 127.0.0.1"
         )
-    if not 0 <= port <= 65535:
-        return _fail(f"--port {port}: expected a port from 0 to 65535")
     log_file = configure_json_logging(settings)
     lock = SupervisorLock(settings.data_dir, "daemon")
     try:
@@ -140,8 +140,11 @@ async def serve(
     # Imported here, not at the top: every CLI verb imports this module for its flags.
     import uvicorn
 
-    from app.faces.gateway.server import Gateway
+    from app.faces.gateway.http_face import AsgiApp, HttpCore
+    from app.faces.gateway.service import running_router, socket_path
+    from app.faces.gateway.stdio_face import close_socket, open_socket
     from app.faces.http.api import create_app
+    from app.faces.http.ops_socket import serve_operations
     from app.ops.bootstrap import running_core
 
     class Server(uvicorn.Server):
@@ -170,18 +173,31 @@ async def serve(
     for signum in STOP_SIGNALS:
         loop.add_signal_handler(signum, on_signal, signum)
     try:
-        async with running_core(settings) as ops, AsyncExitStack() as gateway_scope:
-            gateway = Gateway(
-                ops,
-                separator=settings.gateway_separator,
-                page_size=settings.gateway_page_size,
+        async with (
+            running_core(settings) as ops,
+            running_router(ops) as router,
+            AsyncExitStack() as gateway_scope,
+        ):
+            mcp = HttpCore(
+                router,
+                check_hosts=is_loopback(settings.host),
+                stateless=settings.gateway_stateless,
             )
-            gateway_scope.callback(gateway.close)
-            mcp_app = gateway.http_app(host=settings.host)
+            # The local CLI's way in, as with every supervising face (no token: the socket is
+            # private); the HTTP API below is for everyone else.
+            await gateway_scope.enter_async_context(serve_operations(ops, lock))
             # Left before the core: MCP sessions end before the servers behind them stop.
-            await gateway_scope.enter_async_context(gateway.http_lifespan())
+            gateway_scope.callback(mcp.close)
+            gateway_socket = socket_path(settings.data_dir)
+            bridges = await open_socket(router, gateway_socket)
+            gateway_scope.push_async_callback(close_socket, bridges, gateway_socket)
             config = uvicorn.Config(
-                create_app(ops, tokens=tokens, mcp_app=mcp_app),
+                create_app(
+                    ops,
+                    tokens=tokens,
+                    mcp_app=AsgiApp(mcp),
+                    mcp_max_bytes=settings.max_result_bytes,
+                ),
                 log_config=None,
                 access_log=False,  # our middleware writes one JSON line per request instead
                 lifespan="off",  # the core's lifetime is this function's, not the app's
@@ -191,7 +207,7 @@ async def serve(
             server = Server(config)
             if not stopping.is_set():
                 url = f"http://{url_host(settings.host)}:{sock.getsockname()[1]}"
-                lock.publish(url)
+                lock.publish(url, gateway_socket=str(gateway_socket))
                 log.info("listening", extra={"url": url, "auth": tokens is not None})
                 await server.serve(sockets=[sock])
             log.info("stopping the core: flushing usage, stopping servers")

@@ -32,6 +32,7 @@ from app.core.changes import Change, ChangeBus
 from app.core.events import EventKind
 from app.core.schemas import AlertResponse
 from app.core.settings import Settings
+from app.core.usage_record import ANSWERED
 from app.governance.alert_delivery import AlertDelivery
 from storage.db import Database
 from storage.latency import percentiles
@@ -118,18 +119,6 @@ def _unstored_alert(finding: Finding, now: datetime) -> AlertResponse:
         notified_at=None,
         delivery=None,
         details=finding.details or None,
-    )
-
-
-def _finding_of(alert: AlertResponse) -> Finding:
-    return Finding(
-        alert.rule,
-        alert.subject,
-        alert.message,
-        server_id=alert.server_id,
-        tool_id=alert.tool_id,
-        severity=alert.severity,
-        details=alert.details or {},
     )
 
 
@@ -256,16 +245,18 @@ async def window_usage_findings(db: Database, settings: Settings, now: datetime)
             ToolUsage.server_id,
             ToolUsage.tool_id,
             ToolUsage.tool_name,
-            ToolUsage.success,
+            ToolUsage.outcome,
             ToolUsage.latency_bucket,
             func.count(),
         )
+        # Refused and cancelled calls say nothing of a tool's health.
         .where(ToolUsage.called_at >= start, ToolUsage.called_at <= now)
+        .where(ToolUsage.outcome.in_(ANSWERED))
         .group_by(
             ToolUsage.server_id,
             ToolUsage.tool_id,
             ToolUsage.tool_name,
-            ToolUsage.success,
+            ToolUsage.outcome,
             ToolUsage.latency_bucket,
         )
     )
@@ -275,10 +266,10 @@ async def window_usage_findings(db: Database, settings: Settings, now: datetime)
     calls: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0])
     tool_hist: dict[tuple[str, str, str], dict[int, int]] = defaultdict(dict)
     server_hist: dict[str, dict[int, int]] = defaultdict(dict)
-    for server_id, tool_id, tool_name, success, bucket, count in rows:
+    for server_id, tool_id, tool_name, outcome, bucket, count in rows:
         key = (server_id or "", tool_id or "", tool_name)
         calls[key][0] += count
-        if not success:
+        if outcome == "error":
             calls[key][1] += count
         if bucket is not None:
             tool_hist[key][bucket] = tool_hist[key].get(bucket, 0) + count
@@ -441,6 +432,10 @@ class AlertEngine:
         # disk, the same read-only data dir): listed and delivered from memory meanwhile,
         # stored by the next evaluation that can write.
         self._unstored: AlertResponse | None = None
+        # What the usage writer last said is wrong (None: its writes work), and how many times
+        # it has spoken: an evaluation that read an older state stores the newer one after it.
+        self._writer_problem: str | None = None
+        self._writer_said = 0
 
     # ---- wiring -------------------------------------------------------------------------------
 
@@ -495,19 +490,19 @@ class AlertEngine:
 
     async def evaluate(self, *, state_only: bool = False, now: datetime | None = None) -> str:
         now = now or utcnow()
-        findings: list[Finding] = []
-        evaluated: list[str] = []
-        unstored = self._unstored
-        if unstored is not None:
-            findings.append(_finding_of(unstored))
+        said = self._writer_said
+        findings: list[Finding] = self._writer_findings()
+        evaluated: list[str] = list(WRITER_RULES)
         for rule_set, rules in RULE_SETS.items():
             if state_only and not set(rules) <= set(STATE_RULES):
                 continue
             findings += await rule_set(self.db, self.settings, now)
             evaluated += rules
         opened = await self.apply(findings, evaluated, now=now)
-        if self._unstored is unstored:
+        if self._writer_said == said:
             self._unstored = None
+        else:  # the writer spoke meanwhile: what was just stored of its state is stale
+            await self._store_writer_state()
         return f"{len(findings)} firing, {opened} new"
 
     # ---- the usage writer's state -------------------------------------------------------------
@@ -515,25 +510,32 @@ class AlertEngine:
     def usage_writes(self, problem: str | None) -> None:
         """The usage writer's state (UsageRecorder.on_failing): what is wrong while its writes
         are refused, None once they work again. An alert is raised, then resolved."""
+        self._writer_problem = problem
+        self._writer_said += 1
+        if problem is None:
+            self._unstored = None
         with suppress(RuntimeError):  # no running loop: nothing to schedule on
             task = asyncio.get_running_loop().create_task(
-                self._usage_writes(problem), name="alert:usage-writes"
+                self._store_writer_state(), name="alert:usage-writes"
             )
             self._deliveries.add(task)
             task.add_done_callback(self._deliveries.discard)
 
-    async def _usage_writes(self, problem: str | None) -> None:
+    def _writer_findings(self) -> list[Finding]:
+        problem = self._writer_problem
         if problem is None:
-            self._unstored = None
-            try:
-                await self.apply([], WRITER_RULES)
-            except OperationalError:
-                logger.exception("resolving the alert on usage writes failed")
-            return
-        finding = Finding(RULE_USAGE_NOT_WRITTEN, "usage", problem, severity="critical")
+            return []
+        return [Finding(RULE_USAGE_NOT_WRITTEN, "usage", problem, severity="critical")]
+
+    async def _store_writer_state(self) -> None:
+        findings = self._writer_findings()
         try:
-            await self.apply([finding], WRITER_RULES)
+            await self.apply(findings, WRITER_RULES)
         except OperationalError as exc:
+            if not findings:
+                logger.error("resolving the alert on usage writes failed: %s", exc.orig)
+                return
+            [finding] = findings
             # The database refuses this write too: the alert lives in memory until it can be
             # stored, and goes out to the hooks and the dashboard now.
             logger.error("usage cannot be written, and neither can its alert: %s", exc.orig)
@@ -541,6 +543,9 @@ class AlertEngine:
             self._unstored = _unstored_alert(finding, utcnow())
             if first:
                 self._announce(self._unstored)
+            return
+        if findings:
+            self._unstored = None
 
     def unstored(self) -> list[AlertResponse]:
         """Open alerts not in the database yet (see `usage_writes`)."""

@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+# The largest id SQLite's INTEGER PRIMARY KEY (and PostgreSQL's BIGINT) can hold.
+MAX_ROW_ID = 2**63 - 1
 SINCE_PATTERN = re.compile(r"^(\d+)\s*([mhdw])$")
 SINCE_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 LIMIT_FIELDS = tuple(ServerLimitsSpec.model_fields)
@@ -59,7 +61,12 @@ def parse_since(since: str | datetime | None, now: datetime | None = None) -> da
     now = now or datetime.now(UTC)
     match = SINCE_PATTERN.match(since.strip().lower())
     if match:
-        return now - timedelta(**{SINCE_UNITS[match.group(2)]: int(match.group(1))})
+        try:
+            return now - timedelta(**{SINCE_UNITS[match.group(2)]: int(match.group(1))})
+        except OverflowError:
+            raise InvalidInput(
+                f"{since} goes back before the year 1: use a shorter duration", field="since"
+            ) from None
     try:
         moment = datetime.fromisoformat(since)
     except ValueError:
@@ -135,6 +142,9 @@ class AlertOperations(OpsBase):
         return (self.alerts.unstored() if self.alerts is not None else []) + stored
 
     async def ack_alert(self, alert_id: int, *, actor: str) -> AlertResponse:
+        if not 0 < alert_id <= MAX_ROW_ID:
+            # Beyond what an id column holds: the database could not even be asked.
+            raise NotFound(f"no alert {alert_id}")
         async with self.db.session() as session:
             alert = await session.get(Alert, alert_id)
             if alert is None:

@@ -17,6 +17,9 @@ from storage.db import Database, head_revision
 
 # Usage recorded but not yet in the database, for the next start to write after a kill.
 JOURNAL_DIR = "usage-journal"
+# Every job of a running core's scheduler: the core scheduler's and the two added here. Named
+# up front so `tooldeck jobs run` can list them without a running core.
+JOB_NAMES = ("health", "capabilities", "cleanup", "alerts", "limits")
 
 
 async def open_database(settings: Settings) -> Database:

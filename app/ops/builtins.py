@@ -6,34 +6,47 @@ import os
 import sys
 from pathlib import Path
 
-from app.core.errors import InvalidInput
+from app.core.errors import Conflict, InvalidInput
 from app.core.schemas import ToolServerCreate
 from app.core.settings import Settings
 from app.ops.servers import ServerOperations
-from storage.queries import find_server
+from storage.queries import BUILTINS_SEEDED, deck_fact, find_server, remember_deck_fact
 
 
 class BuiltinOperations(ServerOperations):
     """Seeding the built-in servers."""
 
     async def seed_builtin_servers(self) -> list[str]:
-        """Create the configured built-in servers that do not exist yet; returns their names."""
+        """On the first start with `MCP_ENABLED`, create the built-in servers `MCP_SERVERS`
+        names; returns the names created.
+
+        Only once per database: a later start (by any verb, with any MCP_SERVERS) creates none,
+        so a built-in left out at first, or removed since, stays away.
+        """
         if not self.settings.mcp_enabled:
             return []
+        async with self.db.session() as session:
+            calculator = await find_server(session, "calculator")
+            if calculator is not None and calculator.is_builtin:
+                if "calculator" in self.settings.mcp_servers:
+                    # The interpreter path is this installation's: follow it if it moved.
+                    command = builtin_server_spec("calculator", self.settings)[0].command
+                    calculator.command = command
+            if await deck_fact(session, BUILTINS_SEEDED) is not None:
+                return []
         created = []
         for name in self.settings.mcp_servers:
             spec, reason = builtin_server_spec(name, self.settings)
-            async with self.db.session() as session:
-                existing = await find_server(session, name)
-                if existing is not None:
-                    if existing.is_builtin and name == "calculator":
-                        # The interpreter path is this installation's: follow it if it moved.
-                        existing.command = spec.command
-                    continue
-            await self.create_server(spec, actor="system", is_builtin=True)
+            try:
+                await self.create_server(spec, actor="system", is_builtin=True)
+            except Conflict:
+                continue  # a server of that name exists, or a process starting now made it
             if reason:
                 await self.set_server_enabled(name, False, actor="system", reason=reason)
             created.append(name)
+        async with self.db.session() as session:
+            seeded = ", ".join(self.settings.mcp_servers) or "none"
+            await remember_deck_fact(session, BUILTINS_SEEDED, seeded)
         return created
 
 

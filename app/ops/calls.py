@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.changes import Change
 from app.core.errors import CallFailed, Conflict, InvalidInput, NotFound, NotRunning, TooldeckError
 from app.core.schemas import CallSource, ServerToolResponse, ToolCallResult
-from app.core.usage_record import UsageRecord
+from app.core.usage_record import Outcome, UsageRecord
 from app.ops.base import Runtime
 from app.ops.servers import ServerOperations
 from app.runtime.calls import ArgumentChecker, content_dicts, error_text
@@ -63,18 +63,25 @@ class CallOperations(ServerOperations):
         try:
             result = await self._call_tool(usage, server, tool, arguments)
         except TooldeckError as exc:
-            self._record_call(usage, success=False, error=str(exc))
+            # Raised before the call was sent: disabled, unknown, bad arguments, not running,
+            # too busy. Tooldeck refused it; the tool did not fail.
+            self._record_call(usage, outcome="refused", error=str(exc))
             raise
         except Exception as exc:
-            self._record_call(usage, success=False, error=f"{type(exc).__name__}: {exc}")
+            self._record_call(usage, outcome="error", error=f"{type(exc).__name__}: {exc}")
             raise
         except asyncio.CancelledError:
-            # Shutdown or a client gone: the call still happened and is metered as failed.
-            self._record_call(usage, success=False, error="cancelled before a result came back")
+            # The caller gave up (the dashboard's esc, an MCP client's cancel) or a shutdown cut
+            # it short: neither is the tool's failure.
+            self._record_call(
+                usage, outcome="cancelled", error="cancelled before a result came back"
+            )
             raise
+        if usage.outcome is None:
+            usage.outcome = "error" if result.is_error else "ok"
         self._record_call(
             usage,
-            success=not result.is_error,
+            outcome=usage.outcome,
             error=result.error_message,
             result={
                 "content": result.content,
@@ -112,7 +119,9 @@ class CallOperations(ServerOperations):
                 why = "its server is not running"
                 if runtime.is_running(server.id):
                     why = "its server does not list it now"
-                # Nothing was sent, so nothing was timed: the usage row says so (no duration).
+                # Nothing was sent, so nothing was timed: the usage row says so (no duration),
+                # and the answer at once is a refusal, not the tool's error.
+                usage.outcome = "refused"
                 return self._call_error(
                     usage, server.name, f"{tool.name} is unavailable: {why} (bypass)"
                 )
@@ -215,13 +224,14 @@ class CallOperations(ServerOperations):
         self,
         usage: UsageRecord,
         *,
-        success: bool,
+        outcome: Outcome,
         error: str | None,
         result: dict[str, Any] | None = None,
     ) -> None:
         if self.recorder is None:
             return
-        usage.success, usage.error_message, usage.result = success, error, result
+        usage.outcome, usage.success = outcome, outcome == "ok"
+        usage.error_message, usage.result = error, result
         try:
             self.recorder.record(usage)
         except Exception:

@@ -21,6 +21,7 @@ from app.ops.builtins import BuiltinOperations, builtin_server_spec
 from app.ops.bulk import BulkOperations
 from app.ops.calls import CallOperations
 from app.ops.interchange import InterchangeOperations
+from app.ops.profiles import ProfileOperations
 from app.ops.protocol import ReadOperations
 from app.ops.read_thread import ReadThread
 from app.runtime.call_latency import CallLatency
@@ -37,6 +38,7 @@ class LocalOperations(
     AnalyticsOperations,
     InterchangeOperations,
     AlertOperations,
+    ProfileOperations,
 ):
     """The facade over storage and (when present) the runtime."""
 

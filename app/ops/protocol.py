@@ -21,6 +21,13 @@ import mcp_types as types
 
 from app.core.changes import ChangeBus
 from app.core.periods import DEFAULT_BUCKETS, DEFAULT_PERIOD
+from app.core.profiles import (
+    ProfileCreate,
+    ProfileFields,
+    ProfilePreview,
+    ProfileResponse,
+    ProfileUpdate,
+)
 from app.core.schemas import (
     AlertResponse,
     AuditEntry,
@@ -344,6 +351,41 @@ class Operations(ReadOperations, Protocol):
         self, server_ref: str, name: str, arguments: dict[str, str]
     ) -> types.GetPromptResult:
         """One prompt, rendered by the server with these arguments."""
+        ...
+
+    # ---- gateway profiles ---------------------------------------------------------------
+
+    async def list_profiles(self) -> list[ProfileResponse]:
+        """Every gateway profile, by name."""
+        ...
+
+    async def get_profile(self, name: str) -> ProfileResponse:
+        """One gateway profile, by name or id."""
+        ...
+
+    async def create_profile(
+        self, data: ProfileCreate | dict[str, Any], *, actor: str
+    ) -> ProfileResponse:
+        """A new profile: a named set of servers and tools with its own gateway endpoint."""
+        ...
+
+    async def update_profile(
+        self, name: str, data: ProfileUpdate | dict[str, Any], *, actor: str
+    ) -> ProfileResponse:
+        """Change a profile's name, description or patterns (the fields given)."""
+        ...
+
+    async def delete_profile(self, name: str, *, actor: str) -> None:
+        """Delete a profile; clients of its endpoint are refused from then on."""
+        ...
+
+    async def preview_profile(self, name: str) -> ProfilePreview:
+        """What a stored profile's clients see now: its tools, their count, and an estimate of
+        the context their tool list costs (with the method named)."""
+        ...
+
+    async def preview_profile_draft(self, data: ProfileFields | dict[str, Any]) -> ProfilePreview:
+        """The same preview for patterns not saved yet (the edit form's preview)."""
         ...
 
     # ---- MCP client configurations in and out, and tools nobody calls ---------------------

@@ -21,7 +21,7 @@ from pydantic import BaseModel, TypeAdapter
 from pydantic_core import to_jsonable_python
 
 from app.core import errors
-from app.core.errors import InvalidInput, TooldeckError, Unavailable
+from app.core.errors import InvalidInput, NotFound, TooldeckError, Unavailable
 from app.core.interchange import parse_document
 from app.core.schemas import ImportReport, ProbeReport, ToolServerCreate, ToolServerResponse
 from app.core.settings import Settings
@@ -169,6 +169,11 @@ class RemoteOperations(Operations):
         """The operation of `spec` with these arguments (by the facade's names), answered.
         `body` replaces the one the arguments would make."""
         places = spec.places
+        for http in spec.path_names:
+            if str(arguments[spec.argument(http)]) == "":
+                # An empty segment would make another path (`/servers/` is the list); the
+                # facade in-process answers the same.
+                raise NotFound(f"no {_noun_before(spec.path, http)} ''")
         path = spec.path.format(
             **{http: _segment(str(arguments[spec.argument(http)])) for http in spec.path_names}
         )
@@ -258,6 +263,12 @@ def _generate_operations() -> None:
 
 
 _generate_operations()
+
+
+def _noun_before(path: str, placeholder: str) -> str:
+    """What a path segment names, from the collection before it: `/servers/{id}` -> server."""
+    collection = path.split(f"/{{{placeholder}}}")[0].rsplit("/", 1)[-1]
+    return collection.removesuffix("s") or "item"
 
 
 def _segment(ref: str) -> str:

@@ -27,6 +27,7 @@ from typing import Any, Literal, get_type_hints
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.core.periods import PERIOD_NAMES
+from app.core.profiles import ProfileCreate, ProfileFields, ProfileUpdate
 from app.core.schemas import (
     BulkToolServerOperation,
     CallSource,
@@ -173,6 +174,8 @@ SERVERS = f"{TOOLSERVERS}/servers"
 SERVER = f"{SERVERS}/{{id}}"
 TOOL = f"{TOOLSERVERS}/tools/{{id}}"
 ALERTS = "/api/v1/alerts"
+PROFILES = "/api/v1/gateway/profiles"
+PROFILE = f"{PROFILES}/{{name}}"
 
 BY_ID = {"id": "ref"}
 SERVER_BY_ID = {"id": "server_ref"}
@@ -303,6 +306,26 @@ OPERATIONS: tuple[OperationSpec, ...] = (
         names={"id": "tool_ref", "server": "server_ref"}, query={**TOOL_SERVER, **WINDOW},
     ),
     OperationSpec("list_gateway_tools", "GET", "/api/v1/gateway/tools", ("mcp",)),
+    # ---- gateway profiles ----
+    OperationSpec("list_profiles", "GET", PROFILES, ("profiles",)),
+    OperationSpec(
+        "create_profile", "POST", PROFILES, ("profiles",), body=ProfileCreate, body_arg="data",
+        mutates=True, status=201,
+    ),
+    # Before `/profiles/{name}`: a draft is never read as a profile called "preview".
+    OperationSpec(
+        "preview_profile_draft", "POST", f"{PROFILES}/preview", ("profiles",),
+        body=ProfileFields, body_arg="data",
+    ),
+    OperationSpec("get_profile", "GET", PROFILE, ("profiles",)),
+    OperationSpec(
+        "update_profile", "PUT", PROFILE, ("profiles",), body=ProfileUpdate, body_arg="data",
+        mutates=True,
+    ),
+    OperationSpec(
+        "delete_profile", "DELETE", PROFILE, ("profiles",), mutates=True, status=204,
+    ),
+    OperationSpec("preview_profile", "GET", f"{PROFILE}/preview", ("profiles",)),
     # ---- analytics and the scheduler ----
     OperationSpec(
         "analytics", "GET", "/api/v1/analytics/toolservers", ("analytics",), query=WINDOW,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections import OrderedDict
 from typing import Any
 
@@ -34,6 +35,10 @@ class ArgumentChecker:
             raise InvalidInput(
                 f"must be a JSON object, not {_json_type(arguments)}", field="arguments"
             )
+        unsendable = _non_finite(arguments, "")
+        if unsendable is not None:
+            # JSON has no infinity or NaN: the SDK would send null in its place, unasked.
+            raise InvalidInput(f"{unsendable or 'a value'}: not a finite number", field="arguments")
         if not schema:
             return arguments
         validator = self._validator(schema)
@@ -68,6 +73,23 @@ class ArgumentChecker:
         if len(self._validators) > self._size:
             self._validators.popitem(last=False)
         return validator
+
+
+def _non_finite(value: Any, path: str) -> str | None:
+    """The path of the first infinite or NaN number in `value` (1e999 parses to infinity)."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else path
+    if isinstance(value, dict):
+        items: Any = value.items()
+    elif isinstance(value, list | tuple):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        found = _non_finite(item, f"{path}.{key}" if path else str(key))
+        if found is not None:
+            return found
+    return None
 
 
 def _describe(error: Any) -> tuple[str, str]:

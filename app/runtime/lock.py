@@ -1,10 +1,11 @@
-"""One supervisor per data dir: a lock file that also tells others where the daemon listens.
+"""One supervisor per data dir: a lock file that also tells others where to reach it.
 
 The holder keeps an exclusive `flock` on `<data dir>/tooldeck.lock` for its whole life and writes
-its pid, kind and (for a daemon) URL into it. The kernel drops the lock when the holder dies, so a
-lock left by a crash is taken over by the next process without anyone deleting files. Readers do
-not lock: they check that the recorded process is alive and is the one that wrote the file (its
-start time), which a recycled pid cannot fake.
+its pid, kind, the unix socket where it serves the operations to its own CLI (every supervising
+face does) and, for a daemon, its HTTP URL into it. The kernel drops the lock when the holder
+dies, so a lock left by a crash is taken over by the next process without anyone deleting files.
+Readers do not lock: they check that the recorded process is alive and is the one that wrote the
+file (its start time), which a recycled pid cannot fake.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ class LockInfo:
     process_started: float  # the holder's start time, to tell it from a recycled pid
     started_at: float  # when it took the lock (wall clock), for uptime
     url: str | None = None  # set by a daemon once it listens
+    socket: str | None = None  # the operations on a unix socket, once served (any holder)
+    gateway_socket: str | None = None  # the daemon's gateway socket, for `gateway --stdio`
 
     @property
     def uptime_s(self) -> float:
@@ -77,6 +80,8 @@ def _parse(text: str) -> LockInfo | None:
             process_started=float(data["process_started"]),
             started_at=float(data["started_at"]),
             url=data.get("url"),
+            socket=data.get("socket"),
+            gateway_socket=data.get("gateway_socket"),
         )
     except (ValueError, KeyError, TypeError):
         return None
@@ -137,13 +142,28 @@ class SupervisorLock:
                 return info
             time.sleep(0.05)
 
-    def publish(self, url: str) -> LockInfo:
-        """Tell CLIs and dashboards where to attach."""
+    def publish(
+        self,
+        url: str | None = None,
+        *,
+        socket: str | None = None,
+        gateway_socket: str | None = None,
+    ) -> LockInfo:
+        """Tell CLIs, dashboards and stdio gateways where to attach: the daemon's URL, the
+        operations' socket, the gateway's socket (None leaves what was published)."""
         if self._info is None:
             raise RuntimeError("publish() before acquire()")
-        self._info = LockInfo(**{**asdict(self._info), "url": url})
+        given = {"url": url, "socket": socket, "gateway_socket": gateway_socket}
+        changes = {key: value for key, value in given.items() if value is not None}
+        self._info = LockInfo(**{**asdict(self._info), **changes})
         self._write(self._info)
         return self._info
+
+    def withdraw_socket(self) -> None:
+        """The operations' socket is closed: say so before the holder goes on stopping."""
+        if self._info is not None and self._info.socket is not None:
+            self._info = LockInfo(**{**asdict(self._info), "socket": None})
+            self._write(self._info)
 
     def _write(self, info: LockInfo) -> None:
         assert self._fd is not None

@@ -42,7 +42,7 @@ async def probe(source: Any, *, startup_timeout: float, call_timeout: float) -> 
             report.protocol_version = conn.protocol_version
             report.server_name = conn.server_name
             report.server_version = conn.server_version
-            report.instructions = conn.init.instructions
+            report.instructions = conn.instructions
             step = time.monotonic()
             try:
                 tools = await conn.list_tools(call_timeout)

@@ -22,7 +22,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import mcp_types as types
-from mcp import ClientSession
 from mcp.shared.exceptions import MCPError
 
 from app.core.changes import Change, ChangeBus
@@ -33,6 +32,7 @@ from app.core.settings import Settings
 from app.runtime.call_gates import CallGates
 from app.runtime.connections import (
     Connection,
+    ConnectionRegistry,
     ConnectionSpec,
     StartError,
     end_process_group,
@@ -128,6 +128,8 @@ class Supervisor:
         # The process groups of running servers, for the next start to end what a killed
         # Tooldeck left behind.
         self.processes = ProcessRegistry(settings.data_dir)
+        # The live connection of each running server, shared with the gateway's router.
+        self.connections = ConnectionRegistry()
         self.state = ServerState(db)
         self.catalogue = ToolCatalogue(db, self._publish)
 
@@ -381,7 +383,7 @@ class Supervisor:
         try:
             # A call queued at its server's concurrency limit waits within its own timeout.
             async with asyncio.timeout(timeout_s), self.call_gates.slot(server_id, conn.spec.name):
-                return await conn.session.call_tool(tool_name, arguments)
+                return await conn.call_tool(tool_name, arguments)
         except TimeoutError:
             raise CallFailed(f"{tool_name} timed out after {seconds(timeout_s)} s") from None
         except MCPError as exc:
@@ -390,19 +392,19 @@ class Supervisor:
                     f"{conn.spec.name} closed the connection during the call"
                 ) from None
             raise CallFailed(f"{tool_name} failed: {exc.message}") from None
-        except RuntimeError as exc:
-            # The SDK's check of structured output against the tool's output schema.
+        except ValueError as exc:
+            # A result that is not a CallToolResult (pydantic's ValidationError).
             raise CallFailed(f"{tool_name} returned an invalid result: {exc}") from None
 
     async def upstream(
         self,
         server_id: str,
-        request: Callable[[ClientSession], Awaitable[T]],
+        request: Callable[[Connection], Awaitable[T]],
         *,
         what: str,
         timeout_s: float,
     ) -> T:
-        """Run one request (list resources, get a prompt...) on a running server's session,
+        """Run one request (list resources, get a prompt...) on a running server's connection,
         within a timeout, with the same errors as a tool call."""
         conn = self.connection(server_id)
         if conn is None:
@@ -410,7 +412,7 @@ class Supervisor:
             raise NotRunning(f"{row.name} is not running")
         try:
             async with asyncio.timeout(timeout_s):
-                return await request(conn.session)
+                return await request(conn)
         except TimeoutError:
             raise CallFailed(f"{what} timed out after {seconds(timeout_s)} s") from None
         except MCPError as exc:
@@ -553,6 +555,7 @@ class Supervisor:
                 on_tools_changed=lambda: self._tools_changed(handle),
                 on_closed=handle.signal.set,
                 launcher=attempt.launcher,
+                max_message_bytes=self.settings.max_result_bytes,
                 processes=self.processes,
             ) as conn:
                 pid = conn.pid
@@ -566,6 +569,8 @@ class Supervisor:
             logger.exception("running %s failed", handle.name)
             ending = (EventKind.CRASHED, f"internal error: {type(exc).__name__}: {exc}")
         finally:
+            if handle.conn is not None:
+                self.connections.remove(handle.server_id, handle.conn)
             handle.conn = None
             handle.sampler.forget()
             await asyncio.shield(self._tools_unavailable(handle.server_id))
@@ -581,6 +586,7 @@ class Supervisor:
         self, handle: _Handle, conn: Connection, began: float, failures: int
     ) -> tuple[EventKind, str] | None:
         handle.conn = conn
+        self.connections.add(handle.server_id, conn)
         if conn.pid is not None:
             # Primes CPU% so that the first reading is real.
             await asyncio.to_thread(handle.sampler.sample, conn.pid)

@@ -21,7 +21,6 @@ from typing import Any, ClassVar
 from textual import work
 from textual.app import App
 from textual.binding import Binding, BindingType
-from textual.message import Message
 from textual.reactive import reactive
 from textual.screen import Screen
 from textual.worker import Worker
@@ -36,6 +35,9 @@ from app.ops.protocol import Operations, ReadOperations
 from app.tui.base import report_worker
 from app.tui.commands import OperationsProvider
 from app.tui.data import DeckData
+from app.tui.messages import CoreReady, DataChanged, PeriodChanged
+from app.tui.screens.help import HelpScreen
+from app.tui.screens.main import MainScreen
 from widgets.status_bar import AlertBadge, StatusBar
 
 logger = logging.getLogger(__name__)
@@ -76,9 +78,6 @@ class TooldeckApp(App[None]):
 
     period: reactive[str] = reactive(DEFAULT_PERIOD, init=False)
 
-    class CoreReady(Message):
-        """The facade is open: screens may start reading."""
-
     def __init__(
         self,
         settings: Settings,
@@ -117,8 +116,6 @@ class TooldeckApp(App[None]):
             self.sub_title = "read-only"
 
     def get_default_screen(self) -> Screen[Any]:
-        from app.tui.screens.main import MainScreen
-
         return MainScreen()
 
     def on_mount(self) -> None:
@@ -140,7 +137,7 @@ class TooldeckApp(App[None]):
                 self.ops = ops
                 self.data = DeckData(ops, self.clock, fixed_clock=self.fixed_clock, reads=reads)
                 for screen in self.screen_stack:
-                    screen.post_message(self.CoreReady())
+                    screen.post_message(CoreReady())
                 self.read_alerts()
                 with on_stop_signals(self._stop_signalled):
                     await self._quit_requested.wait()
@@ -160,9 +157,6 @@ class TooldeckApp(App[None]):
         """Where the heavy reads go: the facade's reader thread, unless asked to stay here."""
         return ops.open_reader() if self.use_reader else nullcontext(ops)
 
-    class DataChanged(Message):
-        """The facade said servers, statuses or tools changed: read now, not at the next tick."""
-
     def _follow_changes(self, ops: Operations) -> Callable[[], None]:
         bus = ops.changes
         if bus is None:  # a remote facade: the refresh tick is all there is
@@ -180,7 +174,7 @@ class TooldeckApp(App[None]):
 
     def _announce_change(self) -> None:
         for screen in self.screen_stack:
-            screen.post_message(self.DataChanged())
+            screen.post_message(DataChanged())
 
     # ---- alerts: the count on every status bar, a notification for each new one -------------
 
@@ -290,8 +284,6 @@ class TooldeckApp(App[None]):
         self.exit()
 
     def action_help(self) -> None:
-        from app.tui.screens.help import HelpScreen
-
         if isinstance(self.screen, HelpScreen):
             self.screen.dismiss()
             return
@@ -299,12 +291,7 @@ class TooldeckApp(App[None]):
 
     def watch_period(self, period: str) -> None:
         for screen in self.screen_stack:
-            screen.post_message(self.PeriodChanged(period))
-
-    class PeriodChanged(Message):
-        def __init__(self, period: str) -> None:
-            super().__init__()
-            self.period = period
+            screen.post_message(PeriodChanged(period))
 
     def set_period(self, period: str) -> None:
         if period in PERIOD_NAMES:

@@ -3,20 +3,62 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any, Protocol, TypeVar, cast
 
+from textual.app import App
 from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Input, Select, TextArea
 from textual.worker import Worker, WorkerState
 
 from app.core.errors import TooldeckError
-
-if TYPE_CHECKING:
-    from app.tui.app import TooldeckApp
+from app.ops.protocol import Operations
+from app.tui.data import DeckData
 
 logger = logging.getLogger(__name__)
 ResultT = TypeVar("ResultT")
+
+
+class Deck(Protocol):
+    """What screens and palette commands use of the dashboard app.
+
+    Screens name this, not the app class: the app imports its screens, so they cannot import
+    it back.
+    """
+
+    @property
+    def ops(self) -> Operations | None: ...
+    @property
+    def data(self) -> DeckData | None: ...
+    @property
+    def core_ready(self) -> bool: ...
+    @property
+    def clock(self) -> Callable[[], datetime]: ...
+    @property
+    def period(self) -> str: ...
+    @property
+    def read_only(self) -> bool: ...
+    @property
+    def actor(self) -> str: ...
+    @property
+    def refresh_interval(self) -> float: ...
+    @property
+    def cursor_blink(self) -> bool: ...
+
+    def set_period(self, period: str) -> None: ...
+    def read_alerts(self) -> None: ...
+
+
+def deck_of(app: App[Any]) -> Deck:
+    return cast(Deck, app)
+
+
+def still_cursors(screen: Screen[Any]) -> None:
+    """Every text cursor of `screen` shown and blinking no more."""
+    for widget in screen.query("Input, TextArea"):
+        assert isinstance(widget, Input | TextArea)
+        widget.cursor_blink = False
 
 
 def describe_error(error: BaseException) -> str:
@@ -27,7 +69,7 @@ def describe_error(error: BaseException) -> str:
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
-def report_worker(app: TooldeckApp, worker: Worker[Any]) -> None:
+def report_worker(app: App[Any], worker: Worker[Any]) -> None:
     """The single place a failed worker ends up: a notification, never a traceback on screen."""
     if worker.state != WorkerState.ERROR or worker.error is None:
         return
@@ -41,8 +83,8 @@ class DeckScreenMixin:
     """Shared by full screens and modals."""
 
     @property
-    def deck(self) -> TooldeckApp:
-        return cast("TooldeckApp", cast(Screen[Any], self).app)
+    def deck(self) -> Deck:
+        return deck_of(cast(Screen[Any], self).app)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         report_worker(self.deck, event.worker)
@@ -52,11 +94,8 @@ class DeckScreenMixin:
 
     def settle_cursors(self) -> None:
         """Stop blinking cursors when the app asks for still frames (snapshots, slow links)."""
-        if self.deck.cursor_blink:
-            return
-        for widget in cast(Screen[Any], self).query("Input, TextArea"):
-            assert isinstance(widget, Input | TextArea)
-            widget.cursor_blink = False
+        if not self.deck.cursor_blink:
+            still_cursors(cast(Screen[Any], self))
 
 
 class DeckScreen(DeckScreenMixin, Screen[ResultT]):

@@ -10,15 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
 from app.core.periods import PERIOD_NAMES
-
-if TYPE_CHECKING:
-    from app.tui.app import TooldeckApp
-    from app.tui.screens.main import MainScreen
+from app.tui.base import Deck, deck_of
+from app.tui.screens.main import MainScreen
 
 
 @dataclass(frozen=True)
@@ -56,6 +53,11 @@ COMMANDS: tuple[DeckCommand, ...] = (
     DeckCommand("Events", "Every event, filtered by server or kind (v)", "events"),
     DeckCommand("Alerts", "Open alerts, resolved ones, acknowledge (!)", "alerts"),
     DeckCommand("Audit trail", "Who changed what and when, before and after (u)", "audit"),
+    DeckCommand(
+        "Gateway profiles",
+        "Named sets of servers and tools, each its own MCP endpoint, with their context cost (p)",
+        "profiles",
+    ),
     DeckCommand(
         "Import configuration",
         "Import servers from Claude Desktop, Cursor or VS Code's file (i)",
@@ -96,19 +98,14 @@ class OperationsProvider(Provider):
     """Offers the dashboard's operations; runs them on the main screen."""
 
     def _main(self) -> MainScreen | None:
-        from app.tui.screens.main import MainScreen
-
         for screen in self.app.screen_stack:
             if isinstance(screen, MainScreen):
                 return screen
         return None
 
     @property
-    def _deck(self) -> TooldeckApp:
-        from app.tui.app import TooldeckApp
-
-        assert isinstance(self.app, TooldeckApp)
-        return self.app
+    def _deck(self) -> Deck:
+        return deck_of(self.app)
 
     def _allowed(self, command: DeckCommand) -> bool:
         return not (command.mutating and self._deck.read_only)

@@ -5,7 +5,8 @@
         [--http PORT | --sse PORT]
 
 Healthy by default. Tools: echo, add, fail (a tool error), sleep (async, for call timeouts),
-hang (blocks the server's event loop: alive but never answering again), add_tool/remove_tool
+hang (blocks the server's event loop: alive but never answering again), big (a huge text),
+add_tool/remove_tool
 (change the listing and send `notifications/tools/list_changed`), exit.
 """
 
@@ -139,6 +140,13 @@ async def remove_tool(name: str, ctx: Context) -> str:
     server.remove_tool(name)
     await ctx.session.send_tool_list_changed()
     return f"removed {name}"
+
+
+@server.tool()
+def big(size: int) -> str:
+    """A text of `size` characters: more than a client may want."""
+    counted()
+    return "x" * size
 
 
 @server.tool(name="exit")

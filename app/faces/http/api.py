@@ -27,7 +27,11 @@ __all__ = ["MAX_BODY_BYTES", "create_app"]
 
 
 def create_app(
-    ops: Operations, *, tokens: TokenStore | None, mcp_app: ASGIApp | None = None
+    ops: Operations,
+    *,
+    tokens: TokenStore | None,
+    mcp_app: ASGIApp | None = None,
+    mcp_max_bytes: int = MAX_BODY_BYTES,
 ) -> FastAPI:
     """The API over `ops`; `tokens=None` serves without auth (the daemon allows it on loopback)."""
     app = FastAPI(
@@ -40,11 +44,11 @@ def create_app(
     app.include_router(public)
     app.include_router(operations_router())
     add_error_handlers(app)
-    # Added innermost first: a request meets RequestContext, BearerAuth, BodyLimit, then `/mcp`
-    # or the API.
+    # Added innermost first: a request meets RequestContext, BearerAuth, BodyLimit, then the
+    # gateway (`/mcp...`) or the API.
     if mcp_app is not None:
         app.add_middleware(McpGateway, mcp_app=mcp_app)
-    app.add_middleware(BodyLimit)
+    app.add_middleware(BodyLimit, mcp_max_bytes=mcp_max_bytes)
     app.add_middleware(BearerAuth, tokens=tokens)
     app.add_middleware(RequestContext)
     return app

@@ -28,7 +28,8 @@ MAX_BODY_BYTES = 1024 * 1024
 # and its docs page hold no data, only the shape of the API that ships in the source, and a
 # browser cannot send a bearer header when it loads a page.
 PUBLIC_PATHS = frozenset({"/healthz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
-# Polled by monitors every few seconds: their access lines would drown the rest.
+# Polled by monitors every few seconds: their access lines would drown the rest. So would the
+# gateway's, one per MCP message (its calls are metered as usage instead).
 QUIET_PATHS = {"/healthz": logging.DEBUG, "/metrics": logging.DEBUG}
 REQUEST_ID_HEADER = "x-request-id"
 SAFE_HEADER_VALUE = re.compile(r"^[A-Za-z0-9._:@/-]{1,64}$")
@@ -76,7 +77,9 @@ class RequestContext:
                 await internal_error(request_id)(scope, receive, send_with_id)
         finally:
             log.log(
-                QUIET_PATHS.get(scope["path"], logging.INFO),
+                logging.DEBUG
+                if is_gateway_path(scope["path"])
+                else QUIET_PATHS.get(scope["path"], logging.INFO),
                 "%s %s %s",
                 scope["method"],
                 scope["path"],
@@ -114,19 +117,24 @@ class BearerAuth:
 
 
 class BodyLimit:
-    """413 for a body over the limit, whether it says its length up front or streams."""
+    """413 for a body over the limit, whether it says its length up front or streams. The
+    gateway's paths have their own limit (TOOLDECK_MAX_RESULT_BYTES): MCP messages run larger."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int = MAX_BODY_BYTES) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int = MAX_BODY_BYTES, mcp_max_bytes: int = MAX_BODY_BYTES
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.mcp_max_bytes = mcp_max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.mcp_max_bytes if is_gateway_path(scope["path"]) else self.max_bytes
         length = _header(scope, "content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            too_large = PayloadTooLarge(_too_large_message(self.max_bytes), field="body")
+        if length is not None and length.isdigit() and int(length) > limit:
+            too_large = PayloadTooLarge(_too_large_message(limit), field="body")
             await error_response(too_large)(scope, receive, send)
             return
         seen = 0
@@ -136,10 +144,10 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
+                if seen > limit:
                     # An HTTPException is what FastAPI lets through from reading a body (any
                     # other error there becomes a 400); its handler answers 413.
-                    raise StarletteHTTPException(413, _too_large_message(self.max_bytes))
+                    raise StarletteHTTPException(413, _too_large_message(limit))
             return message
 
         await self.app(scope, counted_receive, send)
@@ -158,15 +166,20 @@ def _header(scope: Scope, name: str) -> str | None:
     return None
 
 
+def is_gateway_path(path: str) -> bool:
+    return path == "/mcp" or path.startswith("/mcp/")
+
+
 class McpGateway:
-    """`/mcp`: the MCP gateway's streamable-HTTP endpoint, behind the same auth and limits."""
+    """`/mcp`, `/mcp/servers/<name>`, `/mcp/profiles/<name>`: the MCP gateway's streamable-HTTP
+    endpoints, behind the same auth and limits."""
 
     def __init__(self, app: ASGIApp, mcp_app: ASGIApp) -> None:
         self.app = app
         self.mcp_app = mcp_app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] in ("/mcp", "/mcp/"):
+        if scope["type"] == "http" and is_gateway_path(scope["path"]):
             await self.mcp_app(scope, receive, send)
         else:
             await self.app(scope, receive, send)

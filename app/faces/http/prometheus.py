@@ -136,14 +136,26 @@ async def render_metrics(ops: Operations) -> str:
     out.family(
         "tooldeck_tool_calls_total",
         "counter",
-        "Calls of the tool, from every source.",
+        "Calls the tool answered (ok or error), from every source.",
         (({"server": s.name, "tool": t.name}, t.total_calls) for s, t in tools),
     )
     out.family(
         "tooldeck_tool_errors_total",
         "counter",
-        "Calls of the tool that failed.",
+        "Answered calls of the tool that failed: its own errors, timeouts, lost connections.",
         (({"server": s.name, "tool": t.name}, t.total_errors) for s, t in tools),
+    )
+    out.family(
+        "tooldeck_tool_refused_total",
+        "counter",
+        "Calls Tooldeck refused without sending them (disabled, bad arguments, not running).",
+        (({"server": s.name, "tool": t.name}, t.total_refused) for s, t in tools),
+    )
+    out.family(
+        "tooldeck_tool_cancelled_total",
+        "counter",
+        "Calls cancelled by their caller (or a shutdown) before the tool answered.",
+        (({"server": s.name, "tool": t.name}, t.total_cancelled) for s, t in tools),
     )
     fleet = await ops.analytics(QUANTILE_PERIOD)
     out.family(

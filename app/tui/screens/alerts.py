@@ -12,8 +12,8 @@ from textual.containers import Vertical
 from textual.widgets import DataTable, Footer, Label, Static
 
 from app.core.schemas import AlertResponse
-from app.tui.app import TooldeckApp
 from app.tui.base import DeckScreen, columns_with_message
+from app.tui.messages import CoreReady
 from widgets import formatting as fmt
 from widgets.status_bar import StatusBar, StatusState
 
@@ -110,7 +110,7 @@ class AlertsScreen(DeckScreen[None]):
             f"resolved ones{ack}"
         )
 
-    def on_tooldeck_app_core_ready(self, _message: TooldeckApp.CoreReady) -> None:
+    def on_core_ready(self, _message: CoreReady) -> None:
         self.refresh_bindings()
         self.load()
 

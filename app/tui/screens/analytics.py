@@ -16,9 +16,9 @@ from textual.containers import Grid
 from textual.widgets import Footer, Static
 
 from app.core.periods import PERIOD_NAMES
-from app.tui.app import TooldeckApp
 from app.tui.base import DeckScreen
 from app.tui.data import AnalyticsView
+from app.tui.messages import CoreReady, PeriodChanged
 from widgets import formatting as fmt
 from widgets.latency_chart import LatencyChart, RankChart, UsageChart
 from widgets.status_bar import StatusBar, StatusState
@@ -91,10 +91,10 @@ class AnalyticsScreen(DeckScreen[None]):
             )
         )
 
-    def on_tooldeck_app_core_ready(self, _message: TooldeckApp.CoreReady) -> None:
+    def on_core_ready(self, _message: CoreReady) -> None:
         self.load()
 
-    def on_tooldeck_app_period_changed(self, _message: TooldeckApp.PeriodChanged) -> None:
+    def on_period_changed(self, _message: PeriodChanged) -> None:
         self._status()
         self.load()
 

@@ -17,8 +17,8 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Footer, Label, Select, Static
 
 from app.core.schemas import AuditEntry
-from app.tui.app import TooldeckApp
 from app.tui.base import DeckScreen, columns_with_message, set_server_options
+from app.tui.messages import CoreReady
 from widgets import formatting as fmt
 from widgets.event_log import KIND_STYLES
 from widgets.status_bar import StatusBar, StatusState
@@ -127,7 +127,7 @@ class AuditScreen(DeckScreen[None]):
             )
         )
 
-    def on_tooldeck_app_core_ready(self, _message: TooldeckApp.CoreReady) -> None:
+    def on_core_ready(self, _message: CoreReady) -> None:
         self.load_servers()
         self.load()
 

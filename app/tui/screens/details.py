@@ -14,9 +14,11 @@ from textual.containers import VerticalScroll
 from textual.widgets import Footer, Static
 
 from app.core.schemas import ServerEventResponse, ToolServerResponse
-from app.tui.app import TooldeckApp
 from app.tui.base import DeckScreen
 from app.tui.data import ServerDetail, event_row, server_target
+from app.tui.messages import CoreReady
+from app.tui.screens.log import LogScreen
+from app.tui.screens.server_form import ServerFormScreen
 from widgets import formatting as fmt
 from widgets.event_log import event_lines
 from widgets.health_pane import health_renderable
@@ -97,7 +99,7 @@ class ServerDetailsScreen(DeckScreen[None]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         return not self.hidden_action(action)
 
-    def on_tooldeck_app_core_ready(self, _message: TooldeckApp.CoreReady) -> None:
+    def on_core_ready(self, _message: CoreReady) -> None:
         self.load()
 
     @work(exclusive=True, group="details", exit_on_error=False)
@@ -149,8 +151,6 @@ class ServerDetailsScreen(DeckScreen[None]):
         )
 
     def action_edit(self) -> None:
-        from app.tui.screens.server_form import ServerFormScreen
-
         def saved(result: ToolServerResponse | None) -> None:
             if result is not None:
                 self.load()
@@ -158,6 +158,4 @@ class ServerDetailsScreen(DeckScreen[None]):
         self.app.push_screen(ServerFormScreen(self.server_id), saved)
 
     def action_log(self) -> None:
-        from app.tui.screens.log import LogScreen
-
         self.app.push_screen(LogScreen(self.server_id, self._name or self.server_id))

@@ -12,9 +12,9 @@ from textual.containers import Horizontal
 from textual.widgets import DataTable, Footer, Label, Select
 
 from app.core.events import EventKind
-from app.tui.app import TooldeckApp
 from app.tui.base import DeckScreen, columns_with_message, set_server_options
 from app.tui.data import event_row
+from app.tui.messages import CoreReady
 from widgets import formatting as fmt
 from widgets.event_log import KIND_STYLES, EventRow
 from widgets.status_bar import StatusBar, StatusState
@@ -95,7 +95,7 @@ class EventsScreen(DeckScreen[None]):
             )
         )
 
-    def on_tooldeck_app_core_ready(self, _message: TooldeckApp.CoreReady) -> None:
+    def on_core_ready(self, _message: CoreReady) -> None:
         self.load_servers()
         self.load()
 

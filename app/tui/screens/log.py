@@ -15,8 +15,8 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import Footer, Input, RichLog
 
-from app.tui.app import TooldeckApp
 from app.tui.base import DeckScreen
+from app.tui.messages import CoreReady
 from widgets.status_bar import StatusBar, StatusState
 
 LOG_LINES = 2000
@@ -91,7 +91,7 @@ class LogScreen(DeckScreen[None]):
             StatusState(period=self.deck.period, read_only=self.deck.read_only, title=title)
         )
 
-    def on_tooldeck_app_core_ready(self, _message: TooldeckApp.CoreReady) -> None:
+    def on_core_ready(self, _message: CoreReady) -> None:
         self.load()
 
     def _tick(self) -> None:

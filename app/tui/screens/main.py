@@ -8,7 +8,8 @@ are never cancelled by another key: a half-done restart is worse than a late one
 from __future__ import annotations
 
 import asyncio
-from typing import Any, ClassVar
+from collections.abc import Awaitable, Callable
+from typing import Any, ClassVar, TypeVar
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -26,9 +27,19 @@ from app.core.schemas import (
     ServerToolResponse,
     ToolServerResponse,
 )
-from app.tui.app import TooldeckApp
 from app.tui.base import DeckScreen, describe_error
 from app.tui.data import Overview, ServerDetail
+from app.tui.messages import CoreReady, DataChanged, PeriodChanged
+from app.tui.screens.alerts import AlertsScreen
+from app.tui.screens.analytics import AnalyticsScreen
+from app.tui.screens.audit import AuditScreen
+from app.tui.screens.confirm import ConfirmScreen
+from app.tui.screens.details import ServerDetailsScreen
+from app.tui.screens.events import EventsScreen
+from app.tui.screens.import_config import ImportScreen
+from app.tui.screens.log import LogScreen
+from app.tui.screens.server_form import ServerFormScreen
+from app.tui.screens.tool_call import ToolCallScreen
 from widgets.event_log import EventLog
 from widgets.health_pane import HealthPane
 from widgets.live_table import LiveTable
@@ -38,6 +49,7 @@ from widgets.status_bar import StatusBar, StatusState
 from widgets.tool_table import ToolTable
 
 BULK_CONCURRENCY = 8
+ItemT = TypeVar("ItemT")
 CHANGE_DEBOUNCE_S = 0.25
 # Past tense for summaries, keyed by bulk operation.
 DONE = {
@@ -133,6 +145,7 @@ class MainScreen(DeckScreen[None]):
         Binding("exclamation_mark", "alerts", "Alerts", key_display="!", id="alerts"),
         Binding("u", "audit", "Audit trail", id="audit", show=False),
         Binding("i", "import_config", "Import configuration", id="import", show=False),
+        Binding("p", "profiles", "Gateway profiles", id="profiles", show=False),
         *(
             Binding(
                 str(index),
@@ -212,10 +225,10 @@ class MainScreen(DeckScreen[None]):
         if self.deck.core_ready:
             self.reload()
 
-    def on_tooldeck_app_core_ready(self, _message: TooldeckApp.CoreReady) -> None:
+    def on_core_ready(self, _message: CoreReady) -> None:
         self.reload()
 
-    def on_tooldeck_app_data_changed(self, _message: TooldeckApp.DataChanged) -> None:
+    def on_data_changed(self, _message: DataChanged) -> None:
         # Changes come in bursts (a bulk restart, a discovery): one read shortly after the
         # first notice shows them all.
         if not self._change_pending:
@@ -226,7 +239,7 @@ class MainScreen(DeckScreen[None]):
         self._change_pending = False
         self._tick()
 
-    def on_tooldeck_app_period_changed(self, _message: TooldeckApp.PeriodChanged) -> None:
+    def on_period_changed(self, _message: PeriodChanged) -> None:
         self._title_metrics()
         self._show_status()
         self.reload()
@@ -455,8 +468,6 @@ class MainScreen(DeckScreen[None]):
         key = self.servers.cursor_key
         if key is None:
             return
-        from app.tui.screens.details import ServerDetailsScreen
-
         self.app.push_screen(ServerDetailsScreen(key))
 
     def action_log(self) -> None:
@@ -464,33 +475,26 @@ class MainScreen(DeckScreen[None]):
         model = self.servers.model(key) if key else None
         if model is None:
             return
-        from app.tui.screens.log import LogScreen
-
         self.app.push_screen(LogScreen(model.key, model.name))
 
     def action_analytics(self) -> None:
-        from app.tui.screens.analytics import AnalyticsScreen
-
         self.app.push_screen(AnalyticsScreen())
 
     def action_events(self) -> None:
-        from app.tui.screens.events import EventsScreen
-
         self.app.push_screen(EventsScreen())
 
     def action_alerts(self) -> None:
-        from app.tui.screens.alerts import AlertsScreen
-
         self.app.push_screen(AlertsScreen())
 
     def action_audit(self) -> None:
-        from app.tui.screens.audit import AuditScreen
-
         self.app.push_screen(AuditScreen())
 
-    def action_import_config(self) -> None:
-        from app.tui.screens.import_config import ImportScreen
+    def action_profiles(self) -> None:
+        from app.tui.screens.profiles import ProfilesScreen
 
+        self.app.push_screen(ProfilesScreen())
+
+    def action_import_config(self) -> None:
         self.app.push_screen(ImportScreen(), self._after_import)
 
     def _after_import(self, report: ImportReport | None) -> None:
@@ -509,8 +513,6 @@ class MainScreen(DeckScreen[None]):
         return targets
 
     def action_new_server(self) -> None:
-        from app.tui.screens.server_form import ServerFormScreen
-
         self.app.push_screen(ServerFormScreen(None), self._after_form)
 
     def action_edit_server(self) -> None:
@@ -520,8 +522,6 @@ class MainScreen(DeckScreen[None]):
         self._edit(key)
 
     def _edit(self, key: str) -> None:
-        from app.tui.screens.server_form import ServerFormScreen
-
         self.app.push_screen(ServerFormScreen(key), self._after_form)
 
     def _after_form(self, saved: ToolServerResponse | None) -> None:
@@ -533,8 +533,6 @@ class MainScreen(DeckScreen[None]):
         targets = self._targets()
         if not targets:
             return
-        from app.tui.screens.confirm import ConfirmScreen
-
         names = self._names()
         listed = ", ".join(names.get(key, key) for key in targets[:8])
         if len(targets) > 8:
@@ -598,31 +596,36 @@ class MainScreen(DeckScreen[None]):
         elif operation == "log":
             model = self.servers.model(key)
             if model is not None:
-                from app.tui.screens.log import LogScreen
-
                 self.app.push_screen(LogScreen(key, model.name))
         elif operation == "details":
-            from app.tui.screens.details import ServerDetailsScreen
-
             self.app.push_screen(ServerDetailsScreen(key))
 
-    def _begin(self, label: str, total: int) -> None:
+    async def _each_with_progress(
+        self, label: str, server_ids: list[str], one: Callable[[str], Awaitable[ItemT]]
+    ) -> list[ItemT]:
+        """`one` on every server, a few at a time, with the progress bar and the busy label
+        shown while any runs. `one` reports its own failures in what it returns."""
         self._busy.append(label)
-        bar = self.query_one("#bulk-bar")
-        bar.display = True
+        self.query_one("#bulk-bar").display = True
         self.query_one("#bulk-label", Label).update(label)
-        self.query_one("#bulk-progress", ProgressBar).update(total=total, progress=0)
+        progress = self.query_one("#bulk-progress", ProgressBar)
+        progress.update(total=len(server_ids), progress=0)
         self._show_status()
+        limit = asyncio.Semaphore(BULK_CONCURRENCY)
 
-    def _advance(self) -> None:
-        self.query_one("#bulk-progress", ProgressBar).advance(1)
+        async def limited(server_id: str) -> ItemT:
+            async with limit:
+                result = await one(server_id)
+                progress.advance(1)
+                return result
 
-    def _end(self, label: str) -> None:
-        if label in self._busy:
+        try:
+            return list(await asyncio.gather(*(limited(server_id) for server_id in server_ids)))
+        finally:
             self._busy.remove(label)
-        if not self._busy:
-            self.query_one("#bulk-bar").display = False
-        self._show_status()
+            if not self._busy:
+                self.query_one("#bulk-bar").display = False
+            self._show_status()
 
     @work(group="actions", exit_on_error=False)
     async def run_bulk(self, operation: str, server_ids: list[str]) -> list[BulkOperationItem]:
@@ -630,29 +633,20 @@ class MainScreen(DeckScreen[None]):
         if ops is None:
             return []
         names = self._names()
-        label = f"{operation} {len(server_ids)}…"
-        self._begin(label, len(server_ids))
-        limit = asyncio.Semaphore(BULK_CONCURRENCY)
 
         async def one(server_id: str) -> BulkOperationItem:
             # One bulk call per server, so progress moves as each one finishes.
-            async with limit:
-                try:
-                    result = await ops.bulk(
-                        {"server_ids": [server_id], "operation": operation}, actor=self.deck.actor
-                    )
-                    item = result.results[0]
-                except Exception as exc:  # reported in the summary, with the others
-                    item = BulkOperationItem(
-                        server_id=server_id, success=False, message=describe_error(exc)
-                    )
-                self._advance()
-                return item
+            try:
+                result = await ops.bulk(
+                    {"server_ids": [server_id], "operation": operation}, actor=self.deck.actor
+                )
+                return result.results[0]
+            except Exception as exc:  # reported in the summary, with the others
+                return BulkOperationItem(
+                    server_id=server_id, success=False, message=describe_error(exc)
+                )
 
-        try:
-            items = list(await asyncio.gather(*(one(server_id) for server_id in server_ids)))
-        finally:
-            self._end(label)
+        items = await self._each_with_progress(f"{operation} {len(server_ids)}…", server_ids, one)
         failed = sum(1 for item in items if not item.success)
         severity = "information" if not failed else "error" if failed == len(items) else "warning"
         self.notify(
@@ -676,27 +670,19 @@ class MainScreen(DeckScreen[None]):
         if ops is None:
             return
         names = self._names()
-        label = f"health {len(server_ids)}…"
-        self._begin(label, len(server_ids))
-        limit = asyncio.Semaphore(BULK_CONCURRENCY)
 
         async def one(server_id: str) -> tuple[str, bool, str]:
-            async with limit:
-                try:
-                    health = await ops.check_health(server_id)
-                    ok = bool(health.is_responsive)
-                    note = health.error_message or (
-                        f"{health.latency_ms:.0f}ms" if health.latency_ms is not None else "ok"
-                    )
-                except Exception as exc:  # reported in the summary
-                    ok, note = False, describe_error(exc)
-                self._advance()
-                return names.get(server_id, server_id), ok, note
+            try:
+                health = await ops.check_health(server_id)
+                ok = bool(health.is_responsive)
+                note = health.error_message or (
+                    f"{health.latency_ms:.0f}ms" if health.latency_ms is not None else "ok"
+                )
+            except Exception as exc:  # reported in the summary
+                ok, note = False, describe_error(exc)
+            return names.get(server_id, server_id), ok, note
 
-        try:
-            results = await asyncio.gather(*(one(server_id) for server_id in server_ids))
-        finally:
-            self._end(label)
+        results = await self._each_with_progress(f"health {len(server_ids)}…", server_ids, one)
         bad = [(name, note) for name, ok, note in results if not ok]
         good = len(results) - len(bad)
         lines = [f"{good} responsive, {len(bad)} not"]
@@ -745,6 +731,4 @@ class MainScreen(DeckScreen[None]):
         tool = self._tool()
         if tool is None:
             return
-        from app.tui.screens.tool_call import ToolCallScreen
-
         self.app.push_screen(ToolCallScreen(tool))
