@@ -3,34 +3,21 @@ resource limits and bulk requests."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx2
 import pytest
 
-from app.faces.http.api import create_app
 from app.ops.facade import LocalOperations
-from app.runtime.api_token import TokenStore
 from tests.conftest import stdio_server_spec
+from tests.test_http_api import client, tokens
+
+__all__ = ["client", "tokens"]  # the fixtures: an HTTP client of the API, with its token
 
 ANALYTICS = "/api/v1/analytics/toolservers"
 SERVERS = "/api/v1/toolservers/servers"
 BULK = "/api/v1/toolservers/servers/bulk"
-
-
-@pytest.fixture
-async def client(ops: LocalOperations, data_dir: Path) -> AsyncIterator[httpx2.AsyncClient]:
-    tokens = TokenStore(data_dir)
-    transport = httpx2.ASGITransport(app=create_app(ops, tokens=tokens))
-    async with httpx2.AsyncClient(
-        transport=transport,
-        base_url="http://tooldeck.test",
-        headers={"Authorization": f"Bearer {tokens.current()}"},
-    ) as http:
-        yield http
 
 
 def refused(answer: httpx2.Response, field: str) -> str:

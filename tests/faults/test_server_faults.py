@@ -9,7 +9,7 @@ import asyncio
 import os
 import signal
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -18,17 +18,12 @@ from app.core.errors import StartFailed
 from app.ops.facade import LocalOperations
 from app.runtime.supervisor import Supervisor
 from tests.conftest import PYTHON, TEST_SERVERS
-from tests.runtime_helpers import alive, descendants, eventually, fast_supervisor, free_port
+from tests.runtime_helpers import alive, eventually, free_port
+from tests.test_supervisor import runtime
+
+__all__ = ["runtime"]  # the fixture: a supervisor after which no process is left
 
 BARE = str(TEST_SERVERS / "bare.py")
-
-
-@pytest.fixture
-async def runtime(ops: LocalOperations) -> AsyncIterator[Supervisor]:
-    supervisor = fast_supervisor(ops)
-    yield supervisor
-    await supervisor.shutdown()
-    assert descendants() == [], "a server process outlived the supervisor"
 
 
 async def test_a_server_stopped_by_sigstop_is_found_out_and_replaced(
