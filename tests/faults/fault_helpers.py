@@ -13,6 +13,7 @@ from pathlib import Path
 
 import psutil
 
+from app.runtime.process_registry import INSTANCE_ENV
 from tests.daemon_helpers import REPO_ROOT, daemon_env, wait_for
 
 
@@ -22,6 +23,11 @@ def statuses(data_dir: Path) -> dict[str, str]:
         return dict(db.execute("SELECT name, status FROM tool_servers").fetchall())
 
 
+# The instance markers seen in each data dir's registry: servers and what they start carry their
+# marker, not the data dir, in their environment; `ours` finds them by it, also once forgotten.
+_markers_seen: dict[Path, set[str]] = {}
+
+
 def recorded_groups(data_dir: Path) -> dict[int, str]:
     """The process groups Tooldeck recorded as running: pgid -> server name."""
     folder = data_dir / "processes"
@@ -29,7 +35,9 @@ def recorded_groups(data_dir: Path) -> dict[int, str]:
         return {}
     groups = {}
     for path in folder.glob("*.json"):
-        groups[int(path.stem)] = json.loads(path.read_text())["server"]
+        entry = json.loads(path.read_text())
+        groups[int(path.stem)] = entry["server"]
+        _markers_seen.setdefault(data_dir, set()).add(entry["marker"])
     return groups
 
 
@@ -46,14 +54,19 @@ def group_members(pgid: int) -> list[int]:
 
 
 def ours(data_dir: Path) -> list[psutil.Process]:
-    """Every live process whose environment names this data dir: Tooldeck itself and every
-    server it started, with their children (they inherit the environment)."""
+    """Every live process whose environment names this data dir (Tooldeck itself), or carries
+    the instance marker of a server `recorded_groups` saw there (the server and its children)."""
+    markers = _markers_seen.get(data_dir, set())
     found = []
     for process in psutil.process_iter(["status"]):
         try:
             if process.info["status"] == "zombie" or process.pid == os.getpid():
                 continue
-            if process.environ().get("TOOLDECK_HOME") == str(data_dir):
+            environ = process.environ()
+            if (
+                environ.get("TOOLDECK_HOME") == str(data_dir)
+                or environ.get(INSTANCE_ENV) in markers
+            ):
                 found.append(process)
         except psutil.Error:
             continue
