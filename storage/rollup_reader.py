@@ -70,7 +70,7 @@ class RunningUsage:
 @asynccontextmanager
 async def read_rollups(db: Database) -> AsyncIterator[RollupReader]:
     """A reader inside one read transaction: every query of an answer sees the same snapshot."""
-    async with db.read_engine.connect() as conn, conn.begin():
+    async with db.read_connection() as conn:
         yield RollupReader(conn)
 
 

@@ -14,6 +14,7 @@ from app.core.errors import Conflict, StartFailed
 from app.ops.facade import LocalOperations
 from app.runtime import spawn_guard
 from tests.conftest import PYTHON, TEST_SERVERS
+from tests.daemon_helpers import alive, wait_for
 from tests.runtime_helpers import fast_supervisor, scripted
 
 GUARD = str(Path(spawn_guard.__file__).resolve())
@@ -136,3 +137,65 @@ def _nobody_can_run(path: str) -> bool:
         cwd="/",
     )
     return ran.returncode == 0
+
+
+def test_a_server_dies_with_its_parent_however_the_parent_dies(tmp_path: Path) -> None:
+    """The parent-death signal: a `kill -9` of the process that spawned the server (Tooldeck)
+    ends the server too, even one that ignores SIGTERM."""
+    pid_file = tmp_path / "server.pid"
+    parent = subprocess.Popen(
+        [
+            PYTHON,
+            "-c",
+            "import os, subprocess, sys, time\n"
+            "guard = [sys.executable, '-I', '-S', sys.argv[1], '--die-with', str(os.getpid())]\n"
+            "stubborn = 'import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN);"
+            " time.sleep(600)'\n"
+            "child = subprocess.Popen([*guard, '--', sys.executable, '-c', stubborn])\n"
+            "open(sys.argv[2], 'w').write(str(child.pid))\n"
+            "time.sleep(600)\n",
+            GUARD,
+            str(pid_file),
+        ]
+    )
+    try:
+        wait_for(lambda: pid_file.exists() and pid_file.read_text())
+        server = int(pid_file.read_text())
+        wait_for(lambda: "time.sleep(600)" in command_line(server))  # exec'd: the server itself
+        parent.kill()
+        parent.wait()
+        wait_for(lambda: not alive(server))
+    finally:
+        parent.kill()
+        parent.wait()
+
+
+def test_a_guard_whose_parent_is_already_gone_does_not_start_the_server() -> None:
+    ran = subprocess.run(
+        [PYTHON, "-I", "-S", GUARD, "--die-with", "1", "--", "echo", "started"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert ran.returncode == spawn_guard.EXIT_PARENT_GONE
+    assert ran.stdout == ""
+
+
+def test_every_server_runs_through_the_guard_on_linux() -> None:
+    prefix = spawn_guard.launcher(None)
+    assert prefix is not None
+    assert prefix[prefix.index("--die-with") + 1] == str(os.getpid())
+    assert prefix[-1] == "--"
+
+
+def test_a_missing_command_is_named_before_the_guard_runs(tmp_path: Path) -> None:
+    assert spawn_guard.check_command("tooldeck-nope", {}, None) == (
+        "command not found: tooldeck-nope"
+    )
+    assert spawn_guard.check_command("sh", {}, None) is None
+    assert spawn_guard.check_command("sh", {}, str(tmp_path / "gone")) == (
+        f"working directory not found: {tmp_path / 'gone'}"
+    )
+    assert spawn_guard.check_command("./run.sh", {}, str(tmp_path)) == (
+        "command not found: ./run.sh"
+    )

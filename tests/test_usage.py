@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import random
+import threading
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -333,3 +334,66 @@ async def test_migration_0002_rolls_up_rows_written_before_it(tmp_path: Path) ->
             assert events == 0
     finally:
         await db.dispose()
+
+
+async def test_a_flush_cancelled_before_it_writes_puts_its_batch_back(
+    ops: LocalOperations, settings: Settings
+) -> None:
+    """Cancelled while it waits for its turn to write (a request whose client went away): the
+    batch it took goes back to the front of the queue and is written by the next flush."""
+    tools = await make_tools(ops, 1)
+    recorder = UsageRecorder(ops.db, settings)
+    for call in range(30):
+        recorder.record(usage(tools[0], START + timedelta(seconds=call), 2.0))
+    async with ops.db.write_turn():  # another writer of this process holds the turn
+        flushing = asyncio.create_task(recorder.flush())
+        await asyncio.sleep(0)  # one step: it takes its batch and waits for the turn
+        assert recorder.stats().queued == 0
+        flushing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await flushing
+    assert recorder.stats().queued == 30
+    await recorder.flush()
+    stats = recorder.stats()
+    assert (stats.written, stats.dropped, stats.queued) == (30, 0, 0)
+    async with ops.db.read() as session:
+        assert await session.scalar(select(func.count()).select_from(ToolUsage)) == 30
+    await recorder.stop()
+
+
+async def test_a_flush_cancelled_while_it_writes_counts_what_it_wrote_once(
+    ops: LocalOperations, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cancelled while its transaction runs on the writer thread: the transaction finishes
+    (and holds the write turn until it has), the batch is counted as written, nothing twice."""
+    tools = await make_tools(ops, 1)
+    recorder = UsageRecorder(ops.db, settings)
+    writing, release = threading.Event(), threading.Event()
+    original = recorder._write_batch
+
+    def gated(batch: list[UsageRecord], drops: int) -> None:
+        writing.set()
+        release.wait(30)
+        original(batch, drops)
+
+    monkeypatch.setattr(recorder, "_write_batch", gated)
+    for call in range(30):
+        recorder.record(usage(tools[0], START + timedelta(seconds=call), 2.0))
+    flushing = asyncio.create_task(recorder.flush())
+    await asyncio.to_thread(writing.wait, 30)
+    flushing.cancel()
+    turn = asyncio.create_task(_take_turn(ops.db))
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await flushing
+    await turn
+    stats = recorder.stats()
+    assert (stats.written, stats.dropped, stats.queued) == (30, 0, 0)
+    async with ops.db.read() as session:
+        assert await session.scalar(select(func.count()).select_from(ToolUsage)) == 30
+    await recorder.stop()
+
+
+async def _take_turn(db: Database) -> None:
+    async with db.write_turn():
+        pass

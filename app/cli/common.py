@@ -13,6 +13,7 @@ from pydantic import BaseModel
 
 from app.core.errors import TooldeckError
 from app.core.settings import Settings, load_settings
+from app.core.stop_signals import Stopped, until_stopped
 from app.ops.attach import open_facade
 from app.ops.protocol import Operations
 
@@ -42,6 +43,15 @@ def cli_settings(args: argparse.Namespace) -> Settings:
 
 
 async def run_handler(handler: Handler, args: argparse.Namespace) -> int:
+    # A stop signal ends the verb cleanly: a one-shot supervisor stops what it started.
+    outcome = await until_stopped(_run_handler(handler, args))
+    if isinstance(outcome, Stopped):
+        print(f"tooldeck: stopped by {outcome.signal.name}", file=sys.stderr)
+        return outcome.exit_code
+    return outcome
+
+
+async def _run_handler(handler: Handler, args: argparse.Namespace) -> int:
     settings = cli_settings(args)
     try:
         # The running daemon's operations when there is one, so nothing runs twice. A verb

@@ -29,6 +29,7 @@ class EventKind(StrEnum):
     LIMIT_EXCEEDED = "limit_exceeded"
     LIMITS_CHANGED = "limits_changed"
     ALERT_ACKED = "alert_acked"
+    LEFTOVERS_ENDED = "leftovers_ended"
     # system-wide
     JOB = "job"
     USAGE_DROPPED = "usage_dropped"

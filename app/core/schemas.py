@@ -248,7 +248,8 @@ class ServerEventResponse(BaseModel):
 class BulkToolServerOperation(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    server_ids: list[str] = Field(min_length=1)
+    # Each id costs a start or a stop: a thousand is a whole fleet, and bounds one request's work.
+    server_ids: list[str] = Field(min_length=1, max_length=1000)
     operation: BulkOperationName
     parameters: dict[str, Any] = Field(default_factory=dict)
 
@@ -555,16 +556,19 @@ class ServerLimitsSpec(BaseModel):
     # An infinite limit is no limit: that is None, not a number JSON cannot carry.
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    max_rss_mb: float | None = Field(None, gt=0)
-    max_cpu_percent: float | None = Field(None, gt=0)
+    # Upper bounds past any machine's size: a bigger number is a typo, and one past 2**63 would
+    # not even fit its database column.
+    max_rss_mb: float | None = Field(None, gt=0, le=1 << 30)
+    max_cpu_percent: float | None = Field(None, gt=0, le=100 * 4096)
     sustain_s: float = Field(30.0, ge=0, le=3600)
     max_concurrent_calls: int | None = Field(None, ge=1, le=10_000)
     max_queued_calls: int = Field(0, ge=0, le=100_000)
     # Applied at spawn where the platform allows (app.runtime.spawn_guard); a change takes
     # effect at the next start.
-    rlimit_as_mb: int | None = Field(None, ge=16, description="address space, MiB")
-    rlimit_nofile: int | None = Field(None, ge=8, description="open files")
-    rlimit_cpu_s: int | None = Field(None, ge=1, description="CPU seconds")
+    rlimit_as_mb: int | None = Field(None, ge=16, le=1 << 30, description="address space, MiB")
+    # Linux's own ceiling (fs.nr_open) is 2**20 by default.
+    rlimit_nofile: int | None = Field(None, ge=8, le=1 << 30, description="open files")
+    rlimit_cpu_s: int | None = Field(None, ge=1, le=1 << 31, description="CPU seconds")
     run_as_user: str | None = Field(None, pattern=r"^[a-z_][a-z0-9_.-]{0,63}\$?$")
     run_as_group: str | None = Field(None, pattern=r"^[a-z_][a-z0-9_.-]{0,63}\$?$")
 

@@ -6,9 +6,9 @@ and a test checks `sys.modules`.
 Start: settings, JSON logs, the data dir's lock (a second daemon refuses, naming the first's
 pid), the token, the listening socket (so a busy port fails before any server starts), the
 core, then the address is published in the lock for CLIs and dashboards to attach.
-Stop (SIGTERM or SIGINT): stop accepting, give in-flight requests a moment and cancel the rest,
-then the core's shutdown flushes usage and stops every server; exit 0. A second signal cuts
-the wait for in-flight requests short.
+Stop (SIGTERM, SIGINT or SIGHUP): stop accepting, give in-flight requests a moment and cancel
+the rest, then the core's shutdown flushes usage and stops every server; exit 0. A second
+signal cuts the wait for in-flight requests short.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from contextlib import AsyncExitStack, contextmanager
 
 from app.core.jsonlog import configure_json_logging
 from app.core.settings import Settings, load_settings
+from app.core.stop_signals import STOP_SIGNALS
 from app.runtime.api_token import TokenStore
 from app.runtime.lock import AlreadyRunning, SupervisorLock
 
@@ -170,7 +171,7 @@ async def serve(
         if server is not None:
             server.should_exit = True
 
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    for signum in STOP_SIGNALS:
         loop.add_signal_handler(signum, on_signal, signum)
     try:
         async with (
@@ -216,7 +217,7 @@ async def serve(
             log.info("stopping the core: flushing usage, stopping servers")
     finally:
         sock.close()
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in STOP_SIGNALS:
             loop.remove_signal_handler(signum)
     log.info("stopped")
     return 0

@@ -134,5 +134,5 @@ async def audit_rows(
             )
         )
     query = query.order_by(ServerEvent.created_at.desc(), ServerEvent.id.desc()).limit(limit)
-    async with db.session() as session:
+    async with db.read() as session:
         return [(event, name) for event, name in (await session.execute(query)).all()]

@@ -15,6 +15,8 @@ from app.runtime.supervisor import Supervisor
 from app.runtime.usage import UsageRecorder
 from storage.db import Database, head_revision
 
+# Usage recorded but not yet in the database, for the next start to write after a kill.
+JOURNAL_DIR = "usage-journal"
 # Every job of a running core's scheduler: the core scheduler's and the two added here. Named
 # up front so `tooldeck jobs run` can list them without a running core.
 JOB_NAMES = ("health", "capabilities", "cleanup", "alerts", "limits")
@@ -75,7 +77,7 @@ async def running_core(
     async with AsyncExitStack() as stack:
         ops = await open_operations(settings)
         stack.push_async_callback(ops.db.dispose)
-        recorder = UsageRecorder(ops.db, settings)
+        recorder = UsageRecorder(ops.db, settings, journal_dir=settings.data_dir / JOURNAL_DIR)
         await recorder.start()
         # Pushed before the supervisor: exits run in reverse, so calls still in flight when the
         # servers stop are recorded before the final flush.
@@ -100,6 +102,8 @@ async def install_alerting(
     engine = AlertEngine(ops.db, ops.settings)
     engine.watch(ops.changes)
     ops.alerts = engine
+    if isinstance(ops.recorder, UsageRecorder):
+        ops.recorder.on_failing = engine.usage_writes
     supervisor.call_gates.load(await load_limits(ops.db))
     watchdog = ResourceWatchdog(ops.db, supervisor, engine)
     scheduler.add(

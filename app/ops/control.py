@@ -72,11 +72,11 @@ class ControlOperations(OpsBase):
     async def probe(self, target: str | ToolServerCreate | dict[str, Any]) -> ProbeReport:
         source: Any
         if isinstance(target, str):
-            async with self.db.session() as session:
+            async with self.db.read() as session:
                 source = await self._server(session, target)
         else:
             source = validated(ToolServerCreate, target)
-            async with self.db.session() as session:
+            async with self.db.read() as session:
                 saved = await find_server(session, source.name)
             if saved is not None:
                 # A form filled from a masked GET sends the masks back: use the stored secrets.

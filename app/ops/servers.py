@@ -121,7 +121,7 @@ class ServerOperations(OpsBase):
         return response
 
     async def delete_server(self, ref: str, *, actor: str) -> None:
-        async with self.db.session() as session:
+        async with self.db.read() as session:
             row = await self._server(session, ref)
             if row.is_builtin:
                 raise Conflict(f"{row.name} is a built-in server: it can be disabled, not deleted")

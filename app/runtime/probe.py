@@ -11,6 +11,7 @@ from typing import Any
 
 from app.core.schemas import ProbeReport, ProbeTool
 from app.runtime.connections import ConnectionSpec, ServerLog, StartError, open_connection, seconds
+from app.runtime.spawn_guard import launcher
 
 PROBE_STDERR_LINES = 20
 
@@ -34,7 +35,9 @@ async def probe(source: Any, *, startup_timeout: float, call_timeout: float) -> 
     )
     began = time.monotonic()
     try:
-        async with open_connection(spec, startup_timeout=startup_timeout, log=log) as conn:
+        async with open_connection(
+            spec, startup_timeout=startup_timeout, log=log, launcher=launcher()
+        ) as conn:
             report.connect_ms = round(conn.connect_ms, 1)
             report.protocol_version = conn.protocol_version
             report.server_name = conn.server_name

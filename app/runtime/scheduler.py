@@ -239,7 +239,7 @@ def core_scheduler(db: Database, settings: Settings, supervisor: Supervisor) -> 
 
 
 async def _server_ids(db: Database, *conditions: Any) -> list[str]:
-    async with db.session() as session:
+    async with db.read() as session:
         rows = await session.execute(select(ToolServer.id).where(*conditions))
         return list(rows.scalars())
 

@@ -15,15 +15,14 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager, suppress
+from collections.abc import Awaitable, Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import mcp_types as types
 from mcp.shared.exceptions import MCPError
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.changes import Change, ChangeBus
 from app.core.errors import CallFailed, Conflict, NotFound, NotRunning, StartFailed, plain_error
@@ -40,6 +39,7 @@ from app.runtime.connections import (
     open_connection,
     seconds,
 )
+from app.runtime.process_registry import ProcessRegistry
 from app.runtime.process_sampling import ProcessSampler
 from app.runtime.server_state import SYSTEM, UP_STATUSES, ServerState
 from app.runtime.serverlog import LogWriter, ServerLog, log_path, read_log_tail
@@ -122,16 +122,16 @@ class Supervisor:
         self._background: set[asyncio.Task[Any]] = set()
         self._autostart: asyncio.Task[None] | None = None
         self._closing = False
-        # One writer at a time from here: fifty servers changing state at once would otherwise
-        # queue inside SQLite, where a busy writer times out instead of waiting its turn.
-        self._db_lock = asyncio.Lock()
         # Per-server concurrent-call limits (app.runtime.call_gates), loaded by the facade and
         # the watchdog.
         self.call_gates = CallGates()
+        # The process groups of running servers, for the next start to end what a killed
+        # Tooldeck left behind.
+        self.processes = ProcessRegistry(settings.data_dir)
         # The live connection of each running server, shared with the gateway's router.
         self.connections = ConnectionRegistry()
-        self.state = ServerState(db, self._writing)
-        self.catalogue = ToolCatalogue(db, self._writing, self._publish)
+        self.state = ServerState(db)
+        self.catalogue = ToolCatalogue(db, self._publish)
 
     # ---- life of the supervisor itself ------------------------------------------------------
 
@@ -142,6 +142,7 @@ class Supervisor:
         Returns once the reset is done; the starts go on in the background (see
         `wait_autostart`), so a slow server does not hold the dashboard up.
         """
+        await self._end_leftovers()
         servers = await self.state.settle_after_crash()
         for server in servers:
             self._handle_for(server.id, server.name).was_enabled = server.enabled
@@ -149,6 +150,19 @@ class Supervisor:
         targets = [s.id for s in servers if s.enabled and s.auto_start and autostart]
         self._publish(Change.STATUS, None)
         self._autostart = asyncio.create_task(self._start_all(targets), name="autostart")
+
+    async def _end_leftovers(self) -> None:
+        """End what servers of a killed Tooldeck started and left running (their own children:
+        the servers themselves died with it), before any server starts again."""
+        for left in await asyncio.to_thread(self.processes.sweep):
+            pids = ", ".join(str(pid) for pid in left.pids)
+            message = (
+                f"ended {len(left.pids)} process{'es' if len(left.pids) != 1 else ''} a previous "
+                f"Tooldeck left running (pid {pids}"
+                + ("; SIGKILL after SIGTERM was ignored)" if left.killed else ")")
+            )
+            logger.warning("%s: %s", left.server, message)
+            await self.state.leftovers_ended(left.server, message)
 
     async def wait_autostart(self) -> None:
         if self._autostart is not None:
@@ -543,6 +557,7 @@ class Supervisor:
                 on_closed=handle.signal.set,
                 launcher=attempt.launcher,
                 max_message_bytes=self.settings.max_result_bytes,
+                processes=self.processes,
             ) as conn:
                 pid = conn.pid
                 ending = await self._run(handle, conn, began, failures)
@@ -761,11 +776,6 @@ class Supervisor:
             self._publish(Change.TOOLS, server_id)
 
     # ---- helpers --------------------------------------------------------------------------
-
-    @asynccontextmanager
-    async def _writing(self) -> AsyncIterator[AsyncSession]:
-        async with self._db_lock, self.db.session() as session:
-            yield session
 
     async def _row(self, server_id: str) -> ToolServer:
         return await self.state.row(server_id)

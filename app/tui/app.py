@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import getpass
 import logging
+import signal
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
@@ -32,6 +33,7 @@ from app.core.logfile import dashboard_log_path
 from app.core.periods import DEFAULT_PERIOD, PERIOD_NAMES
 from app.core.schemas import AlertResponse
 from app.core.settings import Settings
+from app.core.stop_signals import on_stop_signals
 from app.ops.attach import OperationsServer, dashboard_facade, stored_facade
 from app.ops.protocol import Operations, ReadOperations
 from app.ops.remote import RemoteOperations
@@ -157,7 +159,8 @@ class TooldeckApp(App[None]):
                     for screen in self.screen_stack:
                         screen.post_message(CoreReady())
                     self.read_alerts()
-                    await self._quit_requested.wait()
+                    with on_stop_signals(self._stop_signalled):
+                        await self._quit_requested.wait()
                 finally:
                     unsubscribe_alerts()
                     unsubscribe()
@@ -171,6 +174,14 @@ class TooldeckApp(App[None]):
                     timeout=30,
                     markup=False,
                 )
+
+    def _stop_signalled(self, signum: signal.Signals) -> None:
+        """SIGTERM, SIGINT and SIGHUP (the SSH session gone) quit as `q` does: the servers this
+        dashboard runs are stopped and their statuses left true. After a hang-up there is no
+        terminal left: output is dropped, as Textual's writer would block on it for ever."""
+        if signum == signal.SIGHUP and self._driver is not None:
+            self._driver.write = lambda _data: None  # type: ignore[method-assign]
+        self.call_later(self.action_quit)
 
     def _reader(self, ops: Operations) -> AbstractAsyncContextManager[ReadOperations]:
         """Where the heavy reads go: the facade's reader thread, unless asked to stay here."""

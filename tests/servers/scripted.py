@@ -1,7 +1,8 @@
 """A real MCP server (the SDK's MCPServer) whose misbehaviour is chosen by flags.
 
     python tests/servers/scripted.py [--exit-at-start CODE] [--slow-start S] [--garbage]
-        [--crash-after N] [--ignore-sigterm] [--spawn-child] [--http PORT | --sse PORT]
+        [--crash-after N] [--ignore-sigterm] [--spawn-child] [--stubborn-child]
+        [--http PORT | --sse PORT]
 
 Healthy by default. Tools: echo, add, fail (a tool error), sleep (async, for call timeouts),
 hang (blocks the server's event loop: alive but never answering again), big (a huge text),
@@ -27,6 +28,8 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--crash-after", type=int, default=0)
     parser.add_argument("--ignore-sigterm", action="store_true")
     parser.add_argument("--spawn-child", action="store_true")
+    # A child that ignores SIGTERM and outlives its parent: only SIGKILL to its group ends it.
+    parser.add_argument("--stubborn-child", action="store_true")
     parser.add_argument("--pid-file", default=None)
     parser.add_argument("--http", type=int, default=None)
     parser.add_argument("--sse", type=int, default=None)
@@ -55,8 +58,10 @@ if options.garbage:
 if options.ignore_sigterm:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
-if options.spawn_child:
-    child = subprocess.Popen(["sleep", "600"])
+if options.spawn_child or options.stubborn_child:
+    stubborn = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"
+    argv = [sys.executable, "-c", stubborn] if options.stubborn_child else ["sleep", "600"]
+    child = subprocess.Popen(argv)
     if options.pid_file:
         with open(options.pid_file, "a") as handle:
             handle.write(f"{child.pid}\n")
