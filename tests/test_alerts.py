@@ -434,7 +434,7 @@ async def test_a_hanging_hook_blocks_nothing(
 async def api(ops: LocalOperations) -> AsyncIterator[httpx2.AsyncClient]:
     async with httpx2.AsyncClient(
         transport=httpx2.ASGITransport(app=create_app(ops, tokens=None)),
-        base_url="http://tooldeck.test",
+        base_url="http://127.0.0.1",
     ) as client:
         yield client
 

@@ -40,7 +40,7 @@ async def client(ops: LocalOperations, tokens: TokenStore) -> AsyncIterator[http
     transport = httpx2.ASGITransport(app=create_app(ops, tokens=tokens))
     async with httpx2.AsyncClient(
         transport=transport,
-        base_url="http://tooldeck.test",
+        base_url="http://127.0.0.1",
         headers={"Authorization": f"Bearer {tokens.current()}"},
     ) as http:
         yield http
@@ -116,7 +116,7 @@ async def test_the_token_file_is_private_and_rotation_takes_effect_at_once(
 
 async def test_without_a_token_store_no_auth_is_asked(ops: LocalOperations) -> None:
     transport = httpx2.ASGITransport(app=create_app(ops, tokens=None))
-    async with httpx2.AsyncClient(transport=transport, base_url="http://t") as http:
+    async with httpx2.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
         assert (await http.get(SERVERS)).status_code == 200
 
 
@@ -220,7 +220,7 @@ async def test_a_bug_is_a_500_with_the_request_id(ops: LocalOperations, tokens: 
 
     ops.list_servers = broken  # type: ignore[method-assign]
     transport = httpx2.ASGITransport(app=create_app(ops, tokens=tokens))
-    async with httpx2.AsyncClient(transport=transport, base_url="http://t") as http:
+    async with httpx2.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
         answer = await http.get(
             SERVERS, headers={"Authorization": f"Bearer {tokens.current()}", "X-Request-ID": "r-1"}
         )
@@ -292,7 +292,7 @@ async def test_prometheus_metrics(client: httpx2.AsyncClient) -> None:
 
 async def test_remote_raises_the_same_exceptions(ops: LocalOperations, tokens: TokenStore) -> None:
     transport = httpx2.ASGITransport(app=create_app(ops, tokens=tokens))
-    remote = RemoteOperations("http://t", tokens.current(), transport=transport)
+    remote = RemoteOperations("http://127.0.0.1", tokens.current(), transport=transport)
     async with remote:
         with pytest.raises(NotFound, match="no server 'ghost'"):
             await remote.get_server("ghost")
@@ -308,7 +308,7 @@ async def test_remote_raises_the_same_exceptions(ops: LocalOperations, tokens: T
         for odd in ("..", ".", "a/b", "%2e%2e", "?x=1"):
             with pytest.raises(NotFound):
                 await remote.get_server(odd)
-    async with RemoteOperations("http://t", "wrong", transport=transport) as intruder:
+    async with RemoteOperations("http://127.0.0.1", "wrong", transport=transport) as intruder:
         with pytest.raises(Unauthorized):
             await intruder.list_servers()
 

@@ -261,6 +261,12 @@ class Settings(BaseSettings):
         description="a port from 0 to 65535 (0 picks a free one)",
         validation_alias=_names("port"),
     )
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="a comma-separated list of host names the API answers to besides loopback "
+        "ones and the listening address (* for any)",
+        validation_alias=_names("allowed_hosts"),
+    )
 
     # Alerts (app.governance.alerts) and resource limits (app.governance.limits_watchdog).
     alert_interval_s: float = Field(
@@ -345,9 +351,9 @@ class Settings(BaseSettings):
     # Not a setting anyone writes: where this configuration was loaded from.
     data_dir: Path = Field(default_factory=default_data_dir, exclude=True)
 
-    @field_validator("mcp_servers", mode="before")
+    @field_validator("mcp_servers", "allowed_hosts", mode="before")
     @classmethod
-    def _split_servers(cls, value: Any) -> Any:
+    def _split_lists(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
