@@ -38,6 +38,7 @@ from app import __version__
 from app.core import jsonrpc
 from app.core.jsonrpc import Message
 from app.runtime.serverlog import LogWriter, ServerLog, read_log_tail
+from app.runtime.spawn_guard import guarded
 
 __all__ = [
     "Connection",
@@ -474,6 +475,9 @@ class StdioConnection(Connection):
             raise StartError("a stdio server needs a command")
         from mcp.client.stdio import get_default_environment
 
+        env = {**get_default_environment(), **dict(self.spec.env)}
+        if launcher:
+            launcher, env = guarded(launcher, env)
         argv = [*(launcher or []), self.spec.command, *self.spec.args]
         loop = asyncio.get_running_loop()
         # Its own session and process group (its pid names the group): a stop reaches every
@@ -484,7 +488,7 @@ class StdioConnection(Connection):
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
-            env={**get_default_environment(), **dict(self.spec.env)},
+            env=env,
             cwd=self.spec.cwd,
             start_new_session=True,
         )

@@ -20,6 +20,25 @@ from typing import Any, NoReturn
 
 EXIT_CANNOT = 126  # as a shell says "found but cannot run"
 MIB = 1024 * 1024
+# Read by the dynamic loader or libc of every process they reach, the guard included, and the
+# guard runs as root until it switches accounts: held back from it, handed to the server's own
+# command at exec (glibc's list of variables it ignores in setuid programs, and macOS's DYLD_*).
+LOADER_PREFIXES = ("LD_", "DYLD_")
+LOADER_NAMES = frozenset(
+    {
+        "GCONV_PATH",
+        "GETCONF_DIR",
+        "GLIBC_TUNABLES",
+        "HOSTALIASES",
+        "LOCALDOMAIN",
+        "LOCPATH",
+        "MALLOC_TRACE",
+        "NIS_PATH",
+        "NLSPATH",
+        "RESOLV_HOST_CONF",
+        "RES_OPTIONS",
+    }
+)
 
 
 def launcher(limits: Any) -> list[str] | None:
@@ -39,6 +58,27 @@ def launcher(limits: Any) -> list[str] | None:
     return [*argv, "--"] if len(argv) > 3 else None
 
 
+def is_loader_variable(name: str) -> bool:
+    return name.startswith(LOADER_PREFIXES) or name in LOADER_NAMES
+
+
+def guarded(launcher: list[str], env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+    """The guard's argv prefix and environment for a command to run under `launcher`: loader
+    variables leave the guard's environment and travel as `--exec-env` to the command."""
+    held = [f"--exec-env={key}={value}" for key, value in env.items() if is_loader_variable(key)]
+    clean = {key: value for key, value in env.items() if not is_loader_variable(key)}
+    return [*launcher[:-1], *held, launcher[-1]], clean
+
+
+def account_rule_broken(user: str | None, group: str | None) -> str | None:
+    """Why `user`/`group` may never be a server's account, on any machine; None when it may."""
+    if group is not None and user is None:
+        return "run_as_group needs run_as_user: alone it would leave the server running as root"
+    if user == "root" or group == "root":
+        return "a server may not run as root: name an unprivileged account"
+    return None
+
+
 def can_switch_accounts() -> bool:
     return hasattr(os, "geteuid") and os.geteuid() == 0
 
@@ -47,6 +87,9 @@ def check_account(user: str | None, group: str | None) -> str | None:
     """Why this process could not run a server as `user`/`group`; None when it can."""
     if user is None and group is None:
         return None
+    broken = account_rule_broken(user, group)
+    if broken is not None:
+        return broken
     try:
         import grp
         import pwd
@@ -56,12 +99,14 @@ def check_account(user: str | None, group: str | None) -> str | None:
         return f"Tooldeck runs as uid {os.geteuid()}, not root: it has no right to switch accounts"
     if user is not None:
         try:
-            pwd.getpwnam(user)
+            if pwd.getpwnam(user).pw_uid == 0:
+                return f"{user!r} is root (uid 0): name an unprivileged account"
         except KeyError:
             return f"no user {user!r} on this system"
     if group is not None:
         try:
-            grp.getgrnam(group)
+            if grp.getgrnam(group).gr_gid == 0:
+                return f"{group!r} is root's group (gid 0): name another"
         except KeyError:
             return f"no group {group!r} on this system"
     return None
@@ -125,6 +170,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cpu-s", type=int)
     parser.add_argument("--user")
     parser.add_argument("--group")
+    parser.add_argument("--exec-env", action="append", default=[], metavar="NAME=VALUE")
     parser.add_argument("command", nargs=argparse.REMAINDER)
     options = parser.parse_args(argv)
     command = options.command[1:] if options.command[:1] == ["--"] else options.command
@@ -133,6 +179,9 @@ def main(argv: list[str] | None = None) -> None:
     _set_limits(options)
     if options.user is not None or options.group is not None:
         _switch_account(options.user, options.group)
+    for assignment in options.exec_env:
+        name, _, value = assignment.partition("=")
+        os.environ[name] = value
     try:
         os.execvp(command[0], command)
     except OSError as exc:
