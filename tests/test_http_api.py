@@ -81,7 +81,7 @@ async def test_every_route_but_the_public_ones_needs_the_token(
             assert (answer.status_code != 401) == (path == "/healthz"), (method, path)
             checked += 1
     assert checked >= 40
-    for public in ("/openapi.json", "/docs", "/redoc"):
+    for public in ("/openapi.json", "/docs"):
         assert (await client.get(public, headers={"Authorization": ""})).status_code == 200
 
 
@@ -92,6 +92,23 @@ async def test_healthz_and_docs_need_no_token(client: httpx2.AsyncClient) -> Non
     assert "/api/v1/toolservers/servers/{id}/restart" in document["paths"]
     assert "HTTPBearer" in document["components"]["securitySchemes"]
     assert (await client.get("/docs", headers=anonymous)).status_code == 200
+
+
+async def test_the_docs_page_runs_no_script_from_anywhere(client: httpx2.AsyncClient) -> None:
+    page = await client.get("/docs", headers={"Authorization": ""})
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    html = page.text.lower()
+    assert (
+        "<script" not in html
+        and "cdn" not in html
+        and "http" not in html.replace("/openapi.json", "")
+    )
+    assert "script-src" not in page.headers["content-security-policy"]
+    assert page.headers["content-security-policy"].startswith("default-src 'none'")
+    assert "/api/v1/toolservers/servers/{id}/restart" in page.text
+    # Swagger's and ReDoc's pages, which loaded their scripts from a CDN, are gone.
+    for old in ("/redoc", "/docs/oauth2-redirect"):
+        assert (await client.get(old)).status_code == 404
 
 
 async def test_an_unknown_path_without_a_token_is_401_not_404(client: httpx2.AsyncClient) -> None:

@@ -12,6 +12,7 @@ from starlette.types import ASGIApp
 
 from app import __version__
 from app.faces.http.access_guard import AccessGuard, HostPolicy
+from app.faces.http.docs_page import docs_router
 from app.faces.http.errors import add_error_handlers
 from app.faces.http.middleware import (
     MAX_BODY_BYTES,
@@ -41,6 +42,9 @@ def create_app(
     `hosts=None` drops the Host, Origin and mutation checks: only for a private Unix socket,
     which no browser can reach."""
     app = FastAPI(
+        # Our own /docs page instead of Swagger's and ReDoc's, which load scripts from a CDN.
+        docs_url=None,
+        redoc_url=None,
         title="Tooldeck",
         version=__version__,
         description="Run, watch and meter a fleet of MCP tool servers. "
@@ -48,6 +52,7 @@ def create_app(
     )
     app.state.ops = ops
     app.include_router(public)
+    app.include_router(docs_router)
     app.include_router(operations_router())
     add_error_handlers(app)
     # Added innermost first: a request meets RequestContext, AccessGuard, BearerAuth, BodyLimit,
