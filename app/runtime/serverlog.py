@@ -16,6 +16,8 @@ from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+from app.core.private_files import open_private, private_dir
+
 if TYPE_CHECKING:
     from app.core.settings import Settings
 
@@ -107,8 +109,8 @@ class LogWriter:
 
     def _open(self, path: Path) -> tuple[TextIO, int]:
         if path not in self._files:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            handle = path.open("a", encoding="utf-8", errors="replace")
+            private_dir(path.parent)
+            handle = open_private(path, "a", encoding="utf-8", errors="replace")
             self._files[path] = (handle, handle.tell())
         return self._files[path]
 
