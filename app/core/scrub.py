@@ -19,7 +19,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import SplitResult, quote, unquote, urlsplit, urlunsplit
 
-MASK = "********"
+from app.core.schemas import MASK
+
 SECRET_PARTS = frozenset(
     {
         "auth",

@@ -37,6 +37,7 @@ from mcp.shared.exceptions import MCPError
 from app import __version__
 from app.core import jsonrpc
 from app.core.jsonrpc import Message
+from app.core.scrub import mask_args, mask_url
 from app.runtime.serverlog import LogWriter, ServerLog, read_log_tail
 from app.runtime.spawn_guard import guarded
 
@@ -694,14 +695,14 @@ async def open_connection(
         async with AsyncExitStack() as stack:
             if spec.transport == "stdio":
                 conn = StdioConnection(spec, log, **options)
-                log.note(f"starting {spec.command} {' '.join(spec.args)}".rstrip())
+                log.note(f"starting {spec.command} {' '.join(mask_args(spec.args))}".rstrip())
                 stack.push_async_callback(conn.aclose)
                 await conn.start(launcher)
             elif spec.transport in ("streamable_http", "sse"):
                 if not spec.url:
                     raise StartError(f"a {spec.transport} server needs a url")
                 conn = StreamsConnection(spec, log, **options)
-                log.note(f"connecting to {spec.url}")
+                log.note(f"connecting to {mask_url(spec.url)}")
                 async with asyncio.timeout_at(deadline):
                     read, write = await stack.enter_async_context(_http_transport(spec))
                 stack.push_async_callback(conn.aclose)

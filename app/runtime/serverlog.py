@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from app.core.private_files import open_private, private_dir
+from app.core.scrub import NO_SECRETS, Scrubber
 
 if TYPE_CHECKING:
     from app.core.settings import Settings
@@ -133,6 +134,8 @@ class ServerLog:
         self, path: Path | None = None, writer: LogWriter | None = None, lines: int = TAIL_LINES
     ) -> None:
         self.path = path
+        # Set per run by the supervisor: the secrets of the server this log is for.
+        self.scrub: Scrubber = NO_SECRETS
         self._writer = writer if path is not None else None
         self._tail: deque[str] = deque(maxlen=lines)
         self._partial = ""
@@ -170,6 +173,7 @@ class ServerLog:
         return " | ".join(line.strip() for line in picked if line.strip())
 
     def _add(self, line: str) -> None:
+        line = self.scrub(line)
         self._tail.append(line)
         if self._writer is not None and self.path is not None:
             self._writer.write(self.path, line + "\n")

@@ -29,6 +29,7 @@ from app.core.changes import Change, ChangeBus
 from app.core.errors import CallFailed, Conflict, NotFound, NotRunning, StartFailed
 from app.core.events import EventKind
 from app.core.schemas import ServerHealth, ServerRuntimeInfo
+from app.core.scrub import Scrubber
 from app.core.settings import Settings
 from app.runtime.call_gates import CallGates
 from app.runtime.connections import (
@@ -317,6 +318,7 @@ class Supervisor:
                 error = f"health check failed: {exc.message}"
         except Exception as exc:
             error = f"health check failed: {type(exc).__name__}: {exc}"
+        error = handle.log.scrub.optional(error)
         latency = (time.monotonic() - began) * 1000
         now = utcnow()
         handle.last_latency_ms = None if error else latency
@@ -377,7 +379,8 @@ class Supervisor:
                 raise CallFailed(
                     f"{conn.spec.name} closed the connection during the call"
                 ) from None
-            raise CallFailed(f"{tool_name} failed: {exc.message}") from None
+            failed = self._scrubbed(server_id, f"{tool_name} failed: {exc.message}")
+            raise CallFailed(failed) from None
         except ValueError as exc:
             # A result that is not a CallToolResult (pydantic's ValidationError).
             raise CallFailed(f"{tool_name} returned an invalid result: {exc}") from None
@@ -402,7 +405,11 @@ class Supervisor:
         except TimeoutError:
             raise CallFailed(f"{what} timed out after {seconds(timeout_s)} s") from None
         except MCPError as exc:
-            raise CallFailed(f"{what} failed: {exc.message}") from None
+            raise CallFailed(self._scrubbed(server_id, f"{what} failed: {exc.message}")) from None
+
+    def _scrubbed(self, server_id: str, text: str) -> str:
+        handle = self._handles.get(server_id)
+        return handle.log.scrub(text) if handle is not None else text
 
     def connection(self, server_id: str) -> Connection | None:
         handle = self._handles.get(server_id)
@@ -484,6 +491,7 @@ class Supervisor:
                 if failure is None or not handle.want_running:
                     break
                 kind, message = failure
+                message = handle.log.scrub(message)
                 handle.last_error = message
                 auto_disabled, failures = await self._record_failure(handle, kind, message)
                 self._publish(Change.STATUS, handle.server_id)
@@ -509,7 +517,7 @@ class Supervisor:
                 task.uncancel()
         except Exception as exc:
             logger.exception("supervising %s failed", handle.name)
-            handle.last_error = f"internal error: {exc}"
+            handle.last_error = handle.log.scrub(f"internal error: {exc}")
         finally:
             handle.conn = None
             handle.next_retry_at = None
@@ -526,6 +534,8 @@ class Supervisor:
             return None
         spec, failures = attempt.spec, attempt.failures
         handle.name, handle.spec, handle.status = spec.name, spec, "starting"
+        # Everything written about this run (stderr, notes, errors) loses this spec's secrets.
+        handle.log.scrub = Scrubber.of(spec)
         handle.fault, handle.tools_dirty = None, False
         handle.slow = handle.tools_failed = False
         handle.signal.clear()
@@ -744,7 +754,7 @@ class Supervisor:
                     if not quiet:
                         await self._set_quality(handle, conn, now=None, reset_failures=False)
                 return tools
-            handle.last_error = error
+            handle.last_error = handle.log.scrub(error)
             handle.log.note(error)
             handle.tools_failed = True
             if not quiet:

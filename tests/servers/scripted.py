@@ -1,6 +1,7 @@
 """A real MCP server (the SDK's MCPServer) whose misbehaviour is chosen by flags.
 
-    python tests/servers/scripted.py [--exit-at-start CODE] [--slow-start S] [--garbage]
+    python tests/servers/scripted.py [--exit-at-start CODE] [--print-env NAME] [--slow-start S]
+        [--garbage]
         [--crash-after N] [--ignore-sigterm] [--spawn-child] [--http PORT | --sse PORT]
 
 Healthy by default. Tools: echo, add, fail (a tool error), sleep (async, for call timeouts),
@@ -22,6 +23,7 @@ import time
 def parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     parser.add_argument("--exit-at-start", type=int, default=None)
+    parser.add_argument("--print-env", action="append", default=[])
     parser.add_argument("--slow-start", type=float, default=0.0)
     parser.add_argument("--garbage", action="store_true")
     parser.add_argument("--crash-after", type=int, default=0)
@@ -40,6 +42,10 @@ if options.pid_file:
         handle.write(f"{os.getpid()}\n")
 
 # Before importing the SDK: a server that dies at start does so as fast as real ones do.
+for name in options.print_env:
+    # As servers that fail often do: say which key they were given.
+    print(f"{name}={os.environ.get(name)!r} was refused", file=sys.stderr, flush=True)
+
 if options.exit_at_start is not None:
     print("fatal: MISSING_API_KEY is not set", file=sys.stderr, flush=True)
     sys.exit(options.exit_at_start)
