@@ -6,11 +6,9 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
-from tests.cli_runner import REPO_ROOT
-from tests.daemon_helpers import daemon_env, start_daemon
+from tests.daemon_helpers import daemon_env, start_daemon, tooldeck_on
 
 
 def mode(path: Path) -> int:
@@ -19,15 +17,7 @@ def mode(path: Path) -> int:
 
 def run_loose(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """`tooldeck ARGS` under umask 000, the loosest a user can have."""
-    return subprocess.run(
-        [sys.executable, "-m", "app", *args],
-        capture_output=True,
-        text=True,
-        env=daemon_env(home),
-        cwd=REPO_ROOT,
-        timeout=60,
-        umask=0,
-    )
+    return tooldeck_on(home, *args, umask=0)
 
 
 def test_a_fresh_data_dir_is_private_under_umask_000(tmp_path: Path) -> None:

@@ -12,7 +12,11 @@ import pytest
 
 from app.core.errors import InvalidInput, StartFailed
 from app.core.schemas import MASK
+from app.core.settings import Settings
+from app.faces.gateway.http_face import AsgiApp, HttpCore
+from app.faces.gateway.service import running_router
 from app.faces.http.api import create_app
+from app.ops.bootstrap import running_core
 from app.ops.facade import LocalOperations
 from tests.cli_runner import tooldeck
 from tests.runtime_helpers import fast_supervisor, scripted
@@ -137,3 +141,36 @@ def test_server_show_and_config_mask_what_they_print() -> None:
         assert secret not in config.stdout
     assert "https://hooks.example/********" in config.stdout
     assert "curl ********" in config.stdout
+
+
+async def test_the_gateway_tells_clients_the_failure_without_the_key(settings: Settings) -> None:
+    key = "sk-live-gateway-0123"
+    async with running_core(settings) as ops, running_router(ops) as router:
+        spec = scripted(
+            "leaky", "--print-env", "API_KEY", "--exit-at-start", "3", env={"API_KEY": key}
+        )
+        await ops.create_server({**spec, "max_failures": 5}, actor="test")
+        await router.port.reload()
+        core = HttpCore(router, check_hosts=False)
+        transport = httpx2.ASGITransport(app=AsgiApp(core))
+        try:
+            async with httpx2.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
+                answer = await http.post(
+                    "/mcp/servers/leaky",
+                    json={
+                        "jsonrpc": "2.0",
+                        "id": 1,
+                        "method": "initialize",
+                        "params": {
+                            "protocolVersion": "2025-06-18",
+                            "capabilities": {},
+                            "clientInfo": {"name": "t", "version": "1"},
+                        },
+                    },
+                    headers={"Accept": "application/json, text/event-stream"},
+                )
+        finally:
+            core.close()
+    error = answer.json()["error"]["message"]
+    assert "leaky" in error and MASK in error, error
+    assert key not in answer.text
