@@ -66,6 +66,7 @@ def test_a_cross_site_form_cannot_change_anything(no_auth_daemon: Daemon) -> Non
         for verb in ("stop", "disable", "restart"):
             answer = http.post(f"{SERVERS}/calculator/{verb}")
             assert answer.status_code == 403, (verb, answer.text)
+        assert http.post("/api/v1/scheduler/jobs/health/run").status_code == 403
         acknowledged = http.post(
             "/api/v1/alerts/1/acknowledge",
             content=b"a=b",

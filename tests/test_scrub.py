@@ -50,7 +50,8 @@ def test_names_that_are_not_secrets(name: str) -> None:
 def test_urls_lose_credentials_and_secret_query_values() -> None:
     url = "https://user:pass@host.example/mcp?api_key=abc123&page=2&sig=zz"
     assert mask_url(url) == f"https://user:{MASK}@host.example/mcp?api_key={MASK}&page=2&sig={MASK}"
-    assert mask_url("https://ghp_token@host/x") == f"https://{MASK}@host/x"
+    assert mask_url("https://ghp_0123456789abcdef@host/x") == f"https://{MASK}@host/x"
+    assert mask_url("postgresql://reader@db/x") == "postgresql://reader@db/x"
     assert mask_url("https://host/x?page=1") == "https://host/x?page=1"
     assert mask_url("not a url") == "not a url" and mask_url(None) is None
 

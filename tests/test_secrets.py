@@ -96,6 +96,7 @@ async def test_a_server_that_prints_its_key_on_failure_leaves_it_nowhere(
         "API_KEY",
         "--exit-at-start",
         "3",
+        "--token=tok-abc123",
         env={"API_KEY": key},
         max_failures=1,
         auto_start=False,
@@ -114,10 +115,14 @@ async def test_a_server_that_prints_its_key_on_failure_leaves_it_nowhere(
             (await ops.runtime_info("leaky")).last_error or "",
         ]
         assert any(MASK in text for text in texts), texts
+        assert any(f"--token={MASK}" in line for line in await ops.log_tail("leaky", 100))
         for text in texts:
-            assert key not in text, text
+            assert key not in text and "tok-abc123" not in text, text
+        # What a webhook or an alert command is sent: the alert as JSON.
         alerts = await ops.evaluate_alerts()
-        assert key not in json.dumps([alert.model_dump(mode="json") for alert in alerts])
+        payloads = json.dumps([alert.model_dump(mode="json") for alert in alerts])
+        assert "leaky" in payloads and MASK in payloads
+        assert key not in payloads
     finally:
         await supervisor.shutdown()
     assert key not in (data_dir / "logs" / "leaky.log").read_text()

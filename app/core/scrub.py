@@ -53,6 +53,9 @@ NOT_SECRET_TAILS = frozenset({"dir", "file", "name", "path", "type", "url", "uri
 # env value only from the longer one: "1", "info" or "true" would blot out every such word.
 MIN_SECRET_CHARS = 3
 MIN_OTHER_CHARS = 8
+# A URL's user name alone is a token (`https://ghp_...@github.com`) from this length on; a
+# shorter one is an account name (`postgresql://reader@db`).
+MIN_TOKEN_CHARS = 16
 # Nor are paths (HOME, PATH, a `*_FILE` that points at a secret): errors name them usefully.
 PATH_STARTS = ("/", "~", "./", "../")
 _PARTS = re.compile(r"[^a-z0-9]+")
@@ -73,8 +76,8 @@ def is_secret_name(name: str) -> bool:
 
 
 def mask_url(url: str | None) -> str | None:
-    """`url` with its password (or a lone user name: often a token) and secret-looking query
-    values masked. Anything that does not parse as a URL comes back as it was."""
+    """`url` with its password (or a lone user name as long as a token: `https://TOKEN@host`)
+    and secret-looking query values masked. What does not parse as a URL comes back as it was."""
     if not url:
         return url
     parts = _split(url)
@@ -84,7 +87,10 @@ def mask_url(url: str | None) -> str | None:
     userinfo, at, host = netloc.rpartition("@")
     if at:
         user, colon, _password = userinfo.partition(":")
-        netloc = f"{user}:{MASK}@{host}" if colon else f"{MASK}@{host}"
+        if colon:
+            netloc = f"{user}:{MASK}@{host}"
+        elif len(user) >= MIN_TOKEN_CHARS:
+            netloc = f"{MASK}@{host}"
     query = "&".join(_mask_pair(pair) for pair in parts.query.split("&")) if parts.query else ""
     return urlunsplit(parts._replace(netloc=netloc, query=query))
 
@@ -243,7 +249,10 @@ def _url_secrets(url: str | None) -> set[str]:
     userinfo, at, _host = parts.netloc.rpartition("@")
     if at:
         user, colon, password = userinfo.partition(":")
-        found |= {unquote(password), password} if colon else {unquote(user), user}
+        if colon:
+            found |= {unquote(password), password}
+        elif len(user) >= MIN_TOKEN_CHARS:
+            found |= {unquote(user), user}
     for pair in parts.query.split("&") if parts.query else ():
         name, equals, value = pair.partition("=")
         if equals and value and is_secret_name(unquote(name)):
