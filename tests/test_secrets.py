@@ -179,3 +179,28 @@ async def test_the_gateway_tells_clients_the_failure_without_the_key(settings: S
     error = answer.json()["error"]["message"]
     assert "leaky" in error and MASK in error, error
     assert key not in answer.text
+
+
+async def test_a_bug_logged_while_running_a_server_does_not_quote_its_key(
+    ops: LocalOperations, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    supervisor = fast_supervisor(ops)
+    key = "sk-live-bug-0123456789"
+    server = await ops.create_server(
+        scripted("buggy", env={"API_KEY": key}, max_failures=1, auto_start=False), actor="t"
+    )
+
+    async def broken(*_: object, **__: object) -> None:
+        raise RuntimeError(f"could not record a start with API_KEY={key}")
+
+    monkeypatch.setattr(supervisor.state, "started", broken)
+    try:
+        with pytest.raises(StartFailed) as failed:
+            await ops.start_server("buggy", actor="test")
+    finally:
+        await supervisor.shutdown()
+    assert key not in str(failed.value)
+    logged = caplog.text  # messages and any traceback, as a log handler writes them
+    assert "running buggy failed" in logged and "Traceback" in logged
+    assert f"API_KEY={MASK}" in logged and key not in logged
+    assert key not in ((await ops.get_server(server.id)).last_startup_error or "")

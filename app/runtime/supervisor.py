@@ -15,6 +15,7 @@ import asyncio
 import logging
 import random
 import time
+import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
@@ -92,6 +93,13 @@ class _Handle:
     @property
     def pid(self) -> int | None:
         return self.conn.pid if self.conn is not None else None
+
+
+def _log_bug(handle: _Handle, doing: str) -> None:
+    """A bug, logged with its traceback, which may quote the server's secrets (an HTTP
+    library's error repeats a header): scrubbed like every other text about the server."""
+    trace = handle.log.scrub(traceback.format_exc())
+    logger.error("%s %s failed\n%s", doing, handle.name, trace.rstrip())
 
 
 class Supervisor:
@@ -516,7 +524,7 @@ class Supervisor:
             if task is not None:
                 task.uncancel()
         except Exception as exc:
-            logger.exception("supervising %s failed", handle.name)
+            _log_bug(handle, "supervising")
             handle.last_error = handle.log.scrub(f"internal error: {exc}")
         finally:
             handle.conn = None
@@ -561,7 +569,7 @@ class Supervisor:
         except StartError as exc:
             return EventKind.START_FAILED, exc.message
         except Exception as exc:
-            logger.exception("running %s failed", handle.name)
+            _log_bug(handle, "running")
             ending = (EventKind.CRASHED, f"internal error: {type(exc).__name__}: {exc}")
         finally:
             if handle.conn is not None:
