@@ -12,6 +12,7 @@ from app.faces.http.api import create_app
 from app.ops.facade import LocalOperations
 from app.ops.remote import CLIENT_HEADER
 from tests.daemon_helpers import Daemon, daemon_env, start_daemon
+from tests.gateway_helpers import INITIALIZE, MCP_ACCEPT
 
 SERVERS = "/api/v1/toolservers/servers"
 HARMLESS = {"name": "x", "command": "/bin/true", "auto_start": False}
@@ -121,21 +122,11 @@ def test_host_names_and_the_listening_address() -> None:
 
 
 def test_the_gateway_answers_a_listed_host_like_the_api(no_auth_daemon: Daemon) -> None:
-    initialize = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "initialize",
-        "params": {
-            "protocolVersion": "2025-06-18",
-            "capabilities": {},
-            "clientInfo": {"name": "t", "version": "1"},
-        },
-    }
     with no_auth_daemon.client() as http:
         answer = http.post(
             "/mcp",
-            json=initialize,
-            headers={"Host": "deck.example", "Accept": "application/json, text/event-stream"},
+            json=INITIALIZE,
+            headers={"Host": "deck.example", **MCP_ACCEPT},
         )
     assert answer.status_code == 200, answer.text
     assert answer.json()["result"]["serverInfo"]

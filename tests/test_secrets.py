@@ -19,6 +19,7 @@ from app.faces.http.api import create_app
 from app.ops.bootstrap import running_core
 from app.ops.facade import LocalOperations
 from tests.cli_runner import tooldeck
+from tests.gateway_helpers import INITIALIZE, MCP_ACCEPT
 from tests.runtime_helpers import fast_supervisor, scripted
 
 SERVERS = "/api/v1/toolservers/servers"
@@ -162,17 +163,8 @@ async def test_the_gateway_tells_clients_the_failure_without_the_key(settings: S
             async with httpx2.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
                 answer = await http.post(
                     "/mcp/servers/leaky",
-                    json={
-                        "jsonrpc": "2.0",
-                        "id": 1,
-                        "method": "initialize",
-                        "params": {
-                            "protocolVersion": "2025-06-18",
-                            "capabilities": {},
-                            "clientInfo": {"name": "t", "version": "1"},
-                        },
-                    },
-                    headers={"Accept": "application/json, text/event-stream"},
+                    json=INITIALIZE,
+                    headers=MCP_ACCEPT,
                 )
         finally:
             core.close()
