@@ -75,9 +75,7 @@ async def facades(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Fac
             await engine.apply([finding], ["server_down"])
             [alert] = await local.list_alerts()
             transport = Recording(httpx2.ASGITransport(app=create_app(local, tokens=None)))
-            async with RemoteOperations(
-                "http://tooldeck.test", None, transport=transport
-            ) as remote:
+            async with RemoteOperations("http://127.0.0.1", None, transport=transport) as remote:
                 yield Facades(local, remote, transport, alert.id)
 
 

@@ -7,10 +7,11 @@ import pwd
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from app.core.errors import Conflict, StartFailed
+from app.core.errors import Conflict, InvalidInput, StartFailed
 from app.ops.facade import LocalOperations
 from app.runtime import spawn_guard
 from tests.conftest import PYTHON, TEST_SERVERS
@@ -18,6 +19,9 @@ from tests.daemon_helpers import alive, wait_for
 from tests.runtime_helpers import fast_supervisor, scripted
 
 GUARD = str(Path(spawn_guard.__file__).resolve())
+NO_LIMITS = dict.fromkeys(
+    ("rlimit_as_mb", "rlimit_nofile", "rlimit_cpu_s", "run_as_user", "run_as_group")
+)
 root_only = pytest.mark.skipif(not spawn_guard.can_switch_accounts(), reason="needs root")
 
 
@@ -199,3 +203,53 @@ def test_a_missing_command_is_named_before_the_guard_runs(tmp_path: Path) -> Non
     assert spawn_guard.check_command("./run.sh", {}, str(tmp_path)) == (
         "command not found: ./run.sh"
     )
+
+
+async def test_run_as_group_alone_and_root_are_refused(ops: LocalOperations) -> None:
+    await ops.create_server(scripted("plain"), actor="test")
+    with pytest.raises(InvalidInput, match="alone it would leave the server running as root"):
+        await ops.set_server_limits("plain", {"run_as_group": "nogroup"}, actor="test")
+    for account in ({"run_as_user": "root"}, {"run_as_user": "nobody", "run_as_group": "root"}):
+        with pytest.raises(InvalidInput, match="may not run as root"):
+            await ops.set_server_limits("plain", account, actor="test")
+
+
+def test_the_guard_refuses_a_group_alone_and_root() -> None:
+    # Whatever reached the guard anyway (an older row, a hand-written command) is refused there.
+    for flags in (["--group", "nogroup"], ["--user", "root"]):
+        ran = subprocess.run(
+            [PYTHON, "-I", GUARD, *flags, "--", "id", "-u"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert ran.returncode == spawn_guard.EXIT_CANNOT, ran.stdout
+        assert "root" in ran.stderr
+
+
+@root_only
+def test_an_account_with_uid_0_under_another_name_is_refused() -> None:
+    zero = [entry.pw_name for entry in pwd.getpwall() if entry.pw_uid == 0]
+    assert spawn_guard.check_account(zero[0], None) is not None
+
+
+def test_loader_variables_never_reach_the_guard_but_reach_the_command() -> None:
+    launcher = spawn_guard.launcher(SimpleNamespace(**{**NO_LIMITS, "rlimit_nofile": 64}))
+    assert launcher is not None
+    env = {"PATH": os.environ["PATH"], "LD_PRELOAD": "/nonexistent/tooldeck-preload.so"}
+    argv, guard_env = spawn_guard.guarded(launcher, env)
+    assert "LD_PRELOAD" not in guard_env and guard_env["PATH"] == env["PATH"]
+    ran = subprocess.run(
+        [*argv, "sh", "-c", 'echo "$LD_PRELOAD"'],
+        env=guard_env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert ran.stdout.strip() == env["LD_PRELOAD"]
+    # The loader complains once per process it reaches: the command only, not the guard.
+    assert ran.stderr.count("tooldeck-preload.so") == 1, ran.stderr
+    unguarded = subprocess.run(
+        [*launcher, "sh", "-c", "true"], env=env, capture_output=True, text=True, timeout=30
+    )
+    assert unguarded.stderr.count("tooldeck-preload.so") == 2, unguarded.stderr

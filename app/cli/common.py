@@ -6,12 +6,14 @@ import argparse
 import getpass
 import json
 import sys
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from pydantic import BaseModel
 
 from app.core.errors import TooldeckError
+from app.core.printable import EscapingWriter
 from app.core.settings import Settings, load_settings
 from app.core.stop_signals import Stopped, until_stopped
 from app.ops.attach import open_facade
@@ -31,6 +33,20 @@ def fail(message: str) -> int:
     """A user error: one line on stderr, exit 1."""
     print(f"tooldeck: {message}", file=sys.stderr)
     return 1
+
+
+@contextmanager
+def escaped_output(*, enabled: bool = True) -> Iterator[None]:
+    """stdout and stderr with terminal control characters escaped, for the verb's duration."""
+    if not enabled:
+        yield
+        return
+    stdout, stderr = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = EscapingWriter(stdout), EscapingWriter(stderr)  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = stdout, stderr
 
 
 def settings_flags(args: argparse.Namespace) -> dict[str, Any]:

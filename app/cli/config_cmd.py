@@ -9,7 +9,7 @@ import argparse
 import asyncio
 
 from app.cli.common import add_json_flag, cli_settings, print_json, print_table, settings_flags
-from app.core.settings import describe_settings, load_settings, masked_database_url
+from app.core.settings import describe_settings, load_settings
 from app.ops.bootstrap import schema_revisions, upgrade_schema
 
 
@@ -32,9 +32,6 @@ def show_config(args: argparse.Namespace) -> int:
     flags = settings_flags(args)
     settings = load_settings(args.data_dir, flags)
     rows = describe_settings(settings, flags)
-    for index, row in enumerate(rows):
-        if row.name == "TOOLDECK_DATABASE_URL":
-            rows[index] = type(row)(row.name, masked_database_url(str(row.value)), row.source)
     if args.json:
         print_json([{"name": r.name, "value": r.value, "source": r.source} for r in rows])
     else:

@@ -28,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--stdio", action="store_true", required=True, help="speak MCP on stdin/stdout"
     )
     add_view_arguments(gateway)
-    gateway.set_defaults(command_runner=serve_gateway)
+    gateway.set_defaults(command_runner=serve_gateway, raw_output=True)
 
 
 def add_view_arguments(parser: argparse.ArgumentParser) -> None:

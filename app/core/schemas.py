@@ -56,8 +56,10 @@ def check_headers(value: dict[str, str]) -> dict[str, str]:
     for key, header in value.items():
         if not HEADER_NAME_PATTERN.match(key):
             raise ValueError(f"{key!r} is not a valid header name")
-        if "\n" in header or "\r" in header:
-            raise ValueError(f"the value of {key!r} contains a line break")
+        # Named, never echoed: the value is a secret, and an HTTP library's own error would
+        # quote it (into a server's last error, its events, its alerts and its log).
+        if any((ord(char) < 32 and char != "\t") or ord(char) == 127 for char in header):
+            raise ValueError(f"the value of {key!r} contains a control character")
     return value
 
 

@@ -120,6 +120,11 @@ def run_headless(args: argparse.Namespace) -> int:
                 "TLS is put in front",
                 settings.host,
             )
+            if settings.host in ("0.0.0.0", "::") and not settings.allowed_hosts:
+                log.warning(
+                    "listening on every address: requests must name this machine by a loopback "
+                    "address or one listed in TOOLDECK_ALLOWED_HOSTS, or they are refused"
+                )
         log.info(
             "starting",
             extra={"pid": os.getpid(), "data_dir": str(settings.data_dir), "log": str(log_file)},
@@ -143,6 +148,7 @@ async def serve(
     from app.faces.gateway.http_face import AsgiApp, HttpCore
     from app.faces.gateway.service import running_router, socket_path
     from app.faces.gateway.stdio_face import close_socket, open_socket
+    from app.faces.http.access_guard import HostPolicy
     from app.faces.http.api import create_app
     from app.faces.http.ops_socket import serve_operations
     from app.ops.bootstrap import running_core
@@ -179,11 +185,9 @@ async def serve(
             running_router(ops) as router,
             AsyncExitStack() as gateway_scope,
         ):
-            mcp = HttpCore(
-                router,
-                check_hosts=is_loopback(settings.host),
-                stateless=settings.gateway_stateless,
-            )
+            # Host and Origin of `/mcp` are checked by the API's AccessGuard, with the same
+            # names as every other path.
+            mcp = HttpCore(router, check_hosts=False, stateless=settings.gateway_stateless)
             # The local CLI's way in, as with every supervising face (no token: the socket is
             # private); the HTTP API below is for everyone else.
             await gateway_scope.enter_async_context(serve_operations(ops, lock))
@@ -201,6 +205,7 @@ async def serve(
                     tokens=credentials,
                     mcp_app=AsgiApp(mcp),
                     mcp_max_bytes=settings.max_result_bytes,
+                    hosts=HostPolicy(settings.allowed_hosts, listen_host=settings.host),
                 ),
                 log_config=None,
                 access_log=False,  # our middleware writes one JSON line per request instead

@@ -17,6 +17,7 @@ from sqlalchemy import and_, or_, select
 from app.core.access import ON_BEHALF_OF
 from app.core.events import EventKind
 from app.core.schemas import MASK
+from app.core.scrub import mask_args, mask_url
 from storage.db import Database
 from storage.models import ServerEvent, ToolServer
 
@@ -50,6 +51,10 @@ PERSON_ONLY_KINDS = frozenset({EventKind.STARTING, EventKind.STOPPED})
 def masked_value(field: str, value: Any) -> Any:
     if field in SECRET_FIELDS and isinstance(value, Mapping):
         return {key: MASK for key in value}
+    if field == "url" and isinstance(value, str):
+        return mask_url(value)
+    if field == "args" and isinstance(value, list | tuple):
+        return mask_args([str(arg) for arg in value])
     return value
 
 

@@ -29,7 +29,7 @@ from app.core.schemas import (
 )
 from app.governance.audit import audit_rows, change_details
 from app.ops.base import OpsBase
-from app.runtime.spawn_guard import check_account
+from app.runtime.spawn_guard import account_rule_broken, check_account
 from storage.models import Alert, ServerLimits, ServerTool, ToolServer
 from storage.queries import add_event, find_server
 
@@ -208,6 +208,10 @@ class AlertOperations(OpsBase):
                     f"{', '.join(local)}: only for stdio servers (local processes)",
                     field=local[0],
                 )
+            broken = account_rule_broken(spec.run_as_user, spec.run_as_group)
+            if broken is not None:
+                field = "run_as_group" if spec.run_as_user is None else "run_as_user"
+                raise InvalidInput(broken, field=field)
             why = check_account(spec.run_as_user, spec.run_as_group)
             if why is not None:
                 raise Conflict(f"cannot run {server.name} as another account: {why}")

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 
+from sqlalchemy.engine import make_url
+
+from app.core.private_files import create_private, narrow_modes, private_dir
 from app.core.settings import Settings
 from app.governance.alerts import AlertEngine
 from app.governance.limits_watchdog import ResourceWatchdog, load_limits
@@ -22,8 +26,26 @@ JOURNAL_DIR = "usage-journal"
 JOB_NAMES = ("health", "capabilities", "cleanup", "alerts", "limits")
 
 
+def prepare_private_storage(settings: Settings) -> None:
+    """The data dir 0700 and the database file 0600 before SQLite opens it; modes left wider
+    by an older version or a loose umask are narrowed, and a warning names them."""
+    private_dir(settings.data_dir)
+    database_files: list[Path] = []
+    url = make_url(settings.effective_database_url)
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        database = Path(url.database).expanduser()
+        # A database elsewhere: its own files are narrowed, never the folder someone chose.
+        database.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        create_private(database)
+        database_files = [database.with_name(database.name + end) for end in SQLITE_FILE_ENDS]
+    narrow_modes(settings.data_dir, *database_files)
+
+
+SQLITE_FILE_ENDS = ("", "-wal", "-shm", "-journal")
+
+
 async def open_database(settings: Settings) -> Database:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    prepare_private_storage(settings)
     db = Database(settings.effective_database_url)
     await db.upgrade()
     return db
@@ -51,7 +73,7 @@ async def schema_revisions(settings: Settings) -> tuple[str | None, str]:
 
 def _unmigrated(settings: Settings) -> Database:
     # Not migrated on opening: these two report on the migration or carry it out.
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    prepare_private_storage(settings)
     return Database(settings.effective_database_url)
 
 

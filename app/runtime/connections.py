@@ -38,9 +38,10 @@ from mcp.shared.exceptions import MCPError
 from app import __version__
 from app.core import jsonrpc
 from app.core.jsonrpc import Message
+from app.core.scrub import mask_args, mask_url
 from app.runtime.process_registry import INSTANCE_ENV, ProcessRegistry
 from app.runtime.serverlog import LogWriter, ServerLog, read_log_tail
-from app.runtime.spawn_guard import check_command
+from app.runtime.spawn_guard import check_command, guarded
 
 __all__ = [
     "Connection",
@@ -493,6 +494,9 @@ class StdioConnection(Connection):
         # The child learns nothing from the marker; it tells its processes from strangers that
         # later reuse their ids (app.runtime.process_registry).
         marker = uuid.uuid4().hex
+        env = {**get_default_environment(), **dict(self.spec.env), INSTANCE_ENV: marker}
+        if launcher:
+            launcher, env = guarded(launcher, env)
         argv = [*(launcher or []), self.spec.command, *self.spec.args]
         loop = asyncio.get_running_loop()
         # Its own session and process group (its pid names the group): a stop reaches every
@@ -503,7 +507,7 @@ class StdioConnection(Connection):
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
-            env={**get_default_environment(), **dict(self.spec.env), INSTANCE_ENV: marker},
+            env=env,
             cwd=self.spec.cwd,
             start_new_session=True,
         )
@@ -715,14 +719,14 @@ async def open_connection(
         async with AsyncExitStack() as stack:
             if spec.transport == "stdio":
                 conn = StdioConnection(spec, log, processes=processes, **options)
-                log.note(f"starting {spec.command} {' '.join(spec.args)}".rstrip())
+                log.note(f"starting {spec.command} {' '.join(mask_args(spec.args))}".rstrip())
                 stack.push_async_callback(conn.aclose)
                 await conn.start(launcher)
             elif spec.transport in ("streamable_http", "sse"):
                 if not spec.url:
                     raise StartError(f"a {spec.transport} server needs a url")
                 conn = StreamsConnection(spec, log, **options)
-                log.note(f"connecting to {spec.url}")
+                log.note(f"connecting to {mask_url(spec.url)}")
                 async with asyncio.timeout_at(deadline):
                     read, write = await stack.enter_async_context(_http_transport(spec))
                 stack.push_async_callback(conn.aclose)

@@ -15,6 +15,7 @@ from sqlalchemy import select, update
 
 from app.core.errors import NotFound
 from app.core.events import EventKind
+from app.core.scrub import Scrubber
 from app.runtime.connections import ConnectionSpec
 from app.runtime.spawn_guard import launcher as spawn_launcher
 from storage.db import Database
@@ -109,9 +110,10 @@ class ServerState:
             row.status = status
             row.last_startup_success = at
             row.last_startup_error = None
-            add_event(session, row.id, EventKind.STARTED, message, actor)
+            add_event(session, row.id, EventKind.STARTED, Scrubber.of(row)(message), actor)
             if degraded is not None:
-                add_event(session, row.id, EventKind.DEGRADED, f"degraded: {degraded}", SYSTEM)
+                text = Scrubber.of(row)(f"degraded: {degraded}")
+                add_event(session, row.id, EventKind.DEGRADED, text, SYSTEM)
 
     async def record_failure(
         self, server_id: str, kind: EventKind, message: str
@@ -126,6 +128,8 @@ class ServerState:
                 return None
             row.consecutive_failures = failures = (row.consecutive_failures or 0) + 1
             row.status = "error"
+            # What a server or a library said may quote the server's secrets.
+            message = Scrubber.of(row)(message)
             if kind == EventKind.START_FAILED:
                 row.last_startup_error = message
             add_event(session, row.id, kind, message, SYSTEM)
@@ -196,7 +200,7 @@ class ServerState:
             if row is None or row.status == "stopped":
                 return False
             row.status = "stopped"
-            add_event(session, row.id, EventKind.STOPPED, message, actor)
+            add_event(session, row.id, EventKind.STOPPED, Scrubber.of(row)(message), actor)
             return True
 
     async def settle_stale(self, server_id: str, actor: str) -> None:

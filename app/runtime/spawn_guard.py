@@ -43,7 +43,27 @@ OPTIONS = {
     "--cpu-s": True,
     "--user": False,
     "--group": False,
+    "--exec-env": False,  # NAME=VALUE, repeated
 }
+# Read by the dynamic loader or libc of every process they reach, the guard included, and the
+# guard runs as root until it switches accounts: held back from it, handed to the server's own
+# command at exec (glibc's list of variables it ignores in setuid programs, and macOS's DYLD_*).
+LOADER_PREFIXES = ("LD_", "DYLD_")
+LOADER_NAMES = frozenset(
+    {
+        "GCONV_PATH",
+        "GETCONF_DIR",
+        "GLIBC_TUNABLES",
+        "HOSTALIASES",
+        "LOCALDOMAIN",
+        "LOCPATH",
+        "MALLOC_TRACE",
+        "NIS_PATH",
+        "NLSPATH",
+        "RESOLV_HOST_CONF",
+        "RES_OPTIONS",
+    }
+)
 
 
 def parent_death_supported() -> bool:
@@ -83,6 +103,27 @@ def check_command(command: str, env: dict[str, str], cwd: str | None) -> str | N
     return None if shutil.which(command, path=search) else f"command not found: {command}"
 
 
+def is_loader_variable(name: str) -> bool:
+    return name.startswith(LOADER_PREFIXES) or name in LOADER_NAMES
+
+
+def guarded(launcher: list[str], env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+    """The guard's argv prefix and environment for a command to run under `launcher`: loader
+    variables leave the guard's environment and travel as `--exec-env` to the command."""
+    held = [f"--exec-env={key}={value}" for key, value in env.items() if is_loader_variable(key)]
+    clean = {key: value for key, value in env.items() if not is_loader_variable(key)}
+    return [*launcher[:-1], *held, launcher[-1]], clean
+
+
+def account_rule_broken(user: str | None, group: str | None) -> str | None:
+    """Why `user`/`group` may never be a server's account, on any machine; None when it may."""
+    if group is not None and user is None:
+        return "run_as_group needs run_as_user: alone it would leave the server running as root"
+    if user == "root" or group == "root":
+        return "a server may not run as root: name an unprivileged account"
+    return None
+
+
 def can_switch_accounts() -> bool:
     return hasattr(os, "geteuid") and os.geteuid() == 0
 
@@ -91,6 +132,9 @@ def check_account(user: str | None, group: str | None) -> str | None:
     """Why this process could not run a server as `user`/`group`; None when it can."""
     if user is None and group is None:
         return None
+    broken = account_rule_broken(user, group)
+    if broken is not None:
+        return broken
     try:
         import grp
         import pwd
@@ -100,12 +144,14 @@ def check_account(user: str | None, group: str | None) -> str | None:
         return f"Tooldeck runs as uid {os.geteuid()}, not root: it has no right to switch accounts"
     if user is not None:
         try:
-            pwd.getpwnam(user)
+            if pwd.getpwnam(user).pw_uid == 0:
+                return f"{user!r} is root (uid 0): name an unprivileged account"
         except KeyError:
             return f"no user {user!r} on this system"
     if group is not None:
         try:
-            grp.getgrnam(group)
+            if grp.getgrnam(group).gr_gid == 0:
+                return f"{group!r} is root's group (gid 0): name another"
         except KeyError:
             return f"no group {group!r} on this system"
     return None
@@ -196,7 +242,9 @@ def _parse(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
             value = next(args, "")
         if not value:
             _fail(f"{flag} needs a value")
-        if OPTIONS[flag]:
+        if flag == "--exec-env":
+            options.setdefault(flag, []).append(value)
+        elif OPTIONS[flag]:
             try:
                 options[flag] = int(value)
             except ValueError:
@@ -216,6 +264,9 @@ def main(argv: list[str] | None = None) -> None:
     user, group = options.get("--user"), options.get("--group")
     if user is not None or group is not None:
         _switch_account(user, group)
+    for assignment in options.get("--exec-env", []):
+        name, _, value = assignment.partition("=")
+        os.environ[name] = value
     if arm is not None:
         arm()
     try:

@@ -15,6 +15,7 @@ import asyncio
 import logging
 import random
 import time
+import traceback
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from app.core.changes import Change, ChangeBus
 from app.core.errors import CallFailed, Conflict, NotFound, NotRunning, StartFailed, plain_error
 from app.core.events import EventKind
 from app.core.schemas import ServerHealth, ServerRuntimeInfo
+from app.core.scrub import Scrubber
 from app.core.settings import Settings
 from app.runtime.call_gates import CallGates
 from app.runtime.connections import (
@@ -91,6 +93,13 @@ class _Handle:
     @property
     def pid(self) -> int | None:
         return self.conn.pid if self.conn is not None else None
+
+
+def _log_bug(handle: _Handle, doing: str) -> None:
+    """A bug, logged with its traceback, which may quote the server's secrets (an HTTP
+    library's error repeats a header): scrubbed like every other text about the server."""
+    trace = handle.log.scrub(traceback.format_exc())
+    logger.error("%s %s failed\n%s", doing, handle.name, trace.rstrip())
 
 
 class Supervisor:
@@ -330,8 +339,9 @@ class Supervisor:
             else:
                 error = f"health check failed: {exc.message}"
         except Exception as exc:
-            logger.warning("health check of %s failed", handle.name, exc_info=True)
+            _log_bug(handle, "health check of")
             error = f"health check failed: {plain_error(exc)}"
+        error = handle.log.scrub.optional(error)
         latency = (time.monotonic() - began) * 1000
         now = utcnow()
         handle.last_latency_ms = None if error else latency
@@ -392,7 +402,8 @@ class Supervisor:
                 raise CallFailed(
                     f"{conn.spec.name} closed the connection during the call"
                 ) from None
-            raise CallFailed(f"{tool_name} failed: {exc.message}") from None
+            failed = self._scrubbed(server_id, f"{tool_name} failed: {exc.message}")
+            raise CallFailed(failed) from None
         except ValueError as exc:
             # A result that is not a CallToolResult (pydantic's ValidationError).
             raise CallFailed(f"{tool_name} returned an invalid result: {exc}") from None
@@ -417,7 +428,11 @@ class Supervisor:
         except TimeoutError:
             raise CallFailed(f"{what} timed out after {seconds(timeout_s)} s") from None
         except MCPError as exc:
-            raise CallFailed(f"{what} failed: {exc.message}") from None
+            raise CallFailed(self._scrubbed(server_id, f"{what} failed: {exc.message}")) from None
+
+    def _scrubbed(self, server_id: str, text: str) -> str:
+        handle = self._handles.get(server_id)
+        return handle.log.scrub(text) if handle is not None else text
 
     def connection(self, server_id: str) -> Connection | None:
         handle = self._handles.get(server_id)
@@ -499,6 +514,7 @@ class Supervisor:
                 if failure is None or not handle.want_running:
                     break
                 kind, message = failure
+                message = handle.log.scrub(message)
                 handle.last_error = message
                 auto_disabled, failures = await self._record_failure(handle, kind, message)
                 self._publish(Change.STATUS, handle.server_id)
@@ -523,8 +539,8 @@ class Supervisor:
             if task is not None:
                 task.uncancel()
         except Exception as exc:
-            logger.exception("supervising %s failed", handle.name)
-            handle.last_error = f"internal error: {plain_error(exc)}"
+            _log_bug(handle, "supervising")
+            handle.last_error = handle.log.scrub(f"internal error: {plain_error(exc)}")
         finally:
             handle.conn = None
             handle.next_retry_at = None
@@ -541,6 +557,8 @@ class Supervisor:
             return None
         spec, failures = attempt.spec, attempt.failures
         handle.name, handle.spec, handle.status = spec.name, spec, "starting"
+        # Everything written about this run (stderr, notes, errors) loses this spec's secrets.
+        handle.log.scrub = Scrubber.of(spec)
         handle.fault, handle.tools_dirty = None, False
         handle.slow = handle.tools_failed = False
         handle.signal.clear()
@@ -567,7 +585,7 @@ class Supervisor:
         except StartError as exc:
             return EventKind.START_FAILED, exc.message
         except Exception as exc:
-            logger.exception("running %s failed", handle.name)
+            _log_bug(handle, "running")
             ending = (EventKind.CRASHED, f"internal error: {plain_error(exc)}")
         finally:
             if handle.conn is not None:
@@ -761,7 +779,7 @@ class Supervisor:
                     if not quiet:
                         await self._set_quality(handle, conn, now=None, reset_failures=False)
                 return tools
-            handle.last_error = error
+            handle.last_error = handle.log.scrub(error)
             handle.log.note(error)
             handle.tools_failed = True
             if not quiet:

@@ -82,7 +82,7 @@ async def serve_operations(ops: Operations, lock: SupervisorLock) -> AsyncIterat
     path = ops_socket_path(lock.data_dir)
     with _listening(path) as sock:
         config = uvicorn.Config(
-            create_app(ops, tokens=None),
+            create_app(ops, tokens=None, hosts=None),
             log_config=None,
             log_level="warning",
             access_log=False,
