@@ -208,3 +208,14 @@ async def test_the_cursor_goes_to_a_new_server(settings: Settings, ops: LocalOpe
         main = main_screen(app)
         model = main.servers.model(main.servers.cursor_key or "")
         assert model is not None and model.name == "delta"
+
+
+async def test_moving_in_an_empty_fleet_is_harmless(
+    settings: Settings, ops: LocalOperations
+) -> None:
+    app = make_app(settings, ops)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(pilot)
+        await pilot.press("k", "j", "up", "down")
+        await settle(pilot)
+        assert app.is_running and main_screen(app).query_one("#servers").row_count == 0

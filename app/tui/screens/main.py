@@ -344,6 +344,8 @@ class MainScreen(DeckScreen[None]):
 
     @on(DataTable.RowHighlighted, "#servers")
     def _server_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.row_key is None:  # a move in a table whose rows are not drawn yet, or none
+            return
         key = event.row_key.value
         if key != self._selected:
             self._select(key)
