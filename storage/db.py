@@ -11,21 +11,22 @@ first: no write lock outlives the task that took it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import sqlite3
 import time
 import weakref
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, event, make_url
-from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -33,6 +34,8 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+
+from app.core.settings import Settings
 
 T = TypeVar("T")
 
@@ -140,6 +143,15 @@ class _Turn:
     holder: asyncio.Task[Any] | None = None
 
 
+def is_transient(exc: BaseException) -> bool:
+    """Whether a failed write may succeed if tried again: the database was locked, busy, out of
+    disk, or unreachable (PostgreSQL restarting, a network break). Not a statement it refuses."""
+    if isinstance(exc, OperationalError | OSError):
+        return True
+    # asyncpg's lost connections reach SQLAlchemy as other DBAPI errors, flagged invalidated.
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
 def alembic_config() -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
@@ -149,12 +161,25 @@ def alembic_config() -> Config:
 class Database:
     """Owns the engines and the session factories."""
 
-    def __init__(self, url: str) -> None:
+    @classmethod
+    def of(cls, settings: Settings) -> Database:
+        """The database the settings name, with their pool sizes."""
+        return cls(
+            settings.effective_database_url,
+            pool_size=settings.database_pool_size,
+            max_overflow=settings.database_max_overflow,
+        )
+
+    def __init__(self, url: str, *, pool_size: int = 5, max_overflow: int = 10) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         kwargs: dict[str, Any] = {}
         if self.is_sqlite:
             kwargs["connect_args"] = _connect_args(WRITE_BUSY_POLL_MS)
+        else:
+            # A server restart or a failover closes pooled connections: test each one as it is
+            # taken, so the first query after it does not fail.
+            kwargs.update(pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True)
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _pragmas(WRITE_BUSY_POLL_MS))
@@ -259,6 +284,10 @@ class Database:
             conn = await session.connection()
             await conn.run_sync(_run_alembic, "upgrade", revision)
 
+    async def downgrade(self, revision: str) -> None:
+        async with self.engine.begin() as conn:
+            await conn.run_sync(_run_alembic, "downgrade", revision)
+
     async def current_revision(self) -> str | None:
         async with self.read_engine.connect() as conn:
             return await conn.run_sync(
@@ -270,22 +299,77 @@ class Database:
         if self.read_engine is not self.engine:
             await self.read_engine.dispose()
 
-    def create_sync_engine(self) -> Engine:
-        """A synchronous engine on the same database, with the same pragmas.
+    def create_thread_writer(self, *sqlite_pragmas: str) -> ThreadWriter:
+        """A synchronous writer on the same database, for one worker thread.
 
-        For work that runs on a worker thread (the usage writer), so that its CPU time never
-        stalls the event loop. Its writes take `write_turn` on the loop around each transaction.
-        The caller disposes of it.
+        For work whose CPU time must never stall the event loop (the usage writer): the thread
+        runs synchronous code in a transaction with `ThreadWriter.transaction`; on SQLite its
+        writes take `write_turn` on the loop around each transaction. `sqlite_pragmas` are run
+        on each new SQLite connection after the usual ones. The caller disposes of it, on the
+        same thread.
         """
-        url = make_url(self.url)
-        kwargs: dict[str, Any] = {}
         if self.is_sqlite:
-            kwargs["connect_args"] = _connect_args(WRITE_BUSY_POLL_MS)
-        engine = create_engine(url.set(drivername=url.get_backend_name()), **kwargs)
-        if self.is_sqlite:
-            event.listen(engine, "connect", _pragmas(WRITE_BUSY_POLL_MS))
-            event.listen(engine, "begin", _begin_immediate)
-        return engine
+            return _SqliteThreadWriter(self.url, sqlite_pragmas)
+        return _LoopThreadWriter(self.url)
+
+
+class ThreadWriter(Protocol):
+    def transaction(self, work: Callable[[Connection], T]) -> T:
+        """Run `work` on a connection in one transaction: committed, or rolled back if it
+        raises."""
+        ...
+
+    def dispose(self) -> None: ...
+
+
+class _SqliteThreadWriter:
+    def __init__(self, url: str, pragmas: Sequence[str]) -> None:
+        parsed = make_url(url)
+        self.engine = create_engine(
+            parsed.set(drivername=parsed.get_backend_name()),
+            connect_args=_connect_args(WRITE_BUSY_POLL_MS),
+        )
+        event.listen(self.engine, "connect", _pragmas(WRITE_BUSY_POLL_MS))
+        event.listen(self.engine, "begin", _begin_immediate)
+        if pragmas:
+            event.listen(self.engine, "connect", functools.partial(_run_pragmas, pragmas))
+
+    def transaction(self, work: Callable[[Connection], T]) -> T:
+        with self.engine.begin() as conn:
+            return work(conn)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+class _LoopThreadWriter:
+    """An async driver (asyncpg) from a worker thread: the thread runs its own event loop, and
+    the synchronous work runs in SQLAlchemy's greenlet bridge, as `AsyncConnection.run_sync`."""
+
+    def __init__(self, url: str) -> None:
+        self._loop = asyncio.new_event_loop()
+        # One thread, one connection at a time.
+        self._engine = create_async_engine(url, pool_size=1, max_overflow=0)
+
+    def transaction(self, work: Callable[[Connection], T]) -> T:
+        async def run() -> T:
+            async with self._engine.begin() as conn:
+                return await conn.run_sync(work)
+
+        return self._loop.run_until_complete(run())
+
+    def dispose(self) -> None:
+        try:
+            self._loop.run_until_complete(self._engine.dispose())
+        finally:
+            self._loop.close()
+
+
+def _run_pragmas(pragmas: Sequence[str], dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    for pragma in pragmas:
+        cursor.execute(f"PRAGMA {pragma}")
+    cursor.close()
 
 
 def _run_alembic(connection: Connection, verb: str, revision: str) -> None:

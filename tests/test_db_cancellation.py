@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,13 @@ from sqlalchemy import event, func, select, text
 from sqlalchemy.util import await_
 
 import storage.db
+from app.core.settings import Settings
+from app.core.usage_record import UsageRecord
+from app.ops.facade import LocalOperations
+from app.runtime.usage import UsageRecorder
 from storage.db import Database, sqlite_url
-from storage.models import ServerEvent, ToolServer
+from storage.models import ServerEvent, ToolServer, ToolUsage
+from tests.test_usage import START, make_tools, usage
 
 
 async def _migrated(tmp_path: Path) -> Database:
@@ -194,3 +200,66 @@ async def test_a_read_cancelled_while_it_returns_its_connection_returns_it_clean
         await task
     assert "Exception during reset" not in caplog.text
     assert db.read_engine.sync_engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+
+
+async def test_a_flush_cancelled_before_it_writes_puts_its_batch_back(
+    ops: LocalOperations, settings: Settings
+) -> None:
+    """Cancelled while it waits for its turn to write (a request whose client went away): the
+    batch it took goes back to the front of the queue and is written by the next flush."""
+    tools = await make_tools(ops, 1)
+    recorder = UsageRecorder(ops.db, settings)
+    for call in range(30):
+        recorder.record(usage(tools[0], START + timedelta(seconds=call), 2.0))
+    async with ops.db.write_turn():  # another writer of this process holds the turn
+        flushing = asyncio.create_task(recorder.flush())
+        await asyncio.sleep(0)  # one step: it takes its batch and waits for the turn
+        assert recorder.stats().queued == 0
+        flushing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await flushing
+    assert recorder.stats().queued == 30
+    await recorder.flush()
+    stats = recorder.stats()
+    assert (stats.written, stats.dropped, stats.queued) == (30, 0, 0)
+    async with ops.db.read() as session:
+        assert await session.scalar(select(func.count()).select_from(ToolUsage)) == 30
+    await recorder.stop()
+
+
+async def test_a_flush_cancelled_while_it_writes_counts_what_it_wrote_once(
+    ops: LocalOperations, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cancelled while its transaction runs on the writer thread: the transaction finishes
+    (and holds the write turn until it has), the batch is counted as written, nothing twice."""
+    tools = await make_tools(ops, 1)
+    recorder = UsageRecorder(ops.db, settings)
+    writing, release = threading.Event(), threading.Event()
+    original = recorder._write_batch
+
+    def gated(batch: list[UsageRecord], drops: int) -> None:
+        writing.set()
+        release.wait(30)
+        original(batch, drops)
+
+    monkeypatch.setattr(recorder, "_write_batch", gated)
+    for call in range(30):
+        recorder.record(usage(tools[0], START + timedelta(seconds=call), 2.0))
+    flushing = asyncio.create_task(recorder.flush())
+    await asyncio.to_thread(writing.wait, 30)
+    flushing.cancel()
+    turn = asyncio.create_task(_take_turn(ops.db))
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await flushing
+    await turn
+    stats = recorder.stats()
+    assert (stats.written, stats.dropped, stats.queued) == (30, 0, 0)
+    async with ops.db.read() as session:
+        assert await session.scalar(select(func.count()).select_from(ToolUsage)) == 30
+    await recorder.stop()
+
+
+async def _take_turn(db: Database) -> None:
+    async with db.write_turn():
+        pass

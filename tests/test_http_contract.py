@@ -1,16 +1,16 @@
 """One contract, two facades: the in-process `Operations` and `RemoteOperations` over a daemon.
 
-Each test runs twice: against the operations with a live supervisor in this process, and against
-`app/remote.py` talking HTTP to a real `tooldeck --headless` on a free port of 127.0.0.1. Both
-must answer with the same models and raise the same `app.core.errors` exceptions. The two cores are
-shared by the tests of this module (starting one costs a second or two), so every test makes its
-own uniquely named servers.
+Each test runs twice on each backend (SQLite, PostgreSQL): against the operations with a live
+supervisor in this process, and against `app/remote.py` talking HTTP to a real
+`tooldeck --headless` on a free port of 127.0.0.1. Both must answer with the same models and raise
+the same `app.core.errors` exceptions. The two cores of a backend are shared by the tests of this
+module (starting one costs a second or two), so every test makes its own uniquely named servers.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from app.ops.remote import RemoteOperations
 from tests.conftest import stdio_server_spec
 from tests.daemon_helpers import Daemon, daemon_env, start_daemon
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.both_backends]
 
 _names = itertools.count(1)
 
@@ -38,8 +38,29 @@ def unique(prefix: str = "srv") -> str:
 
 
 @pytest.fixture(scope="module")
-def remote_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    daemon = start_daemon(tmp_path_factory.mktemp("remote") / "home")
+def database_env(backend: str, request: pytest.FixtureRequest) -> Iterator[Callable[[], dict]]:
+    """Makes the environment of one facade's database: none for SQLite (the data dir's own
+    file), a fresh database for PostgreSQL. Those are dropped with the module."""
+    made: list[str] = []
+
+    def make() -> dict[str, str]:
+        if backend == "sqlite":
+            return {}
+        url = request.getfixturevalue("new_pg_database")()
+        made.append(url)
+        return {"TOOLDECK_DATABASE_URL": url}
+
+    yield make
+    for url in made:
+        request.getfixturevalue("pg").drop_database(url.rsplit("/", 1)[1])
+
+
+@pytest.fixture(scope="module")
+def remote_daemon(
+    tmp_path_factory: pytest.TempPathFactory, database_env: Callable[[], dict]
+) -> Iterator[Daemon]:
+    data_dir = tmp_path_factory.mktemp("remote") / "home"
+    daemon = start_daemon(data_dir, env=daemon_env(data_dir, **database_env()))
     try:
         yield daemon
     finally:
@@ -48,7 +69,9 @@ def remote_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module", params=["local", "remote"])
 async def ops(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    database_env: Callable[[], dict],
 ) -> AsyncIterator[Facade]:
     if request.param == "remote":
         daemon: Daemon = request.getfixturevalue("remote_daemon")
@@ -57,7 +80,7 @@ async def ops(
         return
     data_dir = tmp_path_factory.mktemp("local") / "home"
     with pytest.MonkeyPatch.context() as patch:
-        for key, value in daemon_env(data_dir).items():
+        for key, value in daemon_env(data_dir, **database_env()).items():
             patch.setenv(key, value)
         settings = load_settings(data_dir)
         async with running_core(settings) as local:

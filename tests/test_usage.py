@@ -7,13 +7,13 @@ import asyncio
 import json
 import logging
 import random
-import threading
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import String, func, select, text, type_coerce
+from sqlalchemy import Text, cast, func, select, text
 from sqlalchemy.exc import OperationalError
 
 from app.core.settings import Settings
@@ -34,6 +34,8 @@ from storage.rollups import UsageWriter
 from storage.usage_math import ALL_SCOPE, hour_of, sqlite_time
 
 START = datetime(2026, 3, 18, 9, 0, tzinfo=UTC)
+
+pytestmark = pytest.mark.both_backends
 
 
 @pytest.fixture
@@ -276,7 +278,9 @@ async def test_arguments_and_results_are_kept_only_when_asked_and_capped(
         async with ops.db.session() as session:
             rows = await session.execute(
                 select(
-                    type_coerce(ToolUsage.arguments, String), type_coerce(ToolUsage.result, String)
+                    # As stored: PostgreSQL's json keeps the text it was given.
+                    cast(ToolUsage.arguments, Text),
+                    cast(ToolUsage.result, Text),
                 )
                 .order_by(ToolUsage.id.desc())
                 .limit(1)
@@ -336,64 +340,35 @@ async def test_migration_0002_rolls_up_rows_written_before_it(tmp_path: Path) ->
         await db.dispose()
 
 
-async def test_a_flush_cancelled_before_it_writes_puts_its_batch_back(
-    ops: LocalOperations, settings: Settings
+async def test_a_lost_postgresql_connection_is_retried_and_loses_nothing(
+    settings: Settings, new_pg_database: Callable[..., str]
 ) -> None:
-    """Cancelled while it waits for its turn to write (a request whose client went away): the
-    batch it took goes back to the front of the queue and is written by the next flush."""
-    tools = await make_tools(ops, 1)
-    recorder = UsageRecorder(ops.db, settings)
-    for call in range(30):
-        recorder.record(usage(tools[0], START + timedelta(seconds=call), 2.0))
-    async with ops.db.write_turn():  # another writer of this process holds the turn
-        flushing = asyncio.create_task(recorder.flush())
-        await asyncio.sleep(0)  # one step: it takes its batch and waits for the turn
-        assert recorder.stats().queued == 0
-        flushing.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await flushing
-    assert recorder.stats().queued == 30
-    await recorder.flush()
-    stats = recorder.stats()
-    assert (stats.written, stats.dropped, stats.queued) == (30, 0, 0)
-    async with ops.db.read() as session:
-        assert await session.scalar(select(func.count()).select_from(ToolUsage)) == 30
-    await recorder.stop()
-
-
-async def test_a_flush_cancelled_while_it_writes_counts_what_it_wrote_once(
-    ops: LocalOperations, settings: Settings, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Cancelled while its transaction runs on the writer thread: the transaction finishes
-    (and holds the write turn until it has), the batch is counted as written, nothing twice."""
-    tools = await make_tools(ops, 1)
-    recorder = UsageRecorder(ops.db, settings)
-    writing, release = threading.Event(), threading.Event()
-    original = recorder._write_batch
-
-    def gated(batch: list[UsageRecord], drops: int) -> None:
-        writing.set()
-        release.wait(30)
-        original(batch, drops)
-
-    monkeypatch.setattr(recorder, "_write_batch", gated)
-    for call in range(30):
-        recorder.record(usage(tools[0], START + timedelta(seconds=call), 2.0))
-    flushing = asyncio.create_task(recorder.flush())
-    await asyncio.to_thread(writing.wait, 30)
-    flushing.cancel()
-    turn = asyncio.create_task(_take_turn(ops.db))
-    release.set()
-    with pytest.raises(asyncio.CancelledError):
-        await flushing
-    await turn
-    stats = recorder.stats()
-    assert (stats.written, stats.dropped, stats.queued) == (30, 0, 0)
-    async with ops.db.read() as session:
-        assert await session.scalar(select(func.count()).select_from(ToolUsage)) == 30
-    await recorder.stop()
-
-
-async def _take_turn(db: Database) -> None:
-    async with db.write_turn():
-        pass
+    db = Database(new_pg_database())
+    try:
+        ops = LocalOperations(db, settings)
+        tools = await make_tools(ops, 1)
+        fast = settings.model_copy(update={"usage_batch_size": 10, "usage_flush_interval_s": 0.02})
+        recorder = UsageRecorder(db, fast)
+        await recorder.start()
+        for call in range(20):
+            recorder.record(usage(tools[0], START + timedelta(seconds=call), 2.0))
+        await recorder.flush()
+        # What a server restart or a network break does to the writer's open connection.
+        async with db.engine.connect() as conn:
+            ended = await conn.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            )
+            assert any(row[0] for row in ended)
+        for call in range(20, 40):
+            recorder.record(usage(tools[0], START + timedelta(seconds=call), 2.0))
+        await recorder.stop()
+        stats = recorder.stats()
+        assert (stats.written, stats.dropped) == (40, 0)
+        assert stats.failures >= 1
+        assert (await ops.get_tool(tools[0][1])).total_calls == 40
+        await assert_rollups_match_rows(db)
+    finally:
+        await db.dispose()

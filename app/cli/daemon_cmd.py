@@ -8,10 +8,12 @@ from collections import Counter
 from typing import Any
 
 from app.cli.common import add_json_flag, cli_settings, fail, print_json
+from app.cli.database_cmd import check_json, database_rows
 from app.core.errors import TooldeckError
 from app.core.schemas import SERVER_STATUSES
 from app.core.settings import Settings
 from app.ops.attach import check_daemon, open_facade, running_daemon
+from app.ops.database_admin import check_database
 from app.runtime.lock import read_lock
 
 # LSB's "program is not running": scripts can tell it from a failure.
@@ -60,12 +62,18 @@ async def _status(settings: Settings) -> tuple[dict[str, Any], int]:
             report.update(supervisor=f"{holder.kind} (pid {holder.pid})")
             if holder.socket:
                 report["socket"] = holder.socket
-    if report["daemon"] != "not answering":
+    database = await check_database(settings.effective_database_url)
+    if database.reachable and report["daemon"] != "not answering":
         async with open_facade(settings) as ops:
             servers = await ops.list_servers()
         counts = Counter(server.status for server in servers)
         report["servers"] = {status: counts[status] for status in SERVER_STATUSES if counts[status]}
         report["servers_total"] = len(servers)
+        if not database.up_to_date:  # opening the facade has just migrated it
+            database = await check_database(settings.effective_database_url)
+    report["database"] = check_json(database)
+    if not database.up_to_date:
+        code = code or 1
     return report, code
 
 
@@ -94,6 +102,7 @@ def _print_status(report: dict[str, Any]) -> None:
     if report.get("socket"):
         rows.append(("cli socket", report["socket"]))
     rows.append(("data dir", report["data_dir"]))
+    rows += database_rows(report["database"])
     if "servers" in report:
         by_status = ", ".join(f"{count} {status}" for status, count in report["servers"].items())
         total = report["servers_total"]

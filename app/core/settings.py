@@ -101,8 +101,23 @@ class Settings(BaseSettings):
     # Tooldeck's own settings.
     database_url: str | None = Field(
         None,
-        description="an SQLAlchemy URL with an async driver, such as sqlite+aiosqlite:///path/to.db",
+        description="an SQLAlchemy URL with an async driver: sqlite+aiosqlite:///path/to.db or "
+        "postgresql+asyncpg://user:password@host:5432/tooldeck",
         validation_alias=_names("database_url"),
+    )
+    database_pool_size: int = Field(
+        5,
+        ge=1,
+        le=100,
+        description="PostgreSQL connections kept open per engine, 1 to 100 (SQLite: unused)",
+        validation_alias=_names("database_pool_size"),
+    )
+    database_max_overflow: int = Field(
+        10,
+        ge=0,
+        le=100,
+        description="PostgreSQL connections opened beyond the pool under load, 0 to 100",
+        validation_alias=_names("database_max_overflow"),
     )
     log_level: str = Field(
         "INFO",
@@ -433,9 +448,8 @@ def check_database_url(url: str) -> str:
         dialect.import_dbapi()
     except ImportError as exc:
         raise ValueError(f"the driver of {parsed.drivername} is not installed ({exc})") from None
-    if parsed.get_backend_name() != "sqlite":
-        # The usage writer and its rollups speak SQLite's SQL only (see the README).
-        raise ValueError(f"{parsed.get_backend_name()} is not supported yet: use SQLite")
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        raise ValueError(f"{parsed.get_backend_name()} is not supported: use SQLite or PostgreSQL")
     return url
 
 

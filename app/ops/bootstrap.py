@@ -46,7 +46,7 @@ SQLITE_FILE_ENDS = ("", "-wal", "-shm", "-journal")
 
 async def open_database(settings: Settings) -> Database:
     prepare_private_storage(settings)
-    db = Database(settings.effective_database_url)
+    db = Database.of(settings)
     await db.upgrade()
     return db
 
@@ -74,7 +74,7 @@ async def schema_revisions(settings: Settings) -> tuple[str | None, str]:
 def _unmigrated(settings: Settings) -> Database:
     # Not migrated on opening: these two report on the migration or carry it out.
     prepare_private_storage(settings)
-    return Database(settings.effective_database_url)
+    return Database.of(settings)
 
 
 async def open_operations(settings: Settings) -> LocalOperations:

@@ -78,7 +78,14 @@ class LocalOperations(
         @asynccontextmanager
         async def replica() -> AsyncIterator[ReadOperations]:
             # Its own engine: connections belong to the loop that opened them.
-            ops = LocalOperations(Database(url), settings)
+            ops = LocalOperations(
+                Database(
+                    url,
+                    pool_size=settings.database_pool_size,
+                    max_overflow=settings.database_max_overflow,
+                ),
+                settings,
+            )
             try:
                 yield ops
             finally:

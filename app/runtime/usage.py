@@ -37,16 +37,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
-from sqlalchemy import Engine, event, insert, select
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import Connection, insert, select
 
 from app.core.events import EventKind
 from app.core.settings import Settings
 from app.core.usage_record import UsageRecord
 from app.runtime.usage_journal import UNJOURNALED, UsageJournal
-from storage.db import Database, carried_through
+from storage.db import Database, ThreadWriter, carried_through, is_transient
 from storage.models import ServerEvent, ToolUsage
 from storage.rollups import UsageWriter
 from storage.usage_math import as_utc
@@ -110,7 +108,7 @@ class UsageRecorder:
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
-        self._engine: Engine | None = None
+        self._engine: ThreadWriter | None = None
         self._stopping = False
         self._closed = False
         self._accepted = 0
@@ -281,10 +279,13 @@ class UsageRecorder:
                     await self._write_some()
                 self._writes_work()
                 return True
-            except OperationalError as exc:
-                # Locked, busy or out of disk: the records stay queued and are tried again.
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                # Locked, busy, out of disk or unreachable: the records stay queued and are
+                # tried again.
                 self._failures += 1
-                self._last_error = str(exc.orig or exc)
+                self._last_error = str(getattr(exc, "orig", None) or exc)
                 logger.warning("writing usage failed, retrying in %.1fs: %s", delay, exc)
                 self._writes_fail()
             if deadline is not None and time.monotonic() + delay > deadline:
@@ -341,8 +342,10 @@ class UsageRecorder:
                 # Committed, and then the wait for it was cancelled: count it, then leave.
                 self._count_written(taken, drops)
                 raise
-            if isinstance(exc, OperationalError | asyncio.CancelledError) or not isinstance(
-                exc, Exception
+            if (
+                isinstance(exc, asyncio.CancelledError)
+                or not isinstance(exc, Exception)
+                or is_transient(exc)
             ):
                 # Refused (locked, busy, out of disk) or cut short before it was written: the
                 # batch goes back to the front of the queue, to be written first.
@@ -371,22 +374,23 @@ class UsageRecorder:
     def _write_batch(self, batch: list[UsageRecord], drops: int) -> None:
         """On the writer thread: one transaction for the batch, its rollups and counters."""
         if self._engine is None:
-            self._engine = self.db.create_sync_engine()
-            if self.db.is_sqlite:
-                event.listen(self._engine, "connect", _enlarge_cache)
-        try:
-            with self._engine.begin() as conn:
-                self._writer.write(conn, batch)
-                if drops:
-                    conn.execute(
-                        insert(ServerEvent).values(
-                            server_id=None,
-                            kind=str(EventKind.USAGE_DROPPED),
-                            message=f"{drops} tool call(s) were not recorded (see the log)",
-                            actor="system",
-                            created_at=datetime.now(UTC),
-                        )
+            self._engine = self.db.create_thread_writer(f"cache_size=-{WRITER_CACHE_KIB}")
+
+        def write(conn: Connection) -> None:
+            self._writer.write(conn, batch)
+            if drops:
+                conn.execute(
+                    insert(ServerEvent).values(
+                        server_id=None,
+                        kind=str(EventKind.USAGE_DROPPED),
+                        message=f"{drops} tool call(s) were not recorded (see the log)",
+                        actor="system",
+                        created_at=datetime.now(UTC),
                     )
+                )
+
+        try:
+            self._engine.transaction(write)
         except BaseException:
             # Ids of series created in the rolled-back transaction may be given out again.
             self._writer.forget_series()
@@ -431,9 +435,3 @@ def _succeeded(future: asyncio.Future[None] | None) -> bool:
         and not future.cancelled()
         and future.exception() is None
     )
-
-
-def _enlarge_cache(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")
-    cursor.close()
