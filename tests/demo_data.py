@@ -21,9 +21,9 @@ from app.ops.facade import LocalOperations
 from app.runtime.usage import UsageRecorder
 from storage.models import Alert, ApiToken, ServerEvent, ServerTool, ToolServer
 
-# A fixed instant for tests: in the future, so no retention horizon ever reaches the demo's
-# usage and every window is answered the same way, whatever day the tests run.
-DEMO_NOW = datetime(2030, 3, 14, 15, 9, 26, tzinfo=UTC)
+# A fixed instant for tests, in the past (a window's end in the future counts as now) and
+# within the ten years a window may reach back; the demo's own screens never prune it.
+DEMO_NOW = datetime(2019, 3, 14, 15, 9, 26, tzinfo=UTC)
 USAGE_DAYS = 30
 SEED = 5
 
@@ -494,6 +494,12 @@ async def _write_tokens(ops: LocalOperations, now: datetime) -> None:
         await ops.add_token({"name": name, "scope": scope, "profile": profile}, actor=by)
         used = None if used_minutes is None else now - timedelta(minutes=used_minutes)
         async with ops.db.session() as session:
+            # Its audit entry, stamped by the real clock: moved to the demo's calendar.
+            await session.execute(
+                update(ServerEvent)
+                .where(ServerEvent.created_at > now)
+                .values(created_at=now - timedelta(days=made_days))
+            )
             await session.execute(
                 update(ApiToken)
                 .where(ApiToken.name == name)

@@ -534,9 +534,6 @@ async def test_a_server_failing_alike_each_time_is_described_once(
     assert reason.count("MISSING_API_KEY is not set") == 1, reason
 
 
-@pytest.mark.xfail(
-    strict=True, reason="the exit code comes with the message-level connections (router work)"
-)
 async def test_a_server_that_exits_at_start_says_its_exit_code(
     ops: LocalOperations, runtime: Supervisor
 ) -> None:

@@ -23,7 +23,7 @@ from app.core.settings import Settings
 from app.ops.facade import LocalOperations
 from app.tui.app import TooldeckApp
 
-FIXED_NOW = datetime(2030, 3, 14, 15, 9, 26, tzinfo=UTC)
+FIXED_NOW = datetime(2019, 3, 14, 15, 9, 26, tzinfo=UTC)
 
 
 class FakeRuntime:
