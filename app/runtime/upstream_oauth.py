@@ -11,6 +11,7 @@ completes when the redirect it was sent to comes back (a loopback listener, or p
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
@@ -34,6 +35,21 @@ from storage.models import ServerOAuth
 HTTP_TRANSPORTS = ("streamable_http", "sse")
 # How long a started login waits for the person to come back with the redirect.
 LOGIN_WAIT_S = 600.0
+
+
+class _QuietNeedsLogin(logging.Filter):
+    """The SDK logs an error with a traceback wherever an auth flow raises; a server that needs
+    a login is an expected state, reported as its status, not a bug to log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        while isinstance(error, BaseExceptionGroup) and error.exceptions:
+            error = error.exceptions[0]
+        return not isinstance(error, NeedsLogin)
+
+
+for _name in ("mcp.client.auth.oauth2", "mcp.client.streamable_http", "mcp.client.sse"):
+    logging.getLogger(_name).addFilter(_QuietNeedsLogin())
 
 
 def uses_oauth(spec: Any) -> bool:
