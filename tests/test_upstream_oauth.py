@@ -165,12 +165,19 @@ async def test_login_then_tools_work_tokens_stay_secret_and_refresh(
 async def test_logout_forgets_the_tokens_and_the_server_needs_login_again(
     ops: LocalOperations, supervised: Supervisor, oauth_server: tuple[str, str]
 ) -> None:
-    _base, url = oauth_server
+    base, url = oauth_server
     await ops.create_server(_definition(url), actor="t")
     await _login(ops)
+    assert (await _stats(base))["refresh"] == 1
     server = await ops.logout_server("guarded", actor="t")
     assert server.status == "needs_login"
     assert await _stored(ops) is None
+    # Revoked at the authorization server too, not only forgotten here.
+    stats = await _stats(base)
+    assert stats["revoked"] == 2 and stats["refresh"] == 0 and stats["access"] == 0
+    (logged_out,) = await ops.list_events("guarded", kind="logged_out")
+    assert logged_out.message == "logged out: tokens revoked" and logged_out.actor == "t"
+    assert [event.kind for event in await ops.list_events("guarded", kind="logged_in")]
     assert not supervised.is_running(server.id)
     with pytest.raises(StartFailed, match="needs login"):
         await ops.start_server("guarded", actor="t")

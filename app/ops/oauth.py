@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from app.core.changes import Change
 from app.core.errors import Conflict, InvalidInput
+from app.core.events import EventKind
 from app.core.schemas import LoginStarted, ToolServerResponse
 from app.ops.base import OpsBase
 from app.runtime.connections import ConnectionSpec, NeedsLogin, open_connection
@@ -19,7 +20,9 @@ from app.runtime.upstream_oauth import (
     Login,
     LoginError,
     StoredCredentials,
+    revoke,
 )
+from storage.queries import add_event
 
 
 class OAuthOperations(OpsBase):
@@ -71,16 +74,26 @@ class OAuthOperations(OpsBase):
         except Exception as exc:
             await login.cancel()
             raise InvalidInput(f"login failed: {exc}") from None
+        await self._record(server.id, EventKind.LOGGED_IN, f"logged in to {server.name}", actor)
         if self.runtime is not None and server.enabled:
             await self.runtime.restart(server.id, actor=actor)
         return await self.get_server(server.id)
 
+    async def _record(self, server_id: str, kind: EventKind, message: str, actor: str) -> None:
+        async with self.db.session() as session:
+            add_event(session, server_id, kind, message, actor)
+
     async def logout_server(self, ref: str, *, actor: str) -> ToolServerResponse:
+        async with self.db.read() as session:
+            url = (await self._server(session, ref)).url
         server = await self.get_server(ref)
-        forgot = await StoredCredentials(self.db, server.id).forget()
+        credentials = StoredCredentials(self.db, server.id)
+        outcome = await revoke(credentials, url or "")
+        forgot = await credentials.forget()
         if forgot and self.runtime is not None and self.runtime.is_running(server.id):
             await self.runtime.stop(server.id, actor=actor)
         if forgot:
             await ServerState(self.db).needs_login(server.id, NeedsLogin(server.name).message)
+            await self._record(server.id, EventKind.LOGGED_OUT, f"logged out: {outcome}", actor)
             self.changes.publish(Change.STATUS, server.id)
         return await self.get_server(server.id)

@@ -18,11 +18,14 @@ from contextlib import suppress
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import httpx2
 from mcp.client.auth import OAuthClientProvider
+from mcp.client.auth.utils import build_oauth_authorization_server_metadata_discovery_urls
 from mcp.shared.auth import (
     AuthorizationCodeResult,
     OAuthClientInformationFull,
     OAuthClientMetadata,
+    OAuthMetadata,
     OAuthToken,
 )
 from sqlalchemy import delete
@@ -35,6 +38,7 @@ from storage.models import ServerOAuth
 HTTP_TRANSPORTS = ("streamable_http", "sse")
 # How long a started login waits for the person to come back with the redirect.
 LOGIN_WAIT_S = 600.0
+REVOKE_TIMEOUT_S = 10.0
 
 
 class _QuietNeedsLogin(logging.Filter):
@@ -311,3 +315,53 @@ def parse_redirect(redirect_url: str, redirect_uri: str) -> AuthorizationCodeRes
     return AuthorizationCodeResult(
         code=query["code"], state=query.get("state"), iss=query.get("iss")
     )
+
+
+async def revoke(credentials: StoredCredentials, server_url: str) -> str:
+    """Revoke the stored tokens at the authorization server (RFC 7009), as far as it can be done:
+    what happened, for a person. Forgetting them is the caller's job, whatever this says."""
+    tokens, client = await credentials.get_tokens(), await credentials.get_client_info()
+    if tokens is None or client is None or not client.client_id:
+        return "no tokens to revoke"
+    try:
+        async with httpx2.AsyncClient(timeout=REVOKE_TIMEOUT_S, trust_env=False) as http:
+            endpoint = await _revocation_endpoint(http, client.issuer, server_url)
+            if endpoint is None:
+                return "the authorization server offers no revocation; tokens forgotten here"
+            form = {"client_id": client.client_id}
+            basic: tuple[str, str] | None = None
+            if client.client_secret and client.token_endpoint_auth_method == "client_secret_basic":
+                basic = (client.client_id, client.client_secret)
+            elif client.client_secret:
+                form["client_secret"] = client.client_secret
+            revoked = 0
+            for token, hint in (
+                (tokens.refresh_token, "refresh_token"),
+                (tokens.access_token, "access_token"),
+            ):
+                if token:
+                    answer = await http.post(
+                        endpoint,
+                        data={**form, "token": token, "token_type_hint": hint},
+                        auth=basic or httpx2.USE_CLIENT_DEFAULT,
+                    )
+                    revoked += answer.status_code == 200
+    except httpx2.HTTPError as exc:
+        why = type(exc).__name__
+        return f"could not reach the authorization server ({why}); tokens forgotten here"
+    return "tokens revoked" if revoked else "the authorization server refused the revocation"
+
+
+async def _revocation_endpoint(
+    http: httpx2.AsyncClient, issuer: str | None, server_url: str
+) -> str | None:
+    for url in build_oauth_authorization_server_metadata_discovery_urls(issuer, server_url):
+        answer = await http.get(url)
+        if answer.status_code != 200:
+            continue
+        try:
+            metadata = OAuthMetadata.model_validate_json(answer.content)
+        except ValueError:
+            continue
+        return str(metadata.revocation_endpoint) if metadata.revocation_endpoint else None
+    return None
