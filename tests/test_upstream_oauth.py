@@ -18,11 +18,18 @@ import pytest
 from sqlalchemy import update
 
 from app.core.errors import InvalidInput, StartFailed
+from app.core.settings import Settings
 from app.ops.facade import LocalOperations
+from app.runtime.connections import NeedsLogin
+from app.runtime.server_state import ServerState
 from app.runtime.supervisor import Supervisor
 from storage.models import ServerOAuth
 from tests.conftest import PYTHON, TEST_SERVERS
 from tests.runtime_helpers import eventually, fast_supervisor, free_port
+from tests.test_tui_pilot import main_screen
+from tests.tui_helpers import add_servers, drawn_lines, make_app, settle
+from widgets.health_pane import HealthPane
+from widgets.status_bar import StatusBar
 
 
 async def _listening(port: int) -> bool:
@@ -198,3 +205,21 @@ async def test_login_refuses_what_cannot_log_in(
         await ops.finish_login("guarded", "http://example.com/?code=x", actor="t")
     assert started.authorization_url
     assert await _stored(ops) is None
+
+
+async def test_the_dashboard_shows_a_server_that_needs_login(
+    settings: Settings, ops: LocalOperations
+) -> None:
+    (server_id,) = await add_servers(ops, "guarded")
+    await ServerState(ops.db).needs_login(server_id, NeedsLogin("guarded").message)
+    app = make_app(settings, ops)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(pilot)
+        main = main_screen(app)
+        state = main.query_one(StatusBar).state
+        assert state is not None and state.counts.get("needs_login") == 1
+        row = next(line for line in drawn_lines(main.servers) if "guarded" in line)
+        assert "⚿" in row
+        pane = " ".join(" ".join(drawn_lines(main.query_one(HealthPane))).split())
+        assert "status ⚿ needs_login" in pane
+        assert "login needs login: run `tooldeck server login guarded`" in pane
