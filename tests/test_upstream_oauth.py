@@ -25,20 +25,11 @@ from app.runtime.server_state import ServerState
 from app.runtime.supervisor import Supervisor
 from storage.models import ServerOAuth
 from tests.conftest import PYTHON, TEST_SERVERS
-from tests.runtime_helpers import eventually, fast_supervisor, free_port
+from tests.runtime_helpers import eventually, fast_supervisor, free_port, listening
 from tests.test_tui_pilot import main_screen
 from tests.tui_helpers import add_servers, drawn_lines, make_app, settle
 from widgets.health_pane import HealthPane
 from widgets.status_bar import StatusBar
-
-
-async def _listening(port: int) -> bool:
-    try:
-        _reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    except OSError:
-        return False
-    writer.close()
-    return True
 
 
 @pytest.fixture(params=["streamable-http", "sse"])
@@ -55,7 +46,7 @@ async def oauth_server(request: pytest.FixtureRequest) -> AsyncIterator[tuple[st
         stderr=asyncio.subprocess.DEVNULL,
     )
     try:
-        await eventually(lambda: _listening(port), within=20)
+        await eventually(lambda: listening(port), within=20)
         base = f"http://127.0.0.1:{port}"
         yield base, f"{base}/sse" if transport == "sse" else f"{base}/mcp"
     finally:
@@ -118,7 +109,8 @@ async def test_a_server_without_tokens_needs_login_and_is_not_retried(
     assert server.consecutive_failures == 0 and server.enabled
     assert not supervised.is_running(server.id)
     assert supervised._handles[server.id].task is None
-    assert (await _stats(base))["authorized"] == 0
+    # An unattended start registers nothing and asks for nothing at the authorization server.
+    assert (await _stats(base))["registered"] == 0
 
 
 async def test_login_then_tools_work_tokens_stay_secret_and_refresh(

@@ -47,7 +47,7 @@ from app.runtime.process_sampling import ProcessSampler
 from app.runtime.server_state import SYSTEM, UP_STATUSES, ServerState
 from app.runtime.serverlog import LogWriter, ServerLog, log_path, read_log_tail
 from app.runtime.tool_catalogue import ToolCatalogue
-from app.runtime.upstream_oauth import RunningAuth, StoredCredentials, uses_oauth
+from app.runtime.upstream_oauth import unattended_auth
 from storage.db import Database
 from storage.models import ToolServer
 
@@ -574,13 +574,7 @@ class Supervisor:
         began = time.monotonic()
         pid: int | None = None
         ending: tuple[EventKind, str] | None = None
-        auth = (
-            RunningAuth(
-                spec.name, spec.url or "", StoredCredentials(self.state.db, handle.server_id)
-            )
-            if uses_oauth(spec)
-            else None
-        )
+        auth = await unattended_auth(spec, self.state.db, handle.server_id)
         try:
             async with open_connection(
                 spec,

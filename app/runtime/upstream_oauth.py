@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import suppress
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -60,6 +60,39 @@ def uses_oauth(spec: Any) -> bool:
     """An HTTP server whose headers do not already carry its credentials."""
     headers = {str(key).lower() for key, _value in (spec.headers or ())}
     return spec.transport in HTTP_TRANSPORTS and "authorization" not in headers
+
+
+async def unattended_auth(spec: Any, db: Database, server_id: str) -> httpx2.Auth | None:
+    """The auth of a server the supervisor runs: the SDK's provider once there are tokens to
+    present and refresh; before that, only a watch for the 401 that asks for a login.
+
+    The provider holds a lock from each request until its response's headers, which would
+    queue the calls of every HTTP server behind each other's answers; only servers that use
+    OAuth pay that."""
+    if not uses_oauth(spec):
+        return None
+    credentials = StoredCredentials(db, server_id)
+    if await credentials.has_tokens():
+        return RunningAuth(spec.name, spec.url or "", credentials)
+    return LoginWatch(spec.name)
+
+
+class LoginWatch(httpx2.Auth):
+    """Passes requests through untouched; a 401 that points to OAuth metadata (RFC 9728) means
+    the server needs a login."""
+
+    def __init__(self, name: str) -> None:
+        self.login_needed = asyncio.Event()
+        self.server_name = name
+
+    async def async_auth_flow(
+        self, request: httpx2.Request
+    ) -> AsyncGenerator[httpx2.Request, httpx2.Response]:
+        response = yield request
+        challenge = response.headers.get("www-authenticate", "")
+        if response.status_code == 401 and "resource_metadata=" in challenge:
+            self.login_needed.set()
+            raise NeedsLogin(self.server_name)
 
 
 def client_metadata(redirect_uri: str) -> OAuthClientMetadata:
