@@ -23,12 +23,7 @@ from app.runtime.serverlog import log_path
 from tests.cli_runner import one_line_error
 from tests.conftest import PYTHON, TEST_SERVERS
 from tests.daemon_helpers import REPO_ROOT, Daemon, daemon_env, start_daemon, tooldeck_on, wait_for
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.runtime_helpers import free_port
 
 
 def _listening(port: int) -> bool:
@@ -41,7 +36,7 @@ def _listening(port: int) -> bool:
 
 @pytest.fixture
 def oauth_url() -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [PYTHON, str(TEST_SERVERS / "oauth_protected.py"), str(port)],
         stdout=subprocess.DEVNULL,
@@ -81,6 +76,13 @@ def _printed_url(stdout: IO[str]) -> str:
     raise AssertionError("the login printed no URL")
 
 
+def _add_guarded(data_dir: Path, url: str, *flags: str) -> None:
+    added = tooldeck_on(
+        data_dir, "server", "add", "guarded", "--transport", "streamable_http", "--url", url, *flags
+    )
+    assert added.returncode == 0, added.stderr
+
+
 def _show(data_dir: Path) -> dict[str, object]:
     shown = tooldeck_on(data_dir, "server", "show", "guarded", "--json", "--reveal")
     assert shown.returncode == 0, shown.stderr
@@ -90,10 +92,7 @@ def _show(data_dir: Path) -> dict[str, object]:
 def test_login_through_the_loopback_listener_then_logout(
     data_dir: Path, daemon: Daemon, oauth_url: str
 ) -> None:
-    added = tooldeck_on(
-        data_dir, "server", "add", "guarded", "--transport", "streamable_http", "--url", oauth_url
-    )
-    assert added.returncode == 0, added.stderr
+    _add_guarded(data_dir, oauth_url)
     wait_for(lambda: _show(data_dir)["status"] == "needs_login")
     listing = tooldeck_on(data_dir, "server", "list")
     assert "needs_login" in listing.stdout
@@ -133,19 +132,8 @@ def test_login_through_the_loopback_listener_then_logout(
 
 
 def test_login_by_pasting_the_redirect(data_dir: Path, daemon: Daemon, oauth_url: str) -> None:
-    added = tooldeck_on(
-        data_dir,
-        "server",
-        "add",
-        "guarded",
-        "--transport",
-        "streamable_http",
-        "--url",
-        oauth_url,
-        "--no-auto-start",
-    )
-    assert added.returncode == 0, added.stderr
-    login = _login(data_dir, "--paste", "--port", str(_free_port()))
+    _add_guarded(data_dir, oauth_url, "--no-auto-start")
+    login = _login(data_dir, "--paste", "--port", str(free_port()))
     assert login.stdout is not None and login.stdin is not None
     url = _printed_url(login.stdout)
     # Over SSH the browser is elsewhere: its redirect does not load, the person copies it.
@@ -161,19 +149,8 @@ def test_login_errors_are_one_line(data_dir: Path, daemon: Daemon, oauth_url: st
     assert one_line_error(refused) == "tooldeck: plain is a stdio server: it has no login"
     missing = tooldeck_on(data_dir, "server", "login", "ghost", "--paste")
     assert "ghost" in one_line_error(missing)
-    added = tooldeck_on(
-        data_dir,
-        "server",
-        "add",
-        "guarded",
-        "--transport",
-        "streamable_http",
-        "--url",
-        oauth_url,
-        "--no-auto-start",
-    )
-    assert added.returncode == 0, added.stderr
-    login = _login(data_dir, "--paste", "--port", str(_free_port()))
+    _add_guarded(data_dir, oauth_url, "--no-auto-start")
+    login = _login(data_dir, "--paste", "--port", str(free_port()))
     _out, err = login.communicate("http://elsewhere.example/?code=stolen\n", timeout=60)
     assert login.returncode == 1
     assert err.strip().splitlines() == [err.strip()]
