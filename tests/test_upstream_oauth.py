@@ -215,3 +215,24 @@ async def test_the_dashboard_shows_a_server_that_needs_login(
         pane = " ".join(" ".join(drawn_lines(main.query_one(HealthPane))).split())
         assert "status ⚿ needs_login" in pane
         assert "login needs login: run `tooldeck server login guarded`" in pane
+
+
+async def test_login_to_a_server_without_oauth_says_so(ops: LocalOperations) -> None:
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        PYTHON,
+        str(TEST_SERVERS / "scripted.py"),
+        "--http",
+        str(port),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        await eventually(lambda: listening(port), within=20)
+        await ops.create_server(_definition(f"http://127.0.0.1:{port}/mcp"), actor="t")
+        with pytest.raises(InvalidInput, match="guarded did not ask for a login: it has no OAuth"):
+            await ops.begin_login("guarded", "http://127.0.0.1:9/callback", actor="t")
+    finally:
+        process.kill()
+        await process.wait()
+    assert await _stored(ops) is None
