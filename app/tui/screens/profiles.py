@@ -19,9 +19,10 @@ from textual.widgets import Button, DataTable, Footer, Input, Label, Static
 
 from app.core.errors import TooldeckError
 from app.core.profiles import ProfileCreate, ProfilePreview, ProfileResponse
-from app.tui.base import DeckModal, DeckScreen, describe_error, row_key_at_cursor
+from app.tui.base import DeckModal, describe_error, row_key_at_cursor
+from app.tui.screens.catalogue import CatalogueScreen
 from app.tui.screens.form_fields import form_row, problems_by_field, show_field_errors
-from widgets.status_bar import StatusBar, StatusState
+from widgets.status_bar import StatusBar
 
 MUTATING = frozenset({"new_profile", "edit_profile", "delete_profile"})
 PREVIEW_TOOLS = 200
@@ -52,7 +53,22 @@ def cut(text: str, style: str = "") -> Text:
     return Text(text, style=style, no_wrap=True, overflow="ellipsis")
 
 
-class ProfilesScreen(DeckScreen[None]):
+class ProfilesScreen(CatalogueScreen):
+    TABLE_ID = "profiles-table"
+    HINT_ID = "profiles-hint"
+    HINT = (
+        "each profile is an MCP endpoint: /mcp/profiles/<name> or "
+        "`tooldeck gateway --stdio --profile <name>`"
+    )
+    COLUMNS = (
+        ("Profile", 16),
+        ("Servers", 18),
+        ("Tools", 22),
+        ("Count", 5),
+        ("~Tokens", 8),
+        ("Endpoint", 26),
+    )
+    MUTATING = MUTATING
     HELP_TITLE = "gateway profiles"
     DEFAULT_CSS = """
     ProfilesScreen #profiles-table { height: 1fr; min-height: 5; }
@@ -81,40 +97,9 @@ class ProfilesScreen(DeckScreen[None]):
             yield Static("", id="profile-preview")
         yield Footer(show_command_palette=False)
 
-    def on_mount(self) -> None:
-        table = self.query_one("#profiles-table", DataTable)
-        for label, width in (
-            ("Profile", 16),
-            ("Servers", 18),
-            ("Tools", 22),
-            ("Count", 5),
-            ("~Tokens", 8),
-            ("Endpoint", 26),
-        ):
-            table.add_column(label, width=width, key=label)
-        table.focus()
-        self._status()
-        self.load()
-
-    def hidden_action(self, action: str) -> bool:
-        return action in MUTATING and self.deck.read_only
-
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        return not self.hidden_action(action)
-
-    def _status(self) -> None:
+    def heading(self) -> str:
         count = len(self._profiles)
-        self.query_one(StatusBar).show(
-            StatusState(
-                period=self.deck.period,
-                read_only=self.deck.read_only,
-                title=f"Gateway profiles · {count} profile{'s' if count != 1 else ''}",
-            )
-        )
-        self.query_one("#profiles-hint", Label).update(
-            "each profile is an MCP endpoint: /mcp/profiles/<name> or "
-            "`tooldeck gateway --stdio --profile <name>`"
-        )
+        return f"Gateway profiles · {count} profile{'s' if count != 1 else ''}"
 
     @work(exclusive=True, group="profiles-screen", exit_on_error=False)
     async def load(self) -> None:

@@ -19,17 +19,30 @@ from textual.widgets import Button, DataTable, Footer, Input, Label, Select, Sta
 
 from app.core.access import FILE_TOKEN_NAME, SCOPE_HELP, SCOPES, IssuedToken, TokenCreate, TokenInfo
 from app.core.errors import TooldeckError
-from app.tui.base import DeckModal, DeckScreen, row_key_at_cursor
+from app.tui.base import DeckModal, row_key_at_cursor
+from app.tui.screens.catalogue import CatalogueScreen
 from app.tui.screens.form_fields import form_row, problems_by_field, show_field_errors
 from widgets import formatting as fmt
-from widgets.status_bar import StatusBar, StatusState
+from widgets.status_bar import StatusBar
 
 MUTATING = frozenset({"new_token", "revoke_token"})
 FIELDS = ("name", "scope", "profile")
 SCOPE_STYLES = {"admin": "bold red", "operator": "yellow", "read": "green", "gateway": "cyan"}
 
 
-class TokensScreen(DeckScreen[None]):
+class TokensScreen(CatalogueScreen):
+    TABLE_ID = "tokens-table"
+    HINT_ID = "tokens-hint"
+    HINT = "a token's name is the audit actor of what it does · values are shown once, when made"
+    COLUMNS = (
+        ("Name", 20),
+        ("Scope", 9),
+        ("Profile", 16),
+        ("Last used", 10),
+        ("Made", 10),
+        ("Made by", 24),
+    )
+    MUTATING = MUTATING
     HELP_TITLE = "API tokens"
     DEFAULT_CSS = """
     TokensScreen #tokens-table { height: 1fr; min-height: 5; }
@@ -56,39 +69,9 @@ class TokensScreen(DeckScreen[None]):
             yield Static("", id="token-detail")
         yield Footer(show_command_palette=False)
 
-    def on_mount(self) -> None:
-        table = self.query_one("#tokens-table", DataTable)
-        for label, width in (
-            ("Name", 20),
-            ("Scope", 9),
-            ("Profile", 16),
-            ("Last used", 10),
-            ("Made", 10),
-            ("Made by", 24),
-        ):
-            table.add_column(label, width=width, key=label)
-        table.focus()
-        self._status()
-        self.load()
-
-    def hidden_action(self, action: str) -> bool:
-        return action in MUTATING and self.deck.read_only
-
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        return not self.hidden_action(action)
-
-    def _status(self) -> None:
+    def heading(self) -> str:
         count = len(self._tokens)
-        self.query_one(StatusBar).show(
-            StatusState(
-                period=self.deck.period,
-                read_only=self.deck.read_only,
-                title=f"API tokens · {count} named token{'s' if count != 1 else ''}",
-            )
-        )
-        self.query_one("#tokens-hint", Label).update(
-            "a token's name is the audit actor of what it does · values are shown once, when made"
-        )
+        return f"API tokens · {count} named token{'s' if count != 1 else ''}"
 
     @work(exclusive=True, group="tokens-screen", exit_on_error=False)
     async def load(self) -> None:
