@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import ipaddress
 import logging
 import os
@@ -140,9 +141,11 @@ async def serve(
     import uvicorn
 
     from app.faces.gateway.http_face import AsgiApp, HttpCore
+    from app.faces.gateway.lean_http import lean_protocol
     from app.faces.gateway.service import running_router, socket_path
     from app.faces.gateway.stdio_face import close_socket, open_socket
     from app.faces.http.api import create_app
+    from app.faces.http.middleware import gateway_refusal, gateway_too_large
     from app.faces.http.ops_socket import serve_operations
     from app.ops.bootstrap import running_core
 
@@ -190,6 +193,14 @@ async def serve(
             gateway_socket = socket_path(settings.data_dir)
             bridges = await open_socket(router, gateway_socket)
             gateway_scope.push_async_callback(close_socket, bridges, gateway_socket)
+            # The gateway's paths are answered by a lean protocol without ASGI; the app mounts
+            # the same core for what that protocol hands on (see lean_http).
+            lean = lean_protocol(
+                mcp,
+                refuse=functools.partial(gateway_refusal, tokens=tokens),
+                max_bytes=settings.max_result_bytes,
+                too_large=functools.partial(gateway_too_large, settings.max_result_bytes),
+            )
             config = uvicorn.Config(
                 create_app(
                     ops,
@@ -202,6 +213,7 @@ async def serve(
                 lifespan="off",  # the core's lifetime is this function's, not the app's
                 timeout_graceful_shutdown=int(HTTP_DRAIN_S),
                 server_header=False,
+                http=lean,
             )
             server = Server(config)
             if not stopping.is_set():

@@ -12,7 +12,9 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Mapping
 
+import orjson
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -105,15 +107,43 @@ class BearerAuth:
         if scope["type"] != "http" or self.tokens is None or scope["path"] in PUBLIC_PATHS:
             await self.app(scope, receive, send)
             return
-        scheme, _, given = (_header(scope, "authorization") or "").partition(" ")
-        if scheme.lower() != "bearer" or not given.strip():
-            error = Unauthorized("send the header Authorization: Bearer <`tooldeck token show`>")
-        elif not self.tokens.matches(given.strip()):
-            error = Unauthorized("wrong token: see `tooldeck token show`")
-        else:
+        error = token_error(_header(scope, "authorization"), self.tokens)
+        if error is None:
             await self.app(scope, receive, send)
             return
         await error_response(error)(scope, receive, send)
+
+
+def token_error(authorization: str | None, tokens: TokenStore) -> Unauthorized | None:
+    """Why a request's Authorization header is refused, or None: the rule of `BearerAuth` and
+    of the gateway's lean path alike."""
+    scheme, _, given = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not given.strip():
+        return Unauthorized("send the header Authorization: Bearer <`tooldeck token show`>")
+    if not tokens.matches(given.strip()):
+        return Unauthorized("wrong token: see `tooldeck token show`")
+    return None
+
+
+def gateway_refusal(
+    headers: Mapping[bytes, bytes], tokens: TokenStore | None
+) -> tuple[int, bytes, list[tuple[bytes, bytes]]] | None:
+    """The API's admission check for a gateway request that the daemon's lean HTTP path answers
+    without the ASGI middleware (app/faces/gateway/lean_http.py): status, JSON body and headers
+    of the refusal, as the middleware would answer it, or None. Host and Origin are checked by
+    the gateway itself on both paths."""
+    if tokens is None:
+        return None
+    error = token_error(headers.get(b"authorization", b"").decode("latin-1") or None, tokens)
+    if error is None:
+        return None
+    return error.status_code, orjson.dumps(error.to_dict()), [(b"www-authenticate", b"Bearer")]
+
+
+def gateway_too_large(limit: int) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    """The 413 of `BodyLimit`, for the lean path."""
+    error = PayloadTooLarge(_too_large_message(limit), field="body")
+    return error.status_code, orjson.dumps(error.to_dict()), []
 
 
 class BodyLimit:
