@@ -76,7 +76,9 @@ class _Floor(asyncio.Protocol):
     def on_message_complete(self) -> None:
         assert self.transport is not None
         message = orjson.loads(self.body) if self.body else {}
-        if "id" in message and "method" in message:
+        if self.parser.get_method() == b"DELETE":
+            out, head = b"", b"HTTP/1.1 200 OK\r\n"
+        elif "id" in message and "method" in message:
             out = orjson.dumps({"jsonrpc": "2.0", "id": message["id"], "result": answer(message)})
             head = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nmcp-session-id: s\r\n"
         else:

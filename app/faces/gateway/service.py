@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+import sys
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
@@ -17,6 +18,7 @@ from app.ops.gateway_port import GatewayPort
 SOCKET_NAME = "gateway.sock"
 # sun_path holds 108 bytes on Linux (104 on macOS), the terminating NUL included.
 MAX_SOCKET_PATH = 100
+GIL_SWITCH_INTERVAL_S = 0.0005
 
 
 def socket_path(data_dir: Path) -> Path:
@@ -43,8 +45,15 @@ async def running_router(ops: Any) -> AsyncIterator[Router]:
     await port.start()
     router = Router(port)
     router.attach()
+    # The usage writer's thread runs Python (batched SQL and rollups). With the default 5 ms
+    # switch interval, each time the event loop waits (epoll, a send) that thread can keep the
+    # GIL for up to 5 ms before the loop gets it back, a delay that falls on calls in flight.
+    # A short interval lets the loop back in within half a millisecond.
+    switch_interval = sys.getswitchinterval()
+    sys.setswitchinterval(min(switch_interval, GIL_SWITCH_INTERVAL_S))
     try:
         yield router
     finally:
+        sys.setswitchinterval(switch_interval)
         router.close()
         port.close()
