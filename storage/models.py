@@ -363,3 +363,22 @@ class GatewayProfile(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     created_by: Mapped[str | None] = mapped_column(String(200))
+
+
+class ApiToken(Base):
+    """A named, scoped token of the HTTP API. Only a hash of its value is kept: the value is
+    shown once, when it is made."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    # admin | operator | read | gateway
+    scope: Mapped[str] = mapped_column(String(16), nullable=False)
+    # A gateway token's one profile, by name; a profile renamed or deleted is reached no more.
+    profile: Mapped[str | None] = mapped_column(String(64))
+    # SHA-256 of the value: the value is 32 random bytes, so no slow hash is needed.
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_by: Mapped[str | None] = mapped_column(String(200))
+    last_used_at: Mapped[datetime | None] = mapped_column()

@@ -16,11 +16,12 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import String, and_, bindparam, case, func, select, type_coerce
+from sqlalchemy import and_, bindparam, case, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.core.usage_record import ANSWERED
 from storage.db import Database
+from storage.dialect import time_text
 from storage.latency import RunningHistogram, merge_dense
 from storage.models import ToolUsage, UsageScopeHourly, UsageScopes, UsageSeries, UsageToolHourly
 from storage.usage_math import (
@@ -41,7 +42,7 @@ _scopes = UsageScopes.__table__.c
 
 def _text(column: Any) -> Any:
     # Times are parsed only when they are shown: parsing every row would cost more than the SQL.
-    return type_coerce(column, String)
+    return time_text(column)
 
 
 # How many columns of running totals a row carries (RUNNING_COLUMNS).
@@ -70,7 +71,7 @@ class RunningUsage:
 @asynccontextmanager
 async def read_rollups(db: Database) -> AsyncIterator[RollupReader]:
     """A reader inside one read transaction: every query of an answer sees the same snapshot."""
-    async with db.read_engine.connect() as conn, conn.begin():
+    async with db.read_connection() as conn:
         yield RollupReader(conn)
 
 

@@ -1,8 +1,8 @@
 """The usage writer's statements: compiled once, handed to the driver with plain tuples.
 
 SQLAlchemy's per-row type processing cost more than SQLite's own work, so the hot statements
-skip it: times travel as SQLite's stored text, and each statement knows the order its driver
-wants the values in.
+skip it: times travel as SQLite's stored text (storage.dialect turns it into a time where the
+backend stores one), and each statement knows the order its driver wants the values in.
 """
 
 from __future__ import annotations
@@ -13,18 +13,16 @@ from typing import Any
 from sqlalchemy import (
     Connection,
     Dialect,
-    String,
     bindparam,
     case,
     func,
     insert,
     or_,
-    type_coerce,
     update,
 )
-from sqlalchemy.dialects import sqlite
 
 from app.core.usage_record import USAGE_FIELDS
+from storage.dialect import time_param, time_text, upsert
 from storage.models import (
     ServerTool,
     ToolUsage,
@@ -62,6 +60,9 @@ class Statement:
 
 # A raw row is its usage record's fields as stored, in their order, then the latency bucket.
 RAW_KEYS = (*USAGE_FIELDS, "latency_bucket")
+# The names the times are bound by: a column's own name is reserved for its plain value.
+RAW_TIME_KEY = "b_called_at"
+HOUR_TIME_KEY = "b_last_called"
 TOOL_HOUR_KEYS = (
     "series_id",
     "hour",
@@ -75,15 +76,16 @@ SCOPE_HOUR_KEYS = ("scope", "hour", "last_called", *RUNNING_COLUMNS, "cum_latenc
 
 class WriterStatements:
     def __init__(self, dialect: Dialect) -> None:
-        if dialect.name != "sqlite":
-            raise NotImplementedError(
-                f"the usage writer supports SQLite; {dialect.name} needs its own time handling"
-            )
-        self.raw = Statement(insert(ToolUsage), dialect, RAW_KEYS)
+        self.raw = Statement(
+            # Inline: no RETURNING of the new ids, which nobody reads.
+            insert(ToolUsage).values(called_at=time_param(RAW_TIME_KEY)).inline(),
+            dialect,
+            tuple(RAW_TIME_KEY if key == "called_at" else key for key in RAW_KEYS),
+        )
         self.new_series = Statement(
-            sqlite.insert(UsageSeries).on_conflict_do_nothing(
-                index_elements=["server_id", "tool_id", "tool_name"]
-            ),
+            upsert(UsageSeries, dialect)
+            .on_conflict_do_nothing(index_elements=["server_id", "tool_id", "tool_name"])
+            .inline(),
             dialect,
             ("server_id", "tool_id", "tool_name", "last_hour", *RUNNING_COLUMNS),
         )
@@ -93,7 +95,7 @@ class WriterStatements:
             .where(UsageSeries.id == bindparam("b_id"))
             .values(
                 last_hour=bindparam("b_last_hour"),
-                last_called=type_coerce(bindparam("b_last_called"), String),
+                last_called=time_param("b_last_called"),
                 cum_calls=bindparam("b_calls"),
                 cum_errors=bindparam("b_errors"),
                 cum_timed=bindparam("b_timed"),
@@ -115,7 +117,7 @@ class WriterStatements:
             ),
         )
         self.scope_hour = _hour_upsert(UsageScopeHourly, SCOPE_HOUR_KEYS, dialect)
-        scopes = sqlite.insert(UsageScopes)
+        scopes = upsert(UsageScopes, dialect)
         self.scopes = Statement(
             scopes.on_conflict_do_update(
                 index_elements=["scope"],
@@ -129,7 +131,7 @@ class WriterStatements:
             dialect,
             ("scope", "last_hour"),
         )
-        last_called = type_coerce(bindparam("b_last_called"), String)
+        last_called = time_param("b_last_called")
         self.counters = Statement(
             update(ServerTool)
             .where(ServerTool.id == bindparam("b_id"))
@@ -142,7 +144,7 @@ class WriterStatements:
                     (
                         or_(
                             ServerTool.last_called.is_(None),
-                            type_coerce(ServerTool.last_called, String) < last_called,
+                            time_text(ServerTool.last_called) < bindparam("b_last_called"),
                         ),
                         last_called,
                     ),
@@ -154,7 +156,7 @@ class WriterStatements:
                 avg_response_time_ms=func.coalesce(
                     bindparam("b_avg"), ServerTool.avg_response_time_ms
                 ),
-                updated_at=type_coerce(bindparam("b_now"), String),
+                updated_at=time_param("b_now"),
             ),
             dialect,
             (
@@ -174,12 +176,13 @@ class WriterStatements:
 def _hour_upsert(table: Any, keys: Sequence[str], dialect: Dialect) -> Statement:
     """Insert or replace the rows of an hourly rollup table, keyed by their first two keys (a
     series or scope, and the hour)."""
-    statement = sqlite.insert(table)
+    statement = upsert(table, dialect)
+    values = {"last_called": time_param(HOUR_TIME_KEY)}
     return Statement(
-        statement.on_conflict_do_update(
+        statement.values(**values).on_conflict_do_update(
             index_elements=list(keys[:2]),
             set_={key: statement.excluded[key] for key in keys[2:]},
         ),
         dialect,
-        keys,
+        tuple(HOUR_TIME_KEY if key == "last_called" else key for key in keys),
     )

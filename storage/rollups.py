@@ -10,7 +10,7 @@ running totals of every later hour, so the totals stay exact whatever order rows
 Everything here is synchronous: the recorder runs it on a worker thread with its own connection,
 so the CPU spent on a batch never stalls the event loop. Its statements are compiled once and take
 plain tuples (storage.rollup_sql); times travel in SQLite's stored text form, which sorts like
-time, and are never parsed.
+time, and are never parsed (storage.dialect gives that form on every backend).
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, String, or_, select, tuple_, type_coerce
+from sqlalchemy import ColumnElement, Connection, or_, select, tuple_
 
 from app.core.usage_record import ANSWERED, UsageRecord
+from storage.dialect import time_text
 from storage.latency import bucket_of, decode_dense, encode_dense
 from storage.models import UsageScopeHourly, UsageScopes, UsageSeries, UsageToolHourly
 from storage.rollup_sql import WriterStatements
@@ -376,7 +377,7 @@ class UsageWriter:
                 select(
                     series.id,
                     series.last_hour,
-                    type_coerce(series.last_called, String),
+                    time_text(series.last_called),
                     *(series[key] for key in RUNNING_COLUMNS),
                 ).where(series.id.in_(chunk))
             )
@@ -386,7 +387,7 @@ class UsageWriter:
                 select(
                     hourly.series_id,
                     hourly.hour,
-                    type_coerce(hourly.last_called, String),
+                    time_text(hourly.last_called),
                     hourly.latency_hist,
                     *(hourly[key] for key in OWN_COLUMNS),
                     *(hourly[key] for key in RUNNING_COLUMNS),
@@ -513,7 +514,7 @@ class UsageWriter:
         return select(
             hourly.scope,
             hourly.hour,
-            type_coerce(hourly.last_called, String),
+            time_text(hourly.last_called),
             *(hourly[key] for key in RUNNING_COLUMNS),
             hourly.cum_latency_hist,
         ).order_by(hourly.scope, hourly.hour)

@@ -18,10 +18,23 @@ starts at the whole hour (its raw edge may be gone), and the plan's `start` says
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from app.core.periods import DEFAULT_PERIOD, PERIODS
 from storage.usage_math import as_utc, hour_of, hour_start
+
+# How far back a window may start. The rollups are kept past the raw-row retention (without
+# limit), so the bound is not the data but the work: a window of centuries cost seconds of CPU.
+# Ten years is longer than any Tooldeck has kept rollups, and costs milliseconds.
+MAX_HISTORY = timedelta(days=3660)
+
+
+class WindowError(ValueError):
+    """A window that cannot be answered; `field` names the bound it breaks."""
+
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class UnknownPeriod(ValueError):
@@ -45,16 +58,33 @@ def make_window(
     now: datetime,
 ) -> Window:
     """The window a request means: an explicit start and end, or the `period` up to `end`
-    (default now). Raises UnknownPeriod, or ValueError when start is not before end."""
+    (default now). An end in the future is now: nothing is recorded there yet.
+
+    Raises UnknownPeriod, or WindowError when start is not before end or either reaches
+    further back than MAX_HISTORY."""
     period = period or DEFAULT_PERIOD
     if period not in PERIODS:
         raise UnknownPeriod(period)
     now = as_utc(now)
-    end = now if end is None else as_utc(end)
-    start = end - PERIODS[period].span if start is None else as_utc(start)
+    earliest = now - MAX_HISTORY
+    end = now if end is None else min(_utc(end, "end"), now)
+    if end <= earliest:
+        raise WindowError(f"end must be after {earliest:%Y-%m-%d} (ten years back)", "end")
+    start = end - PERIODS[period].span if start is None else _utc(start, "start")
     if start >= end:
-        raise ValueError("start must be before end")
+        raise WindowError("start must be before end (an end in the future counts as now)", "start")
+    if start < earliest:
+        raise WindowError(
+            f"start must be on or after {earliest:%Y-%m-%d}: windows reach ten years back", "start"
+        )
     return Window(start, end, live=end >= now)
+
+
+def _utc(moment: datetime, field: str) -> datetime:
+    try:
+        return as_utc(moment)
+    except OverflowError:  # 9999-12-31T23:59-05:00 is past the last UTC moment Python has
+        raise WindowError(f"{field} is out of range", field) from None
 
 
 @dataclass(frozen=True, slots=True)

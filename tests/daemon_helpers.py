@@ -38,6 +38,20 @@ def daemon_env(data_dir: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+def tooldeck_on(data_dir: Path, *args: str, umask: int = -1) -> subprocess.CompletedProcess[str]:
+    """`tooldeck ARGS` on `data_dir` with no Tooldeck settings from the shell (`umask` -1:
+    the test's own)."""
+    return subprocess.run(
+        [sys.executable, "-m", "app", *args],
+        capture_output=True,
+        text=True,
+        env=daemon_env(data_dir),
+        cwd=REPO_ROOT,
+        timeout=60,
+        umask=umask,
+    )
+
+
 @dataclass
 class Daemon:
     process: subprocess.Popen[bytes]

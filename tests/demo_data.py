@@ -19,11 +19,11 @@ from sqlalchemy import select, update
 from app.core.usage_record import UsageRecord
 from app.ops.facade import LocalOperations
 from app.runtime.usage import UsageRecorder
-from storage.models import Alert, ServerEvent, ServerTool, ToolServer
+from storage.models import Alert, ApiToken, ServerEvent, ServerTool, ToolServer
 
-# A fixed instant for tests: in the future, so no retention horizon ever reaches the demo's
-# usage and every window is answered the same way, whatever day the tests run.
-DEMO_NOW = datetime(2030, 3, 14, 15, 9, 26, tzinfo=UTC)
+# A fixed instant for tests, in the past (a window's end in the future counts as now) and
+# within the ten years a window may reach back; the demo's own screens never prune it.
+DEMO_NOW = datetime(2019, 3, 14, 15, 9, 26, tzinfo=UTC)
 USAGE_DAYS = 30
 SEED = 5
 
@@ -456,6 +456,7 @@ async def build_demo(
     await _write_state(ops, fleet, rng)
     await _write_alerts_and_audit(ops, fleet)
     await _write_profiles(ops)
+    await _write_tokens(ops, now)
     _write_logs(ops, fleet)
     fleet.usage_rows = await _write_usage(ops, fleet, rng, usage_days)
     return fleet
@@ -476,6 +477,34 @@ async def _write_profiles(ops: LocalOperations) -> None:
         {"name": "research", "servers": ["search", "notes", "weather"], "tools": []},
         actor="cli:demo",
     )
+
+
+# name, scope, profile, made (days ago), last used (minutes ago; None: never), made by
+DEMO_TOKENS: tuple[tuple[str, str, str | None, int, int | None, str], ...] = (
+    ("grafana", "read", None, 41, 2, "cli:ops"),
+    ("oncall", "operator", None, 30, 95, "cli:ops"),
+    ("claude-coding", "gateway", "coding", 12, 0, "cli:demo"),
+    ("vscode", "gateway", None, 3, None, "cli:demo"),
+)
+
+
+async def _write_tokens(ops: LocalOperations, now: datetime) -> None:
+    """Named API tokens with a history: made weeks ago, used moments ago, or never."""
+    for name, scope, profile, made_days, used_minutes, by in DEMO_TOKENS:
+        await ops.add_token({"name": name, "scope": scope, "profile": profile}, actor=by)
+        used = None if used_minutes is None else now - timedelta(minutes=used_minutes)
+        async with ops.db.session() as session:
+            # Its audit entry, stamped by the real clock: moved to the demo's calendar.
+            await session.execute(
+                update(ServerEvent)
+                .where(ServerEvent.created_at > now)
+                .values(created_at=now - timedelta(days=made_days))
+            )
+            await session.execute(
+                update(ApiToken)
+                .where(ApiToken.name == name)
+                .values(created_at=now - timedelta(days=made_days), last_used_at=used)
+            )
 
 
 async def _write_state(ops: LocalOperations, fleet: DemoFleet, rng: random.Random) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import time
@@ -16,6 +17,7 @@ from app.ops.facade import LocalOperations
 from app.runtime.supervisor import Supervisor
 from storage.models import ServerEvent
 from tests.conftest import PYTHON, TEST_SERVERS
+from tests.pg_server import server_pids
 
 T = TypeVar("T")
 
@@ -96,4 +98,12 @@ def scripted(name: str, *flags: str, **fields: object) -> dict[str, object]:
 
 
 def descendants() -> list[int]:
-    return [child.pid for child in psutil.Process(os.getpid()).children(recursive=True)]
+    """This process's descendants, except the test session's PostgreSQL server and its own
+    processes, which outlive every test on purpose."""
+    children = psutil.Process(os.getpid()).children(recursive=True)
+    session_servers = set(server_pids())
+    for child in children:
+        if child.pid in session_servers:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                session_servers.update(grandchild.pid for grandchild in child.children(True))
+    return [child.pid for child in children if child.pid not in session_servers]

@@ -30,6 +30,7 @@ from app.tui.screens.main import MainScreen
 from tests.demo_data import DEMO_NOW, build_demo
 from tests.runtime_helpers import eventually
 from tests.tui_helpers import settle
+from widgets.status_bar import LinkState
 
 REPO = Path(__file__).resolve().parent.parent
 # The demo is its own world: no built-in servers seeded, none rewritten to this machine's paths.
@@ -43,6 +44,9 @@ class Shot:
     size: tuple[int, int] = (120, 36)
     keys: tuple[str, ...] = ()
     read_only: bool = False
+    # The dashboard as it looks attached to a daemon that stopped answering (the behaviour
+    # itself is tested against a real daemon in tests/test_http_tui_attach.py).
+    link: LinkState | None = None
 
 
 SHOTS: tuple[Shot, ...] = (
@@ -51,13 +55,14 @@ SHOTS: tuple[Shot, ...] = (
     Shot(
         "marks",
         "Three servers marked, sorted by errors",
-        keys=("E", "E", "space", "space", "space"),
+        keys=("E", "space", "space", "space"),
     ),
     Shot("filter", "Filtered with /", keys=("slash", "g", "i", "t", "enter")),
     Shot("tools", "The tools of the highlighted server", keys=("down", "down", "tab")),
     Shot("help", "Help: every key of the screen", keys=("question_mark",)),
     Shot("new-server", "Adding a server", keys=("n",)),
     Shot("form-errors", "Inline validation", keys=("n", "B", "a", "d", "ctrl+s")),
+    Shot("discard-form", "esc on a filled form asks first", keys=("n", *"notes-2", "escape")),
     Shot("edit-server", "Editing a server, secrets masked", keys=("down", "down", "e")),
     Shot("delete", "Delete asks first", keys=("space", "down", "space", "ctrl+d")),
     Shot(
@@ -66,11 +71,13 @@ SHOTS: tuple[Shot, ...] = (
         keys=("tab", "down", "down", "c", *"(2+3)*4"),
     ),
     Shot("analytics", "Analytics over 30 days", keys=("4", "a")),
+    Shot("analytics-7d-80x24", "Analytics over 7 days at 80x24", size=(80, 24), keys=("3", "a")),
     Shot("events", "Events", keys=("v",)),
+    Shot("event-detail", "An event read whole", keys=("v", *"jjjjjjjj", "enter")),
     Shot("alerts", "Open and resolved alerts", keys=("exclamation_mark", "t")),
     Shot("audit", "The audit trail: who changed what", keys=("u", "down", "down", "down")),
-    Shot("details", "Server details", keys=("E", "E", "g", "enter")),
-    Shot("log", "A server's stderr", keys=("E", "E", "g", "l")),
+    Shot("details", "Server details", keys=("E", "g", "enter")),
+    Shot("log", "A server's stderr", keys=("E", "g", "l")),
     Shot("palette", "The command palette", keys=("ctrl+p", "r", "e", "s")),
     Shot("profiles", "Gateway profiles and what their tool lists cost", keys=("p",)),
     Shot(
@@ -78,7 +85,13 @@ SHOTS: tuple[Shot, ...] = (
         "A profile's form: checked as typed, with its tools previewed",
         keys=("p", "n", *"Bad", "tab", "tab", "tab", *" !*/create_*"),
     ),
+    Shot("tokens", "API tokens: who may do what, and when each was last used", keys=("o", "down")),
     Shot("read-only", "Read-only mode", read_only=True),
+    Shot(
+        "daemon-unreachable",
+        "Attached to a daemon that stopped answering",
+        link=LinkState(mode="attached", where="http://127.0.0.1:8765", unreachable=True),
+    ),
 )
 
 
@@ -122,7 +135,7 @@ async def ready(pilot: Pilot[Any], within: float = 20.0) -> None:
     await eventually(loaded, within=within)
 
 
-def driver(keys: Sequence[str]) -> Any:
+def driver(keys: Sequence[str], link: LinkState | None = None) -> Any:
     """A `run_before` for snapshot tests and shots: load, press the keys, wait for reads."""
 
     async def drive(pilot: Pilot[Any]) -> None:
@@ -130,6 +143,10 @@ def driver(keys: Sequence[str]) -> Any:
         for key in keys:
             await pilot.press(key)
             await settle(pilot, rounds=1)
+        if link is not None:
+            app = pilot.app
+            assert isinstance(app, TooldeckApp)
+            app.show_link(link)
         await settle(pilot)
         await tables_laid_out(pilot)
         # The dashboard's screens hold their cursors still when asked to; the command palette
@@ -158,7 +175,7 @@ async def tables_laid_out(pilot: Pilot[Any]) -> None:
 async def take(home: Path, shot: Shot) -> str:
     app = demo_app(home, shot)
     async with app.run_test(size=shot.size) as pilot:
-        await driver(shot.keys)(pilot)
+        await driver(shot.keys, shot.link)(pilot)
         svg = app.export_screenshot(title=f"Tooldeck · {shot.title}")
         await app.action_quit()
     return svg

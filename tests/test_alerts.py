@@ -434,7 +434,7 @@ async def test_a_hanging_hook_blocks_nothing(
 async def api(ops: LocalOperations) -> AsyncIterator[httpx2.AsyncClient]:
     async with httpx2.AsyncClient(
         transport=httpx2.ASGITransport(app=create_app(ops, tokens=None)),
-        base_url="http://tooldeck.test",
+        base_url="http://127.0.0.1",
     ) as client:
         yield client
 
@@ -523,3 +523,19 @@ async def test_closing_cancels_a_hung_delivery_after_a_grace(
     await engine.close(grace_s=0.2)
     with pytest.raises(ProcessLookupError):
         os.kill(int(pid_file.read_text()), 0)
+
+
+async def test_a_hook_failure_does_not_quote_the_hooks_secrets(settings: Settings) -> None:
+    from app.governance.alert_delivery import AlertDelivery
+
+    script = "import sys; print('refused token', sys.argv[1], file=sys.stderr); sys.exit(2)"
+    leaky = AlertDelivery(
+        tuned(
+            settings,
+            alert_command=f"{sys.executable} -c {shlex.quote(script)} tok-cmd-0123456789",
+            alert_hook_retries=0,
+        )
+    )
+    outcome = await leaky.deliver(payload())
+    assert outcome.startswith("command failed: exit 2: refused token ")
+    assert "tok-cmd-0123456789" not in outcome

@@ -22,6 +22,8 @@ from storage.retention import prune_old_rows
 from storage.windows import make_window
 
 # A Wednesday: today began at 00:00, the week on Monday 16th, the month on the 1st.
+pytestmark = pytest.mark.both_backends
+
 NOW = datetime(2026, 3, 18, 12, 30, tzinfo=UTC)
 MIN = timedelta(minutes=1)
 HOUR = timedelta(hours=1)

@@ -29,7 +29,7 @@ async def make_server(ops: LocalOperations) -> str:
 async def api(ops: LocalOperations) -> AsyncIterator[httpx2.AsyncClient]:
     async with httpx2.AsyncClient(
         transport=httpx2.ASGITransport(app=create_app(ops, tokens=None)),
-        base_url="http://tooldeck.test",
+        base_url="http://127.0.0.1",
     ) as client:
         yield client
 

@@ -8,8 +8,9 @@ import os
 from pathlib import Path
 
 from app.runtime.api_token import token_path
-from tests.cli_runner import one_line_error, tooldeck
+from tests.cli_runner import tooldeck
 from tests.daemon_helpers import start_daemon
+from tests.gateway_helpers import INITIALIZE, MCP_ACCEPT
 
 
 def client_config(*args: str) -> tuple[dict[str, object], str]:
@@ -38,44 +39,49 @@ def test_claude_desktop_never_gets_a_url_entry_it_would_reject() -> None:
     assert "takes only servers it launches, not a URL" in notes
 
 
-def test_http_entries_without_a_daemon_say_so_and_never_make_a_token() -> None:
+def test_http_entries_without_a_daemon_carry_a_gateway_token_of_their_own() -> None:
     home = Path(os.environ["TOOLDECK_HOME"])
     cursor, notes = client_config("cursor", "--http")
     entry = cursor["mcpServers"]["tooldeck"]  # type: ignore[index]
-    assert entry == {
-        "url": "http://127.0.0.1:8765/mcp",
-        "headers": {"Authorization": "Bearer ********"},
-    }
-    assert "no daemon is running" in notes and "tooldeck token show" in notes
-    line = one_line_error(tooldeck("client-config", "vscode", "--http", "--reveal"))
-    assert "no API token in" in line
+    assert entry["url"] == "http://127.0.0.1:8765/mcp"
+    first = entry["headers"]["Authorization"].removeprefix("Bearer ")
+    assert first.startswith("tdk_")
+    assert "no daemon is running" in notes and "tooldeck token revoke cursor" in notes
+    # The admin token is neither made nor written: the entry's token is a gateway one.
     assert not token_path(home).exists()
+    again, notes = client_config("cursor", "--http")
+    second = again["mcpServers"]["tooldeck"]["headers"]["Authorization"]  # type: ignore[index]
+    assert second != f"Bearer {first}" and "no longer works" in notes
+    listed = json.loads(tooldeck("token", "list", "--json").stdout)
+    assert [(token["name"], token["scope"]) for token in listed] == [("cursor", "gateway")]
 
 
-def test_http_entries_use_the_running_daemons_address_and_token(tmp_path: Path) -> None:
+def test_http_entries_reach_the_gateway_and_nothing_else(tmp_path: Path) -> None:
     home = Path(os.environ["TOOLDECK_HOME"])
     daemon = start_daemon(home)  # on a free port, not the default
     try:
         assert not daemon.url.endswith(":8765")
         cursor, notes = client_config("cursor", "--http", "--reveal")
-        assert cursor["mcpServers"]["tooldeck"] == {  # type: ignore[index]
-            "url": f"{daemon.url}/mcp",
-            "headers": {"Authorization": f"Bearer {daemon.token}"},
-        }
+        entry = cursor["mcpServers"]["tooldeck"]  # type: ignore[index]
+        assert entry["url"] == f"{daemon.url}/mcp"
+        assert daemon.token and daemon.token not in json.dumps(cursor)
         assert "no daemon" not in notes
-        # VS Code asks for the token and keeps it in its secret storage: nothing in the file.
-        vscode, _ = client_config("vscode", "--http")
-        server = vscode["servers"]["tooldeck"]  # type: ignore[index]
-        assert server["type"] == "http" and server["url"] == f"{daemon.url}/mcp"
-        assert server["headers"] == {"Authorization": "Bearer ${input:tooldeck-token}"}
-        assert vscode["inputs"] == [  # type: ignore[comparison-overlap]
-            {
-                "type": "promptString",
-                "id": "tooldeck-token",
-                "description": "Tooldeck's API token (`tooldeck token show`)",
-                "password": True,
-            }
-        ]
+        gateway = {"Authorization": entry["headers"]["Authorization"], **MCP_ACCEPT}
+        with daemon.client() as http:
+            assert http.post("/mcp", headers=gateway, json=INITIALIZE).status_code == 200
+            refused = http.get("/api/v1/toolservers/servers", headers=gateway)
+            assert refused.status_code == 403
+        # A profile's entry has a token bound to that profile.
+        assert tooldeck("profile", "add", "coding", "--server", "calculator").returncode == 0
+        vscode, notes = client_config("vscode", "--http", "--profile", "coding")
+        server = vscode["servers"]["tooldeck-coding"]  # type: ignore[index]
+        assert server["type"] == "http" and server["url"] == f"{daemon.url}/mcp/profiles/coding"
+        bound = {"Authorization": server["headers"]["Authorization"], **MCP_ACCEPT}
+        assert "/mcp/profiles/coding" in notes
+        with daemon.client() as http:
+            reached = http.post("/mcp/profiles/coding", headers=bound, json=INITIALIZE)
+            assert reached.status_code == 200
+            assert http.post("/mcp", headers=bound, json=INITIALIZE).status_code == 403
     finally:
         assert daemon.stop() == 0
 

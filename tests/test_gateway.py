@@ -30,7 +30,7 @@ from app.core.settings import Settings
 from app.core.tool_names import NameTable, short_hash
 from app.faces.gateway import uris
 from app.faces.gateway.http_face import AsgiApp, HttpCore
-from app.faces.gateway.lean_http import Refusal, Refuse, lean_protocol
+from app.faces.gateway.lean_http import Admit, Refusal, lean_protocol
 from app.faces.gateway.router import Router
 from app.faces.gateway.service import running_router
 from app.ops.bootstrap import running_core
@@ -70,10 +70,18 @@ async def all_tools(session: ClientSession) -> list[types.Tool]:
 LEAN_MAX_BYTES = 4096
 
 
-def refuse_without_token(headers: Mapping[bytes, bytes]) -> Refusal | None:
-    if headers.get(b"authorization") == b"Bearer right":
-        return None
-    return 401, b'{"error": "Unauthorized"}', [(b"www-authenticate", b"Bearer")]
+def admit_with_token(
+    _method: str, _path: str, _query: bytes, headers: Mapping[bytes, bytes]
+) -> Refusal | bool:
+    """`right` is admitted, `ask` is left to the ASGI app (which here admits anything)."""
+    given = headers.get(b"authorization")
+    if given == b"Bearer ask":
+        return False
+    if given != b"Bearer right":
+        return 401, b'{"error": "Unauthorized"}', [(b"www-authenticate", b"Bearer")]
+    if int(headers.get(b"content-length", b"0")) > LEAN_MAX_BYTES * 16:
+        return too_large()
+    return True
 
 
 def too_large() -> Refusal:
@@ -82,13 +90,13 @@ def too_large() -> Refusal:
 
 @asynccontextmanager
 async def served(
-    router: Router, *, stateless: bool = False, refuse: Refuse | None = None
+    router: Router, *, stateless: bool = False, admit: Admit | None = None
 ) -> AsyncIterator[str]:
     """The core as the daemon serves it: the lean protocol, with the ASGI app behind it."""
     port = free_port()
     core = HttpCore(router, stateless=stateless)
     lean = lean_protocol(
-        core, refuse=refuse or (lambda _: None), max_bytes=LEAN_MAX_BYTES * 16,
+        core, admit=admit or (lambda *_: True), max_bytes=LEAN_MAX_BYTES * 16,
         too_large=too_large,
     )  # fmt: skip
     server = uvicorn.Server(
@@ -246,7 +254,7 @@ async def test_the_lean_http_path_checks_like_the_api_and_hands_on_what_it_does_
     }  # fmt: skip
     body = orjson.dumps(initialize)
     token = "authorization: Bearer right"
-    async with running_router(core) as router, served(router, refuse=refuse_without_token) as url:
+    async with running_router(core) as router, served(router, admit=admit_with_token) as url:
         port = int(url.rsplit(":", 1)[1].split("/")[0])
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         try:
@@ -274,6 +282,10 @@ async def test_the_lean_http_path_checks_like_the_api_and_hands_on_what_it_does_
             writer.write(http_request("/mcp", body, token, "expect: 100-continue"))
             status, _, answer = await read_response(reader)
             assert status == 200 and orjson.loads(answer)["result"]["serverInfo"]
+            # So is a request the admission check cannot decide alone.
+            writer.write(http_request("/mcp", body, "authorization: Bearer ask"))
+            status, _, answer = await read_response(reader)
+            assert status == 200 and orjson.loads(answer)["result"]["serverInfo"]
             # Over the body limit: 413, whether the length is announced or not.
             writer.write(http_request("/mcp", b" " * LEAN_MAX_BYTES * 17, token))
             status, _, answer = await read_response(reader)
@@ -296,6 +308,17 @@ async def test_limits_and_the_result_cap_hold_on_the_call_path(core: LocalOperat
         busy = await session.call_tool("library__add", {"a": 1, "b": 1})
         assert busy.is_error and "busy" in busy.content[0].text  # type: ignore[union-attr]
         assert (await first).content[0].text == "done"  # type: ignore[union-attr]
+        # Recorded as refused, apart from the tool's errors.
+        await core.recorder.flush()  # type: ignore[union-attr]
+        async with core.db.session() as db_session:
+            outcomes = (
+                await db_session.execute(
+                    select(ToolUsage.tool_name, ToolUsage.outcome).where(
+                        ToolUsage.source == "gateway"
+                    )
+                )
+            ).all()
+        assert sorted(outcomes) == [("add", "refused"), ("slow", "ok")]
 
         # A result over TOOLDECK_MAX_RESULT_BYTES (64 KiB here) is a clear tool error, and the
         # server goes on answering.

@@ -40,7 +40,7 @@ async def client(ops: LocalOperations, tokens: TokenStore) -> AsyncIterator[http
     transport = httpx2.ASGITransport(app=create_app(ops, tokens=tokens))
     async with httpx2.AsyncClient(
         transport=transport,
-        base_url="http://tooldeck.test",
+        base_url="http://127.0.0.1",
         headers={"Authorization": f"Bearer {tokens.current()}"},
     ) as http:
         yield http
@@ -81,7 +81,7 @@ async def test_every_route_but_the_public_ones_needs_the_token(
             assert (answer.status_code != 401) == (path == "/healthz"), (method, path)
             checked += 1
     assert checked >= 40
-    for public in ("/openapi.json", "/docs", "/redoc"):
+    for public in ("/openapi.json", "/docs"):
         assert (await client.get(public, headers={"Authorization": ""})).status_code == 200
 
 
@@ -92,6 +92,23 @@ async def test_healthz_and_docs_need_no_token(client: httpx2.AsyncClient) -> Non
     assert "/api/v1/toolservers/servers/{id}/restart" in document["paths"]
     assert "HTTPBearer" in document["components"]["securitySchemes"]
     assert (await client.get("/docs", headers=anonymous)).status_code == 200
+
+
+async def test_the_docs_page_runs_no_script_from_anywhere(client: httpx2.AsyncClient) -> None:
+    page = await client.get("/docs", headers={"Authorization": ""})
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    html = page.text.lower()
+    assert (
+        "<script" not in html
+        and "cdn" not in html
+        and "http" not in html.replace("/openapi.json", "")
+    )
+    assert "script-src" not in page.headers["content-security-policy"]
+    assert page.headers["content-security-policy"].startswith("default-src 'none'")
+    assert "/api/v1/toolservers/servers/{id}/restart" in page.text
+    # Swagger's and ReDoc's pages, which loaded their scripts from a CDN, are gone.
+    for old in ("/redoc", "/docs/oauth2-redirect"):
+        assert (await client.get(old)).status_code == 404
 
 
 async def test_an_unknown_path_without_a_token_is_401_not_404(client: httpx2.AsyncClient) -> None:
@@ -116,7 +133,7 @@ async def test_the_token_file_is_private_and_rotation_takes_effect_at_once(
 
 async def test_without_a_token_store_no_auth_is_asked(ops: LocalOperations) -> None:
     transport = httpx2.ASGITransport(app=create_app(ops, tokens=None))
-    async with httpx2.AsyncClient(transport=transport, base_url="http://t") as http:
+    async with httpx2.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
         assert (await http.get(SERVERS)).status_code == 200
 
 
@@ -220,7 +237,7 @@ async def test_a_bug_is_a_500_with_the_request_id(ops: LocalOperations, tokens: 
 
     ops.list_servers = broken  # type: ignore[method-assign]
     transport = httpx2.ASGITransport(app=create_app(ops, tokens=tokens))
-    async with httpx2.AsyncClient(transport=transport, base_url="http://t") as http:
+    async with httpx2.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
         answer = await http.get(
             SERVERS, headers={"Authorization": f"Bearer {tokens.current()}", "X-Request-ID": "r-1"}
         )
@@ -253,17 +270,31 @@ async def test_create_is_201_delete_is_204_and_secrets_stay_masked(
     assert deleted.status_code == 204 and deleted.content == b""
 
 
-async def test_the_actor_header_names_who_acted(client: httpx2.AsyncClient) -> None:
+async def test_the_actor_is_the_token_and_whom_its_admin_acts_for(
+    client: httpx2.AsyncClient,
+) -> None:
+    # The token file's token is the admin token named "admin"; its holder may name a person.
     spec = stdio_server_spec("acted", "tiny")
     await client.post(SERVERS, json=spec, headers={"X-Tooldeck-Actor": "cli:alice"})
     await client.post(f"{SERVERS}/acted/disable", json={"reason": "because"})
     await client.post(f"{SERVERS}/acted/enable", headers={"X-Tooldeck-Actor": "bad actor!"})
     events = (await client.get(f"{SERVERS}/acted/events")).json()
     assert [(event["kind"], event["actor"]) for event in events] == [
-        ("enabled", "api"),
-        ("disabled", "api"),
-        ("created", "cli:alice"),
+        ("enabled", "admin"),
+        ("disabled", "admin"),
+        ("created", "admin on behalf of cli:alice"),
     ]
+
+
+async def test_without_auth_the_actor_header_names_who_acted(ops: LocalOperations) -> None:
+    # The operations socket: private to its user, so the CLI's own name is the actor.
+    transport = httpx2.ASGITransport(app=create_app(ops, tokens=None, hosts=None))
+    async with httpx2.AsyncClient(transport=transport, base_url="http://t") as http:
+        spec = stdio_server_spec("local", "tiny")
+        await http.post(SERVERS, json=spec, headers={"X-Tooldeck-Actor": "cli:alice"})
+        await http.post(f"{SERVERS}/local/disable")
+        events = (await http.get(f"{SERVERS}/local/events")).json()
+    assert [event["actor"] for event in events] == ["api", "cli:alice"]
 
 
 async def test_request_ids_are_echoed_or_made(client: httpx2.AsyncClient) -> None:
@@ -292,7 +323,7 @@ async def test_prometheus_metrics(client: httpx2.AsyncClient) -> None:
 
 async def test_remote_raises_the_same_exceptions(ops: LocalOperations, tokens: TokenStore) -> None:
     transport = httpx2.ASGITransport(app=create_app(ops, tokens=tokens))
-    remote = RemoteOperations("http://t", tokens.current(), transport=transport)
+    remote = RemoteOperations("http://127.0.0.1", tokens.current(), transport=transport)
     async with remote:
         with pytest.raises(NotFound, match="no server 'ghost'"):
             await remote.get_server("ghost")
@@ -308,7 +339,7 @@ async def test_remote_raises_the_same_exceptions(ops: LocalOperations, tokens: T
         for odd in ("..", ".", "a/b", "%2e%2e", "?x=1"):
             with pytest.raises(NotFound):
                 await remote.get_server(odd)
-    async with RemoteOperations("http://t", "wrong", transport=transport) as intruder:
+    async with RemoteOperations("http://127.0.0.1", "wrong", transport=transport) as intruder:
         with pytest.raises(Unauthorized):
             await intruder.list_servers()
 

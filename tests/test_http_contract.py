@@ -1,16 +1,16 @@
 """One contract, two facades: the in-process `Operations` and `RemoteOperations` over a daemon.
 
-Each test runs twice: against the operations with a live supervisor in this process, and against
-`app/remote.py` talking HTTP to a real `tooldeck --headless` on a free port of 127.0.0.1. Both
-must answer with the same models and raise the same `app.core.errors` exceptions. The two cores are
-shared by the tests of this module (starting one costs a second or two), so every test makes its
-own uniquely named servers.
+Each test runs twice on each backend (SQLite, PostgreSQL): against the operations with a live
+supervisor in this process, and against `app/remote.py` talking HTTP to a real
+`tooldeck --headless` on a free port of 127.0.0.1. Both must answer with the same models and raise
+the same `app.core.errors` exceptions. The two cores of a backend are shared by the tests of this
+module (starting one costs a second or two), so every test makes its own uniquely named servers.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from app.core.access import FILE_TOKEN_NAME, acting_as
 from app.core.errors import Conflict, InvalidInput, NotFound, NotRunning
 from app.core.schemas import ToolServerResponse
 from app.core.settings import load_settings
@@ -27,7 +28,7 @@ from app.ops.remote import RemoteOperations
 from tests.conftest import stdio_server_spec
 from tests.daemon_helpers import Daemon, daemon_env, start_daemon
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.both_backends]
 
 _names = itertools.count(1)
 
@@ -37,8 +38,29 @@ def unique(prefix: str = "srv") -> str:
 
 
 @pytest.fixture(scope="module")
-def remote_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    daemon = start_daemon(tmp_path_factory.mktemp("remote") / "home")
+def database_env(backend: str, request: pytest.FixtureRequest) -> Iterator[Callable[[], dict]]:
+    """Makes the environment of one facade's database: none for SQLite (the data dir's own
+    file), a fresh database for PostgreSQL. Those are dropped with the module."""
+    made: list[str] = []
+
+    def make() -> dict[str, str]:
+        if backend == "sqlite":
+            return {}
+        url = request.getfixturevalue("new_pg_database")()
+        made.append(url)
+        return {"TOOLDECK_DATABASE_URL": url}
+
+    yield make
+    for url in made:
+        request.getfixturevalue("pg").drop_database(url.rsplit("/", 1)[1])
+
+
+@pytest.fixture(scope="module")
+def remote_daemon(
+    tmp_path_factory: pytest.TempPathFactory, database_env: Callable[[], dict]
+) -> Iterator[Daemon]:
+    data_dir = tmp_path_factory.mktemp("remote") / "home"
+    daemon = start_daemon(data_dir, env=daemon_env(data_dir, **database_env()))
     try:
         yield daemon
     finally:
@@ -47,7 +69,9 @@ def remote_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module", params=["local", "remote"])
 async def ops(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    database_env: Callable[[], dict],
 ) -> AsyncIterator[Facade]:
     if request.param == "remote":
         daemon: Daemon = request.getfixturevalue("remote_daemon")
@@ -56,7 +80,7 @@ async def ops(
         return
     data_dir = tmp_path_factory.mktemp("local") / "home"
     with pytest.MonkeyPatch.context() as patch:
-        for key, value in daemon_env(data_dir).items():
+        for key, value in daemon_env(data_dir, **database_env()).items():
             patch.setenv(key, value)
         settings = load_settings(data_dir)
         async with running_core(settings) as local:
@@ -81,6 +105,11 @@ def tiny(name: str, **fields: Any) -> dict[str, Any]:
     return stdio_server_spec(name, "tiny", **fields)
 
 
+def recorded(ops: Facade, actor: str) -> str:
+    """The actor an event names: over HTTP, the admin token acting on behalf of the caller."""
+    return acting_as(FILE_TOKEN_NAME, actor) if isinstance(ops, RemoteOperations) else actor
+
+
 # ---- create, read, update, delete -----------------------------------------------------------
 
 
@@ -91,7 +120,7 @@ async def test_crud_by_name_and_by_id_with_masked_secrets(ops: Facade) -> None:
         actor="cli:test",
     )
     assert created.name == name and created.env == {"API_KEY": "********"}
-    assert created.created_by == "cli:test"
+    assert created.created_by == recorded(ops, "cli:test")
 
     by_name, by_id = await ops.get_server(name), await ops.get_server(created.id)
     assert by_name == by_id
@@ -266,8 +295,8 @@ async def test_events_name_who_did_what(ops: Facade) -> None:
     await ops.disable_server(name, actor="cli:bob")
     events = await ops.list_events(name)
     assert [(event.kind, event.actor) for event in events] == [
-        ("disabled", "cli:bob"),
-        ("created", "cli:alice"),
+        ("disabled", recorded(ops, "cli:bob")),
+        ("created", recorded(ops, "cli:alice")),
     ]
     assert all(event.server_name == name for event in events)
     everything = await ops.list_events(kind="disabled", limit=5)

@@ -14,20 +14,20 @@ import pytest
 
 from app.runtime.api_token import token_path
 from app.runtime.lock import lock_path, read_lock
-from tests.daemon_helpers import REPO_ROOT, Daemon, daemon_env, launch, start_daemon, wait_for
+from tests.daemon_helpers import (
+    REPO_ROOT,
+    Daemon,
+    daemon_env,
+    launch,
+    start_daemon,
+    tooldeck_on,
+    wait_for,
+)
 
 SERVERS = "/api/v1/toolservers/servers"
 
 
-def tooldeck(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "app", *args],
-        capture_output=True,
-        text=True,
-        env=daemon_env(data_dir),
-        cwd=REPO_ROOT,
-        timeout=60,
-    )
+tooldeck = tooldeck_on
 
 
 @pytest.fixture(scope="module")

@@ -58,3 +58,48 @@ async def test_dashboard_attaches_to_the_daemon_and_follows_it(
             assert http.get(f"{SERVERS}/calculator").json()["status"] == "running"
     finally:
         assert daemon.stop() == 0
+
+
+async def test_a_daemon_that_dies_is_one_lasting_state_until_it_answers_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No notification per failed refresh: the top line says the daemon does not answer, the
+    figures are greyed, and the dashboard picks up again when the daemon is back."""
+    from app.tui.app import TooldeckApp
+    from tests.runtime_helpers import free_port
+    from widgets.status_bar import StatusBar
+
+    home = tmp_path / "home"
+    port = str(free_port())
+    daemon = start_daemon(home, port=port)
+    try:
+        monkeypatch.setenv("TOOLDECK_HOME", str(home))
+        app = TooldeckApp(load_settings(home), refresh_interval=0.2, cursor_blink=False)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await until(lambda: app.ops is not None and app.link.mode == "attached")
+            bar = app.screen.query_one(StatusBar)
+            await until(lambda: "attached to daemon" in str(bar.render()))
+            failures = 0
+            lost = app.daemon_unreachable
+
+            def counted(error: object) -> None:
+                nonlocal failures
+                failures += 1
+                lost(error)  # type: ignore[arg-type]
+
+            monkeypatch.setattr(app, "daemon_unreachable", counted)
+            daemon.kill()
+            await until(lambda: failures >= 6)  # several refreshes have failed since
+            await pilot.pause()
+            assert app.link.unreachable and app.screen.has_class("-stale")
+            assert "daemon unreachable" in str(bar.render())
+            assert not list(app._notifications)
+            # Back at the same address: the next refresh finds it.
+            daemon = start_daemon(home, port=port)
+            await until(lambda: not app.link.unreachable, timeout_s=60)
+            await pilot.pause()
+            assert not app.screen.has_class("-stale")
+            assert "attached to daemon" in str(bar.render())
+            await pilot.press("q")
+    finally:
+        daemon.kill()

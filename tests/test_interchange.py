@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import stat
 from pathlib import Path
 from typing import Any
@@ -526,12 +527,18 @@ def test_known_client_locations() -> None:
         client_config_path("emacs")
 
 
-def test_an_export_with_secrets_is_written_owner_only(tmp_path: Path) -> None:
+def test_an_export_is_written_owner_only_whatever_the_umask(tmp_path: Path) -> None:
     path = tmp_path / "out.json"
     path.write_text("old")
     path.chmod(0o644)
-    write_document(path, {"mcpServers": {}}, private=True)
+    write_document(path, {"mcpServers": {}})
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert json.loads(path.read_text()) == {"mcpServers": {}}
+    old = os.umask(0)
+    try:
+        write_document(tmp_path / "new.json", {"mcpServers": {}})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "new.json").stat().st_mode) == 0o600
     with pytest.raises(InvalidInput, match="cannot write"):
-        write_document(tmp_path / "missing" / "out.json", {}, private=False)
+        write_document(tmp_path / "missing" / "out.json", {})

@@ -1,9 +1,12 @@
-"""Schema migrations: from an empty database, and from the first revision with data in it."""
+"""Schema migrations: from an empty database (SQLite and PostgreSQL), and from earlier revisions
+with data in them."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from sqlalchemy import inspect, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -13,6 +16,15 @@ from storage.models import Base
 FIRST_REVISION = "0001"
 
 
+@pytest.fixture
+def empty_database_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """A database with no tables yet: a new SQLite file, or a new PostgreSQL database."""
+    if backend == "sqlite":
+        return sqlite_url(tmp_path / "empty.db")
+    new_pg_database: Callable[..., str] = request.getfixturevalue("new_pg_database")
+    return new_pg_database(migrated=False)
+
+
 async def insert_server(conn: AsyncConnection, name: str, *, builtin: bool) -> None:
     """A server row as every revision's schema takes it (id 's1')."""
     await conn.execute(
@@ -20,15 +32,16 @@ async def insert_server(conn: AsyncConnection, name: str, *, builtin: bool) -> N
             "INSERT INTO tool_servers (id, name, transport, command, args, env, headers,"
             " enabled, auto_start, auto_update, max_failures, startup_timeout_s,"
             " call_timeout_s, is_builtin, status, consecutive_failures, created_at,"
-            " updated_at) VALUES ('s1', :name, 'stdio', 'x', '[]', '{}', '{}', 1, 1, 1,"
+            " updated_at) VALUES ('s1', :name, 'stdio', 'x', '[]', '{}', '{}', true, true, true,"
             " 3, 30, 60, :builtin, 'stopped', 0, '2026-01-01 00:00:00', '2026-01-01 00:00:00')"
         ),
         {"name": name, "builtin": builtin},
     )
 
 
-async def test_upgrade_from_empty_creates_every_table(tmp_path: Path) -> None:
-    db = Database(sqlite_url(tmp_path / "empty.db"))
+@pytest.mark.both_backends
+async def test_upgrade_from_empty_creates_every_table(empty_database_url: str) -> None:
+    db = Database(empty_database_url)
     try:
         assert await db.current_revision() is None
         await db.upgrade()
@@ -61,8 +74,9 @@ async def test_upgrade_from_first_revision_keeps_rows(tmp_path: Path) -> None:
         await db.dispose()
 
 
-async def test_upgrade_is_idempotent(tmp_path: Path) -> None:
-    db = Database(sqlite_url(tmp_path / "twice.db"))
+@pytest.mark.both_backends
+async def test_upgrade_is_idempotent(empty_database_url: str) -> None:
+    db = Database(empty_database_url)
     try:
         await db.upgrade()
         await db.upgrade()
@@ -71,15 +85,35 @@ async def test_upgrade_is_idempotent(tmp_path: Path) -> None:
         await db.dispose()
 
 
-async def test_call_outcomes_and_the_seeding_flag_from_revision_0005(tmp_path: Path) -> None:
+@pytest.mark.both_backends
+async def test_every_revision_downgrades_to_nothing_and_upgrades_again(
+    empty_database_url: str,
+) -> None:
+    db = Database(empty_database_url)
+    try:
+        await db.upgrade()
+        await db.downgrade("base")
+        async with db.engine.connect() as conn:
+            tables = await conn.run_sync(lambda sync: set(inspect(sync).get_table_names()))
+        assert not set(Base.metadata.tables) & tables
+        await db.upgrade()
+        assert await db.current_revision() == head_revision()
+    finally:
+        await db.dispose()
+
+
+@pytest.mark.both_backends
+async def test_call_outcomes_and_the_seeding_flag_from_revision_0005(
+    empty_database_url: str, tmp_path: Path
+) -> None:
     """Failed calls recorded before outcomes existed become errors, the rest ok; a database
     with built-in servers was seeded by the version that made it."""
-    db = Database(sqlite_url(tmp_path / "0005.db"))
+    db = Database(empty_database_url)
     try:
         await db.upgrade("0005")
         async with db.engine.begin() as conn:
             await insert_server(conn, "calculator", builtin=True)
-            for success in (1, 0, 1):
+            for success in ("true", "false", "true"):
                 await conn.execute(
                     text(
                         "INSERT INTO tool_usage (server_id, tool_name, called_at, success)"

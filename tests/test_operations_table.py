@@ -75,9 +75,7 @@ async def facades(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Fac
             await engine.apply([finding], ["server_down"])
             [alert] = await local.list_alerts()
             transport = Recording(httpx2.ASGITransport(app=create_app(local, tokens=None)))
-            async with RemoteOperations(
-                "http://tooldeck.test", None, transport=transport
-            ) as remote:
+            async with RemoteOperations("http://127.0.0.1", None, transport=transport) as remote:
                 yield Facades(local, remote, transport, alert.id)
 
 
@@ -130,6 +128,16 @@ async def _profile_updated(ops: Operations, side: str, _: Facades) -> Any:
 async def _profile_deleted(ops: Operations, side: str, _: Facades) -> Any:
     await ops.create_profile({"name": f"del-{side}", "servers": ["*"]}, actor="t")
     return await ops.delete_profile(f"del-{side}", actor="t")
+
+
+async def _tokens_listed(ops: Operations, side: str, _: Facades) -> Any:
+    await ops.add_token({"name": f"listed-{side}", "scope": "operator"}, actor="t")
+    return await ops.list_tokens()
+
+
+async def _token_revoked(ops: Operations, side: str, _: Facades) -> Any:
+    await ops.add_token({"name": f"revoked-{side}", "scope": "gateway"}, actor="t")
+    return await ops.revoke_token(f"revoked-{side}", actor="t")
 
 
 async def _profile_previewed(ops: Operations, side: str, _: Facades) -> Any:
@@ -241,6 +249,11 @@ CASES: dict[str, Case] = {
     "preview_profile": Case(_profile_previewed, same=True),
     "trim_suggestions": Case(lambda ops, _s, _f: ops.trim_suggestions(30)),
     "disable_unused_tools": Case(_trimmed_then_restored),
+    "list_tokens": Case(_tokens_listed),
+    "add_token": Case(
+        lambda ops, side, _: ops.add_token({"name": f"made-{side}", "scope": "read"}, actor="t")
+    ),
+    "revoke_token": Case(_token_revoked, same=True),
 }
 
 

@@ -167,7 +167,8 @@ def test_the_cli_reaches_the_daemon_by_its_socket_without_the_token(tmp_path: Pa
 
 
 def test_a_data_dir_too_long_for_a_socket_gets_a_private_short_one(tmp_path: Path) -> None:
-    from app.faces.http.ops_socket import MAX_SOCKET_PATH, _listening
+    from app.faces.http.ops_socket import _listening
+    from app.runtime.socket_paths import MAX_SOCKET_PATH
 
     deep = tmp_path / ("d" * 60) / ("e" * 60)
     path = ops_socket_path(deep)

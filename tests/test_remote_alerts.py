@@ -18,7 +18,7 @@ from storage.models import ServerTool
 @pytest.fixture
 async def remote(ops: LocalOperations) -> AsyncIterator[Remote]:
     transport = httpx2.ASGITransport(app=create_app(ops, tokens=None))
-    async with Remote("http://tooldeck.test", None, transport=transport) as client:
+    async with Remote("http://127.0.0.1", None, transport=transport) as client:
         yield client
 
 

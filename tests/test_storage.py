@@ -1,4 +1,4 @@
-"""Storage round trips on a real SQLite file."""
+"""Storage round trips on a real SQLite file and a real PostgreSQL database."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from sqlalchemy.exc import IntegrityError
 
 from storage.db import SQLITE_BUSY_TIMEOUT_MS, Database
 from storage.models import ServerEvent, ServerTool, ToolServer, ToolUsage
+
+pytestmark = pytest.mark.both_backends
 
 
 async def test_server_round_trip_keeps_json_and_aware_datetimes(db: Database) -> None:
@@ -78,7 +80,9 @@ async def test_usage_and_events_outlive_nothing_they_reference(db: Database) -> 
         assert (await session.execute(select(ServerEvent))).scalar_one().kind == "deleted"
 
 
-async def test_sqlite_runs_in_wal_mode_with_foreign_keys(db: Database) -> None:
+async def test_sqlite_runs_in_wal_mode_with_foreign_keys(db: Database, backend: str) -> None:
+    if backend != "sqlite":
+        return
     async with db.engine.connect() as conn:
         assert (await conn.execute(text("PRAGMA journal_mode"))).scalar() == "wal"
         assert (await conn.execute(text("PRAGMA foreign_keys"))).scalar() == 1

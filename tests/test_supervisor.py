@@ -517,3 +517,26 @@ async def test_a_new_auto_start_server_starts_at_once(
     await eventually(lambda: status_is(ops, "eager", "running"), within=30)
     started = (await events_of(ops, "eager", "started"))[-1]
     assert started.actor == "system"
+
+
+async def test_a_server_failing_alike_each_time_is_described_once(
+    ops: LocalOperations, runtime: Supervisor
+) -> None:
+    """Three starts, the same stderr line each time: the reason quotes it once."""
+    await ops.create_server(scripted("quitter", "--exit-at-start", "3", max_failures=3), actor="t")
+    with pytest.raises(StartFailed):
+        await ops.start_server("quitter", actor="test")
+
+    async def disabled() -> str | None:
+        return (await ops.get_server("quitter")).disabled_reason
+
+    reason = await eventually(disabled, within=20)
+    assert reason.count("MISSING_API_KEY is not set") == 1, reason
+
+
+async def test_a_server_that_exits_at_start_says_its_exit_code(
+    ops: LocalOperations, runtime: Supervisor
+) -> None:
+    await ops.create_server(scripted("quitter", "--exit-at-start", "3", max_failures=1), actor="t")
+    with pytest.raises(StartFailed, match=r"exit code 3"):
+        await ops.start_server("quitter", actor="test")

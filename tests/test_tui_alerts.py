@@ -92,6 +92,7 @@ async def test_alerts_screen_lists_and_acknowledges(
     app = make_app(settings, ops)
     async with app.run_test(size=(120, 36), notifications=True) as pilot:
         await settle(pilot)
+        assert "⚠ 1 alert" in status_line(app)
         await pilot.press("exclamation_mark")
         await settle(pilot)
         assert isinstance(app.screen, AlertsScreen)
@@ -109,9 +110,13 @@ async def test_alerts_screen_lists_and_acknowledges(
         assert "acknowledged by tui" in detail
         audit = await ops.list_audit()
         assert audit[0].kind == "alert_acked"
+        # Acknowledged: still open on this screen, but no longer waiting on the top line.
+        assert table_keys(app, "#alerts-table") == [str(first)]
+        assert "alert" not in status_line(app)
         await pilot.press("escape")
         await settle(pilot)
         assert isinstance(app.screen, MainScreen)
+        assert "alert" not in status_line(app)
 
 
 async def test_read_only_hides_acknowledge(settings: Settings, ops: LocalOperations) -> None:

@@ -101,7 +101,11 @@ async def test_bad_input_stays_in_the_form(settings: Settings, ops: LocalOperati
         await settle(pilot)
         assert app.screen is form
         assert "already exists" in str(form.query_one("#error-name", Static).render())
+        # A filled form asks before esc throws it away; Discard it.
         await pilot.press("escape")
+        await settle(pilot)
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("right", "enter")
         await settle(pilot)
         assert isinstance(app.screen, MainScreen)
         assert [server.name for server in await ops.list_servers()] == ["taken"]

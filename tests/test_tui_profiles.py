@@ -3,24 +3,16 @@ previewed, edit, and a delete that asks first."""
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
-from rich.console import Console
-from textual.widgets import DataTable, Input, Static
+from textual.widgets import DataTable, Static
 
 from app.core.settings import Settings
 from app.ops.facade import LocalOperations
 from app.tui.screens.confirm import ConfirmScreen
 from app.tui.screens.profiles import ProfileFormScreen, ProfilesScreen
 from storage.models import ServerTool
-from tests.tui_helpers import add_servers, make_app, settle
-
-
-def text_of(widget: Static) -> str:
-    console = Console(width=200, record=True, file=io.StringIO())
-    console.print(widget.content)  # type: ignore[arg-type]
-    return console.export_text()
+from tests.tui_helpers import add_servers, error_of, make_app, settle, text_of, type_into
 
 
 async def add_tools(ops: LocalOperations, server_id: str, *names: str) -> None:
@@ -40,20 +32,6 @@ async def add_tools(ops: LocalOperations, server_id: str, *names: str) -> None:
 def rows(app: Any) -> list[str]:
     table = app.screen.query_one("#profiles-table", DataTable)
     return [str(row.key.value) for row in table.ordered_rows]
-
-
-async def type_into(pilot: Any, field: str, text: str) -> None:
-    widget = pilot.app.screen.query_one(f"#{field}", Input)
-    widget.value = ""
-    widget.focus()
-    if text:
-        await pilot.press(*text)
-    await settle(pilot)
-
-
-def error_of(app: Any, field: str) -> str:
-    label = app.screen.query_one(f"#error-{field}", Static)
-    return text_of(label).strip() if label.has_class("-visible") else ""
 
 
 async def test_profiles_are_made_checked_previewed_edited_and_deleted(

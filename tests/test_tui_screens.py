@@ -203,7 +203,11 @@ async def test_palette_offers_operations_by_name(settings: Settings, ops: LocalO
         await settle(pilot)
         provider = OperationsProvider(app.screen)
         hits = [hit.text async for hit in provider.search("restart")]
-        assert "Restart servers" in hits and "Restart alpha" in hits
+        assert "Restart servers" in hits
+        # alpha is stopped: the palette offers to start it, not to stop or restart it.
+        hits = [hit.text async for hit in provider.search("start alpha")]
+        assert "Start alpha" in hits and "Restart alpha" not in hits
+        assert not [hit async for hit in provider.search("stop alpha") if hit.text == "Stop alpha"]
         discovered = [hit.text async for hit in provider.discover()]
         assert "New server" in discovered and "Analytics" in discovered
         await pilot.press("ctrl+p")
@@ -267,3 +271,18 @@ async def test_health_check_now_reports_per_server(
         assert sorted(verb for verb, _ in runtime.calls) == ["health", "health"]
         messages = [notification.message for notification in app._notifications]
         assert any("2 responsive, 0 not" in message for message in messages)
+
+
+async def test_palette_finds_tools_to_call(settings: Settings, ops: LocalOperations) -> None:
+    await add_servers(ops, "calc")
+    await add_tools(ops, "calc", "divide", "add")
+    app = make_app(settings, ops)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(pilot)
+        await pilot.press("ctrl+p")
+        await settle(pilot)
+        assert await palette_search(pilot, "call div") == "Call divide on calc"
+        await pilot.press("enter")
+        await settle(pilot)
+        call = app.screen
+        assert isinstance(call, ToolCallScreen) and call.tool.name == "divide"

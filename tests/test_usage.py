@@ -8,11 +8,12 @@ import json
 import logging
 import random
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import String, func, select, text, type_coerce
+from sqlalchemy import Text, cast, func, select, text
 from sqlalchemy.exc import OperationalError
 
 from app.core.settings import Settings
@@ -33,6 +34,8 @@ from storage.rollups import UsageWriter
 from storage.usage_math import ALL_SCOPE, hour_of, sqlite_time
 
 START = datetime(2026, 3, 18, 9, 0, tzinfo=UTC)
+
+pytestmark = pytest.mark.both_backends
 
 
 @pytest.fixture
@@ -275,7 +278,9 @@ async def test_arguments_and_results_are_kept_only_when_asked_and_capped(
         async with ops.db.session() as session:
             rows = await session.execute(
                 select(
-                    type_coerce(ToolUsage.arguments, String), type_coerce(ToolUsage.result, String)
+                    # As stored: PostgreSQL's json keeps the text it was given.
+                    cast(ToolUsage.arguments, Text),
+                    cast(ToolUsage.result, Text),
                 )
                 .order_by(ToolUsage.id.desc())
                 .limit(1)
@@ -331,5 +336,39 @@ async def test_migration_0002_rolls_up_rows_written_before_it(tmp_path: Path) ->
             assert await session.scalar(select(func.max(UsageSeries.cum_calls))) == 3
             events = await session.scalar(select(func.count()).select_from(ServerEvent))
             assert events == 0
+    finally:
+        await db.dispose()
+
+
+async def test_a_lost_postgresql_connection_is_retried_and_loses_nothing(
+    settings: Settings, new_pg_database: Callable[..., str]
+) -> None:
+    db = Database(new_pg_database())
+    try:
+        ops = LocalOperations(db, settings)
+        tools = await make_tools(ops, 1)
+        fast = settings.model_copy(update={"usage_batch_size": 10, "usage_flush_interval_s": 0.02})
+        recorder = UsageRecorder(db, fast)
+        await recorder.start()
+        for call in range(20):
+            recorder.record(usage(tools[0], START + timedelta(seconds=call), 2.0))
+        await recorder.flush()
+        # What a server restart or a network break does to the writer's open connection.
+        async with db.engine.connect() as conn:
+            ended = await conn.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            )
+            assert any(row[0] for row in ended)
+        for call in range(20, 40):
+            recorder.record(usage(tools[0], START + timedelta(seconds=call), 2.0))
+        await recorder.stop()
+        stats = recorder.stats()
+        assert (stats.written, stats.dropped) == (40, 0)
+        assert stats.failures >= 1
+        assert (await ops.get_tool(tools[0][1])).total_calls == 40
+        await assert_rollups_match_rows(db)
     finally:
         await db.dispose()

@@ -6,6 +6,7 @@ Every function takes `now` explicitly: the dashboard passes its own clock, which
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 DASH = "-"
@@ -138,3 +139,27 @@ def truncate(text: str, width: int) -> str:
     if len(text) <= width:
         return text
     return text[: max(0, width - 1)] + "…"
+
+
+# Where a name splits into words: the last word is kept whole when there is room for it.
+NAME_SEPARATORS = re.compile(r"[-_./:]")
+
+
+def truncate_middle(text: str, width: int) -> str:
+    """`text` in `width` characters, an ellipsis standing for its middle when it is longer.
+
+    Names often share their start (github-enterprise-production, -staging): the end tells
+    them apart, so the last word is kept whole when at least three characters of the start
+    fit beside it, and otherwise both ends are kept in equal parts.
+    """
+    if len(text) <= width:
+        return text
+    if width <= 1:
+        return "…"[:width]
+    kept = width - 1
+    words = NAME_SEPARATORS.split(text)
+    last = words[-1]
+    if len(words) > 1 and last and kept - len(last) >= 3:
+        return text[: kept - len(last)] + "…" + last
+    head = kept // 2
+    return text[:head] + "…" + text[len(text) - (kept - head) :]

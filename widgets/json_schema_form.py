@@ -125,6 +125,11 @@ def parse_field(spec: FieldSpec, raw: Any) -> tuple[bool, Any]:
     return True, value
 
 
+def choice_label(choice: Any) -> str:
+    """An enum choice as a person reads it: a string as it is, anything else as JSON."""
+    return choice if isinstance(choice, str) else json.dumps(choice)
+
+
 def _initial_text(spec: FieldSpec, value: Any) -> str:
     if value is None:
         return ""
@@ -180,7 +185,7 @@ class JsonSchemaForm(Vertical):
             return Checkbox(spec.title, bool(value), name=name, classes="schema-input")
         if spec.kind == "enum":
             options = [
-                (json.dumps(choice), choice) for choice in spec.choices if choice is not None
+                (choice_label(choice), choice) for choice in spec.choices if choice is not None
             ]
             return Select(
                 options,
@@ -199,8 +204,29 @@ class JsonSchemaForm(Vertical):
             classes="schema-input",
         )
 
+    def set_values(self, values: dict[str, Any]) -> None:
+        """Show these arguments in the inputs (what the raw JSON holds, back in the form);
+        a property left out is emptied, as it would be left out of the call."""
+        for spec in self.fields:
+            widget = self._widget(spec)
+            value = values.get(spec.name)
+            if isinstance(widget, Checkbox):
+                widget.value = bool(value)
+            elif isinstance(widget, Select):
+                if value in spec.choices and value is not None:
+                    widget.value = value
+                elif not spec.required:  # a required choice has no blank to go back to
+                    widget.clear()
+            else:
+                assert isinstance(widget, Input)
+                widget.value = _initial_text(spec, value)
+            self.show_error(spec.name, "")
+
+    def _widget(self, spec: FieldSpec) -> Widget:
+        return self.query_one(f"#field-{self._index[spec.name]} .schema-input")
+
     def _raw(self, spec: FieldSpec) -> Any:
-        widget = self.query_one(f"#field-{self._index[spec.name]} .schema-input")
+        widget = self._widget(spec)
         if isinstance(widget, Checkbox):
             return widget.value
         if isinstance(widget, Select):

@@ -17,14 +17,26 @@ from widgets import formatting as fmt
 NO_DATA = "no calls in this period"
 
 
-def thin_ticks(labels: Sequence[str], room: int, width: int = 8) -> tuple[list[int], list[str]]:
-    """A readable subset of x labels: as many as fit at `width` characters apiece."""
+# Columns of a chart that are not its plot: the y axis's labels and the frame.
+Y_AXIS_ROOM = 10
+
+
+def thin_ticks(labels: Sequence[str], room: int) -> tuple[list[int], list[str]]:
+    """A readable subset of x labels: as many as fit in `room` columns with three spaces
+    between neighbours, so that two labels never run together."""
     if not labels:
         return [], []
-    fit = max(2, room // (width + 2))
+    width = max(len(label) for label in labels) + 3
+    fit = max(1, room // width)
     step = max(1, -(-len(labels) // fit))
     ticks = list(range(0, len(labels), step))
     return ticks, [labels[index] for index in ticks]
+
+
+def bucket_range(count: int) -> tuple[float, float]:
+    """The x range of a chart of `count` buckets: every chart of the screen the same, whatever
+    buckets have data (a latency line starts at its first call, the calls bars do not)."""
+    return -0.5, count - 0.5
 
 
 def nice_ticks(top: float, count: int = 4) -> list[float]:
@@ -101,12 +113,15 @@ class LatencyChart(_Chart):
             if points:
                 xs, ys = zip(*points, strict=True)
                 plt.plot(list(xs), list(ys), label=name, color=colors.get(name, "blue"))
-        ticks, names = thin_ticks(self._labels, self.size.width)
+        ticks, names = thin_ticks(self._labels, self.size.width - Y_AXIS_ROOM)
         plt.xticks(ticks, names)
+        plt.xlim(*bucket_range(len(self._labels)))
         top = max(v for values in self._lines.values() for v in values if v is not None)
         # No 0 tick: the lines sit well above it, and its label would touch the dates.
         values = [value for value in nice_ticks(top) if value > 0]
         plt.yticks(values, [tick_label(value, "ms") for value in values])
+        # The top tick at the frame's top, not above it on the title's line.
+        plt.ylim(0, values[-1])
 
 
 class UsageChart(_Chart):
@@ -137,10 +152,12 @@ class UsageChart(_Chart):
         xs = list(range(len(self._labels)))
         plt.bar(xs, self._calls, label="calls", color="blue", width=0.8)
         plt.bar(xs, self._errors, label="errors", color="red", width=0.8)
-        ticks, names = thin_ticks(self._labels, self.size.width, width=6)
+        ticks, names = thin_ticks(self._labels, self.size.width - Y_AXIS_ROOM)
         plt.xticks(ticks, names)
+        plt.xlim(*bucket_range(len(self._labels)))
         values = nice_ticks(max(self._calls))
         plt.yticks(values, [tick_label(value) for value in values])
+        plt.ylim(0, values[-1])
 
 
 class RankChart(_Chart):
@@ -182,3 +199,4 @@ class RankChart(_Chart):
         plt.bar(names, values, orientation="horizontal", color=self._color, width=0.6)
         ticks = nice_ticks(max(values), count=3)
         plt.xticks(ticks, [tick_label(tick, "%" if self._percent else "") for tick in ticks])
+        plt.xlim(0, ticks[-1])

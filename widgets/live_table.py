@@ -19,6 +19,8 @@ from textual.message import Message
 from textual.widgets import DataTable
 from textual.widgets.data_table import ColumnKey, RowDoesNotExist
 
+from widgets import formatting as fmt
+
 # A rendered cell: its text and its Rich style. Compared as plain tuples, which is both cheaper
 # than comparing Text objects and exact (Text equality ignores the base style).
 Cell = tuple[str, str]
@@ -48,6 +50,20 @@ class ColumnSpec(Generic[RowT]):
     sort_value: Callable[[RowT], Any] | None = None
     sort_key: str | None = None  # the shift+letter that sorts by this column
     justify: str = "left"
+    # Counts and latencies sort largest first: the rows to look at come to the top.
+    descending: bool = False
+
+
+def count_cell(value: int | None) -> Cell:
+    return (fmt.count(value), "")
+
+
+def errors_cell(value: int | None) -> Cell:
+    return (fmt.count(value), "red" if value else "dim")
+
+
+def millis_cell(value: float | None) -> Cell:
+    return (fmt.millis(value), "" if value is not None else "dim")
 
 
 def _sortable(value: Any) -> tuple[int, Any]:
@@ -55,18 +71,27 @@ def _sortable(value: Any) -> tuple[int, Any]:
     return (1, 0) if value is None else (0, value)
 
 
-class LiveTable(DataTable[Text], Generic[RowT]):
-    """Rows diffed by key; marks, filter and sort are kept on the row models, not the cells."""
+class KeyTable(DataTable[Text]):
+    """A table of rows with the cursor keys of k9s and less users next to the arrow keys:
+    every table of the dashboard moves the same way."""
 
-    COLUMNS: ClassVar[Sequence[ColumnSpec[Any]]] = ()
-    MARKABLE: ClassVar[bool] = False
-    # The habits of k9s and less users, next to the arrow keys.
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("j", "cursor_down", "Down", id="table-down", show=False),
         Binding("k", "cursor_up", "Up", id="table-up", show=False),
         Binding("g", "scroll_top", "First row", id="table-top", show=False),
         Binding("G", "scroll_bottom", "Last row", id="table-bottom", show=False),
     ]
+
+
+class LiveTable(KeyTable, Generic[RowT]):
+    """Rows diffed by key; marks, filter and sort are kept on the row models, not the cells."""
+
+    COLUMNS: ClassVar[Sequence[ColumnSpec[Any]]] = ()
+    MARKABLE: ClassVar[bool] = False
+    # The column (the name) that takes the width the others leave, cut with an ellipsis
+    # when even that is too little; never narrower than FLEX_MIN.
+    FLEX_COLUMN: ClassVar[str | None] = None
+    FLEX_MIN: ClassVar[int] = 12
 
     class MarksChanged(Message):
         """The set of marked rows changed (its size is shown on screen)."""
@@ -108,10 +133,38 @@ class LiveTable(DataTable[Text], Generic[RowT]):
         self.sort_column: str | None = None
         self.sort_reverse = False
         self._specs: dict[str, ColumnSpec[RowT]] = {spec.key: spec for spec in self.COLUMNS}
+        # A row the cursor goes to at the next sync that has it (a server just created).
+        self._cursor_wanted: str | None = None
+        self._flex_index = next(
+            (index for index, spec in enumerate(self.COLUMNS) if spec.key == self.FLEX_COLUMN),
+            None,
+        )
+        self._flex_width: int | None = None
 
     def on_mount(self) -> None:
         for spec in self.COLUMNS:
             self.add_column(self._header(spec), width=spec.width, key=spec.key)
+        self._fit_flex_column()
+
+    def on_resize(self) -> None:
+        self._fit_flex_column()
+
+    def _fit_flex_column(self) -> None:
+        if self.FLEX_COLUMN is None or not self.size.width:
+            return
+        flex = self.columns[ColumnKey(self.FLEX_COLUMN)]
+        others = sum(
+            column.get_render_width(self) for column in self.columns.values() if column is not flex
+        )
+        # One cell of padding each side, and one for the vertical scrollbar whether it shows
+        # or not (a width that changed as rows came and went would shift every column).
+        width = max(self.FLEX_MIN, self.size.width - others - 2 * self.cell_padding - 1)
+        if width != self._flex_width:
+            flex.width = self._flex_width = width
+            self._require_update_dimensions = True
+            self._clear_caches()
+            self._render_rows(self.visible_keys)
+            self.refresh()
 
     # ---- what the screen asks of the table -------------------------------------------------
 
@@ -137,12 +190,33 @@ class LiveTable(DataTable[Text], Generic[RowT]):
     def visible_keys(self) -> list[str]:
         return [row.key.value or "" for row in self.ordered_rows]
 
+    @property
+    def hidden_marked(self) -> frozenset[str]:
+        """Marked rows the filter hides: actions leave them alone."""
+        if not self._marked or not self.filter_text:
+            return frozenset()
+        return frozenset(self._marked - set(self.visible_keys))
+
     def targets(self) -> list[str]:
-        """The rows an action applies to: the marked ones, else the cursor row."""
+        """The rows an action applies to: the marked ones in sight, else the cursor row
+        (when nothing is marked at all: marks hidden by the filter are not forgotten)."""
         if self._marked:
-            return [key for key in self._order if key in self._marked]
+            shown = set(self.visible_keys)
+            return [key for key in self._order if key in self._marked and key in shown]
         key = self.cursor_key
         return [key] if key is not None else []
+
+    def mark_all(self) -> None:
+        """Mark every row in sight; when all are marked already, unmark them."""
+        if not self.MARKABLE:
+            return
+        shown = self.visible_keys
+        if shown and set(shown) <= self._marked:
+            self._marked -= set(shown)
+        else:
+            self._marked |= set(shown)
+        self._render_rows(shown)
+        self.post_message(self.MarksChanged(self, self.marked))
 
     def sync(self, rows: Iterable[RowT]) -> None:
         """Show these rows: the whole current list, in its natural order."""
@@ -157,6 +231,13 @@ class LiveTable(DataTable[Text], Generic[RowT]):
             self.post_message(self.MarksChanged(self, self.marked))
         self._apply()
 
+    def move_to_when_shown(self, key: str) -> None:
+        """Put the cursor on `key` now, or at the next sync that brings its row."""
+        self._cursor_wanted = key
+        if key in self._cells:
+            self._follow_cursor(key)
+            self._cursor_wanted = None
+
     def set_filter(self, text: str) -> None:
         self.filter_text = text.strip()
         self._apply()
@@ -168,7 +249,7 @@ class LiveTable(DataTable[Text], Generic[RowT]):
         if self.sort_column == column:
             self.sort_reverse = not self.sort_reverse
         else:
-            self.sort_column, self.sort_reverse = column, False
+            self.sort_column, self.sort_reverse = column, self._specs[column].descending
         for spec in self.COLUMNS:
             self.columns[ColumnKey(spec.key)].label = self._header(spec)
         self._apply()
@@ -210,6 +291,12 @@ class LiveTable(DataTable[Text], Generic[RowT]):
 
     def _cells_for(self, row: RowT, now: datetime) -> tuple[Cell, ...]:
         cells = self.render_cells(row, now)
+        index, width = self._flex_index, self._flex_width
+        if index is not None and width and len(cells[index][0]) > width:
+            # Cut before the end: names that share a start (github-enterprise-production,
+            # github-enterprise-staging) stay apart by their ends.
+            text, style = cells[index]
+            cells = (*cells[:index], (fmt.truncate_middle(text, width), style), *cells[index + 1 :])
         if self.MARKABLE and row.key in self._marked:
             # A glyph in the first column, and the name in the mark's colour: visible in
             # 16 colours and without colour at all.
@@ -222,7 +309,14 @@ class LiveTable(DataTable[Text], Generic[RowT]):
         return cells
 
     def _to_text(self, cell: Cell, spec: ColumnSpec[RowT]) -> Text:
-        return Text(cell[0], style=cell[1], justify=spec.justify, no_wrap=True, end="")  # type: ignore[arg-type]
+        return Text(
+            cell[0],
+            style=cell[1],
+            justify=spec.justify,  # type: ignore[arg-type]
+            no_wrap=True,
+            overflow="ellipsis",
+            end="",
+        )
 
     def _wanted(self) -> list[str]:
         needle = self.filter_text.lower()
@@ -266,15 +360,23 @@ class LiveTable(DataTable[Text], Generic[RowT]):
                     self._update_row(key, cells)
                 self._cells[key] = cells
             if self.visible_keys != wanted:
-                position = {self._models[key].key: index for index, key in enumerate(wanted)}
-                unique = self.COLUMNS[self.UNIQUE_COLUMN_INDEX]
-                by_unique = {
-                    self._cells[key][self.UNIQUE_COLUMN_INDEX][0]: position[key] for key in wanted
+                # DataTable sorts by cell values alone, without row keys; each row's first
+                # cell is an object of its own, so its identity says which row it is (a name
+                # cut to fit may read the same as another).
+                first = self.COLUMNS[0].key
+                position = {
+                    id(self.get_cell(key, first)): index for index, key in enumerate(wanted)
                 }
-                self.sort(unique.key, key=lambda cell: by_unique[cell.plain])
+                self.sort(first, key=lambda cell: position[id(cell)])
+            wanted_key = self._cursor_wanted
+            if wanted_key is not None and wanted_key in self._models:
+                # Once the row is known the wish is spent, in sight or hidden by the filter.
+                self._cursor_wanted = None
+                if wanted_key in wanted_set:
+                    cursor_key = wanted_key
             self._follow_cursor(cursor_key)
 
-    # The column whose text is unique per row (the name): DataTable sorts by cell values only.
+    # The name column: in the mark's colour on a marked row.
     UNIQUE_COLUMN_INDEX: ClassVar[int] = 1
 
     def _update_row(self, key: str, cells: tuple[Cell, ...]) -> None:

@@ -9,7 +9,7 @@ from typing import ClassVar
 from textual.binding import Binding, BindingType
 
 from widgets import formatting as fmt
-from widgets.live_table import Cell, ColumnSpec, LiveTable
+from widgets.live_table import Cell, ColumnSpec, LiveTable, count_cell, errors_cell, millis_cell
 
 # Sorting by status puts the servers that need attention first.
 STATUS_RANK = {"error": 0, "degraded": 1, "starting": 2, "stopping": 3, "running": 4, "stopped": 5}
@@ -73,11 +73,11 @@ def _tools(row: ServerRow, _now: datetime) -> Cell:
 
 
 def _calls(row: ServerRow, _now: datetime) -> Cell:
-    return (fmt.count(row.calls), "")
+    return count_cell(row.calls)
 
 
 def _errors(row: ServerRow, _now: datetime) -> Cell:
-    return (fmt.count(row.errors), "red" if row.errors else "dim")
+    return errors_cell(row.errors)
 
 
 def _success(row: ServerRow, _now: datetime) -> Cell:
@@ -89,7 +89,7 @@ def _success(row: ServerRow, _now: datetime) -> Cell:
 
 
 def _p95(row: ServerRow, _now: datetime) -> Cell:
-    return (fmt.millis(row.p95_ms), "" if row.p95_ms is not None else "dim")
+    return millis_cell(row.p95_ms)
 
 
 def _checked(row: ServerRow, now: datetime) -> Cell:
@@ -105,11 +105,11 @@ SERVER_COLUMNS: tuple[ColumnSpec[ServerRow], ...] = (
     ColumnSpec("light", "", 2, _light, lambda r: STATUS_RANK.get(r.status, 9), "S"),
     ColumnSpec("name", "Name", 15, _name, lambda r: r.name, "N"),
     ColumnSpec("enabled", "On", 3, _enabled, lambda r: (not r.enabled, r.name), "O"),
-    ColumnSpec("tools", "Tools", 5, _tools, lambda r: r.tools_total, "T", "right"),
-    ColumnSpec("calls", "Calls", 5, _calls, lambda r: r.calls, "C", "right"),
-    ColumnSpec("errors", "Err", 4, _errors, lambda r: r.errors, "E", "right"),
+    ColumnSpec("tools", "Tools", 5, _tools, lambda r: r.tools_total, "T", "right", descending=True),
+    ColumnSpec("calls", "Calls", 5, _calls, lambda r: r.calls, "C", "right", descending=True),
+    ColumnSpec("errors", "Err", 4, _errors, lambda r: r.errors, "E", "right", descending=True),
     ColumnSpec("success", "OK%", 5, _success, lambda r: r.success_rate, "R", "right"),
-    ColumnSpec("p95", "p95", 5, _p95, lambda r: r.p95_ms, "P", "right"),
+    ColumnSpec("p95", "p95", 5, _p95, lambda r: r.p95_ms, "P", "right", descending=True),
     ColumnSpec(
         "checked", "Check", 6, _checked, lambda r: _age_key(r.last_health_check), "H", "right"
     ),
@@ -122,6 +122,7 @@ class ServerTable(LiveTable[ServerRow]):
 
     COLUMNS = SERVER_COLUMNS
     MARKABLE: ClassVar[bool] = True
+    FLEX_COLUMN = "name"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("enter", "select_cursor", "Details", id="server-details", show=False),
     ]

@@ -9,7 +9,7 @@ from typing import ClassVar
 from textual.binding import Binding, BindingType
 
 from widgets import formatting as fmt
-from widgets.live_table import Cell, ColumnSpec, LiveTable
+from widgets.live_table import Cell, ColumnSpec, LiveTable, count_cell, errors_cell, millis_cell
 
 
 @dataclass(frozen=True)
@@ -52,19 +52,19 @@ def _bypass(row: ToolRow, _now: datetime) -> Cell:
 
 
 def _calls(row: ToolRow, _now: datetime) -> Cell:
-    return (fmt.count(row.calls), "")
+    return count_cell(row.calls)
 
 
 def _errors(row: ToolRow, _now: datetime) -> Cell:
-    return (fmt.count(row.errors), "red" if row.errors else "dim")
+    return errors_cell(row.errors)
 
 
 def _mean(row: ToolRow, _now: datetime) -> Cell:
-    return (fmt.millis(row.mean_ms), "" if row.mean_ms is not None else "dim")
+    return millis_cell(row.mean_ms)
 
 
 def _p95(row: ToolRow, _now: datetime) -> Cell:
-    return (fmt.millis(row.p95_ms), "" if row.p95_ms is not None else "dim")
+    return millis_cell(row.p95_ms)
 
 
 def _last(row: ToolRow, now: datetime) -> Cell:
@@ -76,10 +76,10 @@ TOOL_COLUMNS: tuple[ColumnSpec[ToolRow], ...] = (
     ColumnSpec("enabled", "On", 3, _enabled, lambda r: not r.enabled, "O"),
     ColumnSpec("available", "Avail", 5, _available, lambda r: not r.available, "A"),
     ColumnSpec("bypass", "Bypass", 6, _bypass, lambda r: not r.bypass, "B"),
-    ColumnSpec("calls", "Calls", 5, _calls, lambda r: r.calls, "C", "right"),
-    ColumnSpec("errors", "Err", 4, _errors, lambda r: r.errors, "E", "right"),
-    ColumnSpec("mean", "Mean", 5, _mean, lambda r: r.mean_ms, "M", "right"),
-    ColumnSpec("p95", "p95", 5, _p95, lambda r: r.p95_ms, "P", "right"),
+    ColumnSpec("calls", "Calls", 5, _calls, lambda r: r.calls, "C", "right", descending=True),
+    ColumnSpec("errors", "Err", 4, _errors, lambda r: r.errors, "E", "right", descending=True),
+    ColumnSpec("mean", "Mean", 5, _mean, lambda r: r.mean_ms, "M", "right", descending=True),
+    ColumnSpec("p95", "p95", 5, _p95, lambda r: r.p95_ms, "P", "right", descending=True),
     ColumnSpec(
         "last",
         "Last",
@@ -97,6 +97,7 @@ class ToolTable(LiveTable[ToolRow]):
 
     COLUMNS = TOOL_COLUMNS
     UNIQUE_COLUMN_INDEX = 0
+    FLEX_COLUMN = "name"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("enter", "select_cursor", "Call tool", id="tool-enter", show=False),
     ]

@@ -25,9 +25,10 @@ from app.cli import (
     profiles_cmd,
     runtime,
     servers,
+    tokens_cmd,
     tools,
 )
-from app.cli.common import Handler, fail, run_handler
+from app.cli.common import Handler, escaped_output, fail, run_handler
 from app.core.settings import ConfigError
 from app.faces import daemon
 
@@ -42,6 +43,7 @@ AREAS = (
     client_config,
     config_cmd,
     daemon_cmd,
+    tokens_cmd,
     alerts_cmd,
     analytics,
 )
@@ -90,13 +92,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         args, "command_runner", None
     )
     try:
-        if command_runner is not None:
-            return command_runner(args)
-        if args.headless:
+        if args.headless and command_runner is None:
             return daemon.run_headless(args)
-        if handler is None:
+        if handler is None and command_runner is None:
             return run_dashboard(args)
-        return asyncio.run(run_handler(handler, args))
+        # A verb's output may carry what servers wrote (logs, errors, descriptions): escape
+        # what a terminal would act on. The stdio gateway speaks JSON-RPC and keeps its bytes.
+        with escaped_output(enabled=not getattr(args, "raw_output", False)):
+            if command_runner is not None:
+                return command_runner(args)
+            assert handler is not None
+            return asyncio.run(run_handler(handler, args))
     except ConfigError as exc:
         return fail(str(exc))
     except KeyboardInterrupt:

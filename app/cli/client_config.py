@@ -1,4 +1,4 @@
-"""`tooldeck client-config claude|cursor|vscode [--http] [--reveal]`: what to paste into an MCP
+"""`tooldeck client-config claude|cursor|vscode [--http]`: what to paste into an MCP
 client's configuration so that it reaches the gateway, in the form that client's file accepts.
 
 - Claude Desktop's `claude_desktop_config.json` takes only servers it launches as commands
@@ -7,8 +7,11 @@ client's configuration so that it reaches the gateway, in the form that client's
   daemon on this machine. So Claude always gets `tooldeck gateway --stdio`, which forwards to the
   daemon while one runs and supervises the data dir itself otherwise.
 - Cursor's `mcp.json` takes a remote server as `url` plus `headers`.
-- VS Code's `mcp.json` takes `"type": "http"` with `url` and `headers`, and `inputs` it prompts
-  for once and keeps in its secret storage: the token need not be written into the file.
+- VS Code's `mcp.json` takes `"type": "http"` with `url` and `headers`.
+
+An HTTP entry carries a gateway token made for that client (named after it, bound to the
+profile when the entry is a profile's): it reaches the MCP gateway only, so the file never holds
+the admin token, and revoking it cuts off that one client. Asking again replaces it.
 """
 
 from __future__ import annotations
@@ -22,13 +25,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from app.cli.common import cli_settings, fail
+from app.cli.common import actor, cli_settings, fail
 from app.cli.gateway_cmd import add_view_arguments, view_of
-from app.core.schemas import MASK
+from app.core.access import IssuedToken
+from app.core.errors import Conflict, TooldeckError
 from app.core.settings import Settings, resolve_data_dir
 from app.faces.daemon import url_host
-from app.ops.attach import running_daemon
-from app.runtime.api_token import read_token, token_path
+from app.ops.attach import open_facade, running_daemon
 
 CLIENTS = ("claude", "cursor", "vscode")
 WHERE = {
@@ -36,7 +39,6 @@ WHERE = {
     "cursor": "Cursor's ~/.cursor/mcp.json (or .cursor/mcp.json in a project)",
     "vscode": "VS Code's .vscode/mcp.json (or the user mcp.json)",
 }
-VSCODE_TOKEN_INPUT = "tooldeck-token"
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -56,12 +58,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "gets the stdio entry, which forwards to the daemon)",
     )
     add_view_arguments(config)
-    config.add_argument(
-        "--reveal",
-        action="store_true",
-        help="write the API token itself into an HTTP entry (default: masked for Cursor, "
-        "asked for by VS Code)",
-    )
+    # The entry always carries a gateway token of its own now; kept for scripts that pass it.
+    config.add_argument("--reveal", action="store_true", help=argparse.SUPPRESS)
     config.set_defaults(command_runner=print_client_config)
 
 
@@ -110,40 +108,43 @@ def print_client_config(args: argparse.Namespace) -> int:
         if settings.port == 0:
             return fail("no daemon is running and TOOLDECK_PORT is 0: start it to learn its port")
         notes.append(f"no daemon is running: {url} is where `tooldeck --headless` will listen")
-    token = None
-    if args.reveal:
-        try:
-            token = read_token(settings.data_dir)
-        except OSError as exc:
-            return fail(f"cannot read {token_path(settings.data_dir)}: {exc.strerror or exc}")
-        if token is None:
-            # Never made here: a new token would not be the one a daemon elsewhere checks.
-            return fail(
-                f"no API token in {settings.data_dir} yet: the daemon makes it at its first start"
-            )
-    inputs: list[dict[str, Any]] = []
-    if token is not None:
-        secret = token
-    elif args.client == "vscode":
-        secret = f"${{input:{VSCODE_TOKEN_INPUT}}}"
-        inputs.append(
-            {
-                "type": "promptString",
-                "id": VSCODE_TOKEN_INPUT,
-                "description": "Tooldeck's API token (`tooldeck token show`)",
-                "password": True,
-            }
-        )
-        notes.append("VS Code asks for the token once (`tooldeck token show`) and keeps it")
-    else:
-        secret = MASK
-        notes.append("the token is masked: put in `tooldeck token show`, or add --reveal")
+    profile = name if kind == "profile" else None
+    token_name = f"{args.client}-{name}"[:64] if name else args.client
+    try:
+        issued, replaced = asyncio.run(_gateway_token(settings, token_name, profile))
+    except TooldeckError as exc:
+        return fail(str(exc))
+    secret = issued.token
+    reach = f"/mcp/profiles/{profile}" if profile else "the gateway (/mcp) only"
+    notes.append(
+        f"a gateway token named {token_name!r} is written in: it reaches {reach}; "
+        f"`tooldeck token revoke {token_name}` cuts this client off"
+    )
+    if replaced:
+        notes.append(f"the token {token_name!r} made before for this client no longer works")
     entry = {"url": url, "headers": {"Authorization": f"Bearer {secret}"}}
     document = _document(args.client, key, entry, "http")
-    if inputs:
-        document = {"inputs": inputs, **document}
     _print(document, notes)
     return 0
+
+
+async def _gateway_token(
+    settings: Settings, name: str, profile: str | None
+) -> tuple[IssuedToken, bool]:
+    """A new gateway token for a client, replacing the one made before for it (its value was
+    shown once and is known nowhere now); a token of another scope by that name is kept."""
+    async with open_facade(settings) as ops:
+        existing = {token.name: token for token in await ops.list_tokens()}
+        replaced = name in existing
+        if replaced:
+            if existing[name].scope != "gateway":
+                raise Conflict(
+                    f"a {existing[name].scope} token is named {name!r}: revoke it first "
+                    f"(`tooldeck token revoke {name}`)"
+                )
+            await ops.revoke_token(name, actor=actor())
+        data = {"name": name, "scope": "gateway", "profile": profile}
+        return await ops.add_token(data, actor=actor()), replaced
 
 
 def _document(client: str, key: str, entry: dict[str, Any], kind: str) -> dict[str, Any]:

@@ -6,13 +6,16 @@ import argparse
 import getpass
 import json
 import sys
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from pydantic import BaseModel
 
 from app.core.errors import TooldeckError
+from app.core.printable import EscapingWriter
 from app.core.settings import Settings, load_settings
+from app.core.stop_signals import Stopped, until_stopped
 from app.ops.attach import open_facade
 from app.ops.protocol import Operations
 
@@ -32,6 +35,20 @@ def fail(message: str) -> int:
     return 1
 
 
+@contextmanager
+def escaped_output(*, enabled: bool = True) -> Iterator[None]:
+    """stdout and stderr with terminal control characters escaped, for the verb's duration."""
+    if not enabled:
+        yield
+        return
+    stdout, stderr = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = EscapingWriter(stdout), EscapingWriter(stderr)  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = stdout, stderr
+
+
 def settings_flags(args: argparse.Namespace) -> dict[str, Any]:
     """The settings given as flags (None: not given), for every verb alike."""
     return {name: getattr(args, name, None) for name in ("data_dir", "host", "port")}
@@ -42,6 +59,15 @@ def cli_settings(args: argparse.Namespace) -> Settings:
 
 
 async def run_handler(handler: Handler, args: argparse.Namespace) -> int:
+    # A stop signal ends the verb cleanly: a one-shot supervisor stops what it started.
+    outcome = await until_stopped(_run_handler(handler, args))
+    if isinstance(outcome, Stopped):
+        print(f"tooldeck: stopped by {outcome.signal.name}", file=sys.stderr)
+        return outcome.exit_code
+    return outcome
+
+
+async def _run_handler(handler: Handler, args: argparse.Namespace) -> int:
     settings = cli_settings(args)
     try:
         # The running daemon's operations when there is one, so nothing runs twice. A verb

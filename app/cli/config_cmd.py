@@ -1,4 +1,4 @@
-"""`tooldeck config` and `tooldeck db upgrade|current`.
+"""`tooldeck config` and `tooldeck db upgrade|current` (`check` and `copy`: app.cli.database_cmd).
 
 These run without the facade: they must work on a database that is not migrated yet.
 """
@@ -8,8 +8,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 
+from app.cli import database_cmd
 from app.cli.common import add_json_flag, cli_settings, print_json, print_table, settings_flags
-from app.core.settings import describe_settings, load_settings, masked_database_url
+from app.core.settings import describe_settings, load_settings
 from app.ops.bootstrap import schema_revisions, upgrade_schema
 
 
@@ -18,7 +19,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add_json_flag(config)
     config.set_defaults(command_runner=show_config)
 
-    db = subparsers.add_parser("db", help="database schema migrations")
+    db = subparsers.add_parser(
+        "db", help="the database: schema migrations, a health check, copying to another one"
+    )
     verbs = db.add_subparsers(dest="verb", metavar="VERB", required=True)
     verbs.add_parser("upgrade", help="apply pending migrations").set_defaults(
         command_runner=upgrade_db
@@ -26,15 +29,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     current = verbs.add_parser("current", help="the schema revision of the database")
     add_json_flag(current)
     current.set_defaults(command_runner=current_db)
+    database_cmd.register_verbs(verbs)
 
 
 def show_config(args: argparse.Namespace) -> int:
     flags = settings_flags(args)
     settings = load_settings(args.data_dir, flags)
     rows = describe_settings(settings, flags)
-    for index, row in enumerate(rows):
-        if row.name == "TOOLDECK_DATABASE_URL":
-            rows[index] = type(row)(row.name, masked_database_url(str(row.value)), row.source)
     if args.json:
         print_json([{"name": r.name, "value": r.value, "source": r.source} for r in rows])
     else:

@@ -1,19 +1,19 @@
-"""`tooldeck token show|rotate` and `tooldeck status`: the operator's side of headless mode."""
+"""`tooldeck status`: is the daemon up, where, and how its servers are."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 from collections import Counter
 from typing import Any
 
 from app.cli.common import add_json_flag, cli_settings, fail, print_json
+from app.cli.database_cmd import check_json, database_rows
 from app.core.errors import TooldeckError
 from app.core.schemas import SERVER_STATUSES
 from app.core.settings import Settings
 from app.ops.attach import check_daemon, open_facade, running_daemon
-from app.runtime.api_token import read_token, rotate_token, token_path
+from app.ops.database_admin import check_database
 from app.runtime.lock import read_lock
 
 # LSB's "program is not running": scripts can tell it from a failure.
@@ -21,17 +21,6 @@ EXIT_NOT_RUNNING = 3
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    token = subparsers.add_parser("token", help="the HTTP API's bearer token")
-    verbs = token.add_subparsers(dest="verb", metavar="VERB", required=True)
-    show = verbs.add_parser(
-        "show", help="print the token (the daemon makes it at its first start; never made here)"
-    )
-    add_json_flag(show)
-    show.set_defaults(command_runner=show_token)
-    verbs.add_parser(
-        "rotate", help="replace the token; the old one stops working at once"
-    ).set_defaults(command_runner=rotate)
-
     status = subparsers.add_parser(
         "status",
         help="is the daemon up: its address, uptime and servers by status "
@@ -39,31 +28,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     add_json_flag(status)
     status.set_defaults(command_runner=show_status)
-
-
-def show_token(args: argparse.Namespace) -> int:
-    # Printing the secret is this command's whole purpose: `curl -H "Authorization: Bearer
-    # $(tooldeck token show)"`. It is never printed anywhere else.
-    data_dir = cli_settings(args).data_dir
-    try:
-        token = read_token(data_dir)
-    except OSError as exc:
-        return fail(f"cannot read {token_path(data_dir)}: {exc.strerror or exc}")
-    if token is None:
-        # Reading never makes one: a new token here would not be the one a daemon elsewhere
-        # checks, and a script would go on with a useless secret.
-        return fail(
-            f"no API token in {data_dir}: the daemon makes it at its first start "
-            "(`tooldeck token rotate` makes one now)"
-        )
-    print_json({"token": token}) if args.json else print(token)
-    return 0
-
-
-def rotate(args: argparse.Namespace) -> int:
-    print(rotate_token(cli_settings(args).data_dir))
-    print("tooldeck: the old token no longer works", file=sys.stderr)
-    return 0
 
 
 def show_status(args: argparse.Namespace) -> int:
@@ -98,12 +62,18 @@ async def _status(settings: Settings) -> tuple[dict[str, Any], int]:
             report.update(supervisor=f"{holder.kind} (pid {holder.pid})")
             if holder.socket:
                 report["socket"] = holder.socket
-    if report["daemon"] != "not answering":
+    database = await check_database(settings.effective_database_url)
+    if database.reachable and report["daemon"] != "not answering":
         async with open_facade(settings) as ops:
             servers = await ops.list_servers()
         counts = Counter(server.status for server in servers)
         report["servers"] = {status: counts[status] for status in SERVER_STATUSES if counts[status]}
         report["servers_total"] = len(servers)
+        if not database.up_to_date:  # opening the facade has just migrated it
+            database = await check_database(settings.effective_database_url)
+    report["database"] = check_json(database)
+    if not database.up_to_date:
+        code = code or 1
     return report, code
 
 
@@ -132,6 +102,7 @@ def _print_status(report: dict[str, Any]) -> None:
     if report.get("socket"):
         rows.append(("cli socket", report["socket"]))
     rows.append(("data dir", report["data_dir"]))
+    rows += database_rows(report["database"])
     if "servers" in report:
         by_status = ", ".join(f"{count} {status}" for status, count in report["servers"].items())
         total = report["servers_total"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 import sys
 from contextlib import suppress
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 from app.cli.common import cli_settings
 from app.core.errors import TooldeckError
 from app.core.settings import Settings
+from app.core.stop_signals import Stopped, until_stopped
 from app.ops.attach import running_daemon
 
 # A client waits for `initialize`; give the auto-start servers this long to list their tools
@@ -28,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--stdio", action="store_true", required=True, help="speak MCP on stdin/stdout"
     )
     add_view_arguments(gateway)
-    gateway.set_defaults(command_runner=serve_gateway)
+    gateway.set_defaults(command_runner=serve_gateway, raw_output=True)
 
 
 def add_view_arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,16 +57,10 @@ def serve_gateway(args: argparse.Namespace) -> int:
     kind, name = view_of(args)
 
     async def main() -> int:
-        task = asyncio.current_task()
-        assert task is not None
-        loop = asyncio.get_running_loop()
-        # The client stops us with SIGTERM: unwind, so servers stop and usage is written.
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, task.cancel)
-        try:
-            return await _serve(settings, kind, name, protocol)
-        except asyncio.CancelledError:
-            return 0
+        # The client stops us with SIGTERM, a closed terminal with SIGHUP: unwind, so servers
+        # stop, statuses stay true and usage is written. A stop this way is a normal end.
+        outcome = await until_stopped(_serve(settings, kind, name, protocol))
+        return 0 if isinstance(outcome, Stopped) else outcome
 
     return asyncio.run(main())
 

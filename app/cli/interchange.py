@@ -158,7 +158,7 @@ async def export_servers(args: argparse.Namespace, ops: Operations) -> int:
     )
     if args.output:
         output = Path(args.output)
-        await asyncio.to_thread(write_document, output, document, private=args.include_secrets)
+        await asyncio.to_thread(write_document, output, document)
         servers = next(iter(document.values()))
         if args.json:
             print_json({"path": str(output), "servers": sorted(servers)})

@@ -19,6 +19,7 @@ class Change(StrEnum):
     STATUS = "status"  # the supervisor saw a server's status change
     TOOLS = "tools"  # the set of tools or their enabled/available flags changed
     PROFILES = "profiles"  # a gateway profile was created, changed or deleted
+    TOKENS = "tokens"  # an API token was added or revoked
 
 
 Listener = Callable[[Change, str | None], None]

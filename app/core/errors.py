@@ -81,6 +81,12 @@ class Unauthorized(TooldeckError):
     status_code = 401
 
 
+class Forbidden(TooldeckError):
+    """The caller's token is valid but its scope does not cover this request."""
+
+    status_code = 403
+
+
 class PayloadTooLarge(TooldeckError):
     status_code = 413
 
@@ -101,3 +107,37 @@ class Busy(TooldeckError):
     """A server is at its concurrent-call limit and its queue is full."""
 
     status_code = 429
+
+
+# Errors of the database layer, in the words of a person who can act on them. Matched by name:
+# this module is below storage and does not import the database library.
+_PLAIN_DATABASE: tuple[tuple[str, str, str], ...] = (
+    ("OperationalError", "database is locked", "the database was busy (another writer held it)"),
+    ("OperationalError", "disk i/o error", "the database file could not be written (disk error)"),
+    ("OperationalError", "unable to open database", "the database file could not be opened"),
+    ("OperationalError", "no such table", "the database is not at this version's schema"),
+    ("PendingRollbackError", "", "a database write failed part-way and was undone"),
+    ("IntegrityError", "", "the database refused a write that clashed with a stored row"),
+    ("TimeoutError", "queuepool", "every database connection was busy"),
+)
+# SQLAlchemy appends these to its messages: a link, the SQL and its parameters.
+_LIBRARY_NOISE = re.compile(
+    r"\s*(\(Background on this error at: [^)]*\)|\[SQL: .*|\[parameters: .*)", re.S
+)
+
+
+def plain_error(error: BaseException) -> str:
+    """An unexpected error in one line a person can read: the facade's own words for our
+    errors, a sentence for the database's known failures (the detail belongs in the log), and
+    otherwise the error's type and first line, without the library's links and SQL."""
+    if isinstance(error, TooldeckError):
+        return str(error)
+    name = type(error).__name__
+    text = str(error)
+    if type(error).__module__.startswith("sqlalchemy"):
+        lowered = text.lower()
+        for known, needle, sentence in _PLAIN_DATABASE:
+            if name == known and needle in lowered:
+                return sentence
+    first = _LIBRARY_NOISE.sub("", text).strip().splitlines()
+    return f"{name}: {first[0]}" if first else name

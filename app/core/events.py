@@ -29,9 +29,12 @@ class EventKind(StrEnum):
     LIMIT_EXCEEDED = "limit_exceeded"
     LIMITS_CHANGED = "limits_changed"
     ALERT_ACKED = "alert_acked"
+    LEFTOVERS_ENDED = "leftovers_ended"
     # system-wide
     JOB = "job"
     USAGE_DROPPED = "usage_dropped"
+    TOKEN_ADDED = "token_added"
+    TOKEN_REVOKED = "token_revoked"
 
 
 # Uptime is computed from these: a server is up from an UP event until the next DOWN event.

@@ -26,6 +26,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from app.core.errors import InvalidInput
+from app.core.private_files import open_private
 from app.core.schemas import ExportFormat, ToolServerResponse
 
 # Sections holding servers, in the order they are read. `mcp.servers` is VS Code's settings.json.
@@ -389,17 +390,12 @@ def _export_entry(server: ToolServerResponse, format: ExportFormat) -> dict[str,
     return entry
 
 
-def write_document(path: Path, document: dict[str, Any], *, private: bool) -> None:
-    """Write `document` as JSON; `private` (it holds secrets) makes the file owner-only."""
+def write_document(path: Path, document: dict[str, Any]) -> None:
+    """Write `document` as JSON, owner-only: even with secrets masked, a fleet's commands, URLs
+    and paths are nobody else's business."""
     text = json.dumps(document, indent=2) + "\n"
     try:
-        descriptor = os.open(
-            path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o666
-        )
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            if private and hasattr(os, "fchmod"):
-                # O_CREAT's mode only applies to a new file: tighten an existing one too.
-                os.fchmod(handle.fileno(), 0o600)
+        with open_private(path, "w", encoding="utf-8") as handle:
             handle.write(text)
     except OSError as exc:
         raise InvalidInput(f"cannot write {path}: {exc.strerror or exc}") from None

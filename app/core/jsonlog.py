@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from app.core.private_files import open_private, private_dir
 from app.core.settings import Settings
 
 # Set by the HTTP middleware for the duration of one request; every log line written while
@@ -46,12 +47,21 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """Each file it opens, the first and those after a rotation, is 0600."""
+
+    def _open(self) -> Any:
+        return open_private(
+            Path(self.baseFilename), self.mode, encoding=self.encoding, errors=self.errors
+        )
+
+
 def configure_json_logging(settings: Settings) -> Path:
     """Route every logger (ours, uvicorn's, the SDK's) to stderr and a rotating file, as JSON."""
-    settings.logs_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.logs_dir)
     log_file = settings.logs_dir / DAEMON_LOG_NAME
     formatter = JsonFormatter()
-    file_handler = logging.handlers.RotatingFileHandler(
+    file_handler = PrivateRotatingFileHandler(
         log_file,
         maxBytes=settings.log_max_bytes,
         backupCount=settings.log_backups,

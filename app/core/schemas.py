@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from datetime import datetime
 from typing import Any, Literal
@@ -55,16 +56,48 @@ def check_headers(value: dict[str, str]) -> dict[str, str]:
     for key, header in value.items():
         if not HEADER_NAME_PATTERN.match(key):
             raise ValueError(f"{key!r} is not a valid header name")
-        if "\n" in header or "\r" in header:
-            raise ValueError(f"the value of {key!r} contains a line break")
+        # Named, never echoed: the value is a secret, and an HTTP library's own error would
+        # quote it (into a server's last error, its events, its alerts and its log).
+        if any((ord(char) < 32 and char != "\t") or ord(char) == 127 for char in header):
+            raise ValueError(f"the value of {key!r} contains a control character")
     return value
 
 
+# A host name's labels: letters, digits, hyphens (not at either end), underscores as some
+# private networks use them; at most 63 characters each.
+HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)$")
+
+
 def check_http_url(value: str | None) -> str:
-    parsed = urlparse(value or "")
+    text = value or ""
+    if any(char.isspace() or ord(char) < 32 for char in text):
+        raise ValueError("needs a URL without spaces or control characters")
+    parsed = urlparse(text)
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
         raise ValueError("needs an http:// or https:// URL with a host")
-    return value or ""
+    try:
+        port = parsed.port
+    except ValueError:
+        port = -1
+    if port is not None and not 1 <= port <= 65535:
+        raise ValueError("needs a port from 1 to 65535 after the host's colon")
+    if not _valid_host(parsed.hostname or ""):
+        raise ValueError(f"needs a valid host name or address, not {parsed.hostname or '(none)'!r}")
+    return text
+
+
+def _valid_host(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        pass
+    try:
+        ascii_host = host.encode("idna").decode("ascii")
+    except UnicodeError:
+        return False
+    labels = ascii_host.removesuffix(".").split(".")
+    return bool(ascii_host) and all(HOST_LABEL.match(label) for label in labels)
 
 
 class _ServerFields(BaseModel):
@@ -217,7 +250,8 @@ class ServerEventResponse(BaseModel):
 class BulkToolServerOperation(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    server_ids: list[str] = Field(min_length=1)
+    # Each id costs a start or a stop: a thousand is a whole fleet, and bounds one request's work.
+    server_ids: list[str] = Field(min_length=1, max_length=1000)
     operation: BulkOperationName
     parameters: dict[str, Any] = Field(default_factory=dict)
 
@@ -524,16 +558,19 @@ class ServerLimitsSpec(BaseModel):
     # An infinite limit is no limit: that is None, not a number JSON cannot carry.
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    max_rss_mb: float | None = Field(None, gt=0)
-    max_cpu_percent: float | None = Field(None, gt=0)
+    # Upper bounds past any machine's size: a bigger number is a typo, and one past 2**63 would
+    # not even fit its database column.
+    max_rss_mb: float | None = Field(None, gt=0, le=1 << 30)
+    max_cpu_percent: float | None = Field(None, gt=0, le=100 * 4096)
     sustain_s: float = Field(30.0, ge=0, le=3600)
     max_concurrent_calls: int | None = Field(None, ge=1, le=10_000)
     max_queued_calls: int = Field(0, ge=0, le=100_000)
     # Applied at spawn where the platform allows (app.runtime.spawn_guard); a change takes
     # effect at the next start.
-    rlimit_as_mb: int | None = Field(None, ge=16, description="address space, MiB")
-    rlimit_nofile: int | None = Field(None, ge=8, description="open files")
-    rlimit_cpu_s: int | None = Field(None, ge=1, description="CPU seconds")
+    rlimit_as_mb: int | None = Field(None, ge=16, le=1 << 30, description="address space, MiB")
+    # Linux's own ceiling (fs.nr_open) is 2**20 by default.
+    rlimit_nofile: int | None = Field(None, ge=8, le=1 << 30, description="open files")
+    rlimit_cpu_s: int | None = Field(None, ge=1, le=1 << 31, description="CPU seconds")
     run_as_user: str | None = Field(None, pattern=r"^[a-z_][a-z0-9_.-]{0,63}\$?$")
     run_as_group: str | None = Field(None, pattern=r"^[a-z_][a-z0-9_.-]{0,63}\$?$")
 

@@ -22,6 +22,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from app.core.scrub import mask_all_but_origin, mask_command, mask_url
+
 CONFIG_FILE_NAME = "config.toml"
 # Settings named by the origin document keep their own names; the rest use the prefix.
 ORIGIN_NAMES = {
@@ -99,8 +101,23 @@ class Settings(BaseSettings):
     # Tooldeck's own settings.
     database_url: str | None = Field(
         None,
-        description="an SQLAlchemy URL with an async driver, such as sqlite+aiosqlite:///path/to.db",
+        description="an SQLAlchemy URL with an async driver: sqlite+aiosqlite:///path/to.db or "
+        "postgresql+asyncpg://user:password@host:5432/tooldeck",
         validation_alias=_names("database_url"),
+    )
+    database_pool_size: int = Field(
+        5,
+        ge=1,
+        le=100,
+        description="PostgreSQL connections kept open per engine, 1 to 100 (SQLite: unused)",
+        validation_alias=_names("database_pool_size"),
+    )
+    database_max_overflow: int = Field(
+        10,
+        ge=0,
+        le=100,
+        description="PostgreSQL connections opened beyond the pool under load, 0 to 100",
+        validation_alias=_names("database_max_overflow"),
     )
     log_level: str = Field(
         "INFO",
@@ -261,6 +278,12 @@ class Settings(BaseSettings):
         description="a port from 0 to 65535 (0 picks a free one)",
         validation_alias=_names("port"),
     )
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="a comma-separated list of host names the API answers to besides loopback "
+        "ones and the listening address (* for any)",
+        validation_alias=_names("allowed_hosts"),
+    )
 
     # Alerts (app.governance.alerts) and resource limits (app.governance.limits_watchdog).
     alert_interval_s: float = Field(
@@ -345,9 +368,9 @@ class Settings(BaseSettings):
     # Not a setting anyone writes: where this configuration was loaded from.
     data_dir: Path = Field(default_factory=default_data_dir, exclude=True)
 
-    @field_validator("mcp_servers", mode="before")
+    @field_validator("mcp_servers", "allowed_hosts", mode="before")
     @classmethod
-    def _split_servers(cls, value: Any) -> Any:
+    def _split_lists(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
@@ -425,20 +448,24 @@ def check_database_url(url: str) -> str:
         dialect.import_dbapi()
     except ImportError as exc:
         raise ValueError(f"the driver of {parsed.drivername} is not installed ({exc})") from None
-    if parsed.get_backend_name() != "sqlite":
-        # The usage writer and its rollups speak SQLite's SQL only (see the README).
-        raise ValueError(f"{parsed.get_backend_name()} is not supported yet: use SQLite")
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        raise ValueError(f"{parsed.get_backend_name()} is not supported: use SQLite or PostgreSQL")
     return url
 
 
-def masked_database_url(url: str) -> str:
-    """The URL with its password masked: a PostgreSQL URL may carry one."""
-    scheme, sep, rest = url.partition("://")
-    credentials, at, host = rest.rpartition("@")
-    if not at or ":" not in credentials:
-        return url
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}{sep}{user}:********@{host}"
+def masked_setting(field: str, value: Any) -> Any:
+    """A setting's value as it is shown (`tooldeck config`, errors): the database URL without
+    its credentials, a webhook URL without its path (often the secret), the alert command
+    without its arguments (they may carry a token)."""
+    if not isinstance(value, str):
+        return value
+    if field == "database_url":
+        return mask_url(value)
+    if field == "alert_webhook_url":
+        return mask_all_but_origin(value)
+    if field == "alert_command":
+        return mask_command(value)
+    return value
 
 
 # pydantic-settings builds sources from the class; the file's path is per load, so it is handed
@@ -505,8 +532,7 @@ def _describe_error(
     info = Settings.model_fields.get(field)
     accepts = info.description if info and info.description else error["msg"]
     value = error.get("input")
-    if field == "database_url" and isinstance(value, str):
-        value = masked_database_url(value)
+    value = masked_setting(field, value)
     # A validator of ours says what exactly is wrong; pydantic's own messages add nothing.
     reason = error.get("ctx", {}).get("error") if error["type"] == "value_error" else None
     why = f" ({reason})" if reason and info and info.description else ""
@@ -536,7 +562,8 @@ def _source_of(
 def describe_settings(
     settings: Settings, flags: dict[str, Any] | None = None
 ) -> list[SettingOrigin]:
-    """Every effective setting, the variable that sets it, and where its value came from."""
+    """Every effective setting (secrets masked), the variable that sets it, and where its value
+    came from."""
     config_file = settings.data_dir / CONFIG_FILE_NAME
     file_values = _read_config_file(config_file)
     given = {key: value for key, value in (flags or {}).items() if value is not None}
@@ -549,7 +576,9 @@ def describe_settings(
             value = settings.effective_database_url
         rows.append(
             SettingOrigin(
-                env_name(field), value, _source_of(field, given, file_values, config_file)
+                env_name(field),
+                masked_setting(field, value),
+                _source_of(field, given, file_values, config_file),
             )
         )
     return rows

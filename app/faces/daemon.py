@@ -6,9 +6,9 @@ and a test checks `sys.modules`.
 Start: settings, JSON logs, the data dir's lock (a second daemon refuses, naming the first's
 pid), the token, the listening socket (so a busy port fails before any server starts), the
 core, then the address is published in the lock for CLIs and dashboards to attach.
-Stop (SIGTERM or SIGINT): stop accepting, give in-flight requests a moment and cancel the rest,
-then the core's shutdown flushes usage and stops every server; exit 0. A second signal cuts
-the wait for in-flight requests short.
+Stop (SIGTERM, SIGINT or SIGHUP): stop accepting, give in-flight requests a moment and cancel
+the rest, then the core's shutdown flushes usage and stops every server; exit 0. A second
+signal cuts the wait for in-flight requests short.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from contextlib import AsyncExitStack, contextmanager
 
 from app.core.jsonlog import configure_json_logging
 from app.core.settings import Settings, load_settings
+from app.core.stop_signals import STOP_SIGNALS
 from app.runtime.api_token import TokenStore
 from app.runtime.lock import AlreadyRunning, SupervisorLock
 
@@ -120,6 +121,11 @@ def run_headless(args: argparse.Namespace) -> int:
                 "TLS is put in front",
                 settings.host,
             )
+            if settings.host in ("0.0.0.0", "::") and not settings.allowed_hosts:
+                log.warning(
+                    "listening on every address: requests must name this machine by a loopback "
+                    "address or one listed in TOOLDECK_ALLOWED_HOSTS, or they are refused"
+                )
         log.info(
             "starting",
             extra={"pid": os.getpid(), "data_dir": str(settings.data_dir), "log": str(log_file)},
@@ -144,10 +150,12 @@ async def serve(
     from app.faces.gateway.lean_http import lean_protocol
     from app.faces.gateway.service import running_router, socket_path
     from app.faces.gateway.stdio_face import close_socket, open_socket
+    from app.faces.http.access_guard import HostPolicy
     from app.faces.http.api import create_app
-    from app.faces.http.middleware import gateway_refusal, gateway_too_large
+    from app.faces.http.middleware import gateway_admission, gateway_too_large
     from app.faces.http.ops_socket import serve_operations
     from app.ops.bootstrap import running_core
+    from app.runtime.access_tokens import Credentials
 
     class Server(uvicorn.Server):
         @contextmanager
@@ -172,7 +180,7 @@ async def serve(
         if server is not None:
             server.should_exit = True
 
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    for signum in STOP_SIGNALS:
         loop.add_signal_handler(signum, on_signal, signum)
     try:
         async with (
@@ -180,11 +188,9 @@ async def serve(
             running_router(ops) as router,
             AsyncExitStack() as gateway_scope,
         ):
-            mcp = HttpCore(
-                router,
-                check_hosts=is_loopback(settings.host),
-                stateless=settings.gateway_stateless,
-            )
+            # Host and Origin of `/mcp` are checked by the API's AccessGuard, with the same
+            # names as every other path.
+            mcp = HttpCore(router, check_hosts=False, stateless=settings.gateway_stateless)
             # The local CLI's way in, as with every supervising face (no token: the socket is
             # private); the HTTP API below is for everyone else.
             await gateway_scope.enter_async_context(serve_operations(ops, lock))
@@ -193,20 +199,26 @@ async def serve(
             gateway_socket = socket_path(settings.data_dir)
             bridges = await open_socket(router, gateway_socket)
             gateway_scope.push_async_callback(close_socket, bridges, gateway_socket)
-            # The gateway's paths are answered by a lean protocol without ASGI; the app mounts
-            # the same core for what that protocol hands on (see lean_http).
+            credentials = None if tokens is None else Credentials(tokens, ops.db)
+            if credentials is not None:
+                ops.changes.subscribe(credentials.on_change)
+            hosts = HostPolicy(settings.allowed_hosts, listen_host=settings.host)
+            # The gateway's paths are answered by a lean protocol without ASGI, after the same
+            # checks as the middleware's; the app mounts the same core for what that protocol
+            # hands on (see lean_http).
             lean = lean_protocol(
                 mcp,
-                refuse=functools.partial(gateway_refusal, tokens=tokens),
+                admit=gateway_admission(hosts, credentials, settings.max_result_bytes),
                 max_bytes=settings.max_result_bytes,
                 too_large=functools.partial(gateway_too_large, settings.max_result_bytes),
             )
             config = uvicorn.Config(
                 create_app(
                     ops,
-                    tokens=tokens,
+                    tokens=credentials,
                     mcp_app=AsgiApp(mcp),
                     mcp_max_bytes=settings.max_result_bytes,
+                    hosts=hosts,
                 ),
                 log_config=None,
                 access_log=False,  # our middleware writes one JSON line per request instead
@@ -224,7 +236,7 @@ async def serve(
             log.info("stopping the core: flushing usage, stopping servers")
     finally:
         sock.close()
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in STOP_SIGNALS:
             loop.remove_signal_handler(signum)
     log.info("stopped")
     return 0

@@ -16,9 +16,11 @@ import shlex
 import signal
 from contextlib import suppress
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx2
 
+from app.core.scrub import Scrubber, secret_values
 from app.core.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -32,6 +34,16 @@ class HookFailed(Exception):
     pass
 
 
+def hook_secrets(url: str | None, argv: list[str] | None) -> set[str]:
+    """The webhook URL whole and its path, and the command's arguments (not the program)."""
+    values = secret_values(url=url, args=argv[1:] if argv else ())
+    if url:
+        values |= {url, urlsplit(url).path.strip("/")}
+        values |= {segment for segment in urlsplit(url).path.split("/") if len(segment) >= 8}
+    values |= {arg for arg in (argv or [])[1:] if len(arg) >= 8}
+    return {value for value in values if value}
+
+
 class AlertDelivery:
     def __init__(self, settings: Settings) -> None:
         command = settings.alert_command
@@ -39,6 +51,9 @@ class AlertDelivery:
         self.url = settings.alert_webhook_url or None
         self.timeout_s = settings.alert_hook_timeout_s
         self.retries = settings.alert_hook_retries
+        # The outcome is stored on the alert and logged: it must not quote the hooks' secrets
+        # (a webhook's path is often its key; a command's arguments may carry a token).
+        self.scrub = Scrubber(hook_secrets(self.url, self.argv))
 
     @property
     def configured(self) -> bool:
@@ -73,6 +88,7 @@ class AlertDelivery:
             if attempt <= self.retries:
                 await asyncio.sleep(delay)
                 delay = min(RETRY_MAX_S, delay * 2)
+        error = self.scrub(error)
         logger.warning("alert %s hook failed after %d attempts: %s", name, self.retries + 1, error)
         return f"{name} failed: {error}"
 

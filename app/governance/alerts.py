@@ -26,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select
+from sqlalchemy.exc import OperationalError
 
 from app.core.changes import Change, ChangeBus
 from app.core.events import EventKind
@@ -64,6 +65,7 @@ RULE_ERROR_RATE = "error_rate"
 RULE_P95 = "p95_latency"
 RULE_ANOMALY = "usage_anomaly"
 RULE_RESOURCE_LIMIT = "resource_limit"
+RULE_USAGE_NOT_WRITTEN = "usage_not_written"
 
 STATE_RULES = (
     RULE_SERVER_AUTO_DISABLED,
@@ -75,7 +77,9 @@ USAGE_RULES = (RULE_ERROR_RATE, RULE_P95, RULE_ANOMALY)
 # Raised by the runtime when something happens (a limit restart), not found by evaluation;
 # they resolve once they have not recurred for a cooldown.
 PUSH_RULES = (RULE_RESOURCE_LIMIT,)
-ALL_RULES = STATE_RULES + USAGE_RULES + PUSH_RULES
+# Raised and resolved by the usage writer as its writes fail and work again (`usage_writes`).
+WRITER_RULES = (RULE_USAGE_NOT_WRITTEN,)
+ALL_RULES = STATE_RULES + USAGE_RULES + PUSH_RULES + WRITER_RULES
 
 
 def utcnow() -> datetime:
@@ -95,6 +99,29 @@ class Finding:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+def _unstored_alert(finding: Finding, now: datetime) -> AlertResponse:
+    """An alert as it would be stored; id 0: it has none yet."""
+    return AlertResponse(
+        id=0,
+        rule=finding.rule,
+        subject=finding.subject,
+        server_id=finding.server_id,
+        tool_id=finding.tool_id,
+        severity=finding.severity,
+        message=finding.message,
+        status="open",
+        count=1,
+        first_seen=now,
+        last_seen=now,
+        resolved_at=None,
+        acknowledged_by=None,
+        acknowledged_at=None,
+        notified_at=None,
+        delivery=None,
+        details=finding.details or None,
+    )
+
+
 def alert_payload(alert: Alert, server_name: str | None = None) -> dict[str, Any]:
     data = AlertResponse.model_validate(alert).model_dump(mode="json")
     data["server_name"] = server_name
@@ -106,7 +133,7 @@ def alert_payload(alert: Alert, server_name: str | None = None) -> dict[str, Any
 
 async def server_state_findings(db: Database, settings: Settings, now: datetime) -> list[Finding]:
     findings: list[Finding] = []
-    async with db.session() as session:
+    async with db.read() as session:
         servers = (await session.execute(select(ToolServer))).scalars().all()
         for server in servers:
             if not server.enabled and (server.disabled_reason or "").startswith("auto-disabled"):
@@ -195,7 +222,7 @@ async def tool_state_findings(db: Database, settings: Settings, now: datetime) -
         .join(ToolServer, ToolServer.id == ServerTool.server_id)
         .where(ServerTool.enabled.is_(False), ServerTool.disabled_reason.is_not(None))
     )
-    async with db.session() as session:
+    async with db.read() as session:
         rows = (await session.execute(query)).all()
     return [
         Finding(
@@ -233,7 +260,7 @@ async def window_usage_findings(db: Database, settings: Settings, now: datetime)
             ToolUsage.latency_bucket,
         )
     )
-    async with db.session() as session:
+    async with db.read() as session:
         rows = (await session.execute(query)).all()
         names = dict((await session.execute(select(ToolServer.id, ToolServer.name))).all())
     calls: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0])
@@ -314,7 +341,7 @@ async def anomaly_findings(db: Database, settings: Settings, now: datetime) -> l
         .join(ToolServer, ToolServer.id == ServerTool.server_id)
         .where(ServerTool.enabled.is_(True), ToolServer.enabled.is_(True))
     )
-    async with db.session() as session:
+    async with db.read() as session:
         series = (await session.execute(query)).all()
         if not series:
             return []
@@ -401,6 +428,14 @@ class AlertEngine:
         self._pending: asyncio.Task[None] | None = None
         self._again = False
         self._unsubscribe: Callable[[], None] | None = None
+        # The usage writer's alert while the database will not store it either (the same full
+        # disk, the same read-only data dir): listed and delivered from memory meanwhile,
+        # stored by the next evaluation that can write.
+        self._unstored: AlertResponse | None = None
+        # What the usage writer last said is wrong (None: its writes work), and how many times
+        # it has spoken: an evaluation that read an older state stores the newer one after it.
+        self._writer_problem: str | None = None
+        self._writer_said = 0
 
     # ---- wiring -------------------------------------------------------------------------------
 
@@ -455,15 +490,80 @@ class AlertEngine:
 
     async def evaluate(self, *, state_only: bool = False, now: datetime | None = None) -> str:
         now = now or utcnow()
-        findings: list[Finding] = []
-        evaluated: list[str] = []
+        said = self._writer_said
+        findings: list[Finding] = self._writer_findings()
+        evaluated: list[str] = list(WRITER_RULES)
         for rule_set, rules in RULE_SETS.items():
             if state_only and not set(rules) <= set(STATE_RULES):
                 continue
             findings += await rule_set(self.db, self.settings, now)
             evaluated += rules
         opened = await self.apply(findings, evaluated, now=now)
+        if self._writer_said == said:
+            self._unstored = None
+        else:  # the writer spoke meanwhile: what was just stored of its state is stale
+            await self._store_writer_state()
         return f"{len(findings)} firing, {opened} new"
+
+    # ---- the usage writer's state -------------------------------------------------------------
+
+    def usage_writes(self, problem: str | None) -> None:
+        """The usage writer's state (UsageRecorder.on_failing): what is wrong while its writes
+        are refused, None once they work again. An alert is raised, then resolved."""
+        self._writer_problem = problem
+        self._writer_said += 1
+        if problem is None:
+            self._unstored = None
+        with suppress(RuntimeError):  # no running loop: nothing to schedule on
+            task = asyncio.get_running_loop().create_task(
+                self._store_writer_state(), name="alert:usage-writes"
+            )
+            self._deliveries.add(task)
+            task.add_done_callback(self._deliveries.discard)
+
+    def _writer_findings(self) -> list[Finding]:
+        problem = self._writer_problem
+        if problem is None:
+            return []
+        return [Finding(RULE_USAGE_NOT_WRITTEN, "usage", problem, severity="critical")]
+
+    async def _store_writer_state(self) -> None:
+        findings = self._writer_findings()
+        try:
+            await self.apply(findings, WRITER_RULES)
+        except OperationalError as exc:
+            if not findings:
+                logger.error("resolving the alert on usage writes failed: %s", exc.orig)
+                return
+            [finding] = findings
+            # The database refuses this write too: the alert lives in memory until it can be
+            # stored, and goes out to the hooks and the dashboard now.
+            logger.error("usage cannot be written, and neither can its alert: %s", exc.orig)
+            first = self._unstored is None
+            self._unstored = _unstored_alert(finding, utcnow())
+            if first:
+                self._announce(self._unstored)
+            return
+        if findings:
+            self._unstored = None
+
+    def unstored(self) -> list[AlertResponse]:
+        """Open alerts not in the database yet (see `usage_writes`)."""
+        return [self._unstored] if self._unstored is not None else []
+
+    def _announce(self, alert: AlertResponse) -> None:
+        if self.delivery.configured:
+            payload = {**alert.model_dump(mode="json"), "server_name": None}
+            task = asyncio.get_running_loop().create_task(
+                self.delivery.deliver(payload), name="alert:unstored"
+            )
+            self._deliveries.add(task)
+            task.add_done_callback(self._deliveries.discard)
+        for listener in list(self._listeners):
+            try:
+                listener(alert)
+            except Exception:
+                logger.exception("alert listener failed")
 
     async def raise_alert(self, finding: Finding, *, now: datetime | None = None) -> None:
         """An alert from the runtime itself (a limit restart): counted, never resolved here."""

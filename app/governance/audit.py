@@ -14,8 +14,10 @@ from typing import Any
 
 from sqlalchemy import and_, or_, select
 
+from app.core.access import ON_BEHALF_OF
 from app.core.events import EventKind
 from app.core.schemas import MASK
+from app.core.scrub import mask_args, mask_url
 from storage.db import Database
 from storage.models import ServerEvent, ToolServer
 
@@ -38,6 +40,8 @@ CHANGE_KINDS = frozenset(
         EventKind.LIMIT_EXCEEDED,
         EventKind.LIMITS_CHANGED,
         EventKind.ALERT_ACKED,
+        EventKind.TOKEN_ADDED,
+        EventKind.TOKEN_REVOKED,
     }
 )
 # Starts and stops are actions when a person asks for them; the supervisor's own are not.
@@ -47,6 +51,10 @@ PERSON_ONLY_KINDS = frozenset({EventKind.STARTING, EventKind.STOPPED})
 def masked_value(field: str, value: Any) -> Any:
     if field in SECRET_FIELDS and isinstance(value, Mapping):
         return {key: MASK for key in value}
+    if field == "url" and isinstance(value, str):
+        return mask_url(value)
+    if field == "args" and isinstance(value, list | tuple):
+        return mask_args([str(arg) for arg in value])
     return value
 
 
@@ -122,7 +130,14 @@ async def audit_rows(
     if since is not None:
         query = query.where(ServerEvent.created_at >= since)
     if actor is not None:
-        query = query.where(ServerEvent.actor == actor)
+        # "admin on behalf of cli:alice" is the admin token's and alice's: either name finds it.
+        query = query.where(
+            or_(
+                ServerEvent.actor == actor,
+                ServerEvent.actor.startswith(actor + ON_BEHALF_OF, autoescape=True),
+                ServerEvent.actor.endswith(ON_BEHALF_OF + actor, autoescape=True),
+            )
+        )
     query = query.order_by(ServerEvent.created_at.desc(), ServerEvent.id.desc()).limit(limit)
-    async with db.session() as session:
+    async with db.read() as session:
         return [(event, name) for event, name in (await session.execute(query)).all()]

@@ -28,7 +28,7 @@ ACTOR = "system:limits"
 
 
 async def load_limits(db: Database) -> list[ServerLimits]:
-    async with db.session() as session:
+    async with db.read() as session:
         return list((await session.execute(select(ServerLimits))).scalars())
 
 

@@ -31,7 +31,7 @@ async def trim_report(db: Database, days: int, *, now: datetime | None = None) -
         .where(ServerTool.enabled.is_(True))
         .order_by(ToolServer.name, ServerTool.name)
     )
-    async with db.session() as session:
+    async with db.read() as session:
         rows = (await session.execute(query)).all()
     enabled: dict[str, int] = defaultdict(int)
     names: dict[str, str] = {}

@@ -29,7 +29,7 @@ from app.core.schemas import (
 )
 from app.governance.audit import audit_rows, change_details
 from app.ops.base import OpsBase
-from app.runtime.spawn_guard import check_account
+from app.runtime.spawn_guard import account_rule_broken, check_account
 from storage.models import Alert, ServerLimits, ServerTool, ToolServer
 from storage.queries import add_event, find_server
 
@@ -97,7 +97,7 @@ class AlertOperations(OpsBase):
             raise InvalidInput("use a number from 1 to 10000", field="limit")
         server_id = None
         if server_ref is not None:
-            async with self.db.session() as session:
+            async with self.db.read() as session:
                 server = await find_server(session, server_ref)
             if server is None:
                 raise NotFound(f"no server {server_ref!r}")
@@ -135,9 +135,11 @@ class AlertOperations(OpsBase):
         query = select(Alert).order_by(Alert.last_seen.desc(), Alert.id.desc()).limit(limit)
         if not include_resolved:
             query = query.where(Alert.status == "open")
-        async with self.db.session() as session:
+        async with self.db.read() as session:
             rows = (await session.execute(query)).scalars().all()
-            return [AlertResponse.model_validate(row) for row in rows]
+            stored = [AlertResponse.model_validate(row) for row in rows]
+        # An alert the database would not store (the disk it is on is full) is open all the same.
+        return (self.alerts.unstored() if self.alerts is not None else []) + stored
 
     async def ack_alert(self, alert_id: int, *, actor: str) -> AlertResponse:
         if not 0 < alert_id <= MAX_ROW_ID:
@@ -177,7 +179,7 @@ class AlertOperations(OpsBase):
     # ---- resource limits --------------------------------------------------------------------
 
     async def get_server_limits(self, ref: str) -> ServerLimitsResponse:
-        async with self.db.session() as session:
+        async with self.db.read() as session:
             server = await find_server(session, ref)
             if server is None:
                 raise NotFound(f"no server {ref!r}")
@@ -206,6 +208,10 @@ class AlertOperations(OpsBase):
                     f"{', '.join(local)}: only for stdio servers (local processes)",
                     field=local[0],
                 )
+            broken = account_rule_broken(spec.run_as_user, spec.run_as_group)
+            if broken is not None:
+                field = "run_as_group" if spec.run_as_user is None else "run_as_user"
+                raise InvalidInput(broken, field=field)
             why = check_account(spec.run_as_user, spec.run_as_group)
             if why is not None:
                 raise Conflict(f"cannot run {server.name} as another account: {why}")

@@ -10,7 +10,7 @@ from app.core.periods import DEFAULT_BUCKETS, DEFAULT_PERIOD, MAX_BUCKETS
 from app.core.schemas import ToolMetrics, ToolServerAnalytics, ToolServerMetrics, UsageTimeSeries
 from app.ops.servers import ServerOperations
 from storage.analytics import UsageAnalytics
-from storage.windows import UnknownPeriod, Window, make_window
+from storage.windows import UnknownPeriod, Window, WindowError, make_window
 
 logger = logging.getLogger(__name__)
 
@@ -89,8 +89,8 @@ class AnalyticsOperations(ServerOperations):
             return make_window(period, start, end, now=datetime.now(UTC))
         except UnknownPeriod as exc:
             raise InvalidInput(str(exc), field="period") from None
-        except ValueError as exc:
-            raise InvalidInput(str(exc), field="start") from None
+        except WindowError as exc:
+            raise InvalidInput(str(exc), field=exc.field) from None
 
     async def _flush_usage(self) -> None:
         flush = getattr(self.recorder, "flush", None)

@@ -171,13 +171,19 @@ async def supervising(
 
 @asynccontextmanager
 async def dashboard_facade(
-    settings: Settings, *, serve: OperationsServer | None = None
+    settings: Settings, *, read_only: bool = False, serve: OperationsServer | None = None
 ) -> AsyncIterator[Operations]:
     """The supervising process's facade if there is one, else a supervisor in this process.
 
     `make run` therefore opens with the built-in servers running. When another process took
     the lock a moment ago and serves nothing yet, this one still opens, without a runtime.
+    A read-only dashboard never supervises: it watches the supervising process, or the stored
+    state, and starts nothing.
     """
+    if read_only:
+        async with open_facade(settings, with_runtime=False) as ops:
+            yield ops
+        return
     async with AsyncExitStack() as stack:
         try:
             ops = await stack.enter_async_context(

@@ -19,6 +19,7 @@ from app.core.schemas import (
     ServerToolResponse,
     ToolServerResponse,
 )
+from app.core.scrub import mask_args, mask_url, restore_masked_args, restore_masked_url
 from app.core.settings import Settings
 from app.runtime.call_latency import CallLatency
 from storage.db import Database
@@ -76,14 +77,35 @@ def keep_masked(new: dict[str, str], old: dict[str, str]) -> dict[str, str]:
     return {key: old.get(key, "") if value == MASK else value for key, value in new.items()}
 
 
+MASKABLE = frozenset({"env", "headers", "url", "args"})
+
+
+def keep_masked_fields(changes: dict[str, Any], row: Any) -> dict[str, Any]:
+    """`changes` to a server with every masked value sent back (env, headers, URL credentials,
+    secret args) replaced by the stored one: a form or a PUT of a GET means "unchanged"."""
+    kept = dict(changes)
+    for field in ("env", "headers"):
+        if kept.get(field) is not None:
+            kept[field] = keep_masked(kept[field], getattr(row, field) or {})
+    if kept.get("url") is not None:
+        kept["url"] = restore_masked_url(kept["url"], row.url)
+    if kept.get("args") is not None:
+        kept["args"] = restore_masked_args(kept["args"], row.args or [])
+    return kept
+
+
 def server_response(
     row: ToolServer, counts: tuple[int, int] = (0, 0), *, reveal: bool = False
 ) -> ToolServerResponse:
     response = ToolServerResponse.model_validate(row)
     response.tools_count, response.enabled_tools_count = counts
+    # Whatever a server wrote reached this row scrubbed already; the row's own values are
+    # masked by shape unless asked for.
     if not reveal:
         response.env = mask_secrets(response.env)
         response.headers = mask_secrets(response.headers)
+        response.url = mask_url(response.url)
+        response.args = mask_args(response.args)
     return response
 
 

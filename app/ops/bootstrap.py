@@ -5,7 +5,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 
+from sqlalchemy.engine import make_url
+
+from app.core.private_files import create_private, narrow_modes, private_dir
 from app.core.settings import Settings
 from app.governance.alerts import AlertEngine
 from app.governance.limits_watchdog import ResourceWatchdog, load_limits
@@ -15,14 +19,34 @@ from app.runtime.supervisor import Supervisor
 from app.runtime.usage import UsageRecorder
 from storage.db import Database, head_revision
 
+# Usage recorded but not yet in the database, for the next start to write after a kill.
+JOURNAL_DIR = "usage-journal"
 # Every job of a running core's scheduler: the core scheduler's and the two added here. Named
 # up front so `tooldeck jobs run` can list them without a running core.
 JOB_NAMES = ("health", "capabilities", "cleanup", "alerts", "limits")
 
 
+def prepare_private_storage(settings: Settings) -> None:
+    """The data dir 0700 and the database file 0600 before SQLite opens it; modes left wider
+    by an older version or a loose umask are narrowed, and a warning names them."""
+    private_dir(settings.data_dir)
+    database_files: list[Path] = []
+    url = make_url(settings.effective_database_url)
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        database = Path(url.database).expanduser()
+        # A database elsewhere: its own files are narrowed, never the folder someone chose.
+        database.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        create_private(database)
+        database_files = [database.with_name(database.name + end) for end in SQLITE_FILE_ENDS]
+    narrow_modes(settings.data_dir, *database_files)
+
+
+SQLITE_FILE_ENDS = ("", "-wal", "-shm", "-journal")
+
+
 async def open_database(settings: Settings) -> Database:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    db = Database(settings.effective_database_url)
+    prepare_private_storage(settings)
+    db = Database.of(settings)
     await db.upgrade()
     return db
 
@@ -49,8 +73,8 @@ async def schema_revisions(settings: Settings) -> tuple[str | None, str]:
 
 def _unmigrated(settings: Settings) -> Database:
     # Not migrated on opening: these two report on the migration or carry it out.
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    return Database(settings.effective_database_url)
+    prepare_private_storage(settings)
+    return Database.of(settings)
 
 
 async def open_operations(settings: Settings) -> LocalOperations:
@@ -75,7 +99,7 @@ async def running_core(
     async with AsyncExitStack() as stack:
         ops = await open_operations(settings)
         stack.push_async_callback(ops.db.dispose)
-        recorder = UsageRecorder(ops.db, settings)
+        recorder = UsageRecorder(ops.db, settings, journal_dir=settings.data_dir / JOURNAL_DIR)
         await recorder.start()
         # Pushed before the supervisor: exits run in reverse, so calls still in flight when the
         # servers stop are recorded before the final flush.
@@ -100,6 +124,8 @@ async def install_alerting(
     engine = AlertEngine(ops.db, ops.settings)
     engine.watch(ops.changes)
     ops.alerts = engine
+    if isinstance(ops.recorder, UsageRecorder):
+        ops.recorder.on_failing = engine.usage_writes
     supervisor.call_gates.load(await load_limits(ops.db))
     watchdog = ResourceWatchdog(ops.db, supervisor, engine)
     scheduler.add(

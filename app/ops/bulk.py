@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from app.core.errors import Conflict, InvalidInput, NotFound, NotRunning
+from sqlalchemy import or_, select
+
+from app.core.errors import Conflict, InvalidInput, NotFound, NotRunning, plain_error
 from app.core.schemas import BulkOperationItem, BulkOperationResult, BulkToolServerOperation
 from app.ops.base import validated
 from app.ops.control import ControlOperations
 from app.ops.servers import ServerOperations
+from storage.models import ToolServer
+
+logger = logging.getLogger(__name__)
 
 BULK_CONCURRENCY = 8
 
@@ -41,12 +47,13 @@ class BulkOperations(ControlOperations, ServerOperations):
                 except (Conflict, InvalidInput, NotFound, NotRunning) as exc:
                     return BulkOperationItem(server_id=ref, success=False, message=str(exc))
                 except Exception as exc:  # one server's failure must not sink the others
-                    return BulkOperationItem(
-                        server_id=ref, success=False, message=f"{type(exc).__name__}: {exc}"
-                    )
+                    # The result is read by people (a dashboard notice, a CLI line): a sentence
+                    # there, the driver's detail in the log.
+                    logger.warning("bulk %s of %s failed", request.operation, ref, exc_info=True)
+                    return BulkOperationItem(server_id=ref, success=False, message=plain_error(exc))
             return BulkOperationItem(server_id=ref, success=True, message=f"{request.operation} ok")
 
-        unique_refs = list(dict.fromkeys(request.server_ids))
+        unique_refs = await self._one_ref_per_server(request.server_ids)
         results = await asyncio.gather(*(one(ref) for ref in unique_refs))
         failed = [item for item in results if not item.success]
         return BulkOperationResult(
@@ -56,3 +63,22 @@ class BulkOperations(ControlOperations, ServerOperations):
             results=list(results),
             errors=[f"{item.server_id}: {item.message}" for item in failed],
         )
+
+    async def _one_ref_per_server(self, refs: list[str]) -> list[str]:
+        """The refs in order, one per server: a server named by its name and its id is acted on
+        once, not twice at the same time. A ref naming no server is kept, to be reported."""
+        unique = list(dict.fromkeys(refs))
+        async with self.db.read() as session:
+            rows = (
+                await session.execute(
+                    select(ToolServer.id, ToolServer.name).where(
+                        or_(ToolServer.id.in_(unique), ToolServer.name.in_(unique))
+                    )
+                )
+            ).all()
+        by_id = {server_id: server_id for server_id, _name in rows}
+        by_name = {name: server_id for server_id, name in rows}
+        chosen: dict[str, str] = {}
+        for ref in unique:
+            chosen.setdefault(by_id.get(ref) or by_name.get(ref) or f"?{ref}", ref)
+        return list(chosen.values())

@@ -105,7 +105,7 @@ class CallOperations(ServerOperations):
             if runtime.is_running(server.id) or not server.auto_start:
                 raise NotFound(f"no tool {tool_ref!r} on server {server.name!r}")
             await runtime.start(server.id, actor=f"{usage.source}:on-demand")
-            async with self.db.session() as session:
+            async with self.db.read() as session:
                 tool = await self._call_target(session, server, tool_ref)
             if tool is None:
                 raise NotFound(f"no tool {tool_ref!r} on server {server.name!r}")
@@ -197,7 +197,7 @@ class CallOperations(ServerOperations):
                 f"{server.name} is not running and does not start on demand (auto-start is off)"
             )
         await runtime.start(server.id, actor=f"{source}:on-demand")
-        async with self.db.session() as session:
+        async with self.db.read() as session:
             fresh = await session.get(ServerTool, tool.id)
             if fresh is None or not fresh.is_available:
                 raise NotRunning(f"{server.name} started but does not list {tool.name}")

@@ -15,7 +15,7 @@ from app.core.schemas import (
     ToolServerCreate,
     ToolServerResponse,
 )
-from app.ops.base import OpsBase, keep_masked, validated
+from app.ops.base import MASKABLE, OpsBase, keep_masked_fields, validated
 from storage.queries import find_server
 
 
@@ -72,16 +72,16 @@ class ControlOperations(OpsBase):
     async def probe(self, target: str | ToolServerCreate | dict[str, Any]) -> ProbeReport:
         source: Any
         if isinstance(target, str):
-            async with self.db.session() as session:
+            async with self.db.read() as session:
                 source = await self._server(session, target)
         else:
             source = validated(ToolServerCreate, target)
-            async with self.db.session() as session:
+            async with self.db.read() as session:
                 saved = await find_server(session, source.name)
             if saved is not None:
                 # A form filled from a masked GET sends the masks back: use the stored secrets.
-                source.env = keep_masked(source.env, saved.env or {})
-                source.headers = keep_masked(source.headers, saved.headers or {})
+                kept = keep_masked_fields(source.model_dump(include=MASKABLE), saved)
+                source = source.model_copy(update=kept)
         from app.runtime.probe import probe
 
         return await probe(

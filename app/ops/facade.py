@@ -3,7 +3,7 @@
 `LocalOperations` implements the `Operations` protocol (app/ops/protocol.py) over storage and,
 when this process runs one, the supervisor; `app/ops/remote.py` implements it over HTTP when a
 daemon runs instead. It is composed of parts by job (servers, control, calls, bulk, built-ins,
-analytics, interchange, alerts), each in its own module.
+analytics, interchange, alerts, profiles, tokens), each in its own module.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from app.ops.interchange import InterchangeOperations
 from app.ops.profiles import ProfileOperations
 from app.ops.protocol import ReadOperations
 from app.ops.read_thread import ReadThread
+from app.ops.tokens import TokenOperations
 from app.runtime.call_latency import CallLatency
 from storage.db import Database
 from storage.models import ServerTool, ToolServer
@@ -39,6 +40,7 @@ class LocalOperations(
     InterchangeOperations,
     AlertOperations,
     ProfileOperations,
+    TokenOperations,
 ):
     """The facade over storage and (when present) the runtime."""
 
@@ -76,7 +78,14 @@ class LocalOperations(
         @asynccontextmanager
         async def replica() -> AsyncIterator[ReadOperations]:
             # Its own engine: connections belong to the loop that opened them.
-            ops = LocalOperations(Database(url), settings)
+            ops = LocalOperations(
+                Database(
+                    url,
+                    pool_size=settings.database_pool_size,
+                    max_overflow=settings.database_max_overflow,
+                ),
+                settings,
+            )
             try:
                 yield ops
             finally:

@@ -24,7 +24,7 @@ from app.core.changes import Change
 from app.core.errors import Conflict, NotRunning, StartFailed
 from app.core.profiles import Selection
 from app.core.settings import Settings
-from app.core.usage_record import UsageRecord
+from app.core.usage_record import Outcome, UsageRecord
 from app.runtime.call_gates import CallGates
 from app.runtime.connections import Connection, ConnectionRegistry
 from storage.models import GatewayProfile, ServerTool, ToolServer
@@ -231,8 +231,10 @@ class GatewayPort:
         client_name: str | None,
         arguments: Any = None,
         result: Any = None,
+        outcome: Outcome | None = None,
     ) -> None:
-        """One call's usage row (`began`: its monotonic start, None when nothing was sent)."""
+        """One call's usage row (`began`: its monotonic start, None when nothing was sent;
+        `outcome`: refused or cancelled, else ok or error as `success` says)."""
         now = time.monotonic()
         duration_ms = round((now - began) * 1000, 3) if began is not None else None
         called_at = datetime.now(UTC)
@@ -255,12 +257,14 @@ class GatewayPort:
                         client_name=client_name,
                         arguments=arguments if isinstance(arguments, dict) else None,
                         result=result,
+                        outcome=outcome,
                     )
                 )
             except Exception:
                 # Metering must never turn an answered call into a failed one.
                 logger.exception("recording the usage of %s failed", tool_name)
-        if tool is not None and tool.auto_disable_after is not None:
+        # A refused or cancelled call says nothing of the tool's health.
+        if tool is not None and tool.auto_disable_after is not None and outcome is None:
             self.spawn(self.ops._tool_outcome(tool, failed=not success, error=error))
 
     def spawn(self, work: Any) -> None:

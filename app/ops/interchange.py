@@ -23,7 +23,7 @@ from app.core.schemas import (
     ToolServerCreate,
 )
 from app.governance.audit import change_details, created_details, snapshot
-from app.ops.base import keep_masked, validated
+from app.ops.base import keep_masked, keep_masked_fields, validated
 from app.ops.servers import ServerOperations
 from storage.models import ToolServer
 from storage.queries import add_event
@@ -154,6 +154,11 @@ class InterchangeOperations(ServerOperations):
             values[field] = self._import_masked(
                 values[field], {}, f"{entry.path}.{field}", item.warnings
             )
+        for field in ("url", "args"):
+            if MASK in str(values.get(field) or ""):
+                item.warnings.append(
+                    f"{entry.path}.{field}: masked in the document: set it after import"
+                )
         if not write:
             return item
         created = ToolServer(**values, is_builtin=False, created_by=actor)
@@ -191,6 +196,9 @@ class InterchangeOperations(ServerOperations):
             replacing[field] = self._import_masked(
                 replacing[field], getattr(row, field) or {}, f"{entry.path}.{field}", item.warnings
             )
+        replacing |= keep_masked_fields(
+            {field: replacing[field] for field in ("url", "args") if field in replacing}, row
+        )
         current = {field: getattr(row, field) for field in ToolServerCreate.model_fields}
         merged = self._import_spec(entry, {**current, **replacing})
         changed = [

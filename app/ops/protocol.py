@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 import mcp_types as types
 
+from app.core.access import IssuedToken, TokenCreate, TokenInfo
 from app.core.changes import ChangeBus
 from app.core.periods import DEFAULT_BUCKETS, DEFAULT_PERIOD
 from app.core.profiles import (
@@ -418,6 +419,21 @@ class Operations(ReadOperations, Protocol):
     async def disable_unused_tools(self, days: int = 30, *, actor: str) -> TrimResult:
         """Disable every tool the trim suggestions over `days` name (the caller confirmed the
         list)."""
+        ...
+
+    # ---- API tokens ---------------------------------------------------------------------
+
+    async def list_tokens(self) -> list[TokenInfo]:
+        """Every named API token: name, scope, profile, when made and last used; never a value."""
+        ...
+
+    async def add_token(self, data: TokenCreate | dict[str, Any], *, actor: str) -> IssuedToken:
+        """A new named token with a scope (a gateway token may be bound to one profile). Its
+        value is in this answer only: only its hash is stored."""
+        ...
+
+    async def revoke_token(self, name: str, *, actor: str) -> None:
+        """Revoke a named token: requests with it are refused from then on."""
         ...
 
 

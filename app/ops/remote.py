@@ -20,6 +20,7 @@ import httpx2
 from pydantic import BaseModel, TypeAdapter
 from pydantic_core import to_jsonable_python
 
+from app import __version__
 from app.core import errors
 from app.core.errors import InvalidInput, NotFound, TooldeckError, Unavailable
 from app.core.interchange import parse_document
@@ -29,6 +30,8 @@ from app.ops.protocol import Operations, ReadOperations, operation_names, shaped
 from app.ops.table import OPERATIONS, OperationSpec
 
 ACTOR_HEADER = "X-Tooldeck-Actor"
+# Marks a request as a program's: no web page can send it cross-site (app.faces.http.access_guard).
+CLIENT_HEADER = "X-Tooldeck-Client"
 DEFAULT_TIMEOUT_S = 30.0
 CONNECT_TIMEOUT_S = 5.0
 # Starting a server or calling a tool is bounded by the server's own timeouts (up to an hour),
@@ -51,6 +54,7 @@ def _error_classes() -> dict[str, type[TooldeckError]]:
 _BY_STATUS: dict[int, type[TooldeckError]] = {
     400: errors.BadRequest,
     401: errors.Unauthorized,
+    403: errors.Forbidden,
     404: errors.NotFound,
     409: errors.Conflict,
     413: errors.PayloadTooLarge,
@@ -100,7 +104,10 @@ class RemoteOperations(Operations):
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.settings = settings
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        # The client header tells the daemon's AccessGuard that no web page sent this request.
+        headers = {CLIENT_HEADER: f"tooldeck/{__version__}"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
         self._client = httpx2.AsyncClient(
             base_url=self.base_url,
             headers=headers,

@@ -19,7 +19,7 @@ from app.core.schemas import (
     ToolServerUpdate,
 )
 from app.governance.audit import change_details, created_details, deleted_details, snapshot
-from app.ops.base import OpsBase, keep_masked, server_response, validated
+from app.ops.base import OpsBase, keep_masked_fields, server_response, validated
 from storage.models import ServerEvent, ServerTool, ToolServer
 from storage.queries import add_event, find_server, tool_counts
 
@@ -92,10 +92,7 @@ class ServerOperations(OpsBase):
             current = ToolServerCreate.model_construct(
                 **{field: getattr(row, field) for field in ToolServerCreate.model_fields}
             ).model_dump()
-            if "env" in changes and changes["env"] is not None:
-                changes["env"] = keep_masked(changes["env"], row.env or {})
-            if "headers" in changes and changes["headers"] is not None:
-                changes["headers"] = keep_masked(changes["headers"], row.headers or {})
+            changes = keep_masked_fields(changes, row)
             # Validate the server as it will be, so a change cannot leave it unusable.
             merged = validated(ToolServerCreate, {**current, **_drop_none(changes)})
             changed = [
@@ -121,7 +118,7 @@ class ServerOperations(OpsBase):
         return response
 
     async def delete_server(self, ref: str, *, actor: str) -> None:
-        async with self.db.session() as session:
+        async with self.db.read() as session:
             row = await self._server(session, ref)
             if row.is_builtin:
                 raise Conflict(f"{row.name} is a built-in server: it can be disabled, not deleted")

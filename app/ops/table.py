@@ -13,6 +13,10 @@ How an argument of the operation travels follows from the row:
 - an argument named (through `names`) by a `{placeholder}` of the path is in the path;
 - the body is one argument whole (`body_arg`), or its fields are arguments of the same names;
 - every other argument is a query parameter.
+
+What a request needs of its token (`access`, app/core/access.py) is declared per row too: a GET
+is a read, and a change is an admin's unless the row says an operator may make it. A query that
+reveals secrets (`SECRET_QUERIES`) is an admin's whatever the row says.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import Any, Literal, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.core.access import Access, TokenCreate
 from app.core.periods import PERIOD_NAMES
 from app.core.profiles import ProfileCreate, ProfileFields, ProfileUpdate
 from app.core.schemas import (
@@ -117,6 +122,13 @@ class OperationSpec:
     status: int = 200
     route_name: str | None = None  # the route's own name, where one operation has several
     custom_route: bool = False  # the route is written by hand in app/faces/http/routes.py
+    access: Access | None = None  # what the token needs; default: read for a GET, else admin
+
+    @property
+    def needs(self) -> Access:
+        if self.access is not None:
+            return self.access
+        return "read" if self.method == "GET" else "admin"
 
     @property
     def route(self) -> str:
@@ -176,11 +188,14 @@ TOOL = f"{TOOLSERVERS}/tools/{{id}}"
 ALERTS = "/api/v1/alerts"
 PROFILES = "/api/v1/gateway/profiles"
 PROFILE = f"{PROFILES}/{{name}}"
+TOKENS = "/api/v1/tokens"
 
 BY_ID = {"id": "ref"}
 SERVER_BY_ID = {"id": "server_ref"}
 TOOL_BY_ID = {"id": "ref", "server": "server_ref"}
 REVEAL = {"reveal": QueryDoc("show env and header values instead of a mask")}
+# Query parameters that unmask secrets: only an admin token may send them.
+SECRET_QUERIES = frozenset({"reveal", "include_secrets"})
 TOOL_SERVER = {"server": QueryDoc("the server of a tool given by name rather than by id")}
 WINDOW = {
     "period": QueryDoc(f"one of {', '.join(PERIOD_NAMES)}"),
@@ -192,7 +207,7 @@ DAYS = {"days": QueryDoc("the window in days", ge=1, le=3650)}
 AUDIT_QUERY = {
     "server": QueryDoc("a server's name or id"),
     "since": QueryDoc("30m, 24h, 7d, 2w or ISO 8601"),
-    "actor": QueryDoc("only this actor"),
+    "actor": QueryDoc("only this actor: a token's name, or the person it acted for"),
     "limit": LIMIT,
 }
 
@@ -204,7 +219,7 @@ AUDIT_QUERY = {
 def _control(name: str, verb: str) -> OperationSpec:
     return OperationSpec(
         name, "POST", f"{SERVER}/{verb}", ("control",), names=BY_ID,
-        mutates=True, long=True,
+        mutates=True, long=True, access="operate",
     )
 
 
@@ -237,11 +252,12 @@ OPERATIONS: tuple[OperationSpec, ...] = (
     _control("refresh_tools", "refresh"),
     OperationSpec(
         "enable_server", "POST", f"{SERVER}/enable", ("control",), names=BY_ID, mutates=True,
+        access="operate",
     ),
     # The route also takes an optional reason (a DisableRequest body).
     OperationSpec(
         "disable_server", "POST", f"{SERVER}/disable", ("control",), names=BY_ID, mutates=True,
-        custom_route=True,
+        custom_route=True, access="operate",
     ),
     OperationSpec("list_tools", "GET", f"{SERVER}/tools", ("tools",), names=SERVER_BY_ID),
     OperationSpec(
@@ -257,7 +273,7 @@ OPERATIONS: tuple[OperationSpec, ...] = (
     OperationSpec("log_tail", "GET", f"{SERVER}/logs", ("health",), names=BY_ID),
     OperationSpec(
         "probe", "POST", f"{SERVER}/probe", ("health",), names={"id": "target"}, long=True,
-        route_name="probe_server", custom_route=True,
+        route_name="probe_server", custom_route=True, access="operate",
     ),
     OperationSpec(
         "probe", "POST", f"{TOOLSERVERS}/probe", ("health",), body=ToolServerCreate,
@@ -278,7 +294,7 @@ OPERATIONS: tuple[OperationSpec, ...] = (
     ),
     OperationSpec(
         "get_prompt", "POST", f"{SERVER}/prompts/{{name}}", ("mcp",), names=SERVER_BY_ID,
-        body=PromptRequest, long=True,
+        body=PromptRequest, long=True, access="operate",
     ),
     # ---- tools ----
     OperationSpec("get_tool", "GET", TOOL, ("tools",), names=TOOL_BY_ID, query=TOOL_SERVER),
@@ -287,19 +303,22 @@ OPERATIONS: tuple[OperationSpec, ...] = (
         "set_tool_bypass", "PUT", TOOL, ("tools",),
         names={**TOOL_BY_ID, "bypass_when_unavailable": "bypass"}, body=ToolUpdate,
         query=TOOL_SERVER, mutates=True, route_name="update_tool", custom_route=True,
+        access="operate",
     ),
     OperationSpec(
         "set_tool_enabled", "POST", f"{TOOL}/enable", ("tools",), names=TOOL_BY_ID,
         fixed={"enabled": True}, query=TOOL_SERVER, mutates=True, route_name="enable_tool",
+        access="operate",
     ),
     OperationSpec(
         "set_tool_enabled", "POST", f"{TOOL}/disable", ("tools",), names=TOOL_BY_ID,
         fixed={"enabled": False}, query=TOOL_SERVER, mutates=True, route_name="disable_tool",
+        access="operate",
     ),
     # The route finds the tool's server when the query does not name it.
     OperationSpec(
         "call_tool", "POST", f"{TOOL}/call", ("tools",), names={"id": "tool"}, body=ToolCallRequest,
-        query=TOOL_SERVER, mutates=True, long=True, custom_route=True,
+        query=TOOL_SERVER, mutates=True, long=True, custom_route=True, access="operate",
     ),
     OperationSpec(
         "tool_metrics", "GET", f"{TOOL}/metrics", ("analytics",),
@@ -315,7 +334,7 @@ OPERATIONS: tuple[OperationSpec, ...] = (
     # Before `/profiles/{name}`: a draft is never read as a profile called "preview".
     OperationSpec(
         "preview_profile_draft", "POST", f"{PROFILES}/preview", ("profiles",),
-        body=ProfileFields, body_arg="data",
+        body=ProfileFields, body_arg="data", access="operate",
     ),
     OperationSpec("get_profile", "GET", PROFILE, ("profiles",)),
     OperationSpec(
@@ -338,7 +357,7 @@ OPERATIONS: tuple[OperationSpec, ...] = (
     OperationSpec("scheduler_jobs", "GET", "/api/v1/scheduler/jobs", ("scheduler",)),
     OperationSpec(
         "run_job", "POST", "/api/v1/scheduler/jobs/{name}/run", ("scheduler",), mutates=True,
-        long=True,
+        long=True, access="operate",
     ),
     # ---- import and export ----
     OperationSpec(
@@ -358,10 +377,13 @@ OPERATIONS: tuple[OperationSpec, ...] = (
         "list_alerts", "GET", ALERTS, ("alerts",), names={"all": "include_resolved"},
         query={"all": QueryDoc("resolved alerts too"), "limit": LIMIT},
     ),
-    OperationSpec("evaluate_alerts", "POST", f"{ALERTS}/evaluate", ("alerts",), mutates=True),
+    OperationSpec(
+        "evaluate_alerts", "POST", f"{ALERTS}/evaluate", ("alerts",), mutates=True,
+        access="operate",
+    ),
     OperationSpec(
         "ack_alert", "POST", f"{ALERTS}/{{id}}/ack", ("alerts",), names={"id": "alert_id"},
-        mutates=True,
+        mutates=True, access="operate",
     ),
     OperationSpec(
         "get_server_limits", "GET", f"{SERVER}/limits", ("limits",), names=BY_ID,
@@ -380,6 +402,15 @@ OPERATIONS: tuple[OperationSpec, ...] = (
     OperationSpec(
         "disable_unused_tools", "POST", f"{TOOLSERVERS}/trim/disable", ("tools",), query=DAYS,
         mutates=True,
+    ),
+    # ---- API tokens: an admin's, listing included ----
+    OperationSpec("list_tokens", "GET", TOKENS, ("tokens",), access="admin"),
+    OperationSpec(
+        "add_token", "POST", TOKENS, ("tokens",), body=TokenCreate, body_arg="data",
+        mutates=True, status=201,
+    ),
+    OperationSpec(
+        "revoke_token", "DELETE", f"{TOKENS}/{{name}}", ("tokens",), mutates=True, status=204,
     ),
 )
 # fmt: on

@@ -7,6 +7,8 @@ import os
 import secrets
 from pathlib import Path
 
+from app.core.private_files import private_dir
+
 TOKEN_FILE_NAME = "api-token"
 TOKEN_BYTES = 32
 
@@ -33,7 +35,7 @@ def _write_private(path: Path, text: str, *, exclusive: bool) -> None:
 def load_or_create_token(data_dir: Path) -> str:
     """The token of this data dir, made on first use."""
     path = token_path(data_dir)
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(data_dir)
     try:
         _write_private(path, _new_token(), exclusive=True)
     except FileExistsError:
@@ -47,7 +49,7 @@ def load_or_create_token(data_dir: Path) -> str:
 
 def rotate_token(data_dir: Path) -> str:
     """A new token replaces the old one at once; a running daemon picks it up on its next check."""
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(data_dir)
     path = token_path(data_dir)
     temporary = path.with_name(f".{TOKEN_FILE_NAME}.{os.getpid()}.tmp")
     token = _new_token()

@@ -25,6 +25,7 @@ import logging
 import os
 import signal
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass
@@ -37,7 +38,10 @@ from mcp.shared.exceptions import MCPError
 from app import __version__
 from app.core import jsonrpc
 from app.core.jsonrpc import Message
+from app.core.scrub import mask_args, mask_url
+from app.runtime.process_registry import INSTANCE_ENV, ProcessRegistry
 from app.runtime.serverlog import LogWriter, ServerLog, read_log_tail
+from app.runtime.spawn_guard import check_command, guarded
 
 __all__ = [
     "Connection",
@@ -463,8 +467,16 @@ class _ChildProtocol(asyncio.SubprocessProtocol):
 
 
 class StdioConnection(Connection):
-    def __init__(self, spec: ConnectionSpec, log: ServerLog, **options: Any) -> None:
+    def __init__(
+        self,
+        spec: ConnectionSpec,
+        log: ServerLog,
+        *,
+        processes: ProcessRegistry | None = None,
+        **options: Any,
+    ) -> None:
         super().__init__(spec, log, **options)
+        self._processes = processes
         self._transport: asyncio.SubprocessTransport | None = None
         self._protocol: _ChildProtocol | None = None
         self._write: Callable[[bytes], None] = _nowhere
@@ -474,6 +486,17 @@ class StdioConnection(Connection):
             raise StartError("a stdio server needs a command")
         from mcp.client.stdio import get_default_environment
 
+        if launcher:
+            # The guard would start and then only say so as its own exit.
+            unable = check_command(self.spec.command, dict(self.spec.env), self.spec.cwd)
+            if unable is not None:
+                raise StartError(unable)
+        # The child learns nothing from the marker; it tells its processes from strangers that
+        # later reuse their ids (app.runtime.process_registry).
+        marker = uuid.uuid4().hex
+        env = {**get_default_environment(), **dict(self.spec.env), INSTANCE_ENV: marker}
+        if launcher:
+            launcher, env = guarded(launcher, env)
         argv = [*(launcher or []), self.spec.command, *self.spec.args]
         loop = asyncio.get_running_loop()
         # Its own session and process group (its pid names the group): a stop reaches every
@@ -484,12 +507,15 @@ class StdioConnection(Connection):
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
-            env={**get_default_environment(), **dict(self.spec.env)},
+            env=env,
             cwd=self.spec.cwd,
             start_new_session=True,
         )
         self._transport, self._protocol = transport, protocol
         self.pid = transport.get_pid()
+        if self._processes is not None:
+            # Recorded while it runs, for the next start to end what a killed Tooldeck left.
+            await asyncio.to_thread(self._processes.record, self.pid, self.spec.name, marker)
         stdin = transport.get_pipe_transport(0)
         assert isinstance(stdin, asyncio.WriteTransport)
         self._write = jsonrpc.Corked(stdin.write).write
@@ -519,6 +545,8 @@ class StdioConnection(Connection):
         self.exit_code = transport.get_returncode()
         # A grandchild of a server that exited on its own would otherwise be orphaned.
         await end_process_group(pid)
+        if self._processes is not None:
+            self._processes.forget(pid)  # ended: SIGKILL, if it came to that, cannot be ignored
         with suppress(TimeoutError):
             async with asyncio.timeout(DRAIN_S):
                 await protocol.stderr_closed.wait()
@@ -667,11 +695,12 @@ async def open_connection(
     on_closed: Callable[[], None] | None = None,
     launcher: list[str] | None = None,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    processes: ProcessRegistry | None = None,
 ) -> AsyncIterator[Connection]:
     """Start or connect, `initialize` within `startup_timeout`, and yield the connection.
 
     `launcher` (app.runtime.spawn_guard) runs before a stdio command and execs it: same pid,
-    same group.
+    same group. `processes` records the child's process group while it runs.
 
     Leaving the context closes the connection and, for stdio, ends the child (stdin closed,
     then SIGTERM, then SIGKILL to its process group) and reaps it.
@@ -689,15 +718,15 @@ async def open_connection(
     try:
         async with AsyncExitStack() as stack:
             if spec.transport == "stdio":
-                conn = StdioConnection(spec, log, **options)
-                log.note(f"starting {spec.command} {' '.join(spec.args)}".rstrip())
+                conn = StdioConnection(spec, log, processes=processes, **options)
+                log.note(f"starting {spec.command} {' '.join(mask_args(spec.args))}".rstrip())
                 stack.push_async_callback(conn.aclose)
                 await conn.start(launcher)
             elif spec.transport in ("streamable_http", "sse"):
                 if not spec.url:
                     raise StartError(f"a {spec.transport} server needs a url")
                 conn = StreamsConnection(spec, log, **options)
-                log.note(f"connecting to {spec.url}")
+                log.note(f"connecting to {mask_url(spec.url)}")
                 async with asyncio.timeout_at(deadline):
                     read, write = await stack.enter_async_context(_http_transport(spec))
                 stack.push_async_callback(conn.aclose)

@@ -21,6 +21,7 @@ from typing import Literal
 import psutil
 
 from app.core.errors import Conflict
+from app.core.private_files import private_dir, private_opener
 
 LOCK_FILE_NAME = "tooldeck.lock"
 HolderKind = Literal["daemon", "dashboard", "gateway", "cli"]
@@ -116,9 +117,9 @@ class SupervisorLock:
 
     def acquire(self) -> LockInfo:
         """Take the lock or raise AlreadyRunning naming the holder's pid."""
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.data_dir)
         # Never truncate on open: the file may be the live holder's, which we are about to read.
-        fd = os.open(lock_path(self.data_dir), os.O_RDWR | os.O_CREAT, 0o644)
+        fd = private_opener(str(lock_path(self.data_dir)), os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

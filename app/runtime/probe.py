@@ -10,21 +10,24 @@ import time
 from typing import Any
 
 from app.core.schemas import ProbeReport, ProbeTool
+from app.core.scrub import Scrubber, mask_args, mask_url
 from app.runtime.connections import ConnectionSpec, ServerLog, StartError, open_connection, seconds
+from app.runtime.spawn_guard import launcher
 
 PROBE_STDERR_LINES = 20
 
 
 def describe_target(spec: ConnectionSpec) -> str:
     if spec.transport == "stdio":
-        return " ".join([spec.command or "", *spec.args]).strip()
-    return spec.url or ""
+        return " ".join([spec.command or "", *mask_args(spec.args)]).strip()
+    return mask_url(spec.url) or ""
 
 
 async def probe(source: Any, *, startup_timeout: float, call_timeout: float) -> ProbeReport:
     """Probe a server described by `source` (a server row or a ToolServerCreate)."""
     spec = ConnectionSpec.of(source)
     log = ServerLog()
+    log.scrub = Scrubber.of(spec)
     report = ProbeReport(
         ok=False,
         name=spec.name,
@@ -34,7 +37,9 @@ async def probe(source: Any, *, startup_timeout: float, call_timeout: float) -> 
     )
     began = time.monotonic()
     try:
-        async with open_connection(spec, startup_timeout=startup_timeout, log=log) as conn:
+        async with open_connection(
+            spec, startup_timeout=startup_timeout, log=log, launcher=launcher()
+        ) as conn:
             report.connect_ms = round(conn.connect_ms, 1)
             report.protocol_version = conn.protocol_version
             report.server_name = conn.server_name
@@ -67,6 +72,7 @@ async def probe(source: Any, *, startup_timeout: float, call_timeout: float) -> 
     except StartError as exc:
         report.error = exc.message
     report.ok = report.error is None
+    report.error = log.scrub.optional(report.error)
     report.total_ms = round((time.monotonic() - began) * 1000, 1)
     report.stderr_tail = [
         line for line in log.tail(PROBE_STDERR_LINES) if not line.startswith("[tooldeck ")

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
-from app.core.errors import NotFound, NotRunning
+from app.core.errors import NotFound, NotRunning, plain_error
 from app.core.events import EventKind
 from app.core.schemas import JobStatus
 from storage.db import Database
@@ -147,7 +147,7 @@ class Scheduler:
             raise
         except Exception as exc:
             logger.exception("job %s failed", job.name)
-            outcome, ok = f"failed: {type(exc).__name__}: {exc}", False
+            outcome, ok = f"failed: {plain_error(exc)}", False
         finally:
             job.runs += 1
             job.last_finished_at = utcnow()
@@ -239,7 +239,7 @@ def core_scheduler(db: Database, settings: Settings, supervisor: Supervisor) -> 
 
 
 async def _server_ids(db: Database, *conditions: Any) -> list[str]:
-    async with db.session() as session:
+    async with db.read() as session:
         rows = await session.execute(select(ToolServer.id).where(*conditions))
         return list(rows.scalars())
 

@@ -7,17 +7,15 @@ this class, so every state change and its event are written in one transaction.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.errors import NotFound
 from app.core.events import EventKind
+from app.core.scrub import Scrubber
 from app.runtime.connections import ConnectionSpec
 from app.runtime.spawn_guard import launcher as spawn_launcher
 from storage.db import Database
@@ -28,8 +26,6 @@ SYSTEM = "system"
 UP_STATUSES = ("running", "degraded")
 # Statuses a previous process may have left behind when it died without cleaning up.
 LIVE_STATUSES = ("starting", "running", "degraded", "stopping")
-
-Writing = Callable[[], AbstractAsyncContextManager[AsyncSession]]
 
 
 @dataclass(frozen=True)
@@ -51,9 +47,8 @@ class Attempt:
 
 
 class ServerState:
-    def __init__(self, db: Database, writing: Writing) -> None:
+    def __init__(self, db: Database) -> None:
         self.db = db
-        self._writing = writing
 
     async def row(self, server_id: str) -> ToolServer:
         async with self.db.read() as session:
@@ -62,10 +57,16 @@ class ServerState:
                 raise NotFound(f"no server {server_id!r}")
             return row
 
+    async def leftovers_ended(self, name: str, message: str) -> None:
+        """Say on the server (by name: the record outlives ids) that its leftovers were ended."""
+        async with self.db.session() as session:
+            server_id = await session.scalar(select(ToolServer.id).where(ToolServer.name == name))
+            add_event(session, server_id, EventKind.LEFTOVERS_ENDED, message, SYSTEM)
+
     async def settle_after_crash(self) -> list[KnownServer]:
         """Statuses a dead process left as live become `stopped`, with an event; returns every
         server."""
-        async with self._writing() as session:
+        async with self.db.session() as session:
             rows = (await session.execute(select(ToolServer))).scalars().all()
             for row in rows:
                 if row.status in LIVE_STATUSES:
@@ -76,7 +77,7 @@ class ServerState:
 
     async def begin_attempt(self, server_id: str, actor: str) -> Attempt | None:
         """Mark the server `starting`; None when it is gone or disabled (nothing to start)."""
-        async with self._writing() as session:
+        async with self.db.session() as session:
             row = await session.get(ToolServer, server_id)
             if row is None or not row.enabled:
                 return None
@@ -102,16 +103,17 @@ class ServerState:
         actor: str,
         degraded: str | None,
     ) -> None:
-        async with self._writing() as session:
+        async with self.db.session() as session:
             row = await session.get(ToolServer, server_id)
             if row is None:
                 return
             row.status = status
             row.last_startup_success = at
             row.last_startup_error = None
-            add_event(session, row.id, EventKind.STARTED, message, actor)
+            add_event(session, row.id, EventKind.STARTED, Scrubber.of(row)(message), actor)
             if degraded is not None:
-                add_event(session, row.id, EventKind.DEGRADED, f"degraded: {degraded}", SYSTEM)
+                text = Scrubber.of(row)(f"degraded: {degraded}")
+                add_event(session, row.id, EventKind.DEGRADED, text, SYSTEM)
 
     async def record_failure(
         self, server_id: str, kind: EventKind, message: str
@@ -120,12 +122,14 @@ class ServerState:
 
         Returns (failures, the reason when it was disabled now), or None for a deleted server.
         """
-        async with self._writing() as session:
+        async with self.db.session() as session:
             row = await session.get(ToolServer, server_id)
             if row is None:
                 return None
             row.consecutive_failures = failures = (row.consecutive_failures or 0) + 1
             row.status = "error"
+            # What a server or a library said may quote the server's secrets.
+            message = Scrubber.of(row)(message)
             if kind == EventKind.START_FAILED:
                 row.last_startup_error = message
             add_event(session, row.id, kind, message, SYSTEM)
@@ -145,7 +149,7 @@ class ServerState:
             return failures, reason
 
     async def reset_failures(self, server_id: str) -> None:
-        async with self._writing() as session:
+        async with self.db.session() as session:
             await session.execute(
                 update(ToolServer)
                 .where(ToolServer.id == server_id, ToolServer.consecutive_failures != 0)
@@ -174,7 +178,7 @@ class ServerState:
             values["status"] = status
         if not values and event is None:
             return
-        async with self._writing() as session:
+        async with self.db.session() as session:
             if values:
                 query = update(ToolServer).where(ToolServer.id == server_id)
                 if status is not None or reset_failures:
@@ -184,24 +188,24 @@ class ServerState:
                 add_event(session, server_id, event[0], event[1], SYSTEM)
 
     async def stopping(self, server_id: str) -> None:
-        async with self._writing() as session:
+        async with self.db.session() as session:
             await session.execute(
                 update(ToolServer).where(ToolServer.id == server_id).values(status="stopping")
             )
 
     async def stopped(self, server_id: str, message: str, actor: str) -> bool:
         """Mark it stopped with an event; False when it already was (or is gone)."""
-        async with self._writing() as session:
+        async with self.db.session() as session:
             row = await session.get(ToolServer, server_id)
             if row is None or row.status == "stopped":
                 return False
             row.status = "stopped"
-            add_event(session, row.id, EventKind.STOPPED, message, actor)
+            add_event(session, row.id, EventKind.STOPPED, Scrubber.of(row)(message), actor)
             return True
 
     async def settle_stale(self, server_id: str, actor: str) -> None:
         """A stop of a server not running here: only a status left by a dead process to fix."""
-        async with self._writing() as session:
+        async with self.db.session() as session:
             row = await session.get(ToolServer, server_id)
             if row is None:
                 raise NotFound(f"no server {server_id!r}")
@@ -210,5 +214,5 @@ class ServerState:
                 add_event(session, row.id, EventKind.STOPPED, f"stopped {row.name}", actor)
 
     async def restarting(self, server_id: str, name: str, actor: str) -> None:
-        async with self._writing() as session:
+        async with self.db.session() as session:
             add_event(session, server_id, EventKind.RESTARTED, f"restart of {name}", actor)

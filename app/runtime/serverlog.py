@@ -16,6 +16,9 @@ from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+from app.core.private_files import open_private, private_dir
+from app.core.scrub import NO_SECRETS, Scrubber
+
 if TYPE_CHECKING:
     from app.core.settings import Settings
 
@@ -107,8 +110,8 @@ class LogWriter:
 
     def _open(self, path: Path) -> tuple[TextIO, int]:
         if path not in self._files:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            handle = path.open("a", encoding="utf-8", errors="replace")
+            private_dir(path.parent)
+            handle = open_private(path, "a", encoding="utf-8", errors="replace")
             self._files[path] = (handle, handle.tell())
         return self._files[path]
 
@@ -131,6 +134,8 @@ class ServerLog:
         self, path: Path | None = None, writer: LogWriter | None = None, lines: int = TAIL_LINES
     ) -> None:
         self.path = path
+        # Set per run by the supervisor: the secrets of the server this log is for.
+        self.scrub: Scrubber = NO_SECRETS
         self._writer = writer if path is not None else None
         self._tail: deque[str] = deque(maxlen=lines)
         self._partial = ""
@@ -164,10 +169,19 @@ class ServerLog:
 
     def recent(self, lines: int = 3) -> str:
         """The last few lines as one string, for an error message."""
-        picked = [line for line in self._tail if not line.startswith("[tooldeck ")][-lines:]
-        return " | ".join(line.strip() for line in picked if line.strip())
+        picked: list[str] = []
+        for line in reversed(self._tail):
+            text = line.strip()
+            # A server failing the same way on every attempt writes the same line each time:
+            # once is enough in a message.
+            if text and not text.startswith("[tooldeck ") and text not in picked:
+                picked.append(text)
+                if len(picked) == lines:
+                    break
+        return " | ".join(reversed(picked))
 
     def _add(self, line: str) -> None:
+        line = self.scrub(line)
         self._tail.append(line)
         if self._writer is not None and self.path is not None:
             self._writer.write(self.path, line + "\n")

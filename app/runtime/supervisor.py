@@ -15,20 +15,21 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager, suppress
+import traceback
+from collections.abc import Awaitable, Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import mcp_types as types
 from mcp.shared.exceptions import MCPError
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.changes import Change, ChangeBus
-from app.core.errors import CallFailed, Conflict, NotFound, NotRunning, StartFailed
+from app.core.errors import CallFailed, Conflict, NotFound, NotRunning, StartFailed, plain_error
 from app.core.events import EventKind
 from app.core.schemas import ServerHealth, ServerRuntimeInfo
+from app.core.scrub import Scrubber
 from app.core.settings import Settings
 from app.runtime.call_gates import CallGates
 from app.runtime.connections import (
@@ -40,6 +41,7 @@ from app.runtime.connections import (
     open_connection,
     seconds,
 )
+from app.runtime.process_registry import ProcessRegistry
 from app.runtime.process_sampling import ProcessSampler
 from app.runtime.server_state import SYSTEM, UP_STATUSES, ServerState
 from app.runtime.serverlog import LogWriter, ServerLog, log_path, read_log_tail
@@ -93,6 +95,13 @@ class _Handle:
         return self.conn.pid if self.conn is not None else None
 
 
+def _log_bug(handle: _Handle, doing: str) -> None:
+    """A bug, logged with its traceback, which may quote the server's secrets (an HTTP
+    library's error repeats a header): scrubbed like every other text about the server."""
+    trace = handle.log.scrub(traceback.format_exc())
+    logger.error("%s %s failed\n%s", doing, handle.name, trace.rstrip())
+
+
 class Supervisor:
     """Implements the facade's `Runtime` protocol."""
 
@@ -122,16 +131,16 @@ class Supervisor:
         self._background: set[asyncio.Task[Any]] = set()
         self._autostart: asyncio.Task[None] | None = None
         self._closing = False
-        # One writer at a time from here: fifty servers changing state at once would otherwise
-        # queue inside SQLite, where a busy writer times out instead of waiting its turn.
-        self._db_lock = asyncio.Lock()
         # Per-server concurrent-call limits (app.runtime.call_gates), loaded by the facade and
         # the watchdog.
         self.call_gates = CallGates()
+        # The process groups of running servers, for the next start to end what a killed
+        # Tooldeck left behind.
+        self.processes = ProcessRegistry(settings.data_dir)
         # The live connection of each running server, shared with the gateway's router.
         self.connections = ConnectionRegistry()
-        self.state = ServerState(db, self._writing)
-        self.catalogue = ToolCatalogue(db, self._writing, self._publish)
+        self.state = ServerState(db)
+        self.catalogue = ToolCatalogue(db, self._publish)
 
     # ---- life of the supervisor itself ------------------------------------------------------
 
@@ -142,6 +151,7 @@ class Supervisor:
         Returns once the reset is done; the starts go on in the background (see
         `wait_autostart`), so a slow server does not hold the dashboard up.
         """
+        await self._end_leftovers()
         servers = await self.state.settle_after_crash()
         for server in servers:
             self._handle_for(server.id, server.name).was_enabled = server.enabled
@@ -149,6 +159,19 @@ class Supervisor:
         targets = [s.id for s in servers if s.enabled and s.auto_start and autostart]
         self._publish(Change.STATUS, None)
         self._autostart = asyncio.create_task(self._start_all(targets), name="autostart")
+
+    async def _end_leftovers(self) -> None:
+        """End what servers of a killed Tooldeck started and left running (their own children:
+        the servers themselves died with it), before any server starts again."""
+        for left in await asyncio.to_thread(self.processes.sweep):
+            pids = ", ".join(str(pid) for pid in left.pids)
+            message = (
+                f"ended {len(left.pids)} process{'es' if len(left.pids) != 1 else ''} a previous "
+                f"Tooldeck left running (pid {pids}"
+                + ("; SIGKILL after SIGTERM was ignored)" if left.killed else ")")
+            )
+            logger.warning("%s: %s", left.server, message)
+            await self.state.leftovers_ended(left.server, message)
 
     async def wait_autostart(self) -> None:
         if self._autostart is not None:
@@ -316,7 +339,9 @@ class Supervisor:
             else:
                 error = f"health check failed: {exc.message}"
         except Exception as exc:
-            error = f"health check failed: {type(exc).__name__}: {exc}"
+            _log_bug(handle, "health check of")
+            error = f"health check failed: {plain_error(exc)}"
+        error = handle.log.scrub.optional(error)
         latency = (time.monotonic() - began) * 1000
         now = utcnow()
         handle.last_latency_ms = None if error else latency
@@ -377,7 +402,8 @@ class Supervisor:
                 raise CallFailed(
                     f"{conn.spec.name} closed the connection during the call"
                 ) from None
-            raise CallFailed(f"{tool_name} failed: {exc.message}") from None
+            failed = self._scrubbed(server_id, f"{tool_name} failed: {exc.message}")
+            raise CallFailed(failed) from None
         except ValueError as exc:
             # A result that is not a CallToolResult (pydantic's ValidationError).
             raise CallFailed(f"{tool_name} returned an invalid result: {exc}") from None
@@ -402,7 +428,11 @@ class Supervisor:
         except TimeoutError:
             raise CallFailed(f"{what} timed out after {seconds(timeout_s)} s") from None
         except MCPError as exc:
-            raise CallFailed(f"{what} failed: {exc.message}") from None
+            raise CallFailed(self._scrubbed(server_id, f"{what} failed: {exc.message}")) from None
+
+    def _scrubbed(self, server_id: str, text: str) -> str:
+        handle = self._handles.get(server_id)
+        return handle.log.scrub(text) if handle is not None else text
 
     def connection(self, server_id: str) -> Connection | None:
         handle = self._handles.get(server_id)
@@ -484,6 +514,7 @@ class Supervisor:
                 if failure is None or not handle.want_running:
                     break
                 kind, message = failure
+                message = handle.log.scrub(message)
                 handle.last_error = message
                 auto_disabled, failures = await self._record_failure(handle, kind, message)
                 self._publish(Change.STATUS, handle.server_id)
@@ -508,8 +539,8 @@ class Supervisor:
             if task is not None:
                 task.uncancel()
         except Exception as exc:
-            logger.exception("supervising %s failed", handle.name)
-            handle.last_error = f"internal error: {exc}"
+            _log_bug(handle, "supervising")
+            handle.last_error = handle.log.scrub(f"internal error: {plain_error(exc)}")
         finally:
             handle.conn = None
             handle.next_retry_at = None
@@ -526,6 +557,8 @@ class Supervisor:
             return None
         spec, failures = attempt.spec, attempt.failures
         handle.name, handle.spec, handle.status = spec.name, spec, "starting"
+        # Everything written about this run (stderr, notes, errors) loses this spec's secrets.
+        handle.log.scrub = Scrubber.of(spec)
         handle.fault, handle.tools_dirty = None, False
         handle.slow = handle.tools_failed = False
         handle.signal.clear()
@@ -542,6 +575,7 @@ class Supervisor:
                 on_closed=handle.signal.set,
                 launcher=attempt.launcher,
                 max_message_bytes=self.settings.max_result_bytes,
+                processes=self.processes,
             ) as conn:
                 pid = conn.pid
                 ending = await self._run(handle, conn, began, failures)
@@ -551,8 +585,8 @@ class Supervisor:
         except StartError as exc:
             return EventKind.START_FAILED, exc.message
         except Exception as exc:
-            logger.exception("running %s failed", handle.name)
-            ending = (EventKind.CRASHED, f"internal error: {type(exc).__name__}: {exc}")
+            _log_bug(handle, "running")
+            ending = (EventKind.CRASHED, f"internal error: {plain_error(exc)}")
         finally:
             if handle.conn is not None:
                 self.connections.remove(handle.server_id, handle.conn)
@@ -736,7 +770,8 @@ class Supervisor:
             except MCPError as exc:
                 error = f"tools/list failed: {exc.message}"
             except Exception as exc:
-                error = f"tools/list failed: {type(exc).__name__}: {exc}"
+                logger.warning("listing the tools of %s failed", handle.name, exc_info=True)
+                error = f"tools/list failed: {plain_error(exc)}"
             else:
                 await self.catalogue.store(handle.server_id, tools, actor)
                 if handle.tools_failed:
@@ -744,7 +779,7 @@ class Supervisor:
                     if not quiet:
                         await self._set_quality(handle, conn, now=None, reset_failures=False)
                 return tools
-            handle.last_error = error
+            handle.last_error = handle.log.scrub(error)
             handle.log.note(error)
             handle.tools_failed = True
             if not quiet:
@@ -759,11 +794,6 @@ class Supervisor:
             self._publish(Change.TOOLS, server_id)
 
     # ---- helpers --------------------------------------------------------------------------
-
-    @asynccontextmanager
-    async def _writing(self) -> AsyncIterator[AsyncSession]:
-        async with self._db_lock, self.db.session() as session:
-            yield session
 
     async def _row(self, server_id: str) -> ToolServer:
         return await self.state.row(server_id)

@@ -7,11 +7,9 @@ survives every listing; what the server says (description, schemas, annotations)
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
 
 import mcp_types as types
 from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.changes import Change
 from app.core.events import EventKind
@@ -19,15 +17,10 @@ from storage.db import Database
 from storage.models import ServerTool
 from storage.queries import add_event
 
-Writing = Callable[[], AbstractAsyncContextManager[AsyncSession]]
-
 
 class ToolCatalogue:
-    def __init__(
-        self, db: Database, writing: Writing, publish: Callable[[Change, str | None], None]
-    ) -> None:
+    def __init__(self, db: Database, publish: Callable[[Change, str | None], None]) -> None:
         self.db = db
-        self._writing = writing
         self._publish = publish
 
     async def store(self, server_id: str, tools: list[types.Tool], actor: str) -> None:
@@ -36,7 +29,7 @@ class ToolCatalogue:
         added: list[str] = []
         removed: list[str] = []
         changed: list[str] = []
-        async with self._writing() as session:
+        async with self.db.session() as session:
             rows = (
                 (await session.execute(select(ServerTool).where(ServerTool.server_id == server_id)))
                 .scalars()
@@ -82,7 +75,7 @@ class ToolCatalogue:
 
     async def mark_unavailable(self, server_id: str | None = None) -> None:
         """The tools of a server that stopped (of every server when None) are unavailable."""
-        async with self._writing() as session:
+        async with self.db.session() as session:
             query = update(ServerTool).where(ServerTool.is_available.is_(True))
             if server_id is not None:
                 query = query.where(ServerTool.server_id == server_id)

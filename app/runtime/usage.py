@@ -13,6 +13,16 @@ Waiting for room instead would turn a slow disk into slow tool calls, and the de
 that recording never blocks a call.
 
 `stop()` writes everything, including records that arrive while it drains.
+
+Given a journal directory (the running core gives `<data dir>/usage-journal`), every record is
+also appended to a write-ahead file as it is taken (app.runtime.usage_journal): a SIGKILL then
+loses no call, where it lost up to one flush interval (0.5 s by default) of them. What a killed
+process left is written first at the next start.
+
+A database that refuses writes (locked by another process, a full disk, a read-only data dir)
+never stops the calls: the batch is retried with backoff (up to 5 s apart), calls keep being
+queued (and journaled, if the journal can be written), and after `FAILING_ALERT_AFTER_S` of
+refusals `on_failing` is told, which raises an alert; it is told again (None) once writes work.
 """
 
 from __future__ import annotations
@@ -20,22 +30,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from types import TracebackType
-from typing import Any
 
-from sqlalchemy import Engine, event, insert
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import Connection, insert, select
 
 from app.core.events import EventKind
 from app.core.settings import Settings
 from app.core.usage_record import UsageRecord
-from storage.db import Database
-from storage.models import ServerEvent
+from app.runtime.usage_journal import UNJOURNALED, UsageJournal
+from storage.db import Database, ThreadWriter, carried_through, is_transient
+from storage.models import ServerEvent, ToolUsage
 from storage.rollups import UsageWriter
+from storage.usage_math import as_utc
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +61,12 @@ RETRY_MAX_S = 5.0
 STOP_RETRY_S = 10.0
 # A batch touches a thousand hot index and rollup pages; a larger cache keeps them in memory.
 WRITER_CACHE_KIB = 65_536
+# Writes refused this long in a row raise an alert: longer than a busy timeout, so a moment of
+# contention says nothing, short enough that a full disk is known within the minute.
+FAILING_ALERT_AFTER_S = 10.0
+
+# A queued record and the journal segment that holds it (UNJOURNALED when none does).
+Queued = tuple[UsageRecord, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,25 +78,37 @@ class RecorderStats:
     flushes: int  # transactions committed
     failures: int  # failed write attempts (retried)
     last_error: str | None
+    recovered: int = 0  # records a killed process left in the journal, written at this start
+    kept: int = 0  # records not written at shutdown but kept in the journal for the next start
+    journal_failures: int = 0  # appends or deletions the journal could not make
 
 
 class UsageRecorder:
     """Takes usage records without waiting and writes them in batches. See the module doc."""
 
-    def __init__(self, db: Database, settings: Settings) -> None:
+    def __init__(
+        self, db: Database, settings: Settings, *, journal_dir: Path | None = None
+    ) -> None:
         self.db = db
         self._batch_size = settings.usage_batch_size
         self._interval = settings.usage_flush_interval_s
         self._queue_max = settings.usage_queue_max
-        self._writer = UsageWriter(
-            payload_max_bytes=settings.payload_max_bytes if settings.store_call_payloads else None
+        payload_cap = settings.payload_max_bytes if settings.store_call_payloads else None
+        self._writer = UsageWriter(payload_max_bytes=payload_cap)
+        self._journal = (
+            UsageJournal(journal_dir, payload_max_bytes=payload_cap) if journal_dir else None
         )
-        self._queue: deque[UsageRecord] = deque()
+        # Told (with a message) when writes have been refused for a while, and (None) when they
+        # work again.
+        self.on_failing: Callable[[str | None], None] | None = None
+        self._failing_since: float | None = None
+        self._failing_told = False
+        self._queue: deque[Queued] = deque()
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
-        self._engine: Engine | None = None
+        self._engine: ThreadWriter | None = None
         self._stopping = False
         self._closed = False
         self._accepted = 0
@@ -89,6 +119,8 @@ class UsageRecorder:
         self._failures = 0
         self._last_error: str | None = None
         self._last_drop_warning = float("-inf")
+        self._recovered = 0
+        self._kept = 0
 
     # ---- the call path -----------------------------------------------------------------
 
@@ -101,7 +133,8 @@ class UsageRecorder:
         if len(queue) >= self._queue_max or self._closed:
             self._drop(1, "the recorder is stopped" if self._closed else "the queue is full")
             return
-        queue.append(record)
+        journal = self._journal
+        queue.append((record, journal.append(record) if journal is not None else UNJOURNALED))
         self._accepted += 1
         if len(queue) >= self._batch_size:
             self._wake.set()
@@ -115,6 +148,9 @@ class UsageRecorder:
             flushes=self._flushes,
             failures=self._failures,
             last_error=self._last_error,
+            recovered=self._recovered,
+            kept=self._kept,
+            journal_failures=self._journal.failures if self._journal is not None else 0,
         )
 
     # ---- life cycle --------------------------------------------------------------------
@@ -123,7 +159,46 @@ class UsageRecorder:
         if self._task is not None:
             return
         self._stopping = self._closed = False
+        if self._journal is not None:
+            await self._recover(self._journal)
         self._task = asyncio.create_task(self._run(), name="usage-writer")
+
+    async def _recover(self, journal: UsageJournal) -> None:
+        """Queue, first, what a killed process journaled but never wrote."""
+        left = await asyncio.to_thread(journal.recover)
+        if not left.records:
+            return
+        written = await self._already_written(left.records)
+        fresh: list[Queued] = []
+        settled: Counter[int] = Counter()
+        for record, segment in zip(left.records, left.segments, strict=True):
+            key = _identity(record)
+            if written[key] > 0:
+                written[key] -= 1
+                settled[segment] += 1
+            else:
+                fresh.append((record, segment))
+        journal.settled(settled)
+        self._queue.extendleft(reversed(fresh))
+        self._recovered = len(fresh)
+        if fresh:
+            logger.warning(
+                "writing %d tool call(s) a stopped Tooldeck recorded but had not written yet",
+                len(fresh),
+            )
+
+    async def _already_written(
+        self, records: list[UsageRecord]
+    ) -> Counter[tuple[datetime, str | None, str]]:
+        """Those of `records` the database has: killed between a commit and the deletion of
+        its journal segment."""
+        moments = [as_utc(record.called_at) for record in records]
+        query = select(ToolUsage.called_at, ToolUsage.server_id, ToolUsage.tool_name).where(
+            ToolUsage.called_at >= min(moments), ToolUsage.called_at <= max(moments)
+        )
+        async with self.db.read() as session:
+            rows = (await session.execute(query)).all()
+        return Counter((as_utc(at), server_id, name) for at, server_id, name in rows)
 
     async def stop(self) -> None:
         """Write everything queued (and whatever arrives meanwhile), then stop taking records."""
@@ -138,9 +213,21 @@ class UsageRecorder:
         await self._drain()
         self._closed = True
         if self._queue:
-            lost = len(self._queue)
+            kept = sum(1 for _record, segment in self._queue if segment != UNJOURNALED)
+            lost = len(self._queue) - kept
             self._queue.clear()
-            self._drop(lost, f"they could not be written at shutdown ({self._last_error})")
+            if kept:
+                self._kept += kept
+                logger.warning(
+                    "%d tool call(s) could not be written at shutdown (%s): kept in the usage "
+                    "journal, they are written at the next start",
+                    kept,
+                    self._last_error,
+                )
+            if lost:
+                self._drop(lost, f"they could not be written at shutdown ({self._last_error})")
+        if self._journal is not None:
+            await asyncio.to_thread(self._journal.close)
         await self._close_writer()
 
     async def flush(self) -> None:
@@ -190,61 +277,120 @@ class UsageRecorder:
             try:
                 async with self._lock:
                     await self._write_some()
+                self._writes_work()
                 return True
-            except OperationalError as exc:
-                # Locked, busy or out of disk: the records stay queued and are tried again.
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                # Locked, busy, out of disk or unreachable: the records stay queued and are
+                # tried again.
                 self._failures += 1
-                self._last_error = str(exc.orig or exc)
+                self._last_error = str(getattr(exc, "orig", None) or exc)
                 logger.warning("writing usage failed, retrying in %.1fs: %s", delay, exc)
+                self._writes_fail()
             if deadline is not None and time.monotonic() + delay > deadline:
                 return False
             await asyncio.sleep(delay)
             delay = min(delay * 2, RETRY_MAX_S)
+
+    def _writes_fail(self) -> None:
+        now = time.monotonic()
+        if self._failing_since is None:
+            self._failing_since = now
+        if not self._failing_told and now - self._failing_since >= FAILING_ALERT_AFTER_S:
+            self._failing_told = True
+            self._tell(
+                f"usage cannot be written to the database for {now - self._failing_since:.0f} s "
+                f"({self._last_error}); {len(self._queue)} call(s) wait in memory"
+                + (" and in the journal" if self._journal is not None else "")
+            )
+
+    def _writes_work(self) -> None:
+        self._failing_since = None
+        if self._failing_told:
+            self._failing_told = False
+            self._tell(None)
+
+    def _tell(self, message: str | None) -> None:
+        if self.on_failing is not None:
+            try:
+                self.on_failing(message)
+            except Exception:
+                logger.exception("reporting the state of the usage writer failed")
 
     async def _write_some(self) -> None:
         queue = self._queue
         count = min(len(queue), max(self._batch_size, MAX_TRANSACTION_ROWS))
         if count == 0:
             return
-        batch = [queue.popleft() for _ in range(count)]
+        if self._journal is not None:
+            # Records from now on go to a new segment: the batch's ones can then be deleted.
+            self._journal.rotate()
+        taken = [queue.popleft() for _ in range(count)]
+        batch = [record for record, _segment in taken]
         drops = self._unreported_drops
+        written: asyncio.Future[None] | None = None
         try:
-            loop = asyncio.get_running_loop()
-            await loop.run_in_executor(self._thread(), self._write_batch, batch, drops)
-        except OperationalError:
-            queue.extendleft(reversed(batch))
-            raise
-        except Exception as exc:
+            # The thread's transaction is this process's write of the moment: other writers
+            # wait their turn in asyncio, not in SQLite's busy handler.
+            async with self.db.write_turn():
+                loop = asyncio.get_running_loop()
+                written = loop.run_in_executor(self._thread(), self._write_batch, batch, drops)
+                await carried_through(written)
+        except BaseException as exc:
+            if _succeeded(written):
+                # Committed, and then the wait for it was cancelled: count it, then leave.
+                self._count_written(taken, drops)
+                raise
+            if (
+                isinstance(exc, asyncio.CancelledError)
+                or not isinstance(exc, Exception)
+                or is_transient(exc)
+            ):
+                # Refused (locked, busy, out of disk) or cut short before it was written: the
+                # batch goes back to the front of the queue, to be written first.
+                queue.extendleft(reversed(taken))
+                raise
             # Not the database refusing but a batch it cannot take: retrying would block every
             # later record behind it, so it is counted as lost, loudly.
             self._failures += 1
             self._last_error = f"{type(exc).__name__}: {exc}"
             logger.exception("a batch of %d usage records could not be written", count)
             self._drop(count, "their batch could not be written")
+            self._settle(taken)
             return
+        self._count_written(taken, drops)
+
+    def _count_written(self, taken: list[Queued], drops: int) -> None:
         self._unreported_drops -= drops
-        self._written += count
+        self._written += len(taken)
         self._flushes += 1
+        self._settle(taken)
+
+    def _settle(self, taken: list[Queued]) -> None:
+        if self._journal is not None:
+            self._journal.settled(Counter(segment for _record, segment in taken))
 
     def _write_batch(self, batch: list[UsageRecord], drops: int) -> None:
         """On the writer thread: one transaction for the batch, its rollups and counters."""
         if self._engine is None:
-            self._engine = self.db.create_sync_engine()
-            if self.db.is_sqlite:
-                event.listen(self._engine, "connect", _enlarge_cache)
-        try:
-            with self._engine.begin() as conn:
-                self._writer.write(conn, batch)
-                if drops:
-                    conn.execute(
-                        insert(ServerEvent).values(
-                            server_id=None,
-                            kind=str(EventKind.USAGE_DROPPED),
-                            message=f"{drops} tool call(s) were not recorded (see the log)",
-                            actor="system",
-                            created_at=datetime.now(UTC),
-                        )
+            self._engine = self.db.create_thread_writer(f"cache_size=-{WRITER_CACHE_KIB}")
+
+        def write(conn: Connection) -> None:
+            self._writer.write(conn, batch)
+            if drops:
+                conn.execute(
+                    insert(ServerEvent).values(
+                        server_id=None,
+                        kind=str(EventKind.USAGE_DROPPED),
+                        message=f"{drops} tool call(s) were not recorded (see the log)",
+                        actor="system",
+                        created_at=datetime.now(UTC),
                     )
+                )
+
+        try:
+            self._engine.transaction(write)
         except BaseException:
             # Ids of series created in the rolled-back transaction may be given out again.
             self._writer.forget_series()
@@ -278,7 +424,14 @@ class UsageRecorder:
             )
 
 
-def _enlarge_cache(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")
-    cursor.close()
+def _identity(record: UsageRecord) -> tuple[datetime, str | None, str]:
+    return as_utc(record.called_at), record.server_id, record.tool_name
+
+
+def _succeeded(future: asyncio.Future[None] | None) -> bool:
+    return (
+        future is not None
+        and future.done()
+        and not future.cancelled()
+        and future.exception() is None
+    )

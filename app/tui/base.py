@@ -5,16 +5,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, ClassVar, Protocol, TypeVar, cast
 
 from textual.app import App
+from textual.binding import Binding, BindingType
 from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Input, Select, TextArea
 from textual.worker import Worker, WorkerState
 
-from app.core.errors import TooldeckError
+from app.core.errors import TooldeckError, Unavailable, plain_error
 from app.ops.protocol import Operations
 from app.tui.data import DeckData
+from widgets.status_bar import LinkState
 
 logger = logging.getLogger(__name__)
 ResultT = TypeVar("ResultT")
@@ -45,9 +47,15 @@ class Deck(Protocol):
     def refresh_interval(self) -> float: ...
     @property
     def cursor_blink(self) -> bool: ...
+    @property
+    def link(self) -> LinkState: ...
+    @property
+    def leaving(self) -> bool: ...
 
     def set_period(self, period: str) -> None: ...
     def read_alerts(self) -> None: ...
+    def daemon_unreachable(self, error: Unavailable) -> None: ...
+    def daemon_answered(self) -> None: ...
 
 
 def deck_of(app: App[Any]) -> Deck:
@@ -61,19 +69,38 @@ def still_cursors(screen: Screen[Any]) -> None:
         widget.cursor_blink = False
 
 
+def row_key_at_cursor(table: DataTable[Any]) -> str | None:
+    """The key of the row under a table's cursor; None when the table is empty."""
+    if table.row_count == 0:
+        return None
+    try:
+        return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+    except Exception:  # no row under the cursor
+        return None
+
+
 def describe_error(error: BaseException) -> str:
-    """One line for a notification: the facade's own words, or the exception's type and text."""
-    if isinstance(error, TooldeckError):
-        return str(error)
-    text = str(error).strip()
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+    """One line for a notification: the facade's own words, or a sentence a person can read
+    (the detail goes to the log)."""
+    return plain_error(error)
 
 
 def report_worker(app: App[Any], worker: Worker[Any]) -> None:
-    """The single place a failed worker ends up: a notification, never a traceback on screen."""
+    """The single place a failed worker ends up: a notification, never a traceback on screen.
+
+    Two failures are not news: a read cut short because the dashboard is leaving, and a
+    daemon that does not answer (the top line says so once, and reads go on retrying).
+    """
     if worker.state != WorkerState.ERROR or worker.error is None:
         return
     error = worker.error
+    deck = deck_of(app)
+    if deck.leaving:
+        logger.debug("worker %s failed while leaving", worker.name, exc_info=error)
+        return
+    if isinstance(error, Unavailable) and deck.link.mode == "attached":
+        deck.daemon_unreachable(error)
+        return
     if not isinstance(error, TooldeckError):
         logger.error("worker %s failed", worker.name, exc_info=error)
     app.notify(describe_error(error), title="Failed", severity="error", markup=False)
@@ -98,12 +125,22 @@ class DeckScreenMixin:
             still_cursors(cast(Screen[Any], self))
 
 
+# `tab` moves the focus before the next key is read, not after: a key is handed to whatever has
+# the focus when the app reads it, so a tab handled later (as an ordinary binding is, after
+# bubbling up from the focused input) sent the keys typed after it to the old input.
+# (No description: the help lists tab and shift+tab with the keys every screen has.)
+FOCUS_BINDINGS: list[BindingType] = [
+    Binding("tab", "app.focus_next", "", id="focus-next", show=False, priority=True),
+    Binding("shift+tab", "app.focus_previous", "", id="focus-previous", show=False, priority=True),
+]
+
+
 class DeckScreen(DeckScreenMixin, Screen[ResultT]):
-    pass
+    BINDINGS: ClassVar[list[BindingType]] = FOCUS_BINDINGS
 
 
 class DeckModal(DeckScreenMixin, ModalScreen[ResultT]):
-    pass
+    BINDINGS: ClassVar[list[BindingType]] = FOCUS_BINDINGS
 
 
 def columns_with_message(

@@ -8,14 +8,20 @@ changes state is offered.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
+from app.core.errors import TooldeckError
 from app.core.periods import PERIOD_NAMES
+from app.core.schemas import ServerToolResponse
 from app.tui.base import Deck, deck_of
 from app.tui.screens.main import MainScreen
+from widgets import formatting as fmt
+from widgets.server_table import ServerRow
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,11 @@ COMMANDS: tuple[DeckCommand, ...] = (
         "profiles",
     ),
     DeckCommand(
+        "API tokens",
+        "Named tokens with a scope: who may do what over HTTP, and when each was last used (o)",
+        "tokens",
+    ),
+    DeckCommand(
         "Import configuration",
         "Import servers from Claude Desktop, Cursor or VS Code's file (i)",
         "import_config",
@@ -92,10 +103,40 @@ SERVER_VERBS: tuple[tuple[str, str, bool], ...] = (
     ("Log of", "log", False),
     ("Details of", "details", False),
 )
+LIVE = frozenset({"running", "degraded", "starting"})
+
+
+def verb_fits(operation: str, server: ServerRow) -> bool:
+    """Whether a verb makes sense for the server as it is: no Start for a running one."""
+    if operation == "start":
+        return server.enabled and server.status not in LIVE
+    if operation == "stop":
+        return server.status in LIVE
+    if operation == "restart":
+        return server.enabled and server.status in {"running", "degraded", "error"}
+    if operation == "refresh":
+        return server.status in {"running", "degraded"}
+    if operation == "enable":
+        return not server.enabled
+    if operation == "disable":
+        return server.enabled
+    return True
 
 
 class OperationsProvider(Provider):
-    """Offers the dashboard's operations; runs them on the main screen."""
+    """Offers the dashboard's operations, and a call of every tool that can be called; runs
+    them on the main screen."""
+
+    async def startup(self) -> None:
+        """The callable tools, read once when the palette opens."""
+        self._tools: list[ServerToolResponse] = []
+        ops = self._deck.ops
+        if ops is None or self._deck.read_only:
+            return
+        try:
+            self._tools = await ops.list_gateway_tools()
+        except TooldeckError:  # no tools to offer; the rest of the palette still works
+            return
 
     def _main(self) -> MainScreen | None:
         for screen in self.app.screen_stack:
@@ -142,16 +183,28 @@ class OperationsProvider(Provider):
         if main is None or len(query.strip()) < 2:
             return
         read_only = self._deck.read_only
+        # (what is offered, what it runs, its help line), for each server and tool by name
+        named: list[tuple[str, Callable[[], Any], str]] = []
         for server in main.server_models():
             for verb, operation, mutating in SERVER_VERBS:
-                if mutating and read_only:
+                if (mutating and read_only) or not verb_fits(operation, server):
                     continue
-                name = f"{verb} {server.name}"
-                score = matcher.match(name)
-                if score > 0:
-                    yield Hit(
-                        score,
-                        matcher.highlight(name),
+                named.append(
+                    (
+                        f"{verb} {server.name}",
                         partial(main.act_on_server, operation, server.key),
-                        help=f"{server.status}, {server.tools_enabled}/{server.tools_total} tools",
+                        f"{server.status}, {server.tools_enabled}/{server.tools_total} tools",
                     )
+                )
+        for tool in getattr(self, "_tools", []):
+            named.append(
+                (
+                    f"Call {tool.name} on {tool.server_name}",
+                    partial(main.call_tool, tool),
+                    fmt.truncate(tool.description or "call it with a form", 80),
+                )
+            )
+        for name, run, help_text in named:
+            score = matcher.match(name)
+            if score > 0:
+                yield Hit(score, matcher.highlight(name), run, help=help_text)

@@ -31,6 +31,7 @@ from widgets.event_log import EventRow
 from widgets.health_pane import HealthInfo
 from widgets.metric_sparklines import SeriesSet
 from widgets.server_table import ServerRow
+from widgets.tool_figures import ToolFigures
 from widgets.tool_table import ToolRow
 
 EVENT_PANE_LIMIT = 50
@@ -310,13 +311,39 @@ class DeckData:
     # ---- other screens -------------------------------------------------------------------
 
     async def analytics(self, period: str) -> AnalyticsView:
-        """System-wide figures for the analytics screen."""
+        """System-wide figures for the analytics screen, with the tools' own figures."""
         window = self.window(period)
         view, series = await asyncio.gather(
             self.reads.analytics(**window),
             self.reads.time_series(None, buckets=PERIODS[period].chart_buckets, **window),
         )
-        return analytics_view(period, view, series)
+        tools = await self._tool_figures(view, window)
+        return analytics_view(period, view, series, tools)
+
+    async def _tool_figures(
+        self, view: ToolServerAnalytics, window: dict[str, Any]
+    ) -> list[ToolFigures]:
+        """The most called tools and the failing ones, with their percentiles (the system
+        view leaves those out of its lists; each tool's own read has them)."""
+        chosen: dict[str, ToolMetrics] = {}
+        for tool in [*view.top_tools, *view.failing_tools]:
+            chosen.setdefault(tool.tool_id or f"{tool.server_name}/{tool.tool_name}", tool)
+        limit = asyncio.Semaphore(TOOL_METRICS_CONCURRENCY)
+
+        async def detailed(tool: ToolMetrics) -> ToolMetrics:
+            if tool.tool_id is None:  # a deleted tool: its counts are all there is
+                return tool
+            async with limit:
+                try:
+                    return await self.reads.tool_metrics(tool.tool_id, **window)
+                except NotFound:
+                    return tool
+
+        answers = await asyncio.gather(*(detailed(tool) for tool in chosen.values()))
+        return [
+            tool_figures(key, summary, answer)
+            for (key, summary), answer in zip(chosen.items(), answers, strict=True)
+        ]
 
     async def log_tail(self, server_id: str, lines: int) -> list[str]:
         """The server's last stderr lines; none when it has no log (yet)."""
@@ -344,12 +371,34 @@ def series_set(series: UsageTimeSeries) -> SeriesSet:
     )
 
 
-def bucket_label(start: datetime, bucket_seconds: int) -> str:
-    return start.strftime("%H:%M" if bucket_seconds < 86_400 else "%b %d")
+def bucket_label(start: datetime, bucket_seconds: int, span_seconds: int) -> str:
+    """A bucket's start as an axis label: a time within a day, a date and time over days of
+    sub-day buckets (the 7-day view's hours repeat every day), a date for day buckets."""
+    if bucket_seconds >= 86_400:
+        return start.strftime("%b %d")
+    if span_seconds > 86_400:
+        return start.strftime("%b %d %H:%M")
+    return start.strftime("%H:%M")
+
+
+def tool_figures(key: str, summary: ToolMetrics, detail: ToolMetrics) -> ToolFigures:
+    return ToolFigures(
+        key=key,
+        name=f"{summary.server_name or '?'}/{summary.tool_name}",
+        calls=summary.total_calls,
+        errors=summary.total_errors,
+        success_rate=summary.success_rate,
+        mean_ms=detail.avg_response_time_ms,
+        p50_ms=detail.p50_response_time_ms,
+        p95_ms=detail.p95_response_time_ms,
+    )
 
 
 def analytics_view(
-    period: str, view: ToolServerAnalytics, series: UsageTimeSeries
+    period: str,
+    view: ToolServerAnalytics,
+    series: UsageTimeSeries,
+    tools: list[ToolFigures] | None = None,
 ) -> AnalyticsView:
     points = series.points
     top = [
@@ -371,13 +420,17 @@ def analytics_view(
         p95_ms=view.p95_response_time_ms,
         top_tools=top[:TOP_N],
         failing_tools=failing[:TOP_N],
-        bucket_labels=[bucket_label(point.start, series.bucket_seconds) for point in points],
+        bucket_labels=[
+            bucket_label(point.start, series.bucket_seconds, series.bucket_seconds * len(points))
+            for point in points
+        ],
         calls=[float(point.calls) for point in points],
         errors=[float(point.errors) for point in points],
         latency={
             "mean": [point.avg_response_time_ms for point in points],
             "p95": [point.p95_response_time_ms for point in points],
         },
+        tools=tools or [],
     )
 
 
@@ -427,4 +480,5 @@ class AnalyticsView:
     calls: list[float] = field(default_factory=list)
     errors: list[float] = field(default_factory=list)
     latency: dict[str, list[float | None]] = field(default_factory=dict)
+    tools: list[ToolFigures] = field(default_factory=list)
     available: bool = True  # False when this core has no analytics at all

@@ -17,6 +17,7 @@ TOOLDECK_BENCH_DIR keeps the database there instead of in a temporary directory.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import os
 import random
@@ -29,7 +30,7 @@ from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, text
+from sqlalchemy import make_url, text
 
 from app.core.settings import Settings, load_settings
 from app.core.usage_record import UsageRecord
@@ -96,9 +97,8 @@ async def make_fleet(ops: LocalOperations, rng: random.Random) -> list[Tool]:
 
 def generate(db: Database, tools: list[Tool], rows: int, now: datetime, rng: random.Random) -> None:
     """`rows` calls spread over the last 90 days, written in time order with their rollups."""
-    engine = db.create_sync_engine()
     # Only the generator trades durability for speed; the measured writer does not.
-    event.listen(engine, "connect", lambda conn, _: conn.execute("PRAGMA synchronous=OFF"))
+    thread_writer = db.create_thread_writer("synchronous=OFF")
     writer = UsageWriter()
     start = now - timedelta(days=DAYS)
     slices = DAYS * 24 * 4  # quarter hours
@@ -121,20 +121,26 @@ def generate(db: Database, tools: list[Tool], rows: int, now: datetime, rng: ran
             for tool, offset in zip(chosen, offsets, strict=True)
         )
         if len(pending) >= GENERATE_BATCH or index == slices - 1:
-            with engine.begin() as conn:
-                writer.write(conn, pending)
+            batch = pending
+            thread_writer.transaction(lambda conn: writer.write(conn, batch))  # noqa: B023
             written += len(pending)
             pending = []
             if written % 1_000_000 < GENERATE_BATCH:
                 rate = written / (time.perf_counter() - began)
                 print(f"   generated {written:,} rows ({rate:,.0f} rows/s)", flush=True)
-    # A checkpoint cannot run inside a transaction, which SQLAlchemy would open.
-    raw = engine.raw_connection()
-    try:
-        raw.driver_connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    finally:
-        raw.close()
-    engine.dispose()
+    thread_writer.dispose()
+    if db.is_sqlite:
+        checkpoint(db)
+
+
+def checkpoint(db: Database) -> None:
+    """Fold the WAL into the database file (outside a transaction, which SQLAlchemy opens)."""
+    import sqlite3
+
+    path = make_url(db.url).database
+    assert path is not None
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
 async def recorder_throughput(db: Database, settings: Settings, tools: list[Tool]) -> None:

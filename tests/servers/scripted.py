@@ -1,7 +1,8 @@
 """A real MCP server (the SDK's MCPServer) whose misbehaviour is chosen by flags.
 
-    python tests/servers/scripted.py [--exit-at-start CODE] [--slow-start S] [--garbage]
-        [--crash-after N] [--ignore-sigterm] [--spawn-child] [--http PORT | --sse PORT]
+    python tests/servers/scripted.py [--exit-at-start CODE] [--print-env NAME] [--slow-start S]
+        [--garbage] [--crash-after N] [--ignore-sigterm] [--spawn-child] [--stubborn-child]
+        [--http PORT | --sse PORT]
 
 Healthy by default. Tools: echo, add, fail (a tool error), sleep (async, for call timeouts),
 hang (blocks the server's event loop: alive but never answering again), big (a huge text),
@@ -22,15 +23,19 @@ import time
 def parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     parser.add_argument("--exit-at-start", type=int, default=None)
+    parser.add_argument("--print-env", action="append", default=[])
     parser.add_argument("--slow-start", type=float, default=0.0)
     parser.add_argument("--garbage", action="store_true")
     parser.add_argument("--crash-after", type=int, default=0)
     parser.add_argument("--ignore-sigterm", action="store_true")
     parser.add_argument("--spawn-child", action="store_true")
+    # A child that ignores SIGTERM and outlives its parent: only SIGKILL to its group ends it.
+    parser.add_argument("--stubborn-child", action="store_true")
     parser.add_argument("--pid-file", default=None)
     parser.add_argument("--http", type=int, default=None)
     parser.add_argument("--sse", type=int, default=None)
-    return parser.parse_args()
+    # Others are a real server's own options (a test gives some that look like secrets).
+    return parser.parse_known_args()[0]
 
 
 options = parse()
@@ -40,6 +45,10 @@ if options.pid_file:
         handle.write(f"{os.getpid()}\n")
 
 # Before importing the SDK: a server that dies at start does so as fast as real ones do.
+for name in options.print_env:
+    # As servers that fail often do: say which key they were given.
+    print(f"{name}={os.environ.get(name)!r} was refused", file=sys.stderr, flush=True)
+
 if options.exit_at_start is not None:
     print("fatal: MISSING_API_KEY is not set", file=sys.stderr, flush=True)
     sys.exit(options.exit_at_start)
@@ -55,8 +64,10 @@ if options.garbage:
 if options.ignore_sigterm:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
-if options.spawn_child:
-    child = subprocess.Popen(["sleep", "600"])
+if options.spawn_child or options.stubborn_child:
+    stubborn = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"
+    argv = [sys.executable, "-c", stubborn] if options.stubborn_child else ["sleep", "600"]
+    child = subprocess.Popen(argv)
     if options.pid_file:
         with open(options.pid_file, "a") as handle:
             handle.write(f"{child.pid}\n")

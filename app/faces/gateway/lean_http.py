@@ -7,14 +7,16 @@ daemon's busy time on the call path. Here a request that is complete goes straig
 `HttpCore.handle` with the exchange itself as the `Responder`, and the answer is written to the
 socket when the router delivers it: no task, no await.
 
-What the API's middleware does for these paths is done here too, by functions the daemon
-passes in: `refuse(headers)` is the HTTP API's own admission check (the bearer token; its
-rules live in app/faces/http/middleware.py, one function for both paths), and the body limit
-(`max_bytes`, answered by `too_large`). Host and Origin are checked by `HttpCore` on every path.
+What the API's middleware asks of these paths is asked here too, by a function the daemon
+passes in: `admit(method, path, query, headers)` is the middleware's own checks (Host, Origin,
+the token and its scope, the announced length; app/faces/http/middleware.py
+`gateway_admission`), answering a refusal, True, or False when only the middleware can tell
+(a token it must look up in the database). The body limit while the body streams in is
+`max_bytes`, answered by `too_large`.
 
-Everything else (the API, and any gateway request that arrives while an earlier answer on the
-same connection is still being written, or that expects `100-continue`) goes the usual ASGI
-way, where the app still mounts the same core.
+Everything else (the API, a gateway request `admit` cannot decide, one that arrives while an
+earlier answer on the same connection is still being written, or that expects `100-continue`)
+goes the usual ASGI way, through the middleware to the same core that the app mounts.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from app.faces.gateway.http_face import Headers, HttpCore
 
 Refusal = tuple[int, bytes, Headers]
-Refuse = Callable[[Mapping[bytes, bytes]], Refusal | None]
+# True: admitted; False: only the ASGI app can tell, hand the request on to it.
+Admit = Callable[[str, str, bytes, Mapping[bytes, bytes]], Refusal | bool]
 
 _SSE_HEAD = (
     b"content-type: text/event-stream\r\ncache-control: no-cache\r\n"
@@ -145,7 +148,7 @@ class LeanGatewayProtocol(HttpToolsProtocol):
     """Set up by `lean_protocol`; uvicorn makes one per connection."""
 
     core: HttpCore
-    refuse: Refuse
+    admit: Admit
     max_bytes: int
     too_large: Callable[[], Refusal]
 
@@ -153,30 +156,28 @@ class LeanGatewayProtocol(HttpToolsProtocol):
         previous = self.cycle
         idle = previous is None or previous.response_complete
         if idle and not self.expect_100_continue and not self.parser.should_upgrade():
-            raw_path = httptools.parse_url(self.url).path.decode("latin-1")
+            url = httptools.parse_url(self.url)
+            raw_path = url.path.decode("latin-1")
             path = unquote(raw_path) if "%" in raw_path else raw_path
             if is_gateway_path(path):
-                keep_alive = self.parser.get_http_version() != "1.0" and (
-                    self.parser.should_keep_alive()
-                )
-                exchange = LeanExchange(
-                    self, self.parser.get_method(), raw_path, dict(self.headers), keep_alive
-                )
-                self.cycle = exchange  # type: ignore[assignment]
-                self._admit(exchange)
-                return
+                method = self.parser.get_method()
+                headers = dict(self.headers)
+                verdict = self.admit(method.decode("ascii"), path, url.query or b"", headers)
+                if verdict is not False:
+                    self._take(method, raw_path, headers, verdict)
+                    return
         super().on_headers_complete()
 
-    def _admit(self, exchange: LeanExchange) -> None:
-        refusal = self.refuse(exchange.headers)
-        if refusal is None:
-            length = exchange.headers.get(b"content-length", b"")
-            if length.isdigit() and int(length) > self.max_bytes:
-                refusal = self.too_large()
-        if refusal is not None:
+    def _take(
+        self, method: bytes, raw_path: str, headers: dict[bytes, bytes], verdict: Refusal | bool
+    ) -> None:
+        keep_alive = self.parser.get_http_version() != "1.0" and self.parser.should_keep_alive()
+        exchange = LeanExchange(self, method, raw_path, headers, keep_alive)
+        self.cycle = exchange  # type: ignore[assignment]
+        if isinstance(verdict, tuple):
             # Answered before the body is read: the connection cannot be reused after it.
             exchange.keep_alive = False
-            exchange.json(*refusal)
+            exchange.json(*verdict)
 
     def on_body(self, body: bytes) -> None:
         exchange = self.cycle
@@ -210,15 +211,22 @@ class LeanGatewayProtocol(HttpToolsProtocol):
 
 
 def lean_protocol(
-    core: HttpCore, *, refuse: Refuse, max_bytes: int, too_large: Callable[[], Refusal]
+    core: HttpCore, *, admit: Admit, max_bytes: int, too_large: Callable[[], Refusal]
 ) -> type[LeanGatewayProtocol]:
     """The protocol class to give uvicorn's `Config(http=...)`, bound to this core and checks."""
     return type(
         "BoundLeanGatewayProtocol",
         (LeanGatewayProtocol,),
-        {"core": core, "refuse": staticmethod(refuse), "max_bytes": max_bytes,
+        {"core": core, "admit": staticmethod(admit), "max_bytes": max_bytes,
          "too_large": staticmethod(too_large)},
     )  # fmt: skip
 
 
-__all__ = ["LeanExchange", "LeanGatewayProtocol", "Refusal", "is_gateway_path", "lean_protocol"]
+__all__ = [
+    "Admit",
+    "LeanExchange",
+    "LeanGatewayProtocol",
+    "Refusal",
+    "is_gateway_path",
+    "lean_protocol",
+]

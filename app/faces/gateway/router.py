@@ -38,6 +38,7 @@ from app.core import jsonrpc
 from app.core.errors import TooldeckError
 from app.core.jsonrpc import Message
 from app.core.tool_names import NameTable
+from app.core.usage_record import Outcome
 from app.faces.gateway import uris
 from app.ops.gateway_port import GatewayPort, ServerIntent, ToolIntent
 from app.runtime.connections import Connection
@@ -289,7 +290,7 @@ class Session:
                     self.on_cancelled(inflight.client_id)
                 if inflight.tool_name is not None:
                     reply = jsonrpc.result_response(None, tool_error("cancelled by the client"))
-                    router.meter(inflight, reply)
+                    router.meter(inflight, reply, outcome="cancelled")
         elif method == "notifications/initialized":
             router.session_initialized(self)
         elif method == "notifications/progress":
@@ -565,7 +566,7 @@ class Router:
             return reply
         return jsonrpc.result_response(reply.get("id"), tool_error(str(error.get("message"))))
 
-    def meter(self, inflight: InFlight, reply: Message) -> None:
+    def meter(self, inflight: InFlight, reply: Message, outcome: Outcome | None = None) -> None:
         server = inflight.server
         if server is None or inflight.tool_name is None:
             return
@@ -587,6 +588,7 @@ class Router:
             client_name=inflight.session.client_name,
             arguments=inflight.arguments,
             result=result,
+            outcome=outcome,
         )
 
     @staticmethod
@@ -755,6 +757,7 @@ class Router:
             error=text,
             client_name=session.client_name,
             arguments=(message.get("params") or {}).get("arguments"),
+            outcome="refused",
         )
         self.reply(session, message, tool_error(text))
 

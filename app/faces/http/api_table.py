@@ -18,10 +18,10 @@ HEADER = ("| Method | Path | What |", "| --- | --- | --- |")
 OTHER_ROUTES = (
     ("GET", "/metrics", "Prometheus text format: servers, tools, calls, errors, refusals, latency"),
     ("GET", "/healthz", "Liveness: the daemon answers (no token needed)"),
-    ("POST GET DELETE", "/mcp", "The MCP gateway, every server (streamable HTTP), same token"),
+    ("POST GET DELETE", "/mcp", "The MCP gateway, every server (streamable HTTP), gateway token"),
     ("POST GET DELETE", "/mcp/servers/{name}", "The MCP gateway, one server exactly as it is"),
     ("POST GET DELETE", "/mcp/profiles/{name}", "The MCP gateway, a profile's servers and tools"),
-    ("GET", "/openapi.json, /docs", "The OpenAPI document and its interactive page (no token)"),
+    ("GET", "/openapi.json, /docs", "The OpenAPI document and its script-free page (no token)"),
 )
 
 

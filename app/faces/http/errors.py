@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.core.errors import BadRequest, InvalidInput, TooldeckError, Unauthorized, Unavailable
@@ -31,10 +32,12 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     for status, description in (
         (400, "The request could not be read (e.g. the body is not JSON)"),
         (401, "No bearer token, or the wrong one"),
+        (403, "The token's scope does not cover this request"),
         (404, "No such server, tool or job"),
         (409, "A conflict: a duplicate name, a built-in server, or nothing running"),
         (413, "The body is over 1 MB"),
         (422, "A field has a value it cannot take; `field` names it"),
+        (503, "Shutting down, or the database cannot take the write now (locked, disk full)"),
     )
 }
 
@@ -99,8 +102,17 @@ async def _http_error(_request: Request, exc: Exception) -> Response:
     return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
 
+async def _database_refused(_request: Request, exc: Exception) -> JSONResponse:
+    """The database refused (locked by another process past the busy timeout, a full disk, a
+    read-only data dir): nobody's mistake and nothing broken here, so a 503 to retry later."""
+    assert isinstance(exc, OperationalError)
+    reason = str(exc.orig or exc).splitlines()[0]
+    return error_response(Unavailable(f"the database cannot take this now ({reason}): try again"))
+
+
 def add_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(TooldeckError, _tooldeck_error)
+    app.add_exception_handler(OperationalError, _database_refused)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
 

@@ -12,20 +12,24 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
-import orjson
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.core.errors import PayloadTooLarge, Unauthorized
+from app.core.errors import PayloadTooLarge, TooldeckError, Unauthorized
 from app.core.jsonlog import request_id_var
+from app.faces.http.access_guard import HostPolicy
 from app.faces.http.errors import error_response, internal_error, shutting_down
+from app.faces.http.scopes import is_gateway_path, refusal_of
+from app.runtime.access_tokens import Credentials, Identity
 from app.runtime.api_token import TokenStore
 
 log = logging.getLogger("tooldeck.http")
 
 MAX_BODY_BYTES = 1024 * 1024
+# A refusal as the lean gateway path writes it: status, JSON body, headers.
+RefusalParts = tuple[int, bytes, list[tuple[bytes, bytes]]]
 # Liveness must answer without a token (load balancers, systemd watchdogs). The API description
 # and its docs page hold no data, only the shape of the API that ships in the source, and a
 # browser cannot send a bearer header when it loads a page.
@@ -97,53 +101,93 @@ class RequestContext:
 
 
 class BearerAuth:
-    """Every path but the public ones needs `Authorization: Bearer <token>`."""
+    """Every path but the public ones needs `Authorization: Bearer <token>`, of a scope that
+    covers the request (app/faces/http/scopes.py); the holder's identity goes on to the route in
+    `scope["state"]["identity"]`, for the audit actor."""
 
-    def __init__(self, app: ASGIApp, tokens: TokenStore | None) -> None:
+    def __init__(self, app: ASGIApp, tokens: Credentials | TokenStore | None) -> None:
         self.app = app
-        self.tokens = tokens
+        self.tokens = Credentials(tokens) if isinstance(tokens, TokenStore) else tokens
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or self.tokens is None or scope["path"] in PUBLIC_PATHS:
             await self.app(scope, receive, send)
             return
-        error = token_error(_header(scope, "authorization"), self.tokens)
+        given = bearer_token(_header(scope, "authorization"))
+        identity = None if given is None else await self.tokens.identify(given)
+        query = scope.get("query_string", b"")
+        error = token_refusal(given, identity, scope["method"], scope["path"], query)
         if error is None:
+            scope.setdefault("state", {})["identity"] = identity
             await self.app(scope, receive, send)
             return
         await error_response(error)(scope, receive, send)
 
 
-def token_error(authorization: str | None, tokens: TokenStore) -> Unauthorized | None:
-    """Why a request's Authorization header is refused, or None: the rule of `BearerAuth` and
-    of the gateway's lean path alike."""
+def bearer_token(authorization: str | None) -> str | None:
+    """The token an `Authorization: Bearer <token>` header gives, or None."""
     scheme, _, given = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not given.strip():
+    given = given.strip()
+    return given if scheme.lower() == "bearer" and given else None
+
+
+def token_refusal(
+    given: str | None, identity: Identity | None, method: str, path: str, query: bytes
+) -> TooldeckError | None:
+    """Why a request with the token `given`, held by `identity` (None: nobody), is refused, or
+    None: the rule of `BearerAuth` and of the daemon's lean gateway path alike."""
+    if given is None:
         return Unauthorized("send the header Authorization: Bearer <`tooldeck token show`>")
-    if not tokens.matches(given.strip()):
-        return Unauthorized("wrong token: see `tooldeck token show`")
-    return None
+    if identity is None:
+        return Unauthorized("wrong token: see `tooldeck token show` or `tooldeck token list`")
+    return refusal_of(identity, method, path, query)
 
 
-def gateway_refusal(
-    headers: Mapping[bytes, bytes], tokens: TokenStore | None
-) -> tuple[int, bytes, list[tuple[bytes, bytes]]] | None:
-    """The API's admission check for a gateway request that the daemon's lean HTTP path answers
-    without the ASGI middleware (app/faces/gateway/lean_http.py): status, JSON body and headers
-    of the refusal, as the middleware would answer it, or None. Host and Origin are checked by
-    the gateway itself on both paths."""
-    if tokens is None:
-        return None
-    error = token_error(headers.get(b"authorization", b"").decode("latin-1") or None, tokens)
-    if error is None:
-        return None
-    return error.status_code, orjson.dumps(error.to_dict()), [(b"www-authenticate", b"Bearer")]
+def gateway_admission(
+    hosts: HostPolicy | None, tokens: Credentials | None, max_bytes: int
+) -> Callable[[str, str, bytes, Mapping[bytes, bytes]], RefusalParts | bool]:
+    """What the daemon's lean gateway path (app/faces/gateway/lean_http.py) asks of a request
+    before its body, in the order the middleware asks it: AccessGuard's Host/Origin/mutation
+    check, then BearerAuth's token and scope check, then BodyLimit's announced length. The
+    answer is the refusal (status, JSON body, headers) the middleware would send, True to
+    admit, or False when only the middleware can tell (a token not in `tokens`' memory, or
+    whose use is due to be written): the request then goes through it."""
+
+    def admit(
+        method: str, path: str, query: bytes, headers: Mapping[bytes, bytes]
+    ) -> RefusalParts | bool:
+        if hosts is not None and (refusal := hosts.refusal(method, headers)) is not None:
+            return refusal_parts(refusal)
+        if tokens is not None:
+            given = bearer_token(headers.get(b"authorization", b"").decode("latin-1"))
+            identity = None if given is None else tokens.known(given)
+            if given is not None and identity is None:
+                return False
+            if (error := token_refusal(given, identity, method, path, query)) is not None:
+                return refusal_parts(error)
+        length = headers.get(b"content-length", b"")
+        if length.isdigit() and int(length) > max_bytes:
+            return gateway_too_large(max_bytes)
+        return True
+
+    return admit
 
 
-def gateway_too_large(limit: int) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
-    """The 413 of `BodyLimit`, for the lean path."""
-    error = PayloadTooLarge(_too_large_message(limit), field="body")
-    return error.status_code, orjson.dumps(error.to_dict()), []
+def gateway_too_large(limit: int) -> RefusalParts:
+    """`BodyLimit`'s 413 on a gateway path, for the lean path."""
+    return refusal_parts(PayloadTooLarge(_too_large_message(limit), field="body"))
+
+
+def refusal_parts(error: TooldeckError) -> RefusalParts:
+    """The status, body and headers of the middleware's answer to `error`, but for the content
+    length and type, which whoever writes it adds."""
+    response = error_response(error)
+    headers = [
+        (name, value)
+        for name, value in response.raw_headers
+        if name not in (b"content-length", b"content-type")
+    ]
+    return response.status_code, bytes(response.body), headers
 
 
 class BodyLimit:
@@ -194,10 +238,6 @@ def _header(scope: Scope, name: str) -> str | None:
         if key.lower() == wanted:
             return str(value.decode("latin-1"))
     return None
-
-
-def is_gateway_path(path: str) -> bool:
-    return path == "/mcp" or path.startswith("/mcp/")
 
 
 class McpGateway:

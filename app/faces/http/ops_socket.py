@@ -15,51 +15,27 @@ too long for a socket gets its socket in a private directory under the system's 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import os
 import socket
-import stat
-import tempfile
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager, suppress
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 from app.ops.protocol import Operations
 from app.runtime.lock import SupervisorLock
+from app.runtime.socket_paths import socket_path
 
 log = logging.getLogger(__name__)
 
 OPS_SOCKET_NAME = "ops.sock"
-# sun_path holds 108 bytes on Linux (104 on macOS), the terminating NUL included.
-MAX_SOCKET_PATH = 100
 # Requests in flight when the process stops get this long (a tool call may be among them).
 DRAIN_S = 3
 
 
 def ops_socket_path(data_dir: Path) -> Path:
     """Where the operations of `data_dir`'s supervisor are served."""
-    preferred = data_dir / OPS_SOCKET_NAME
-    if len(os.fsencode(preferred)) <= MAX_SOCKET_PATH:
-        return preferred
-    digest = hashlib.sha256(os.fsencode(data_dir.resolve())).hexdigest()[:16]
-    return _private_temp_dir() / f"{digest}.sock"
-
-
-def _private_temp_dir() -> Path:
-    """A directory only this user can enter, for sockets whose data dir path is too long."""
-    directory = Path(tempfile.gettempdir()) / f"tooldeck-{os.getuid()}"
-    with suppress(FileExistsError):
-        directory.mkdir(mode=0o700)
-    info = directory.lstat()
-    if (
-        not stat.S_ISDIR(info.st_mode)
-        or info.st_uid != os.getuid()
-        or stat.S_IMODE(info.st_mode) & 0o077
-    ):
-        # Someone else's, or open to others: a socket there could be swapped for theirs.
-        raise PermissionError(f"{directory} is not a private directory of this user")
-    return directory
+    return socket_path(data_dir, OPS_SOCKET_NAME)
 
 
 @contextmanager
@@ -106,7 +82,7 @@ async def serve_operations(ops: Operations, lock: SupervisorLock) -> AsyncIterat
     path = ops_socket_path(lock.data_dir)
     with _listening(path) as sock:
         config = uvicorn.Config(
-            create_app(ops, tokens=None),
+            create_app(ops, tokens=None, hosts=None),
             log_config=None,
             log_level="warning",
             access_log=False,

@@ -23,6 +23,7 @@ from fastapi.security import HTTPBearer
 from pydantic import BaseModel
 
 from app import __version__
+from app.core.access import acting_as
 from app.core.schemas import (
     ProbeReport,
     ServerToolResponse,
@@ -43,6 +44,7 @@ from app.ops.table import (
     ToolCallRequest,
     ToolUpdate,
 )
+from app.runtime.access_tokens import Identity
 
 ACTOR_HEADER = "x-tooldeck-actor"
 SAFE_ACTOR = re.compile(r"^[A-Za-z0-9._:@/-]{1,64}$")
@@ -55,10 +57,15 @@ def facade(request: Request) -> Operations:
 
 
 def actor_of(request: Request) -> str:
-    # A CLI or dashboard attached to the daemon names its user, so events say who did it; the
-    # token already proves the caller may act, the label only attributes the action.
+    """Who acts: the token's name. An admin token's holder (a CLI or dashboard attached to the
+    daemon) may name the person it acts for, and the actor says both; another token's header is
+    not believed. Without auth (the private operations socket) the header is the actor."""
     given = request.headers.get(ACTOR_HEADER, "")
-    return given if SAFE_ACTOR.match(given) else "api"
+    on_behalf_of = given if SAFE_ACTOR.match(given) else None
+    identity: Identity | None = request.scope.get("state", {}).get("identity")
+    if identity is None:
+        return on_behalf_of or "api"
+    return acting_as(identity.name, on_behalf_of if identity.scope == "admin" else None)
 
 
 Facade = Annotated[Operations, Depends(facade)]

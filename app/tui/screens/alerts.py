@@ -12,9 +12,10 @@ from textual.containers import Vertical
 from textual.widgets import DataTable, Footer, Label, Static
 
 from app.core.schemas import AlertResponse
-from app.tui.base import DeckScreen, columns_with_message
+from app.tui.base import DeckScreen, columns_with_message, row_key_at_cursor
 from app.tui.messages import CoreReady
 from widgets import formatting as fmt
+from widgets.live_table import KeyTable
 from widgets.status_bar import StatusBar, StatusState
 
 ALERTS_LIMIT = 500
@@ -60,7 +61,7 @@ class AlertsScreen(DeckScreen[None]):
     def compose(self) -> ComposeResult:
         yield StatusBar(id="status")
         yield Label("", id="alerts-hint")
-        table: DataTable[Text] = DataTable(id="alerts-table", cursor_type="row")
+        table: DataTable[Text] = KeyTable(id="alerts-table", cursor_type="row")
         yield table
         with Vertical(id="alert-detail-box", classes="pane"):
             yield Static("", id="alert-detail")
@@ -209,13 +210,7 @@ class AlertsScreen(DeckScreen[None]):
 
     @property
     def cursor_key(self) -> str | None:
-        table = self.query_one("#alerts-table", DataTable)
-        if table.row_count == 0:
-            return None
-        try:
-            return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
-        except Exception:  # no row under the cursor
-            return None
+        return row_key_at_cursor(self.query_one("#alerts-table", DataTable))
 
     @property
     def cursor_alert(self) -> AlertResponse | None:

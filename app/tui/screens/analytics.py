@@ -1,7 +1,10 @@
-"""`a`: system-wide analytics for the chosen period, as plotext charts.
+"""`a`: system-wide analytics for the chosen period: plotext charts and the tools' figures.
 
-Top tools, failing tools, calls and errors per bucket, latency percentiles over time. The
-period keys work here as on the main screen; the figures come from the facade's analytics.
+Calls and errors per bucket and latency over the same buckets, side by side; a table of the
+most called and the failing tools with their calls, errors and percentiles; the failing tools'
+error rates. The period keys work here as on the main screen; the figures come from the
+facade's analytics. Under 100 columns the sections stack, each at a readable height, and the
+screen scrolls.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Grid
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Footer, Static
 
 from app.core.periods import PERIOD_NAMES
@@ -22,6 +25,7 @@ from app.tui.messages import CoreReady, PeriodChanged
 from widgets import formatting as fmt
 from widgets.latency_chart import LatencyChart, RankChart, UsageChart
 from widgets.status_bar import StatusBar, StatusState
+from widgets.tool_figures import ToolFiguresTable
 
 
 def totals_text(view: AnalyticsView) -> Text:
@@ -64,20 +68,26 @@ class AnalyticsScreen(DeckScreen[None]):
     def compose(self) -> ComposeResult:
         yield StatusBar(id="status")
         yield Static("", id="analytics-totals")
-        with Grid(id="analytics-grid"):
-            yield UsageChart(id="chart-usage", classes="chart")
-            yield LatencyChart(id="chart-latency", classes="chart")
-            yield RankChart("Top tools (calls)", id="chart-top", classes="chart")
-            yield RankChart(
-                "Failing tools (error %)",
-                color="red",
-                percent=True,
-                id="chart-failing",
-                classes="chart",
-            )
+        with VerticalScroll(id="analytics-body"):
+            with Horizontal(id="analytics-charts", classes="analytics-row"):
+                yield UsageChart(id="chart-usage", classes="chart")
+                yield LatencyChart(id="chart-latency", classes="chart")
+            with Horizontal(id="analytics-lists", classes="analytics-row"):
+                with Vertical(id="analytics-tools-box", classes="pane"):
+                    yield ToolFiguresTable(id="analytics-tools")
+                yield RankChart(
+                    "Failing tools (error %)",
+                    color="red",
+                    percent=True,
+                    id="chart-failing",
+                    classes="chart",
+                )
         yield Footer(show_command_palette=False)
 
     def on_mount(self) -> None:
+        self._title_tools()
+        self.query_one(ToolFiguresTable).sort_by("calls")
+        self.query_one("#analytics-body").focus()
         self._status()
         self.set_interval(max(self.deck.refresh_interval, 10.0), self._tick, name="analytics")
         self.load()
@@ -96,7 +106,11 @@ class AnalyticsScreen(DeckScreen[None]):
 
     def on_period_changed(self, _message: PeriodChanged) -> None:
         self._status()
+        self._title_tools()
         self.load()
+
+    def _title_tools(self) -> None:
+        self.query_one("#analytics-tools-box").border_title = f"Tools · {self.deck.period}"
 
     def _tick(self) -> None:
         if self.is_active:
@@ -120,8 +134,7 @@ class AnalyticsScreen(DeckScreen[None]):
         self.query_one("#analytics-totals", Static).update(totals_text(view))
         self.query_one("#chart-usage", UsageChart).show(view.bucket_labels, view.calls, view.errors)
         self.query_one("#chart-latency", LatencyChart).show(view.bucket_labels, view.latency)
-        top = view.top_tools
-        self.query_one("#chart-top", RankChart).show([n for n, _ in top], [v for _, v in top])
+        self.query_one(ToolFiguresTable).sync(view.tools)
         failing = view.failing_tools
         self.query_one("#chart-failing", RankChart).show(
             [n for n, _ in failing], [v for _, v in failing]

@@ -21,6 +21,7 @@ from app.tui.base import DeckScreen, columns_with_message, set_server_options
 from app.tui.messages import CoreReady
 from widgets import formatting as fmt
 from widgets.event_log import KIND_STYLES
+from widgets.live_table import KeyTable
 from widgets.status_bar import StatusBar, StatusState
 
 AUDIT_LIMIT = 500
@@ -93,7 +94,7 @@ class AuditScreen(DeckScreen[None]):
         with Horizontal(id="audit-filters"):
             yield Label("server", classes="filter-label")
             yield Select[str]([], prompt="all servers", id="audit-server-filter", compact=True)
-        table: DataTable[Text] = DataTable(id="audit-table", cursor_type="row")
+        table: DataTable[Text] = KeyTable(id="audit-table", cursor_type="row")
         yield table
         with Vertical(id="audit-changes-box", classes="pane"):
             yield Static("", id="audit-changes")

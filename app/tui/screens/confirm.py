@@ -20,18 +20,21 @@ class ConfirmScreen(DeckModal[bool]):
         Binding("right,l", "focus_confirm", "Confirm button", id="focus-confirm", show=False),
     ]
 
-    def __init__(self, title: str, message: str, *, confirm_label: str = "OK") -> None:
+    def __init__(
+        self, title: str, message: str, *, confirm_label: str = "OK", cancel_label: str = "Cancel"
+    ) -> None:
         super().__init__()
         self._title = title
         self._message = message
         self._confirm_label = confirm_label
+        self._cancel_label = cancel_label
 
     def compose(self) -> ComposeResult:
         with Vertical(id="confirm-dialog", classes="dialog"):
             yield Label(self._title, classes="dialog-title")
             yield Static(self._message, id="confirm-message", markup=False)
             with Horizontal(classes="dialog-buttons"):
-                yield Button("Cancel", id="cancel", variant="primary")
+                yield Button(self._cancel_label, id="cancel", variant="primary")
                 yield Button(self._confirm_label, id="confirm", variant="error")
 
     def on_mount(self) -> None:

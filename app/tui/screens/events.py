@@ -1,22 +1,25 @@
-"""`v`: every event, newest first, filtered by server and by kind."""
+"""`v`: every event, newest first, filtered by server and by kind; `enter` reads one whole."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import ClassVar
 
+from rich.table import Table
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal
-from textual.widgets import DataTable, Footer, Label, Select
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.widgets import DataTable, Footer, Label, Select, Static
 
 from app.core.events import EventKind
-from app.tui.base import DeckScreen, columns_with_message, set_server_options
+from app.tui.base import DeckModal, DeckScreen, columns_with_message, set_server_options
 from app.tui.data import event_row
 from app.tui.messages import CoreReady
 from widgets import formatting as fmt
 from widgets.event_log import KIND_STYLES, EventRow
+from widgets.live_table import KeyTable
 from widgets.status_bar import StatusBar, StatusState
 
 EVENTS_LIMIT = 500
@@ -34,8 +37,10 @@ class EventsScreen(DeckScreen[None]):
     HELP_TITLE = "events"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "app.pop_screen", "Back", id="events-back"),
+        Binding("enter", "read", "Read whole", id="events-read"),
         Binding("s", "focus_server", "Server filter", id="events-server"),
-        Binding("k", "focus_kind", "Kind filter", id="events-kind"),
+        # Not k: k moves the cursor up, as in every table.
+        Binding("t", "focus_kind", "Kind filter", id="events-kind"),
         Binding("r", "reload", "Reload", id="events-reload"),
     ]
 
@@ -44,6 +49,7 @@ class EventsScreen(DeckScreen[None]):
         self.server = server
         self.kind = kind
         self._shown: tuple[int, ...] = ()
+        self._events: dict[str, EventRow] = {}
 
     def compose(self) -> ComposeResult:
         yield StatusBar(id="status")
@@ -58,7 +64,7 @@ class EventsScreen(DeckScreen[None]):
                 id="events-kind-filter",
                 compact=True,
             )
-        table: DataTable[Text] = DataTable(id="events-table", cursor_type="row")
+        table: DataTable[Text] = KeyTable(id="events-table", cursor_type="row")
         yield table
         yield Footer(show_command_palette=False)
 
@@ -124,6 +130,7 @@ class EventsScreen(DeckScreen[None]):
         if ids == self._shown:
             return
         self._shown = ids
+        self._events = {str(event.id): event for event in events}
         table = self.query_one("#events-table", DataTable)
         row = table.cursor_row
         now = self.deck.clock()
@@ -135,7 +142,7 @@ class EventsScreen(DeckScreen[None]):
                     Text(event.server_name or fmt.DASH, style="bold"),
                     Text(event.kind, style=KIND_STYLES.get(event.kind, "")),
                     Text(event.actor or fmt.DASH, style="dim"),
-                    Text(event.message),
+                    Text(event.message, no_wrap=True, overflow="ellipsis"),
                     key=str(event.id),
                 )
             if events:
@@ -161,3 +168,50 @@ class EventsScreen(DeckScreen[None]):
     def action_reload(self) -> None:
         self._shown = ()
         self.load()
+
+    @on(DataTable.RowSelected, "#events-table")
+    def _selected(self, _event: DataTable.RowSelected) -> None:
+        self.action_read()
+
+    def action_read(self) -> None:
+        """The cursor row's event in full: a message is often longer than its column."""
+        table = self.query_one("#events-table", DataTable)
+        if not table.row_count:
+            return
+        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        event = self._events.get(key or "")
+        if event is not None:
+            self.app.push_screen(EventDetailScreen(event, self.deck.clock()))
+
+
+def event_detail(event: EventRow, now: datetime) -> Table:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="dim", no_wrap=True)
+    grid.add_column(overflow="fold")
+    grid.add_row("when", f"{fmt.clock_time(event.at, now)} ({fmt.ago(event.at, now)} ago)")
+    grid.add_row("server", Text(event.server_name or fmt.DASH, style="bold"))
+    grid.add_row("kind", Text(event.kind, style=KIND_STYLES.get(event.kind, "")))
+    grid.add_row("by", event.actor or fmt.DASH)
+    grid.add_row("message", Text(event.message))
+    return grid
+
+
+class EventDetailScreen(DeckModal[None]):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape,enter,q", "close", "Close", id="event-close"),
+    ]
+
+    def __init__(self, event: EventRow, now: datetime) -> None:
+        super().__init__()
+        self.event = event
+        self._now = now
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="event-dialog", classes="dialog"):
+            yield Label(f"Event {self.event.id}", classes="dialog-title")
+            with VerticalScroll(id="event-body"):
+                yield Static(event_detail(self.event, self._now), id="event-detail")
+            yield Label("esc closes", classes="dialog-hint")
+
+    def action_close(self) -> None:
+        self.dismiss(None)

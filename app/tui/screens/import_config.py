@@ -143,6 +143,14 @@ class ImportScreen(DeckModal[ImportReport | None]):
     def _input_changed(self) -> None:
         # A preview belongs to the file and policy it was made with.
         self.show_error("")
+        self.clear_report()
+
+    def clear_report(self) -> None:
+        self.report = None
+        table = self.query_one("#import-table", DataTable)
+        table.clear()
+        table.display = False
+        self.query_one("#import-summary", Label).update("")
 
     @on(Input.Submitted, "#import-path")
     def _path_submitted(self) -> None:
@@ -203,6 +211,8 @@ class ImportScreen(DeckModal[ImportReport | None]):
                     document, dry_run=dry_run, on_conflict=on_conflict, actor=self.deck.actor
                 )
             except Exception as error:  # every refusal is one line under the path
+                # What was shown was another file's: it must not pass for this one's.
+                self.clear_report()
                 self.show_error(describe_error(error))
                 if not dry_run:
                     self.notify(

@@ -1,4 +1,4 @@
-"""`l`: a server's stderr log, with follow mode and search.
+"""`l`: a server's stderr log, with follow mode, search and wrapping of long lines.
 
 The log comes from the facade (`log_tail`: live from the supervisor, else the log file), read
 in a worker; following re-reads it on a timer and only redraws when it changed.
@@ -28,20 +28,20 @@ NOTE_PREFIX = "[tooldeck "
 FAILURE = re.compile(r"(?i)\b(error|fatal|traceback|exception|refused|denied)\b")
 
 
-def log_line(line: str) -> Text:
+def log_line(line: str, *, wrap: bool = False) -> Text:
     style = "cyan" if line.startswith(NOTE_PREFIX) else "red" if FAILURE.search(line) else ""
-    return Text(line, style=style, no_wrap=True, end="")
+    return Text(line, style=style, no_wrap=not wrap, overflow="fold" if wrap else None, end="")
 
 
-def matching_lines(lines: list[str], needle: str) -> list[Text]:
+def matching_lines(lines: list[str], needle: str, *, wrap: bool = False) -> list[Text]:
     """The lines to show: all of them, or those containing `needle`, highlighted."""
     if not needle:
-        return [log_line(line) for line in lines]
+        return [log_line(line, wrap=wrap) for line in lines]
     shown = []
     lowered = needle.lower()
     for line in lines:
         if lowered in line.lower():
-            text = log_line(line)
+            text = log_line(line, wrap=wrap)
             text.highlight_words([needle], style="bold reverse", case_sensitive=False)
             shown.append(text)
     return shown
@@ -52,7 +52,8 @@ class LogScreen(DeckScreen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "back", "Back", id="log-back"),
         Binding("f", "follow", "Follow", id="log-follow"),
-        Binding("slash", "search", "Search", key_display="/", id="log-search"),
+        Binding("slash", "search", "Search", key_display="/", id="log-search", priority=True),
+        Binding("w", "wrap", "Wrap lines", id="log-wrap"),
         Binding("r", "reload", "Reload", id="log-reload"),
         Binding("G", "end", "End", id="log-end", show=False),
         Binding("g", "home", "Top", id="log-top", show=False),
@@ -64,13 +65,16 @@ class LogScreen(DeckScreen[None]):
         self.server_name = server_name
         self.following = follow
         self.needle = ""
+        self.wrap = False
         self._lines: list[str] | None = None  # None until the first read
 
     def compose(self) -> ComposeResult:
         yield StatusBar(id="status")
         yield RichLog(id="log", highlight=False, markup=False, wrap=False, max_lines=LOG_LINES)
         yield Input(
-            id="log-search-box", placeholder="search: enter keeps it, esc clears it", compact=True
+            id="log-search-box",
+            placeholder=f"search the last {LOG_LINES} lines: enter keeps it, esc clears it",
+            compact=True,
         )
         yield Footer(show_command_palette=False)
 
@@ -86,7 +90,9 @@ class LogScreen(DeckScreen[None]):
         mode = "following" if self.following else "paused"
         title = f"Log · {self.server_name} · {mode}"
         if self.needle:
-            title += f' · / "{self.needle}"'
+            # The search covers what was read, not the rotated files before it: say so.
+            matches = len(matching_lines(self._lines or [], self.needle))
+            title += f' · / "{self.needle}": {matches} in the last {len(self._lines or [])} lines'
         self.query_one(StatusBar).show(
             StatusState(period=self.deck.period, read_only=self.deck.read_only, title=title)
         )
@@ -112,7 +118,7 @@ class LogScreen(DeckScreen[None]):
         log = self.query_one("#log", RichLog)
         log.clear()
         lines = self._lines or []
-        shown = matching_lines(lines, self.needle)
+        shown = matching_lines(lines, self.needle, wrap=self.wrap)
         if not lines:
             log.write(Text("Nothing logged yet.", style="dim"))
         elif not shown:
@@ -121,6 +127,14 @@ class LogScreen(DeckScreen[None]):
             log.write(line, scroll_end=False)
         if self.following:
             log.scroll_end(animate=False)
+        if self.needle:
+            self._status()
+
+    def action_wrap(self) -> None:
+        """Long lines whole, folded onto the next rows (again: cut at the edge)."""
+        self.wrap = not self.wrap
+        self.query_one("#log", RichLog).wrap = self.wrap
+        self._draw()
 
     def action_follow(self) -> None:
         self.following = not self.following
@@ -142,7 +156,7 @@ class LogScreen(DeckScreen[None]):
         box = self.query_one("#log-search-box", Input)
         box.display = True
         box.value = self.needle
-        box.focus()
+        self.set_focus(box)  # now: the keys typed after / are the search's
         self.settle_cursors()
 
     @on(Input.Changed, "#log-search-box")
@@ -155,6 +169,11 @@ class LogScreen(DeckScreen[None]):
     def _search_submitted(self, _event: Input.Submitted) -> None:
         self.query_one("#log-search-box").display = bool(self.needle)
         self.query_one("#log").focus()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ("search", "wrap", "follow", "reload") and isinstance(self.focused, Input):
+            return False  # a character of the search being typed
+        return True
 
     def action_back(self) -> None:
         box = self.query_one("#log-search-box", Input)

@@ -78,6 +78,7 @@ MUTATING = frozenset(
         "call_tool",
         # Marks only choose what an action applies to: with no actions they are noise.
         "toggle_mark",
+        "mark_all",
         "import_config",
     }
 )
@@ -110,7 +111,10 @@ def summary(operation: str, items: list[BulkOperationItem], names: dict[str, str
         return f"{verb} {len(ok)}: {listed}{more}"
     lines = [f"{verb} {len(ok)}, failed {len(failed)}:"]
     for item in failed[:6]:
-        lines.append(f"• {names.get(item.server_id, item.server_id)}: {item.message}")
+        name = names.get(item.server_id, item.server_id)
+        # The facade's messages may start with the server's name already.
+        message = (item.message or "failed").removeprefix(f"{name}: ")
+        lines.append(f"• {name}: {message}")
     if len(failed) > 6:
         lines.append(f"• and {len(failed) - 6} more")
     return "\n".join(lines)
@@ -137,7 +141,9 @@ class MainScreen(DeckScreen[None]):
         Binding("f", "refresh_tools", "Refresh tools", id="refresh-tools", show=False),
         Binding("h", "health_check", "Check health", id="health-check", show=False),
         Binding("space", "toggle_mark", "Mark", id="mark"),
-        Binding("slash", "filter", "Filter", key_display="/", id="filter"),
+        Binding("ctrl+a", "mark_all", "Mark all", key_display="^a", id="mark-all", show=False),
+        # A priority binding, so that what is typed right after `/` goes into the filter box.
+        Binding("slash", "filter", "Filter", key_display="/", id="filter", priority=True),
         Binding("escape", "clear", "Clear filter/marks", id="clear", show=False),
         Binding("l", "log", "Log", id="log"),
         Binding("a", "analytics", "Analytics", id="analytics"),
@@ -146,6 +152,7 @@ class MainScreen(DeckScreen[None]):
         Binding("u", "audit", "Audit trail", id="audit", show=False),
         Binding("i", "import_config", "Import configuration", id="import", show=False),
         Binding("p", "profiles", "Gateway profiles", id="profiles", show=False),
+        Binding("o", "tokens", "API tokens", id="tokens", show=False),
         *(
             Binding(
                 str(index),
@@ -273,7 +280,9 @@ class MainScreen(DeckScreen[None]):
         if self._overview is None:
             # First paint: the fleet now, its usage figures as soon as they are read.
             self.show_overview(await data.overview(self.deck.period, quick=True))
-        self.show_overview(await data.overview(self.deck.period))
+        overview = await data.overview(self.deck.period)
+        self.deck.daemon_answered()
+        self.show_overview(overview)
 
     def show_overview(self, overview: Overview) -> None:
         self._overview = overview
@@ -312,6 +321,10 @@ class MainScreen(DeckScreen[None]):
         self.query_one(MetricSparklines).show(server, system, name)
 
     def _select(self, key: str | None) -> None:
+        if key != self._selected and self.tools.filter_text:
+            # A tools filter was about the last server's tools: another server starts unfiltered.
+            self.tools.set_filter("")
+            self._title_filter(self.tools)
         self._selected = key
         model = self.servers.model(key) if key else None
         name = model.name if model else ""
@@ -331,6 +344,8 @@ class MainScreen(DeckScreen[None]):
 
     @on(DataTable.RowHighlighted, "#servers")
     def _server_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.row_key is None:  # a move in a table whose rows are not drawn yet, or none
+            return
         key = event.row_key.value
         if key != self._selected:
             self._select(key)
@@ -357,6 +372,7 @@ class MainScreen(DeckScreen[None]):
                 counts=overview.status_counts if overview else {},
                 total=len(overview.servers) if overview else 0,
                 marked=len(self.servers.marked),
+                hidden_marked=len(self.servers.hidden_marked),
                 filter_text=self.servers.filter_text,
                 read_only=self.deck.read_only,
                 connected=overview is not None,
@@ -387,6 +403,8 @@ class MainScreen(DeckScreen[None]):
             return False
         if action in TOOL_ACTIONS and not self.tools.has_focus:
             return False
+        if action == "filter" and isinstance(self.focused, Input):
+            return False  # `/` is a character of the filter being typed
         return True
 
     def on_descendant_focus(self, _event: DescendantFocus) -> None:
@@ -416,6 +434,10 @@ class MainScreen(DeckScreen[None]):
         if table.cursor_row < table.row_count - 1:
             table.move_cursor(row=table.cursor_row + 1)
 
+    def action_mark_all(self) -> None:
+        """Every server in sight marked (again: none), whatever pane has the focus."""
+        self.servers.mark_all()
+
     def action_filter(self) -> None:
         self._filter_target = self._focused_table()
         box = self.query_one("#filter", Input)
@@ -426,7 +448,9 @@ class MainScreen(DeckScreen[None]):
             else "filter servers by name, description or status: enter keeps it, esc clears it"
         )
         box.display = True
-        box.focus()
+        box.can_focus = True
+        # Now, not after this key (as `focus()` would): the keys typed next are the filter's.
+        self.set_focus(box)
         self.settle_cursors()
 
     @on(Input.Changed, "#filter")
@@ -441,7 +465,10 @@ class MainScreen(DeckScreen[None]):
         box = self.query_one("#filter", Input)
         target = self._filter_target or self.servers
         box.display = bool(target.filter_text) and target is self.servers
-        target.focus()
+        # Kept in sight, but out of the tab order: tab moves between the panes, and `/` goes
+        # back to the filter.
+        box.can_focus = False
+        self.set_focus(target)
 
     def _title_filter(self, table: LiveTable[Any]) -> None:
         pane = self.query_one("#tools-pane" if table is self.tools else "#servers-pane")
@@ -494,6 +521,11 @@ class MainScreen(DeckScreen[None]):
 
         self.app.push_screen(ProfilesScreen())
 
+    def action_tokens(self) -> None:
+        from app.tui.screens.tokens import TokensScreen
+
+        self.app.push_screen(TokensScreen())
+
     def action_import_config(self) -> None:
         self.app.push_screen(ImportScreen(), self._after_import)
 
@@ -507,10 +539,31 @@ class MainScreen(DeckScreen[None]):
         return {row.key: row.name for row in self.servers.models}
 
     def _targets(self) -> list[str]:
-        targets = self.servers.targets()
-        if not targets:
+        """What an action applies to: the marked servers in sight, else the cursor row.
+
+        Marks the filter hides are never acted on unseen: with none in sight nothing is done,
+        and otherwise the notice of the action names how many were left alone.
+        """
+        table = self.servers
+        hidden = table.hidden_marked
+        targets = table.targets()
+        if hidden and not targets:
+            self.notify(
+                f"The {len(hidden)} marked server(s) are hidden by the filter "
+                f'"{table.filter_text}": nothing was done. esc clears the filter.',
+                title="Marks hidden",
+                severity="warning",
+                markup=False,
+            )
+        elif not targets:
             self.notify("No server under the cursor.", severity="warning")
         return targets
+
+    def _hidden_note(self) -> str:
+        hidden = len(self.servers.hidden_marked)
+        if not hidden:
+            return ""
+        return f"\n{hidden} marked server(s) hidden by the filter were left alone."
 
     def action_new_server(self) -> None:
         self.app.push_screen(ServerFormScreen(None), self._after_form)
@@ -527,13 +580,32 @@ class MainScreen(DeckScreen[None]):
     def _after_form(self, saved: ToolServerResponse | None) -> None:
         if saved is not None:
             self.notify(f"Saved {saved.name}.", markup=False)
+            # The cursor goes to the server, new or edited, once its row is in.
+            self.servers.move_to_when_shown(saved.id)
             self.reload()
 
     def action_delete(self) -> None:
-        targets = self._targets()
-        if not targets:
+        chosen = self._targets()
+        if not chosen:
             return
         names = self._names()
+
+        def builtin(key: str) -> bool:
+            model = self.servers.model(key)
+            return model is not None and model.is_builtin
+
+        # Built-ins cannot be deleted (the facade refuses): they are named, and left out.
+        kept = [names.get(key, key) for key in chosen if builtin(key)]
+        targets = [key for key in chosen if not builtin(key)]
+        if not targets:
+            self.notify(
+                f"Built-in servers cannot be deleted: {', '.join(kept)}. "
+                "- disables a server instead.",
+                title="Delete",
+                severity="warning",
+                markup=False,
+            )
+            return
         listed = ", ".join(names.get(key, key) for key in targets[:8])
         if len(targets) > 8:
             listed += f" and {len(targets) - 8} more"
@@ -546,13 +618,12 @@ class MainScreen(DeckScreen[None]):
             else "Their definitions and tools are removed and running ones are stopped. "
             "Their usage history is kept."
         )
-        builtin = [
-            model.name
-            for key in targets
-            if (model := self.servers.model(key)) is not None and model.is_builtin
-        ]
-        if builtin:
-            message += f"\n\nBuilt-in servers are only ever disabled: {', '.join(builtin)} stays."
+        if kept:
+            message += (
+                f"\n\nBuilt-in servers cannot be deleted and are left as they are: "
+                f"{', '.join(kept)} (- disables a server)."
+            )
+        message += self._hidden_note().replace("\n", "\n\n", 1)
 
         def confirmed(answer: bool | None) -> None:
             if answer:
@@ -646,11 +717,12 @@ class MainScreen(DeckScreen[None]):
                     server_id=server_id, success=False, message=describe_error(exc)
                 )
 
+        left_alone = self._hidden_note()
         items = await self._each_with_progress(f"{operation} {len(server_ids)}…", server_ids, one)
         failed = sum(1 for item in items if not item.success)
         severity = "information" if not failed else "error" if failed == len(items) else "warning"
         self.notify(
-            summary(operation, items, names),
+            summary(operation, items, names) + left_alone,
             title=operation.capitalize(),
             severity=severity,
             timeout=4 if not failed else 12,
@@ -731,4 +803,9 @@ class MainScreen(DeckScreen[None]):
         tool = self._tool()
         if tool is None:
             return
-        self.app.push_screen(ToolCallScreen(tool))
+        self.call_tool(tool)
+
+    def call_tool(self, tool: ServerToolResponse) -> None:
+        """The call screen of a tool (the palette names any tool of any server)."""
+        if not self.deck.read_only:
+            self.app.push_screen(ToolCallScreen(tool))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from pydantic import ValidationError
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -20,8 +19,8 @@ from textual.widgets import Button, DataTable, Footer, Input, Label, Static
 
 from app.core.errors import TooldeckError
 from app.core.profiles import ProfileCreate, ProfilePreview, ProfileResponse
-from app.tui.base import DeckModal, DeckScreen, describe_error
-from app.tui.screens.server_form import field_errors
+from app.tui.base import DeckModal, DeckScreen, describe_error, row_key_at_cursor
+from app.tui.screens.form_fields import form_row, problems_by_field, show_field_errors
 from widgets.status_bar import StatusBar, StatusState
 
 MUTATING = frozenset({"new_profile", "edit_profile", "delete_profile"})
@@ -46,6 +45,11 @@ def describe_preview(preview: ProfilePreview) -> Text:
     if len(preview.tools) > PREVIEW_TOOLS:
         text.append(f"\n  … {len(preview.tools) - PREVIEW_TOOLS} more", style="dim")
     return text
+
+
+def cut(text: str, style: str = "") -> Text:
+    """A cell that shows where its column cut it (the preview below has the whole)."""
+    return Text(text, style=style, no_wrap=True, overflow="ellipsis")
 
 
 class ProfilesScreen(DeckScreen[None]):
@@ -131,12 +135,12 @@ class ProfilesScreen(DeckScreen[None]):
             for profile in self._profiles.values():
                 preview = self._previews.get(profile.name)
                 table.add_row(
-                    Text(profile.name, style="bold"),
-                    Text(" ".join(profile.servers)),
-                    Text(" ".join(profile.tools) or "* every tool", style="dim"),
+                    cut(profile.name, style="bold"),
+                    cut(" ".join(profile.servers)),
+                    cut(" ".join(profile.tools) or "* every tool", style="dim"),
                     Text(str(preview.tool_count) if preview else "?", justify="right"),
                     Text(f"{preview.estimated_tokens:,}" if preview else "?", justify="right"),
-                    Text(profile.endpoint, style="dim"),
+                    cut(profile.endpoint, style="dim"),
                     key=profile.name,
                 )
             keys = list(self._profiles)
@@ -163,13 +167,7 @@ class ProfilesScreen(DeckScreen[None]):
 
     @property
     def cursor_key(self) -> str | None:
-        table = self.query_one("#profiles-table", DataTable)
-        if table.row_count == 0:
-            return None
-        try:
-            return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
-        except Exception:  # no row under the cursor
-            return None
+        return row_key_at_cursor(self.query_one("#profiles-table", DataTable))
 
     # ---- actions ---------------------------------------------------------------------------
 
@@ -232,18 +230,12 @@ class ProfileFormScreen(DeckModal[ProfileResponse | None]):
         super().__init__()
         self.original = original
 
-    def _row(self, label: str, field: str, widget: Input) -> ComposeResult:
-        with Horizontal(classes="form-row", id=f"row-{field}"):
-            yield Label(label, classes="form-label")
-            yield widget
-        yield Static("", id=f"error-{field}", classes="form-error", markup=False)
-
     def compose(self) -> ComposeResult:
         profile = self.original
         title = f"Edit profile {profile.name}" if profile else "New profile"
         with Vertical(id="profile-dialog", classes="dialog"):
             yield Label(title, classes="dialog-title")
-            yield from self._row(
+            yield from form_row(
                 "Name",
                 "name",
                 Input(
@@ -253,14 +245,14 @@ class ProfileFormScreen(DeckModal[ProfileResponse | None]):
                     compact=True,
                 ),
             )
-            yield from self._row(
+            yield from form_row(
                 "Description",
                 "description",
                 Input(
                     (profile.description or "") if profile else "", id="description", compact=True
                 ),
             )
-            yield from self._row(
+            yield from form_row(
                 "Servers",
                 "servers",
                 Input(
@@ -270,7 +262,7 @@ class ProfileFormScreen(DeckModal[ProfileResponse | None]):
                     compact=True,
                 ),
             )
-            yield from self._row(
+            yield from form_row(
                 "Tools",
                 "tools",
                 Input(
@@ -305,22 +297,10 @@ class ProfileFormScreen(DeckModal[ProfileResponse | None]):
         }
 
     def show_errors(self, errors: dict[str, str]) -> None:
-        for field in (*FIELDS, "form"):
-            label = self.query_one(f"#error-{field}", Static)
-            message = errors.get(field)
-            label.update(message or "")
-            label.set_class(bool(message), "-visible")
+        show_field_errors(self, FIELDS, errors)
 
     def problems(self) -> dict[str, str]:
-        try:
-            ProfileCreate.model_validate(self.values())
-        except ValidationError as exc:
-            found: dict[str, str] = {}
-            for problem in field_errors(exc):
-                field = (problem.field or "form").split(".")[0]
-                found.setdefault(field if field in FIELDS else "form", problem.message)
-            return found
-        return {}
+        return problems_by_field(ProfileCreate, self.values(), FIELDS)
 
     @on(Input.Changed)
     def check(self) -> None:

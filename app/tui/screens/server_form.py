@@ -21,6 +21,7 @@ from textual.widgets import Button, Checkbox, Footer, Input, Label, Select, Stat
 from app.core.errors import InvalidInput, TooldeckError, invalid_from_pydantic
 from app.core.schemas import MASK, TRANSPORTS, ProbeReport, ToolServerCreate, ToolServerResponse
 from app.tui.base import DeckModal, describe_error
+from app.tui.screens.confirm import ConfirmScreen
 from widgets.key_value_editor import KeyValueEditor
 
 TRANSPORT_LABELS = {
@@ -105,6 +106,8 @@ class ServerFormScreen(DeckModal[ToolServerResponse | None]):
         super().__init__()
         self.server_id = server_id
         self.original: ToolServerResponse | None = None
+        # The form as it was shown, to tell whether leaving loses anything.
+        self._pristine: dict[str, Any] | None = None
 
     @property
     def editing(self) -> bool:
@@ -221,6 +224,15 @@ class ServerFormScreen(DeckModal[ToolServerResponse | None]):
             self.load_server()
         else:
             self.query_one("#name", Input).focus()
+            self.call_after_refresh(self._remember_pristine)
+
+    def _remember_pristine(self) -> None:
+        self._pristine = self.values()[0]
+
+    @property
+    def changed(self) -> bool:
+        """Whether the form holds anything its user typed since it opened."""
+        return self._pristine is not None and self.values()[0] != self._pristine
 
     def _can_probe(self) -> bool:
         return self.deck.data is not None
@@ -258,6 +270,8 @@ class ServerFormScreen(DeckModal[ToolServerResponse | None]):
         self._show_transport(server.transport)
         self.query_one("#display_name", Input).focus()
         self.settle_cursors()
+        # After the environment's and headers' rows are mounted.
+        self.call_after_refresh(self._remember_pristine)
 
     @on(Select.Changed, "#transport")
     def _transport_changed(self, event: Select.Changed) -> None:
@@ -407,7 +421,24 @@ class ServerFormScreen(DeckModal[ToolServerResponse | None]):
 
     @on(Button.Pressed, "#cancel")
     def action_cancel(self) -> None:
-        self.dismiss(None)
+        if not self.changed:
+            self.dismiss(None)
+            return
+
+        def answered(discard: bool | None) -> None:
+            if discard:
+                self.dismiss(None)
+
+        what = "the new server" if not self.editing else "your changes"
+        self.app.push_screen(
+            ConfirmScreen(
+                "Discard?",
+                f"Leave the form and lose {what}?",
+                confirm_label="Discard",
+                cancel_label="Keep editing",
+            ),
+            answered,
+        )
 
 
 def probe_text(report: ProbeReport) -> str:

@@ -3,7 +3,9 @@ through the facade (recorded with source `tui`), and read the result and its dur
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from typing import Any, ClassVar
 
 from rich.console import Group, RenderableType
@@ -44,10 +46,29 @@ def result_renderable(result: ToolCallResult) -> RenderableType:
     return Group(*parts)
 
 
+# How often the elapsed time of a call in flight is redrawn.
+ELAPSED_TICK_S = 0.1
+
+
+def calling_text(tool: str, elapsed_s: float) -> Text:
+    text = Text()
+    text.append(f"Calling {tool}… ", style="italic")
+    text.append(f"{elapsed_s:.1f}s", style="bold")
+    text.append("   esc cancels", style="dim")
+    return text
+
+
+def cancelled_text(elapsed_s: float) -> Text:
+    text = Text()
+    text.append("■ cancelled", style="bold yellow")
+    text.append(f" after {elapsed_s:.1f}s: no result; not counted as a tool error", style="dim")
+    return text
+
+
 class ToolCallScreen(DeckScreen[None]):
     HELP_TITLE = "call a tool"
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "app.pop_screen", "Back", id="call-back"),
+        Binding("escape", "back", "Back / cancel the call", id="call-back"),
         Binding("ctrl+r", "run", "Call", id="call-run", priority=True),
         Binding("ctrl+j", "toggle_raw", "Form/JSON", id="call-raw", priority=True),
     ]
@@ -56,6 +77,9 @@ class ToolCallScreen(DeckScreen[None]):
         super().__init__()
         self.tool = tool
         self.raw = False
+        # The call in flight, and when it began (monotonic): esc cancels it.
+        self._in_flight: asyncio.Task[ToolCallResult] | None = None
+        self._began = 0.0
 
     def compose(self) -> ComposeResult:
         yield StatusBar(id="status")
@@ -122,10 +146,11 @@ class ToolCallScreen(DeckScreen[None]):
 
     @on(Button.Pressed, "#raw")
     def action_toggle_raw(self) -> None:
+        form = self.query_one(JsonSchemaForm)
         if not self.raw:
             # Carry what the form holds into the JSON, when it parses.
             try:
-                current = self.query_one(JsonSchemaForm).value()
+                current = form.value()
             except FieldError:
                 current = {}
             self.query_one("#call-json", TextArea).text = json.dumps(current, indent=2)
@@ -133,13 +158,13 @@ class ToolCallScreen(DeckScreen[None]):
             self._show_mode()
             self.query_one("#call-json").focus()
         else:
+            # And the JSON back into the same form: its inputs are kept, only their values set.
             self.raw = False
             self._show_mode()
-            values = self.arguments_from_json()
-            form_box = self.query_one("#call-form-box")
-            form_box.remove_children()
-            form_box.mount(JsonSchemaForm(self.tool.input_schema, values, id="call-form"))
-            self.call_after_refresh(self.settle_cursors)
+            form.set_values(self.arguments_from_json())
+            inputs = form.query(".schema-input")
+            if inputs:
+                inputs.first().focus()
         self.settle_cursors()
 
     def arguments_from_json(self) -> dict[str, Any]:
@@ -155,11 +180,31 @@ class ToolCallScreen(DeckScreen[None]):
 
     @on(Button.Pressed, "#call")
     def action_run(self) -> None:
+        if self.calling:
+            self.notify("A call is in flight: esc cancels it.", severity="warning", timeout=3)
+            return
         arguments = self.arguments()
         if arguments is None:
             return
-        self.query_one("#call-result", Static).update(Text("Calling…", style="italic"))
+        self._began = time.monotonic()
+        self._show_elapsed()
         self.call(arguments)
+
+    @property
+    def calling(self) -> bool:
+        return self._in_flight is not None and not self._in_flight.done()
+
+    def _show_elapsed(self) -> None:
+        self.query_one("#call-result", Static).update(
+            calling_text(self.tool.name, time.monotonic() - self._began)
+        )
+
+    def action_back(self) -> None:
+        if self.calling:
+            assert self._in_flight is not None
+            self._in_flight.cancel()
+            return
+        self.app.pop_screen()
 
     @work(exclusive=True, group="call", exit_on_error=False)
     async def call(self, arguments: dict[str, Any]) -> None:
@@ -167,15 +212,32 @@ class ToolCallScreen(DeckScreen[None]):
         if ops is None:
             return
         output = self.query_one("#call-result", Static)
-        try:
-            result = await ops.call_tool(
+        # The call is a task of its own, so that esc cancels the call alone (the call path
+        # records it as cancelled, not as the tool's error) and this worker shows it.
+        in_flight = asyncio.ensure_future(
+            ops.call_tool(
                 self.tool.server_id,
                 self.tool.name,
                 arguments,
                 source="tui",
                 user=self.deck.actor,
             )
-        except TooldeckError as exc:
-            output.update(Text(f"✖ {describe_error(exc)}", style="bold red"))
+        )
+        self._in_flight = in_flight
+        ticker = self.set_interval(ELAPSED_TICK_S, self._show_elapsed, name="call-elapsed")
+        try:
+            await asyncio.wait([in_flight])
+        finally:
+            ticker.stop()
+            if not in_flight.done():  # the screen closed: the call goes with it
+                in_flight.cancel()
+        if in_flight.cancelled():
+            output.update(cancelled_text(time.monotonic() - self._began))
             return
-        output.update(result_renderable(result))
+        error = in_flight.exception()
+        if isinstance(error, TooldeckError):
+            output.update(Text(f"✖ {describe_error(error)}", style="bold red"))
+            return
+        if error is not None:
+            raise error
+        output.update(result_renderable(in_flight.result()))

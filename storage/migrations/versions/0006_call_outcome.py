@@ -35,7 +35,7 @@ def upgrade() -> None:
         "tool_usage",
         sa.Column("outcome", sa.String(length=10), nullable=False, server_default="ok"),
     )
-    op.execute("UPDATE tool_usage SET outcome = 'error' WHERE success = 0")
+    op.execute("UPDATE tool_usage SET outcome = 'error' WHERE NOT success")
     for table, prefixes in (
         ("usage_series", ("cum_",)),
         ("usage_tool_hourly", ("", "cum_")),
