@@ -382,3 +382,24 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     created_by: Mapped[str | None] = mapped_column(String(200))
     last_used_at: Mapped[datetime | None] = mapped_column()
+
+
+# ---- upstream OAuth (app.runtime.upstream_oauth) ---------------------------------------------
+
+
+class ServerOAuth(Base):
+    """What an OAuth-protected HTTP server gave us at login: its dynamic client registration and
+    tokens. Secrets: never shown, never exported; `server logout` deletes the row."""
+
+    __tablename__ = "server_oauth"
+
+    server_id: Mapped[str] = mapped_column(
+        ForeignKey("tool_servers.id", ondelete="CASCADE"), primary_key=True
+    )
+    # OAuthClientInformationFull and OAuthToken as the SDK serializes them.
+    client_info: Mapped[str | None] = mapped_column(Text)
+    tokens: Mapped[str | None] = mapped_column(Text)
+    # When the access token expires, as a UNIX time: the SDK keeps it only in memory, and a
+    # restarted daemon must refresh an expired token rather than present it.
+    expires_at: Mapped[float | None] = mapped_column(Float)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

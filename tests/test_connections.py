@@ -13,7 +13,7 @@ from app.runtime.connections import ConnectionSpec, StartError, open_connection
 from app.runtime.probe import probe
 from app.runtime.serverlog import LogWriter, ServerLog, read_log_tail
 from tests.conftest import PYTHON, TEST_SERVERS
-from tests.runtime_helpers import descendants, eventually, free_port
+from tests.runtime_helpers import descendants, eventually, free_port, listening
 
 
 async def start_error(spec: ConnectionSpec, within_s: float = 5) -> str:
@@ -55,16 +55,8 @@ async def sse_server() -> AsyncIterator[str]:
         stderr=asyncio.subprocess.DEVNULL,
     )
 
-    async def listening() -> bool:
-        try:
-            _reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            return False
-        writer.close()
-        return True
-
     try:
-        await eventually(listening, within=15)
+        await eventually(lambda: listening(port), within=15)
         yield f"http://127.0.0.1:{port}/sse"
     finally:
         process.kill()

@@ -167,6 +167,16 @@ CASES: dict[str, Case] = {
     "stop_server": Case(lambda ops, _s, _f: ops.stop_server(CONTROLLED, actor="t")),
     "restart_server": Case(lambda ops, _s, _f: ops.restart_server(CONTROLLED, actor="t")),
     "refresh_tools": Case(_refreshed),
+    # A stdio server has no login; the OAuth flow itself is tests/test_upstream_oauth.py's.
+    "begin_login": Case(
+        lambda ops, _s, _f: ops.begin_login(IDLE, "http://127.0.0.1:1/callback", actor="t"),
+        same=True,
+    ),
+    "finish_login": Case(
+        lambda ops, _s, _f: ops.finish_login(IDLE, "http://127.0.0.1:1/callback?code=x", actor="t"),
+        same=True,
+    ),
+    "logout_server": Case(lambda ops, _s, _f: ops.logout_server(IDLE, actor="t")),
     "enable_server": Case(lambda ops, _s, _f: ops.enable_server(IDLE, actor="t")),
     "disable_server": Case(_made_then_disabled),
     "list_tools": Case(lambda ops, _s, _f: ops.list_tools("calculator"), same=True),

@@ -26,6 +26,7 @@ from tests.runtime_helpers import (
     fast_supervisor,
     free_port,
     gone,
+    listening,
     read_pids,
     scripted,
     status_is,
@@ -333,15 +334,7 @@ async def test_streamable_http_server(ops: LocalOperations, runtime: Supervisor)
     try:
         url = f"http://127.0.0.1:{port}/mcp"
 
-        async def listening() -> bool:
-            try:
-                _reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            except OSError:
-                return False
-            writer.close()
-            return True
-
-        await eventually(listening, within=15)
+        await eventually(lambda: listening(port), within=15)
         await ops.create_server(
             {"name": "remote", "transport": "streamable_http", "url": url}, actor="test"
         )

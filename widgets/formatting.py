@@ -18,6 +18,7 @@ STATUS_GLYPHS: dict[str, str] = {
     "starting": "◔",
     "stopping": "◑",
     "error": "✖",
+    "needs_login": "⚿",
     "stopped": "○",
 }
 STATUS_STYLES: dict[str, str] = {
@@ -26,6 +27,7 @@ STATUS_STYLES: dict[str, str] = {
     "starting": "cyan",
     "stopping": "cyan",
     "error": "bold red",
+    "needs_login": "bold magenta",
     "stopped": "dim",
 }
 

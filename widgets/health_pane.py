@@ -69,7 +69,10 @@ def health_renderable(info: HealthInfo, now: datetime, *, stderr_lines: int = 6)
     if info.last_latency_ms is not None:
         check.append(f", {fmt.millis(info.last_latency_ms)}")
     grid.add_row("checked", check)
-    if info.last_startup_error:
+    if info.last_startup_error and info.status == "needs_login":
+        # Not an error: what the person has to do.
+        grid.add_row("login", Text(info.last_startup_error, style=fmt.STATUS_STYLES[info.status]))
+    elif info.last_startup_error:
         grid.add_row("start err", Text(info.last_startup_error, style="red"))
     tail = [short_note(line) for line in list(info.stderr_tail)[-stderr_lines:]]
     if tail:

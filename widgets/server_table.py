@@ -12,7 +12,15 @@ from widgets import formatting as fmt
 from widgets.live_table import Cell, ColumnSpec, LiveTable, count_cell, errors_cell, millis_cell
 
 # Sorting by status puts the servers that need attention first.
-STATUS_RANK = {"error": 0, "degraded": 1, "starting": 2, "stopping": 3, "running": 4, "stopped": 5}
+STATUS_RANK = {
+    "error": 0,
+    "needs_login": 1,
+    "degraded": 2,
+    "starting": 3,
+    "stopping": 4,
+    "running": 5,
+    "stopped": 6,
+}
 
 
 @dataclass(frozen=True)

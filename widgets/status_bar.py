@@ -109,7 +109,15 @@ def status_text(
     else:
         noun = "server" if state.total == 1 else "servers"
         heading.append(f"{state.total} {noun}", style="bold")
-        for status in ("running", "degraded", "starting", "stopping", "error", "stopped"):
+        for status in (
+            "running",
+            "degraded",
+            "starting",
+            "stopping",
+            "error",
+            "needs_login",
+            "stopped",
+        ):
             number = state.counts.get(status, 0)
             if number:
                 heading.append("  ")

@@ -13,6 +13,8 @@ class EventKind(StrEnum):
     TOOL_ENABLED = "tool_enabled"
     TOOL_DISABLED = "tool_disabled"
     TOOL_BYPASS = "tool_bypass"
+    LOGGED_IN = "logged_in"
+    LOGGED_OUT = "logged_out"
     # what the supervisor sees and does
     STARTING = "starting"
     STARTED = "started"

@@ -17,7 +17,9 @@ MASK = "********"
 
 Transport = Literal["stdio", "streamable_http", "sse"]
 TRANSPORTS: tuple[str, ...] = ("stdio", "streamable_http", "sse")
-ServerStatus = Literal["stopped", "starting", "running", "degraded", "stopping", "error"]
+ServerStatus = Literal[
+    "stopped", "starting", "running", "degraded", "stopping", "error", "needs_login"
+]
 SERVER_STATUSES: tuple[str, ...] = (
     "stopped",
     "starting",
@@ -25,6 +27,7 @@ SERVER_STATUSES: tuple[str, ...] = (
     "degraded",
     "stopping",
     "error",
+    "needs_login",
 )
 BulkOperationName = Literal["start", "stop", "restart", "enable", "disable", "delete", "refresh"]
 BULK_OPERATIONS: tuple[str, ...] = (
@@ -606,3 +609,25 @@ class TrimReport(BaseModel):
 class TrimResult(BaseModel):
     disabled: int
     tools: list[TrimTool]
+
+
+class LoginStarted(BaseModel):
+    """A login of an OAuth-protected server, waiting for the person to open the URL."""
+
+    server: str
+    authorization_url: str = Field(description="open this in a browser")
+    redirect_uri: str = Field(description="where the browser is sent back with the code")
+
+
+class LoginStart(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    redirect_uri: str = Field(
+        max_length=2000, description="a loopback URL that receives the code, or one to paste"
+    )
+
+
+class LoginFinish(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    redirect_url: str = Field(max_length=8000, description="the URL the browser was sent to")

@@ -34,6 +34,8 @@ CHANGE_KINDS = frozenset(
         EventKind.TOOL_ENABLED,
         EventKind.TOOL_DISABLED,
         EventKind.TOOL_BYPASS,
+        EventKind.LOGGED_IN,
+        EventKind.LOGGED_OUT,
         EventKind.AUTO_DISABLED,
         EventKind.TOOL_AUTO_DISABLED,
         EventKind.RESTARTED,

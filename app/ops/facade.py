@@ -21,6 +21,7 @@ from app.ops.builtins import BuiltinOperations, builtin_server_spec
 from app.ops.bulk import BulkOperations
 from app.ops.calls import CallOperations
 from app.ops.interchange import InterchangeOperations
+from app.ops.oauth import OAuthOperations
 from app.ops.profiles import ProfileOperations
 from app.ops.protocol import ReadOperations
 from app.ops.read_thread import ReadThread
@@ -41,6 +42,7 @@ class LocalOperations(
     AlertOperations,
     ProfileOperations,
     TokenOperations,
+    OAuthOperations,
 ):
     """The facade over storage and (when present) the runtime."""
 

@@ -39,6 +39,7 @@ from app.core.schemas import (
     ExportFormat,
     ImportReport,
     JobStatus,
+    LoginStarted,
     ProbeReport,
     ServerEventResponse,
     ServerHealth,
@@ -275,6 +276,19 @@ class Operations(ReadOperations, Protocol):
 
     async def refresh_tools(self, ref: str, *, actor: str) -> ToolServerResponse:
         """List a running server's tools again."""
+        ...
+
+    async def begin_login(self, ref: str, redirect_uri: str, *, actor: str) -> LoginStarted:
+        """Begin the OAuth login of an HTTP server: the URL a person opens to authorize it."""
+        ...
+
+    async def finish_login(self, ref: str, redirect_url: str, *, actor: str) -> ToolServerResponse:
+        """Complete a login with the URL the browser was sent back to; store the tokens and
+        start the server."""
+        ...
+
+    async def logout_server(self, ref: str, *, actor: str) -> ToolServerResponse:
+        """Forget an HTTP server's OAuth tokens and registration; it needs a login again."""
         ...
 
     async def check_health(self, ref: str) -> ServerHealth:

@@ -37,6 +37,8 @@ from app.core.schemas import (
     BulkToolServerOperation,
     CallSource,
     ConflictPolicy,
+    LoginFinish,
+    LoginStart,
     ServerLimitsSpec,
     ToolServerCreate,
     ToolServerUpdate,
@@ -250,6 +252,17 @@ OPERATIONS: tuple[OperationSpec, ...] = (
     _control("stop_server", "stop"),
     _control("restart_server", "restart"),
     _control("refresh_tools", "refresh"),
+    OperationSpec(
+        "begin_login", "POST", f"{SERVER}/login", ("control",), names=BY_ID, body=LoginStart,
+        mutates=True, long=True,
+    ),
+    OperationSpec(
+        "finish_login", "POST", f"{SERVER}/login/complete", ("control",), names=BY_ID,
+        body=LoginFinish, mutates=True, long=True,
+    ),
+    OperationSpec(
+        "logout_server", "POST", f"{SERVER}/logout", ("control",), names=BY_ID, mutates=True,
+    ),
     OperationSpec(
         "enable_server", "POST", f"{SERVER}/enable", ("control",), names=BY_ID, mutates=True,
         access="operate",

@@ -26,7 +26,7 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -48,6 +48,7 @@ __all__ = [
     "ConnectionRegistry",
     "ConnectionSpec",
     "LogWriter",
+    "NeedsLogin",
     "ServerLog",
     "StartError",
     "UpstreamListener",
@@ -85,6 +86,13 @@ class StartError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+
+class NeedsLogin(StartError):
+    """An OAuth-protected server wants an authorization that only a person can give."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"needs login: run `tooldeck server login {name}`")
 
 
 def seconds(value: float) -> str:
@@ -661,7 +669,9 @@ def _from_envelope(envelope: Any) -> Message:
 
 
 @asynccontextmanager
-async def _http_transport(spec: ConnectionSpec) -> AsyncIterator[tuple[Any, Any]]:
+async def _http_transport(
+    spec: ConnectionSpec, auth: httpx2.Auth | None
+) -> AsyncIterator[tuple[Any, Any]]:
     from mcp.client.sse import sse_client
     from mcp.client.streamable_http import streamable_http_client
     from mcp.shared._httpx_utils import create_mcp_http_client
@@ -670,13 +680,13 @@ async def _http_transport(spec: ConnectionSpec) -> AsyncIterator[tuple[Any, Any]
     url = spec.url or ""
     if spec.transport == "sse":
         async with sse_client(
-            url, headers=headers, sse_read_timeout=HTTP_READ_TIMEOUT_S
+            url, headers=headers, sse_read_timeout=HTTP_READ_TIMEOUT_S, auth=auth
         ) as streams:
             yield streams[0], streams[1]
         return
     timeout = httpx2.Timeout(30.0, read=HTTP_READ_TIMEOUT_S)
     async with (
-        create_mcp_http_client(headers=headers, timeout=timeout) as client,
+        create_mcp_http_client(headers=headers, timeout=timeout, auth=auth) as client,
         streamable_http_client(url, http_client=client) as streams,
     ):
         yield streams[0], streams[1]
@@ -696,11 +706,13 @@ async def open_connection(
     launcher: list[str] | None = None,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     processes: ProcessRegistry | None = None,
+    auth: httpx2.Auth | None = None,
 ) -> AsyncIterator[Connection]:
     """Start or connect, `initialize` within `startup_timeout`, and yield the connection.
 
     `launcher` (app.runtime.spawn_guard) runs before a stdio command and execs it: same pid,
-    same group. `processes` records the child's process group while it runs.
+    same group. `processes` records the child's process group while it runs. `auth` is the
+    httpx auth of an HTTP server (app.runtime.upstream_oauth).
 
     Leaving the context closes the connection and, for stdio, ends the child (stdin closed,
     then SIGTERM, then SIGKILL to its process group) and reaps it.
@@ -728,14 +740,14 @@ async def open_connection(
                 conn = StreamsConnection(spec, log, **options)
                 log.note(f"connecting to {mask_url(spec.url)}")
                 async with asyncio.timeout_at(deadline):
-                    read, write = await stack.enter_async_context(_http_transport(spec))
+                    read, write = await stack.enter_async_context(_http_transport(spec, auth))
                 stack.push_async_callback(conn.aclose)
                 conn.pump(read, write)
             else:
                 raise StartError(f"unknown transport {spec.transport!r}")
             try:
                 async with asyncio.timeout_at(deadline):
-                    await conn.initialize()
+                    await _unless_login_needed(conn.initialize(), spec, auth)
             except BaseException:
                 # A server that never finished starting has nothing to close gracefully.
                 if conn.pid is not None:
@@ -752,7 +764,34 @@ async def open_connection(
     except Exception as exc:
         if ready:
             raise
+        asked: asyncio.Event | None = getattr(auth, "login_needed", None)
+        if asked is not None and asked.is_set():
+            raise NeedsLogin(spec.name) from None
         raise _start_error(exc, spec, log, conn, startup_timeout) from None
+
+
+async def _unless_login_needed(work: Awaitable[Any], spec: ConnectionSpec, auth: Any) -> Any:
+    """Await `work`, or raise `NeedsLogin` as soon as the server's auth asks for a person.
+
+    The SDK's transports log and swallow an error raised inside a request's auth flow, so the
+    auth says it by an event (`login_needed`) instead.
+    """
+    asked: asyncio.Event | None = getattr(auth, "login_needed", None)
+    if asked is None:
+        return await work
+    task = asyncio.ensure_future(work)
+    waiter = asyncio.ensure_future(asked.wait())
+    try:
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            return task.result()
+        raise NeedsLogin(spec.name)
+    finally:
+        for pending in (task, waiter):
+            if not pending.done():
+                pending.cancel()
+                with suppress(asyncio.CancelledError, Exception):
+                    await pending
 
 
 def _leaf(exc: BaseException) -> BaseException:

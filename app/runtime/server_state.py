@@ -148,6 +148,16 @@ class ServerState:
             add_event(session, row.id, EventKind.AUTO_DISABLED, reason, SYSTEM, details)
             return failures, reason
 
+    async def needs_login(self, server_id: str, message: str) -> None:
+        """An OAuth server without a usable token: not a failure to count, a person to ask."""
+        async with self.db.session() as session:
+            row = await session.get(ToolServer, server_id)
+            if row is None:
+                return
+            row.status = "needs_login"
+            row.last_startup_error = message
+            add_event(session, row.id, EventKind.START_FAILED, message, SYSTEM)
+
     async def reset_failures(self, server_id: str) -> None:
         async with self.db.session() as session:
             await session.execute(

@@ -36,6 +36,7 @@ from app.runtime.connections import (
     Connection,
     ConnectionRegistry,
     ConnectionSpec,
+    NeedsLogin,
     StartError,
     end_process_group,
     open_connection,
@@ -46,6 +47,7 @@ from app.runtime.process_sampling import ProcessSampler
 from app.runtime.server_state import SYSTEM, UP_STATUSES, ServerState
 from app.runtime.serverlog import LogWriter, ServerLog, log_path, read_log_tail
 from app.runtime.tool_catalogue import ToolCatalogue
+from app.runtime.upstream_oauth import unattended_auth
 from storage.db import Database
 from storage.models import ToolServer
 
@@ -89,6 +91,8 @@ class _Handle:
     next_retry_at: datetime | None = None
     last_error: str | None = None
     last_latency_ms: float | None = None
+    # The last start ended because the server wants an OAuth login: no retry until one.
+    needs_login: bool = False
 
     @property
     def pid(self) -> int | None:
@@ -516,6 +520,10 @@ class Supervisor:
                 kind, message = failure
                 message = handle.log.scrub(message)
                 handle.last_error = message
+                if handle.needs_login:
+                    # Retrying cannot help: only `server login` can, and it starts the server.
+                    await self._wait_for_login(handle, message)
+                    break
                 auto_disabled, failures = await self._record_failure(handle, kind, message)
                 self._publish(Change.STATUS, handle.server_id)
                 if auto_disabled:
@@ -545,7 +553,7 @@ class Supervisor:
             handle.conn = None
             handle.next_retry_at = None
             self._settle(handle, handle.last_error or "stopped before it was running")
-            if not auto_disabled:
+            if not auto_disabled and not handle.needs_login:
                 await self._mark_stopped(handle)
             handle.task = None
 
@@ -559,13 +567,14 @@ class Supervisor:
         handle.name, handle.spec, handle.status = spec.name, spec, "starting"
         # Everything written about this run (stderr, notes, errors) loses this spec's secrets.
         handle.log.scrub = Scrubber.of(spec)
-        handle.fault, handle.tools_dirty = None, False
+        handle.fault, handle.tools_dirty, handle.needs_login = None, False, False
         handle.slow = handle.tools_failed = False
         handle.signal.clear()
         self._publish(Change.STATUS, handle.server_id)
         began = time.monotonic()
         pid: int | None = None
         ending: tuple[EventKind, str] | None = None
+        auth = await unattended_auth(spec, self.state.db, handle.server_id)
         try:
             async with open_connection(
                 spec,
@@ -576,12 +585,16 @@ class Supervisor:
                 launcher=attempt.launcher,
                 max_message_bytes=self.settings.max_result_bytes,
                 processes=self.processes,
+                auth=auth,
             ) as conn:
                 pid = conn.pid
                 ending = await self._run(handle, conn, began, failures)
                 if ending is not None and ending[0] == EventKind.HEALTH_FAILED and pid:
                     # It stopped answering: it will not read a closed stdin either.
                     await end_process_group(pid)
+        except NeedsLogin as exc:
+            handle.needs_login = True
+            return EventKind.START_FAILED, exc.message
         except StartError as exc:
             return EventKind.START_FAILED, exc.message
         except Exception as exc:
@@ -653,6 +666,14 @@ class Supervisor:
             if handle.tools_dirty:
                 handle.tools_dirty = False
                 await self._discover(handle, conn, SYSTEM)
+
+    async def _wait_for_login(self, handle: _Handle, message: str) -> None:
+        handle.status = "needs_login"
+        handle.want_running = False
+        handle.log.note(message)
+        await self.state.needs_login(handle.server_id, message)
+        self._publish(Change.STATUS, handle.server_id)
+        self._settle(handle, message)
 
     def _tools_changed(self, handle: _Handle) -> None:
         handle.tools_dirty = True
