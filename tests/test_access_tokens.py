@@ -305,3 +305,70 @@ def test_the_cli_adds_lists_and_revokes_through_the_daemon(fleet: Fleet) -> None
     assert again == "tooldeck: no token 'ci'"
     wrong = one_line_error(tooldeck("token", "add", "x", "--scope", "read", "--profile", "narrow"))
     assert "only a gateway token is bound to a profile" in wrong
+
+
+REQUEST_ID = "x-request-id"
+
+
+def lean_and_middleware(client: httpx2.Client, path: str, **request_args: Any) -> httpx2.Response:
+    """POST `path` through the daemon's middleware, then through its lean gateway path, and
+    check both give the same answer. `Expect: 100-continue` is what makes the lean path hand a
+    request on to the middleware; only the middleware stamps a request id on its answers."""
+    headers = request_args.pop("headers", {})
+    through_middleware = client.post(
+        path, headers={**headers, "Expect": "100-continue"}, **request_args
+    )
+    lean = client.post(path, headers=headers, **request_args)
+    assert REQUEST_ID in through_middleware.headers
+    assert REQUEST_ID not in lean.headers, "answered by the middleware, not the lean path"
+    assert lean.status_code == through_middleware.status_code, lean.text
+    assert lean.json() == through_middleware.json()
+    return lean
+
+
+def test_the_lean_gateway_path_refuses_what_the_middleware_refuses(fleet: Fleet) -> None:
+    port = fleet.daemon.url.rsplit(":", 1)[1]
+    mcp = {"json": INITIALIZE, "headers": MCP_ACCEPT}
+    # A rebound Host and a foreign Origin, with a valid admin token.
+    rebound = lean_and_middleware(
+        fleet.admin, "/mcp", json=INITIALIZE,
+        headers={**MCP_ACCEPT, "Host": f"rebind.evil.example:{port}"},
+    )  # fmt: skip
+    assert (rebound.status_code, rebound.json()["error"]) == (421, "MisdirectedHost")
+    for origin in ("http://evil.example", "null"):
+        foreign = lean_and_middleware(
+            fleet.admin, "/mcp", json=INITIALIZE, headers={**MCP_ACCEPT, "Origin": origin}
+        )
+        assert (foreign.status_code, foreign.json()["field"]) == (403, "Origin")
+    # A cross-site form, without a token: refused for that before the token is asked for.
+    with httpx2.Client(base_url=fleet.daemon.url, trust_env=False, timeout=30) as anonymous:
+        form = lean_and_middleware(
+            anonymous, "/mcp", content=b"{}", headers={"Content-Type": "text/plain"}
+        )
+        assert (form.status_code, form.json()["field"]) == (403, "Content-Type")
+        missing = lean_and_middleware(anonymous, "/mcp", **mcp)
+        assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer"
+    # Scopes: a read token reaches no gateway path, a bound gateway token only its profile.
+    for token, path in (
+        ("ro", "/mcp"),
+        ("ro", "/mcp/profiles/narrow"),
+        ("gw-narrow", "/mcp"),
+        ("gw-narrow", "/mcp/profiles/other"),
+        ("gw-narrow", "/mcp/servers/calculator"),
+    ):
+        with fleet.as_(token) as client:
+            refused = lean_and_middleware(client, path, **mcp)
+        assert refused.status_code == 403, (token, path, refused.text)
+        assert refused.json()["error"] == "Forbidden" and repr(token) in refused.json()["message"]
+    with fleet.as_("gw-narrow") as client:
+        assert lean_and_middleware(client, "/mcp/profiles/narrow", **mcp).status_code == 200
+
+
+def test_a_revoked_gateway_token_is_refused_at_once_on_the_lean_path(fleet: Fleet) -> None:
+    issued = fleet.admin.post(TOKENS, json={"name": "gw-brief", "scope": "gateway"})
+    headers = {**MCP_ACCEPT, "Authorization": f"Bearer {issued.json()['token']}"}
+    with httpx2.Client(base_url=fleet.daemon.url, trust_env=False, timeout=30) as client:
+        assert lean_and_middleware(client, "/mcp", json=INITIALIZE, headers=headers).is_success
+        assert fleet.admin.delete(f"{TOKENS}/gw-brief").status_code == 204
+        refused = client.post("/mcp", json=INITIALIZE, headers=headers)
+    assert refused.status_code == 401, refused.text

@@ -9,12 +9,13 @@ import asyncio
 import sqlite3
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
 import httpx2
 import mcp_types as types
+import orjson
 import pytest
 import uvicorn
 from mcp import ClientSession, StdioServerParameters
@@ -29,6 +30,7 @@ from app.core.settings import Settings
 from app.core.tool_names import NameTable, short_hash
 from app.faces.gateway import uris
 from app.faces.gateway.http_face import AsgiApp, HttpCore
+from app.faces.gateway.lean_http import Admit, Refusal, lean_protocol
 from app.faces.gateway.router import Router
 from app.faces.gateway.service import running_router
 from app.ops.bootstrap import running_core
@@ -65,12 +67,40 @@ async def all_tools(session: ClientSession) -> list[types.Tool]:
             return tools
 
 
+LEAN_MAX_BYTES = 4096
+
+
+def admit_with_token(
+    _method: str, _path: str, _query: bytes, headers: Mapping[bytes, bytes]
+) -> Refusal | bool:
+    """`right` is admitted, `ask` is left to the ASGI app (which here admits anything)."""
+    given = headers.get(b"authorization")
+    if given == b"Bearer ask":
+        return False
+    if given != b"Bearer right":
+        return 401, b'{"error": "Unauthorized"}', [(b"www-authenticate", b"Bearer")]
+    if int(headers.get(b"content-length", b"0")) > LEAN_MAX_BYTES * 16:
+        return too_large()
+    return True
+
+
+def too_large() -> Refusal:
+    return 413, b'{"error": "PayloadTooLarge"}', []
+
+
 @asynccontextmanager
-async def served(router: Router, *, stateless: bool = False) -> AsyncIterator[str]:
+async def served(
+    router: Router, *, stateless: bool = False, admit: Admit | None = None
+) -> AsyncIterator[str]:
+    """The core as the daemon serves it: the lean protocol, with the ASGI app behind it."""
     port = free_port()
     core = HttpCore(router, stateless=stateless)
+    lean = lean_protocol(
+        core, admit=admit or (lambda *_: True), max_bytes=LEAN_MAX_BYTES * 16,
+        too_large=too_large,
+    )  # fmt: skip
     server = uvicorn.Server(
-        uvicorn.Config(AsgiApp(core), host="127.0.0.1", port=port, log_level="warning")
+        uvicorn.Config(AsgiApp(core), host="127.0.0.1", port=port, log_level="warning", http=lean)
     )
     task = asyncio.create_task(server.serve())
     await eventually(lambda: asyncio.sleep(0, server.started))
@@ -195,6 +225,73 @@ async def test_gateway_over_http(core: LocalOperations) -> None:
 async def _without(names: Awaitable[set[str]], name: str) -> set[str] | None:
     found = await names
     return found if name not in found else None
+
+
+def http_request(path: str, body: bytes, *headers: str) -> bytes:
+    lines = [f"POST {path} HTTP/1.1", "host: 127.0.0.1", "content-type: application/json",
+             "accept: application/json, text/event-stream", f"content-length: {len(body)}",
+             *headers]  # fmt: skip
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
+    head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+    status = int(head[0].split()[1])
+    pairs = (line.split(": ", 1) for line in head[1:] if ": " in line)
+    fields = {name.lower(): value for name, value in pairs}
+    if status == 100:
+        return await read_response(reader)
+    return status, fields, await reader.readexactly(int(fields.get("content-length", "0")))
+
+
+async def test_the_lean_http_path_checks_like_the_api_and_hands_on_what_it_does_not_take(
+    core: LocalOperations,
+) -> None:
+    initialize = {
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                   "clientInfo": {"name": "raw", "version": "1"}},
+    }  # fmt: skip
+    body = orjson.dumps(initialize)
+    token = "authorization: Bearer right"
+    async with running_router(core) as router, served(router, admit=admit_with_token) as url:
+        port = int(url.rsplit(":", 1)[1].split("/")[0])
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            # The admission check runs before the body is read, and ends the connection.
+            writer.write(http_request("/mcp", body))
+            status, fields, answer = await read_response(reader)
+            assert (status, fields["www-authenticate"]) == (401, "Bearer")
+            assert orjson.loads(answer) == {"error": "Unauthorized"}
+            assert await reader.read() == b""
+        finally:
+            writer.close()
+
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            # Two requests in one write: the second waits for the first answer (through the
+            # ASGI app, which handles pipelining), and both are answered in order.
+            second = orjson.dumps({**initialize, "id": 2})
+            writer.write(http_request("/mcp", body, token) + http_request("/mcp", second, token))
+            for expected_id in (1, 2):
+                status, fields, answer = await read_response(reader)
+                assert status == 200 and fields["content-type"] == "application/json"
+                assert orjson.loads(answer)["id"] == expected_id
+                assert fields["mcp-session-id"]
+            # Expect: 100-continue is left to the ASGI app too; the answer is the same.
+            writer.write(http_request("/mcp", body, token, "expect: 100-continue"))
+            status, _, answer = await read_response(reader)
+            assert status == 200 and orjson.loads(answer)["result"]["serverInfo"]
+            # So is a request the admission check cannot decide alone.
+            writer.write(http_request("/mcp", body, "authorization: Bearer ask"))
+            status, _, answer = await read_response(reader)
+            assert status == 200 and orjson.loads(answer)["result"]["serverInfo"]
+            # Over the body limit: 413, whether the length is announced or not.
+            writer.write(http_request("/mcp", b" " * LEAN_MAX_BYTES * 17, token))
+            status, _, answer = await read_response(reader)
+            assert status == 413 and orjson.loads(answer) == {"error": "PayloadTooLarge"}
+        finally:
+            writer.close()
 
 
 async def test_limits_and_the_result_cap_hold_on_the_call_path(core: LocalOperations) -> None:

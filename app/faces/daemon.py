@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import ipaddress
 import logging
 import os
@@ -146,10 +147,12 @@ async def serve(
     import uvicorn
 
     from app.faces.gateway.http_face import AsgiApp, HttpCore
+    from app.faces.gateway.lean_http import lean_protocol
     from app.faces.gateway.service import running_router, socket_path
     from app.faces.gateway.stdio_face import close_socket, open_socket
     from app.faces.http.access_guard import HostPolicy
     from app.faces.http.api import create_app
+    from app.faces.http.middleware import gateway_admission, gateway_too_large
     from app.faces.http.ops_socket import serve_operations
     from app.ops.bootstrap import running_core
     from app.runtime.access_tokens import Credentials
@@ -199,19 +202,30 @@ async def serve(
             credentials = None if tokens is None else Credentials(tokens, ops.db)
             if credentials is not None:
                 ops.changes.subscribe(credentials.on_change)
+            hosts = HostPolicy(settings.allowed_hosts, listen_host=settings.host)
+            # The gateway's paths are answered by a lean protocol without ASGI, after the same
+            # checks as the middleware's; the app mounts the same core for what that protocol
+            # hands on (see lean_http).
+            lean = lean_protocol(
+                mcp,
+                admit=gateway_admission(hosts, credentials, settings.max_result_bytes),
+                max_bytes=settings.max_result_bytes,
+                too_large=functools.partial(gateway_too_large, settings.max_result_bytes),
+            )
             config = uvicorn.Config(
                 create_app(
                     ops,
                     tokens=credentials,
                     mcp_app=AsgiApp(mcp),
                     mcp_max_bytes=settings.max_result_bytes,
-                    hosts=HostPolicy(settings.allowed_hosts, listen_host=settings.host),
+                    hosts=hosts,
                 ),
                 log_config=None,
                 access_log=False,  # our middleware writes one JSON line per request instead
                 lifespan="off",  # the core's lifetime is this function's, not the app's
                 timeout_graceful_shutdown=int(HTTP_DRAIN_S),
                 server_header=False,
+                http=lean,
             )
             server = Server(config)
             if not stopping.is_set():

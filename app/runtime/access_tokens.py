@@ -75,16 +75,31 @@ class Credentials:
         self._known: dict[str, _Known] = {}
         self._written: dict[str, float] = {}
 
-    async def identify(self, given: str) -> Identity | None:
-        """The holder of `given`, or None for a token nobody holds."""
+    def known(self, given: str) -> Identity | None:
+        """The holder of `given` when memory alone can tell and its use needs no writing down;
+        None when only `identify` can (an unknown, stale or wrong token). For a caller that
+        cannot wait, such as the daemon's lean gateway path, which hands the rest to `identify`."""
         if self.file_token.matches(given):
             return FILE_TOKEN_IDENTITY
         if self.db is None or not given.startswith(TOKEN_PREFIX):
             return None
         digest = hash_token(given)
         now = self._clock()
-        known = self._known.get(digest)
-        if known is None or now - known.fetched > CACHE_S:
+        known = self._fresh(digest, now)
+        if known is None or self._use_due(digest, now):
+            return None
+        return known.identity
+
+    async def identify(self, given: str) -> Identity | None:
+        """The holder of `given`, or None for a token nobody holds."""
+        if (remembered := self.known(given)) is not None:
+            return remembered
+        if self.db is None or not given.startswith(TOKEN_PREFIX):
+            return None
+        digest = hash_token(given)
+        now = self._clock()
+        known = self._fresh(digest, now)
+        if known is None:
             async with self.db.read() as session:
                 row = (
                     await session.execute(select(ApiToken).where(ApiToken.token_hash == digest))
@@ -97,9 +112,16 @@ class Credentials:
         await self._note_use(digest, now)
         return known.identity
 
-    async def _note_use(self, digest: str, now: float) -> None:
+    def _fresh(self, digest: str, now: float) -> _Known | None:
+        known = self._known.get(digest)
+        return known if known is not None and now - known.fetched <= CACHE_S else None
+
+    def _use_due(self, digest: str, now: float) -> bool:
         last = self._written.get(digest)
-        if last is not None and now - last < LAST_USED_EVERY_S:
+        return last is None or now - last >= LAST_USED_EVERY_S
+
+    async def _note_use(self, digest: str, now: float) -> None:
+        if not self._use_due(digest, now):
             return
         self._written[digest] = now
         assert self.db is not None

@@ -14,7 +14,7 @@ Why each check, with `--no-auth` as much as with a token:
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -68,27 +68,11 @@ class HostPolicy:
     def allows(self, name: str) -> bool:
         return self.any or is_loopback_name(name) or name in self.names
 
-
-class AccessGuard:
-    """Host, Origin and mutation checks on every path, `/mcp` and unknown ones included."""
-
-    def __init__(self, app: ASGIApp, policy: HostPolicy) -> None:
-        self.app = app
-        self.policy = policy
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        refusal = self.refusal(scope["method"], dict(scope.get("headers", [])))
-        if refusal is None:
-            await self.app(scope, receive, send)
-        else:
-            await error_response(refusal)(scope, receive, send)
-
-    def refusal(self, method: str, headers: dict[bytes, bytes]) -> TooldeckError | None:
+    def refusal(self, method: str, headers: Mapping[bytes, bytes]) -> TooldeckError | None:
+        """Why a request is refused before its token is looked at, or None: the check of
+        `AccessGuard`, and of the daemon's lean gateway path, which bypasses it."""
         host = host_name(headers.get(b"host", b"").decode("latin-1"))
-        if not self.policy.allows(host):
+        if not self.allows(host):
             return MisdirectedHost(
                 f"this daemon does not answer to the host {host!r} (DNS rebinding?); "
                 "add it to TOOLDECK_ALLOWED_HOSTS if it is one of this machine's names",
@@ -98,7 +82,7 @@ class AccessGuard:
         if origin is not None:
             text = origin.decode("latin-1")
             _scheme, sep, authority = text.partition("://")
-            if not sep or not self.policy.allows(host_name(authority.split("/", 1)[0])):
+            if not sep or not self.allows(host_name(authority.split("/", 1)[0])):
                 return ForeignRequest(
                     f"requests from the web page at {text!r} are refused", field="Origin"
                 )
@@ -111,7 +95,25 @@ class AccessGuard:
         return None
 
 
-def _proves_not_simple(headers: dict[bytes, bytes]) -> bool:
+class AccessGuard:
+    """Host, Origin and mutation checks on every path, `/mcp` and unknown ones included."""
+
+    def __init__(self, app: ASGIApp, policy: HostPolicy) -> None:
+        self.app = app
+        self.policy = policy
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        refusal = self.policy.refusal(scope["method"], dict(scope.get("headers", [])))
+        if refusal is None:
+            await self.app(scope, receive, send)
+        else:
+            await error_response(refusal)(scope, receive, send)
+
+
+def _proves_not_simple(headers: Mapping[bytes, bytes]) -> bool:
     if any(name in headers for name in PROOF_HEADERS):
         return True
     media = headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()

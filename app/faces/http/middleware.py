@@ -12,20 +12,24 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Callable, Mapping
 
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.errors import PayloadTooLarge, TooldeckError, Unauthorized
 from app.core.jsonlog import request_id_var
+from app.faces.http.access_guard import HostPolicy
 from app.faces.http.errors import error_response, internal_error, shutting_down
 from app.faces.http.scopes import is_gateway_path, refusal_of
-from app.runtime.access_tokens import Credentials
+from app.runtime.access_tokens import Credentials, Identity
 from app.runtime.api_token import TokenStore
 
 log = logging.getLogger("tooldeck.http")
 
 MAX_BODY_BYTES = 1024 * 1024
+# A refusal as the lean gateway path writes it: status, JSON body, headers.
+RefusalParts = tuple[int, bytes, list[tuple[bytes, bytes]]]
 # Liveness must answer without a token (load balancers, systemd watchdogs). The API description
 # and its docs page hold no data, only the shape of the API that ships in the source, and a
 # browser cannot send a bearer header when it loads a page.
@@ -109,22 +113,81 @@ class BearerAuth:
         if scope["type"] != "http" or self.tokens is None or scope["path"] in PUBLIC_PATHS:
             await self.app(scope, receive, send)
             return
-        scheme, _, given = (_header(scope, "authorization") or "").partition(" ")
-        if scheme.lower() != "bearer" or not given.strip():
-            error: TooldeckError = Unauthorized(
-                "send the header Authorization: Bearer <`tooldeck token show`>"
-            )
-        elif (identity := await self.tokens.identify(given.strip())) is None:
-            error = Unauthorized("wrong token: see `tooldeck token show` or `tooldeck token list`")
-        else:
-            query = scope.get("query_string", b"")
-            refusal = refusal_of(identity, scope["method"], scope["path"], query)
-            if refusal is None:
-                scope.setdefault("state", {})["identity"] = identity
-                await self.app(scope, receive, send)
-                return
-            error = refusal
+        given = bearer_token(_header(scope, "authorization"))
+        identity = None if given is None else await self.tokens.identify(given)
+        query = scope.get("query_string", b"")
+        error = token_refusal(given, identity, scope["method"], scope["path"], query)
+        if error is None:
+            scope.setdefault("state", {})["identity"] = identity
+            await self.app(scope, receive, send)
+            return
         await error_response(error)(scope, receive, send)
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token an `Authorization: Bearer <token>` header gives, or None."""
+    scheme, _, given = (authorization or "").partition(" ")
+    given = given.strip()
+    return given if scheme.lower() == "bearer" and given else None
+
+
+def token_refusal(
+    given: str | None, identity: Identity | None, method: str, path: str, query: bytes
+) -> TooldeckError | None:
+    """Why a request with the token `given`, held by `identity` (None: nobody), is refused, or
+    None: the rule of `BearerAuth` and of the daemon's lean gateway path alike."""
+    if given is None:
+        return Unauthorized("send the header Authorization: Bearer <`tooldeck token show`>")
+    if identity is None:
+        return Unauthorized("wrong token: see `tooldeck token show` or `tooldeck token list`")
+    return refusal_of(identity, method, path, query)
+
+
+def gateway_admission(
+    hosts: HostPolicy | None, tokens: Credentials | None, max_bytes: int
+) -> Callable[[str, str, bytes, Mapping[bytes, bytes]], RefusalParts | bool]:
+    """What the daemon's lean gateway path (app/faces/gateway/lean_http.py) asks of a request
+    before its body, in the order the middleware asks it: AccessGuard's Host/Origin/mutation
+    check, then BearerAuth's token and scope check, then BodyLimit's announced length. The
+    answer is the refusal (status, JSON body, headers) the middleware would send, True to
+    admit, or False when only the middleware can tell (a token not in `tokens`' memory, or
+    whose use is due to be written): the request then goes through it."""
+
+    def admit(
+        method: str, path: str, query: bytes, headers: Mapping[bytes, bytes]
+    ) -> RefusalParts | bool:
+        if hosts is not None and (refusal := hosts.refusal(method, headers)) is not None:
+            return refusal_parts(refusal)
+        if tokens is not None:
+            given = bearer_token(headers.get(b"authorization", b"").decode("latin-1"))
+            identity = None if given is None else tokens.known(given)
+            if given is not None and identity is None:
+                return False
+            if (error := token_refusal(given, identity, method, path, query)) is not None:
+                return refusal_parts(error)
+        length = headers.get(b"content-length", b"")
+        if length.isdigit() and int(length) > max_bytes:
+            return gateway_too_large(max_bytes)
+        return True
+
+    return admit
+
+
+def gateway_too_large(limit: int) -> RefusalParts:
+    """`BodyLimit`'s 413 on a gateway path, for the lean path."""
+    return refusal_parts(PayloadTooLarge(_too_large_message(limit), field="body"))
+
+
+def refusal_parts(error: TooldeckError) -> RefusalParts:
+    """The status, body and headers of the middleware's answer to `error`, but for the content
+    length and type, which whoever writes it adds."""
+    response = error_response(error)
+    headers = [
+        (name, value)
+        for name, value in response.raw_headers
+        if name not in (b"content-length", b"content-type")
+    ]
+    return response.status_code, bytes(response.body), headers
 
 
 class BodyLimit:
