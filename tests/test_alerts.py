@@ -435,6 +435,8 @@ async def api(ops: LocalOperations) -> AsyncIterator[httpx2.AsyncClient]:
     async with httpx2.AsyncClient(
         transport=httpx2.ASGITransport(app=create_app(ops, tokens=None)),
         base_url="http://127.0.0.1",
+        # As the CLI sends it: a change without it is refused as cross-site.
+        headers={"X-Tooldeck-Client": "test"},
     ) as client:
         yield client
 

@@ -71,9 +71,11 @@ async def facades(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Fac
             )
             await local.start_server("calculator", actor="test")
             engine = AlertEngine(local.db, local.settings)
-            finding = Finding("server_down", f"server:{idle.id}", "down", server_id=idle.id)
-            await engine.apply([finding], ["server_down"])
-            [alert] = await local.list_alerts()
+            # A rule of its own: the core's alert job, which may run meanwhile, would resolve a
+            # server_down it does not find.
+            finding = Finding("table_check", f"server:{idle.id}", "down", server_id=idle.id)
+            await engine.apply([finding], ["table_check"])
+            [alert] = [a for a in await local.list_alerts() if a.rule == "table_check"]
             transport = Recording(httpx2.ASGITransport(app=create_app(local, tokens=None)))
             async with RemoteOperations("http://127.0.0.1", None, transport=transport) as remote:
                 yield Facades(local, remote, transport, alert.id)

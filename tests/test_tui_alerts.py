@@ -154,6 +154,9 @@ async def test_new_alert_is_announced(settings: Settings, ops: LocalOperations) 
             listeners.append(listener)
             return lambda: None
 
+        def unstored(self) -> list[AlertResponse]:
+            return []
+
     ops.alerts = Engine()  # type: ignore[assignment]
     app = make_app(settings, ops)
     async with app.run_test(size=(120, 36), notifications=True) as pilot:
