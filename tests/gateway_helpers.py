@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import anyio
 import httpx2
 import mcp_types as types
 from mcp import ClientSession, StdioServerParameters
@@ -24,8 +23,8 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
 from tests.conftest import REPO_ROOT, TEST_SERVERS
-from tests.daemon_helpers import daemon_env
-from tests.runtime_helpers import free_port
+from tests.daemon_helpers import daemon_env, wait_for
+from tests.runtime_helpers import eventually, free_port
 
 # A client's first message, raw, for tests that speak HTTP to the gateway without a client.
 INITIALIZE = {
@@ -175,18 +174,19 @@ class EverythingOverHttp:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
+        try:
+            wait_for(self._listening, timeout_s=30)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _listening(self) -> bool:
         import socket
 
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
-            if self.process.poll() is not None:
-                raise AssertionError("server-everything's HTTP mode exited at start")
-            time.sleep(0.05)
-        self.stop()
-        raise AssertionError("server-everything's HTTP mode did not listen within 30 s")
+        if self.process.poll() is not None:
+            raise AssertionError("server-everything's HTTP mode exited at start")
+        with socket.socket() as probe:
+            return probe.connect_ex(("127.0.0.1", self.port)) == 0
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -200,10 +200,11 @@ class EverythingOverHttp:
 
 async def until(predicate: Callable[[], Any], within: float = 15.0) -> Any:
     """Wait for a condition the server causes (a notification, a callback)."""
-    with anyio.fail_after(within):
-        while not (value := predicate()):  # noqa: ASYNC110 (the condition has no event)
-            await anyio.sleep(0.02)
-    return value
+
+    async def probe() -> Any:
+        return predicate()
+
+    return await eventually(probe, within=within, every=0.02)
 
 
 @dataclass

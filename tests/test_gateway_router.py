@@ -41,6 +41,7 @@ from tests.gateway_helpers import (
     tooldeck,
     until,
 )
+from tests.runtime_helpers import eventually
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -416,11 +417,12 @@ async def test_a_person_switching_a_tool_reaches_connected_clients(fleet: Fleet)
             try:
                 await until(lambda: "notifications/tools/list_changed" in client.methods()[before:])
                 # (A notice of an earlier change may come first: what counts is the listing.)
-                for _ in range(200):
+
+                async def listed_without_get_env() -> set[str] | None:
                     names = {tool.name for tool in (await session.list_tools()).tools}
-                    if "get-env" not in names:
-                        break
-                    await asyncio.sleep(0.05)
+                    return names if "get-env" not in names else None
+
+                names = await eventually(listed_without_get_env, within=10)
                 assert "get-env" not in names and "echo" in names
                 with pytest.raises(Exception, match="get-env of everything is disabled"):
                     await session.call_tool("get-env", {})
