@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import sys
+import threading
 
 import pytest
 from textual.widgets import Input, Static, TextArea
@@ -114,6 +115,25 @@ def test_log_lines_go_to_the_file_and_never_to_the_terminal(
         assert any(isinstance(h, logging.StreamHandler) for h in library.handlers)
     finally:
         library.handlers.clear()
+
+
+def test_a_thread_s_uncaught_exception_goes_to_the_file_too(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A driver's worker thread dying at exit (its loop closed) printed its traceback over
+    the terminal the dashboard had just given back."""
+
+    def worker() -> None:
+        raise RuntimeError("Event loop is closed")
+
+    with logging_to_file(settings) as log_file:
+        thread = threading.Thread(target=worker, name="a-driver-worker")
+        thread.start()
+        thread.join()
+    logged = log_file.read_text()
+    assert "uncaught exception in a-driver-worker" in logged and "Event loop is closed" in logged
+    assert "Traceback" in logged
+    assert capsys.readouterr().err == ""
 
 
 async def test_esc_cancels_a_long_call_which_is_no_tool_error(settings: Settings) -> None:

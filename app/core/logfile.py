@@ -10,6 +10,7 @@ import logging
 import logging.handlers
 import os
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,6 +37,17 @@ def _writes_to_terminal(handler: logging.Handler) -> bool:
     if isinstance(handler, logging.FileHandler) or not isinstance(handler, logging.StreamHandler):
         return False
     return handler.stream in (sys.stderr, sys.stdout, sys.__stderr__, sys.__stdout__)
+
+
+def _log_thread_exception(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is SystemExit:
+        return
+    name = args.thread.name if args.thread is not None else "a thread"
+    logging.getLogger(__name__).error(
+        "uncaught exception in %s",
+        name,
+        exc_info=(args.exc_type, args.exc_value, args.exc_traceback),
+    )
 
 
 @contextmanager
@@ -69,9 +81,14 @@ def logging_to_file(settings: Settings, path: Path | None = None) -> Iterator[Pa
     # A logger that does not propagate and has no handler would fall back to stderr.
     logging.lastResort = handler
     logging.captureWarnings(True)
+    # An exception ending a thread (a driver's worker finding its loop closed at exit, say)
+    # would print its traceback straight to stderr: it goes to the file like any log line.
+    saved_excepthook = threading.excepthook
+    threading.excepthook = _log_thread_exception
     try:
         yield path
     finally:
+        threading.excepthook = saved_excepthook
         logging.captureWarnings(False)
         logging.lastResort = saved_last_resort
         root.removeHandler(handler)
