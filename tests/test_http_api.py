@@ -234,6 +234,37 @@ async def test_413_for_a_body_over_one_megabyte(client: httpx2.AsyncClient) -> N
     assert just_under.status_code == 201
 
 
+async def test_413_for_a_streamed_body_over_the_limit_of_a_mounted_gateway(
+    ops: LocalOperations, tokens: TokenStore
+) -> None:
+    """The gateway's ASGI side is no FastAPI route: the limit's exception once became a 500."""
+    read: list[int] = []
+
+    async def reads_the_whole_body(scope: Any, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            read.append(len(message.get("body", b"")))
+            if not message.get("more_body"):
+                break
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    app = create_app(ops, tokens=tokens, mcp_app=reads_the_whole_body, mcp_max_bytes=100_000)
+    transport = httpx2.ASGITransport(app=app, raise_app_exceptions=False)
+    headers = {"Authorization": f"Bearer {tokens.current()}", "Content-Type": "application/json"}
+    async with httpx2.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for _ in range(4):
+                yield b" " * 40_000
+
+        streamed = await http.post("/mcp", content=chunks(), headers=headers)
+        assert streamed.status_code == 413, streamed.text
+        assert error_of(streamed)["error"] == "PayloadTooLarge"
+        fits = await http.post("/mcp", content=b"{}", headers=headers)
+        assert fits.status_code == 200
+
+
 async def test_a_bug_is_a_500_with_the_request_id(ops: LocalOperations, tokens: TokenStore) -> None:
     async def broken(**_: Any) -> None:
         raise RuntimeError("boom")

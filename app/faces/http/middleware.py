@@ -212,6 +212,7 @@ class BodyLimit:
             await error_response(too_large)(scope, receive, send)
             return
         seen = 0
+        answering = False
 
         async def counted_receive() -> Message:
             nonlocal seen
@@ -224,7 +225,20 @@ class BodyLimit:
                     raise StarletteHTTPException(413, _too_large_message(limit))
             return message
 
-        await self.app(scope, counted_receive, send)
+        async def watched_send(message: Message) -> None:
+            nonlocal answering
+            answering = answering or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, watched_send)
+        except StarletteHTTPException as exc:
+            # A mounted app that is no FastAPI route (the gateway's ASGI side) has no handler
+            # for it: without this the client's oversized body became a 500.
+            if exc.status_code != 413 or answering:
+                raise
+            too_large = PayloadTooLarge(_too_large_message(limit), field="body")
+            await error_response(too_large)(scope, receive, send)
 
 
 def _too_large_message(limit: int) -> str:
