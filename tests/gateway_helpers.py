@@ -26,32 +26,28 @@ from tests.conftest import REPO_ROOT, TEST_SERVERS
 from tests.daemon_helpers import daemon_env, wait_for
 from tests.runtime_helpers import eventually, free_port
 
-# A client's first message, raw, for tests that speak HTTP to the gateway without a client.
-INITIALIZE = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-06-18",
-        "capabilities": {},
-        "clientInfo": {"name": "t", "version": "1"},
-    },
-}
+
+def initialize_request(
+    client: str, protocol: str = "2025-06-18", capabilities: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """A client's first message, raw, for tests that speak HTTP to the gateway without a client."""
+    return {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": protocol,
+            "capabilities": capabilities or {},
+            "clientInfo": {"name": client, "version": "1"},
+        },
+    }
+
+
+# A bare `initialize`, for tests about who may reach an endpoint rather than MCP.
+INITIALIZE = initialize_request("access-test")
 MCP_ACCEPT = {"Accept": "application/json, text/event-stream"}
 ROOT = types.Root(uri="file:///tmp/tooldeck-test-root", name="test root")
 SAMPLED = "sampled by the test client"
-# A bare `initialize` over HTTP, for tests about who may reach an endpoint rather than MCP.
-INITIALIZE = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-06-18",
-        "capabilities": {},
-        "clientInfo": {"name": "access-test", "version": "1"},
-    },
-}
-MCP_ACCEPT = {"Accept": "application/json, text/event-stream"}
 
 
 @dataclass

@@ -36,6 +36,7 @@ from tests.gateway_helpers import (
     add_everything,
     every_feature,
     gateway_command,
+    initialize_request,
     over_http,
     over_stdio,
     tooldeck,
@@ -45,16 +46,7 @@ from tests.runtime_helpers import eventually
 
 pytestmark = pytest.mark.timeout(300)
 
-INIT = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-11-25",
-        "capabilities": {},
-        "clientInfo": {"name": "raw", "version": "1"},
-    },
-}
+INIT = initialize_request("raw", "2025-11-25")
 ACCEPT = {"accept": "application/json, text/event-stream"}
 
 
