@@ -4,6 +4,8 @@ exports, audit rows, events, last errors, logs, alerts and what the gateway tell
 from __future__ import annotations
 
 import json
+import logging
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -11,6 +13,9 @@ import httpx2
 import pytest
 
 from app.core.errors import InvalidInput, StartFailed
+from app.core.jsonlog import JsonFormatter
+from app.core.log_files import SecretsFilter
+from app.core.logfile import logging_to_file
 from app.core.schemas import MASK
 from app.core.settings import Settings
 from app.faces.gateway.http_face import AsgiApp, HttpCore
@@ -171,6 +176,43 @@ async def test_the_gateway_tells_clients_the_failure_without_the_key(settings: S
     error = answer.json()["error"]["message"]
     assert "leaky" in error and MASK in error, error
     assert key not in answer.text
+
+
+async def test_no_log_file_quotes_a_secret_of_a_server_it_ran(
+    ops: LocalOperations, settings: Settings
+) -> None:
+    """A library's own log line, traceback included (the HTTP layer's unhandled error, say),
+    loses the secrets of every server this process has run, in the dashboard's log and the
+    daemon's JSON log alike."""
+    supervisor = fast_supervisor(ops)
+    key = "sk-live-library-0123456789"
+    await ops.create_server(scripted("keyed", env={"API_KEY": key}), actor="t")
+    try:
+        await ops.start_server("keyed", actor="t")
+    finally:
+        await supervisor.shutdown()
+
+    def a_library_logs_a_failure(name: str) -> None:
+        try:
+            raise ValueError(f"upstream refused header x-api-key: {key}")
+        except ValueError:
+            logging.getLogger(name).exception("unhandled error in %s", f"GET /?key={key}")
+
+    with logging_to_file(settings) as dashboard_log:
+        a_library_logs_a_failure("some.library")
+    written = dashboard_log.read_text()
+    assert "unhandled error" in written and "Traceback" in written and MASK in written
+    assert key not in written
+
+    record = logging.LogRecord("uvicorn.error", logging.ERROR, __file__, 1, "%s", (key,), None)
+    try:
+        raise RuntimeError(key)
+    except RuntimeError:
+        record.exc_info = sys.exc_info()
+    assert SecretsFilter().filter(record)
+    line = json.loads(JsonFormatter().format(record))
+    assert line["message"] == MASK and "RuntimeError" in line["exception"]
+    assert key not in json.dumps(line)
 
 
 async def test_a_bug_logged_while_running_a_server_does_not_quote_its_key(

@@ -11,7 +11,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from app.core.private_files import open_private, private_dir
+from app.core.log_files import PrivateRotatingFileHandler, SecretsFilter
+from app.core.private_files import private_dir
 from app.core.settings import Settings
 
 # Set by the HTTP middleware for the duration of one request; every log line written while
@@ -42,18 +43,10 @@ class JsonFormatter(logging.Formatter):
         for key, value in vars(record).items():
             if key not in _STANDARD_ATTRS and not key.startswith("_"):
                 entry[key] = value
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+        if record.exc_info or record.exc_text:
+            # exc_text: the traceback as SecretsFilter left it, when it had secrets to mask.
+            entry["exception"] = record.exc_text or self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
-
-
-class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
-    """Each file it opens, the first and those after a rotation, is 0600."""
-
-    def _open(self) -> Any:
-        return open_private(
-            Path(self.baseFilename), self.mode, encoding=self.encoding, errors=self.errors
-        )
 
 
 def configure_json_logging(settings: Settings) -> Path:
@@ -68,6 +61,7 @@ def configure_json_logging(settings: Settings) -> Path:
         encoding="utf-8",
     )
     stderr_handler = logging.StreamHandler(sys.stderr)
+    stderr_handler.addFilter(SecretsFilter())
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)

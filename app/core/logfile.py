@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
-import os
 import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from app.core.log_files import PrivateRotatingFileHandler
 from app.core.settings import Settings
 
 DASHBOARD_LOG_NAME = "dashboard.log"
@@ -23,14 +23,6 @@ LINE_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 def dashboard_log_path(settings: Settings) -> Path:
     return settings.logs_dir / DASHBOARD_LOG_NAME
-
-
-class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
-    """A rotating log only its owner can read: the log may name servers, paths and errors."""
-
-    def _open(self):  # type: ignore[no-untyped-def]
-        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        return os.fdopen(fd, self.mode, encoding=self.encoding, errors=self.errors)
 
 
 def _writes_to_terminal(handler: logging.Handler) -> bool:

@@ -194,8 +194,9 @@ class Scrubber:
     """Replaces known secret values (and their escaped forms, as an error's repr shows them)."""
 
     def __init__(self, values: Iterable[str]) -> None:
+        self.values = frozenset(values)
         forms: set[str] = set()
-        for value in values:
+        for value in self.values:
             forms |= {value, repr(value)[1:-1], quote(value, safe=""), quote(value)}
         forms = {form for form in forms if len(form) >= MIN_SECRET_CHARS}
         # Longest first: a secret that contains another is replaced whole.
@@ -213,6 +214,9 @@ class Scrubber:
                 args=[str(arg) for arg in server.args or ()],
             )
         )
+
+    def __bool__(self) -> bool:
+        return self._pattern is not None
 
     def __call__(self, text: str) -> str:
         if self._pattern is None or not text:

@@ -38,6 +38,7 @@ class ReadThread(ReadOperations):
         self._stopping: asyncio.Event | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
+        self._closing = False
         self._thread = threading.Thread(target=self._run, name="tooldeck-reader", daemon=True)
 
     def start(self) -> None:
@@ -71,6 +72,8 @@ class ReadThread(ReadOperations):
                 logger.warning("the reader did not close cleanly", exc_info=True)
         finally:
             self._ready.set()
+            self._closing = True
+            _finish_stragglers(loop)
             loop.close()
 
     async def _serve(self) -> None:
@@ -81,6 +84,7 @@ class ReadThread(ReadOperations):
             try:
                 await self._stopping.wait()
             finally:
+                self._closing = True  # from here no new read is taken
                 this = asyncio.current_task()
                 pending = [task for task in asyncio.all_tasks() if task is not this]
                 for task in pending:
@@ -89,10 +93,20 @@ class ReadThread(ReadOperations):
 
     async def _on_thread(self, read: Callable[[Any], Coroutine[Any, Any, Any]]) -> Any:
         loop, replica = self._loop, self._replica
-        if loop is None or replica is None or not loop.is_running():
+        if loop is None or replica is None or self._closing or not loop.is_running():
             raise RuntimeError("the reader is not running")
         future = asyncio.run_coroutine_threadsafe(read(replica), loop)
         return await asyncio.wrap_future(future)
+
+
+def _finish_stragglers(loop: asyncio.AbstractEventLoop) -> None:
+    """Cancel and finish the reads that reached the loop while it was closing (a refresh asked
+    for just before `_closing` was seen). Left pending, each was destroyed at exit, and its
+    session's close ran on no loop, printing tracebacks over the terminal given back."""
+    while pending := asyncio.all_tasks(loop):
+        for task in pending:
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
 
 
 def _forwarded(name: str) -> Callable[..., Awaitable[Any]]:

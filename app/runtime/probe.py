@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from app.core.log_files import FLEET_SECRETS
 from app.core.schemas import ProbeReport, ProbeTool
 from app.core.scrub import Scrubber, mask_args, mask_url
 from app.runtime.connections import ConnectionSpec, ServerLog, StartError, open_connection, seconds
@@ -28,6 +29,7 @@ async def probe(source: Any, *, startup_timeout: float, call_timeout: float) -> 
     spec = ConnectionSpec.of(source)
     log = ServerLog()
     log.scrub = Scrubber.of(spec)
+    FLEET_SECRETS.remember(spec.name, log.scrub.values)
     report = ProbeReport(
         ok=False,
         name=spec.name,

@@ -28,6 +28,7 @@ from mcp.shared.exceptions import MCPError
 from app.core.changes import Change, ChangeBus
 from app.core.errors import CallFailed, Conflict, NotFound, NotRunning, StartFailed, plain_error
 from app.core.events import EventKind
+from app.core.log_files import FLEET_SECRETS
 from app.core.schemas import ServerHealth, ServerRuntimeInfo
 from app.core.scrub import Scrubber
 from app.core.settings import Settings
@@ -567,6 +568,7 @@ class Supervisor:
         handle.name, handle.spec, handle.status = spec.name, spec, "starting"
         # Everything written about this run (stderr, notes, errors) loses this spec's secrets.
         handle.log.scrub = Scrubber.of(spec)
+        FLEET_SECRETS.remember(spec.name, handle.log.scrub.values)  # for every other log line
         handle.fault, handle.tools_dirty, handle.needs_login = None, False, False
         handle.slow = handle.tools_failed = False
         handle.signal.clear()
