@@ -1,0 +1,138 @@
+"""The clients screen's facts, end to end: a real SDK client connected through the gateway
+(HTTP to a real daemon, a `gateway --stdio` bridge to it, and the in-process stdio face) to a
+real upstream from tests/servers; the API and the CLI show its session and its calls, and the
+session is gone once the client disconnects."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import PYTHON, TEST_SERVERS
+from tests.daemon_helpers import Daemon, start_daemon, tooldeck_on
+from tests.gateway_helpers import RecordingClient, over_http, over_stdio, tooldeck
+from tests.runtime_helpers import eventually
+
+pytestmark = pytest.mark.asyncio
+TINY = str(TEST_SERVERS / "tiny.py")
+
+
+def _clients(daemon: Daemon, **params: str) -> dict[str, Any]:
+    with daemon.client() as http:
+        answer = http.get("/api/v1/gateway/clients", params=params)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def _sessions_of(report: dict[str, Any], name: str) -> list[dict[str, Any]]:
+    return [s for s in report["sessions"] if s["client_name"] == name]
+
+
+def _cli_json(home: Path, *args: str) -> Any:
+    done = tooldeck_on(home, "clients", "--json", *args)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    home = tmp_path_factory.mktemp("clients") / "home"
+    running = start_daemon(home)
+    try:
+        added = tooldeck_on(home, "server", "add", "tiny", "--command", PYTHON, "--arg", TINY)
+        assert added.returncode == 0, added.stderr
+        yield running
+    finally:
+        running.stop()
+
+
+async def test_an_http_client_is_listed_with_its_calls_until_it_leaves(daemon: Daemon) -> None:
+    home = daemon.data_dir
+    issued = tooldeck_on(home, "token", "add", "deck-client", "--scope", "gateway", "--json")
+    assert issued.returncode == 0, issued.stderr
+    token = json.loads(issued.stdout)["token"]
+    client = RecordingClient(name="clients-http")
+
+    async with over_http(f"{daemon.url}/mcp", client, token=token) as session:
+        await session.list_tools()
+        for _ in range(3):
+            assert not (await session.call_tool("tiny__ping", {})).is_error
+        assert (await session.call_tool("calculator__sqrt", {"x": -1})).is_error
+
+        report = await asyncio.to_thread(_clients, daemon, period="1h")
+        assert report["gateway_running"] is True
+        [listed] = _sessions_of(report, "clients-http")
+        assert listed["client_version"] == "1.0"
+        assert listed["protocol_version"] == "2025-11-25"
+        assert listed["transport"] == "http"
+        assert listed["endpoint"] == "aggregated"
+        assert listed["token_name"] == "deck-client"
+        assert (listed["calls"], listed["errors"]) == (4, 1)
+        [figures] = [c for c in report["clients"] if c["client_name"] == "clients-http"]
+        assert (figures["calls"], figures["errors"], figures["sessions"]) == (4, 1, 1)
+        assert figures["p95_response_time_ms"] is not None
+
+        # The CLI, attached to the daemon, gives the same; and one client's tools, most first.
+        detail = await asyncio.to_thread(_cli_json, home, "clients-http", "--period", "1h")
+        tools = [
+            (t["server_name"], t["tool_name"], t["calls"], t["errors"]) for t in detail["tools"]
+        ]
+        assert tools == [("tiny", "ping", 3, 0), ("calculator", "sqrt", 1, 1)]
+        table = await asyncio.to_thread(tooldeck_on, home, "clients", "--period", "1h")
+        assert "clients-http" in table.stdout and "deck-client" in table.stdout
+
+    async def gone() -> bool:
+        report = await asyncio.to_thread(_clients, daemon, period="1h")
+        return not _sessions_of(report, "clients-http")
+
+    await eventually(gone)
+    # Its figures stay: they are the usage rows', not the session's.
+    report = await asyncio.to_thread(_clients, daemon, period="1h")
+    assert [c["calls"] for c in report["clients"] if c["client_name"] == "clients-http"] == [4]
+
+
+async def test_a_bridged_stdio_client_is_the_daemons_until_eof(daemon: Daemon) -> None:
+    client = RecordingClient(name="clients-bridge")
+    async with over_stdio(daemon.data_dir, client, "--server", "tiny") as session:
+        await session.call_tool("ping", {})
+        report = await asyncio.to_thread(_clients, daemon)
+        [listed] = _sessions_of(report, "clients-bridge")
+        assert (listed["transport"], listed["endpoint"]) == ("bridge", "server tiny")
+        assert listed["token_name"] is None and listed["calls"] == 1
+
+    async def gone() -> bool:
+        return not _sessions_of(await asyncio.to_thread(_clients, daemon), "clients-bridge")
+
+    await eventually(gone)
+
+
+async def test_an_unknown_client_is_a_404_with_a_message(daemon: Daemon) -> None:
+    with daemon.client() as http:
+        answer = http.get("/api/v1/gateway/clients/detail", params={"name": "nobody"})
+        assert answer.status_code == 404
+        assert "nobody" in answer.json()["message"]
+        bad = http.get("/api/v1/gateway/clients", params={"period": "2y"})
+        assert bad.status_code in (400, 422) and "period" in bad.text
+    done = tooldeck_on(daemon.data_dir, "clients", "nobody")
+    assert done.returncode != 0 and "nobody" in done.stderr and len(done.stderr.splitlines()) == 1
+
+
+async def test_the_in_process_stdio_gateway_serves_its_own_sessions(tmp_path: Path) -> None:
+    home = tmp_path / "stdio-home"
+    tooldeck(home, "server", "add", "tiny", "--command", PYTHON, "--arg", TINY)
+    client = RecordingClient(name="clients-stdio")
+    async with over_stdio(home, client) as session:
+        await session.call_tool("tiny__ping", {})
+        # The CLI attaches to the supervising `gateway --stdio` and reads its sessions.
+        report = await asyncio.to_thread(_cli_json, home)
+        assert report["gateway_running"] is True
+        [listed] = _sessions_of(report, "clients-stdio")
+        assert (listed["transport"], listed["calls"]) == ("stdio", 1)
+    # Nothing runs a gateway now: the figures stay, the sessions say there is none.
+    report = await asyncio.to_thread(_cli_json, home)
+    assert report["gateway_running"] is False and report["sessions"] == []
+    assert [c["calls"] for c in report["clients"] if c["client_name"] == "clients-stdio"] == [1]
