@@ -110,6 +110,61 @@ async def test_a_bridged_stdio_client_is_the_daemons_until_eof(daemon: Daemon) -
     await eventually(gone)
 
 
+async def test_the_attached_dashboard_shows_the_client_live_until_it_leaves(
+    daemon: Daemon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from textual.widgets import DataTable
+
+    from app.core.settings import load_settings
+    from app.tui.app import TooldeckApp
+    from app.tui.screens.clients import ClientDetailScreen, ClientsScreen
+
+    def rows(app: TooldeckApp, table_id: str) -> list[list[str]]:
+        table = app.screen.query_one(f"#{table_id}", DataTable)
+        return [[str(cell) for cell in table.get_row(row.key)] for row in table.ordered_rows]
+
+    def session_row(app: TooldeckApp) -> list[str] | None:
+        found = [row for row in rows(app, "clients-sessions") if row[0] == "clients-deck"]
+        return found[0] if found else None
+
+    async def shown(predicate: Any) -> Any:
+        async def probe() -> Any:
+            return predicate()
+
+        return await eventually(probe, within=30)
+
+    monkeypatch.setenv("TOOLDECK_HOME", str(daemon.data_dir))
+    app = TooldeckApp(load_settings(daemon.data_dir), refresh_interval=0.2, cursor_blink=False)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await shown(lambda: app.ops is not None and app.data is not None)
+        await pilot.press("w")
+        await shown(lambda: isinstance(app.screen, ClientsScreen))
+        client = RecordingClient(name="clients-deck")
+        async with over_http(f"{daemon.url}/mcp", client, token=daemon.token) as session:
+            await session.call_tool("tiny__ping", {})
+            await session.call_tool("tiny__ping", {})
+            # Endpoint, token, calls: the file token is the admin's.
+            row = await shown(lambda: (r := session_row(app)) is not None and r[4] == "2" and r)
+            assert row[1:3] == ["aggregated", "admin"] and row[6] == "http"
+            await shown(
+                lambda: (
+                    ["clients-deck", "1", "2", "0"] in [r[:4] for r in rows(app, "clients-figures")]
+                )
+            )
+            app.screen.query_one("#clients-sessions", DataTable).focus()
+            keys = [r[0] for r in rows(app, "clients-sessions")]
+            for _ in range(keys.index("clients-deck")):
+                await pilot.press("down")
+            await pilot.press("enter")
+            await shown(lambda: isinstance(app.screen, ClientDetailScreen))
+            await shown(
+                lambda: [r[:3] for r in rows(app, "client-tools")] == [["ping", "tiny", "2"]]
+            )
+            await pilot.press("escape")
+        await shown(lambda: isinstance(app.screen, ClientsScreen) and session_row(app) is None)
+        await pilot.press("q")
+
+
 async def test_an_unknown_client_is_a_404_with_a_message(daemon: Daemon) -> None:
     with daemon.client() as http:
         answer = http.get("/api/v1/gateway/clients/detail", params={"name": "nobody"})

@@ -65,7 +65,7 @@ class ClientsReport(BaseModel):
     )
     sessions: list[GatewaySession]
     clients: list[ClientFigures]
-    period_start: datetime = Field(description="raw usage rows only: capped at their retention")
+    period_start: datetime
     period_end: datetime
 
 

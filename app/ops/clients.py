@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
 from app.core.clients import ClientDetail, ClientFigures, ClientsReport, ClientTool, GatewaySession
 from app.core.errors import NotFound
@@ -19,8 +19,13 @@ class ClientOperations(AnalyticsOperations):
 
     gateway_sessions: GatewaySessions
 
-    async def clients(self, period: str = DEFAULT_PERIOD) -> ClientsReport:
-        start, end = await self._client_window(period)
+    async def clients(
+        self,
+        period: str = DEFAULT_PERIOD,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> ClientsReport:
+        start, end = await self._client_window(period, start, end)
         sessions = self.gateway_sessions.snapshot()
         usage = await usage_by_client(self.db, start, end)
         connected = _sessions_by_client(sessions)
@@ -39,8 +44,14 @@ class ClientOperations(AnalyticsOperations):
             period_end=end,
         )
 
-    async def client_detail(self, name: str, period: str = DEFAULT_PERIOD) -> ClientDetail:
-        start, end = await self._client_window(period)
+    async def client_detail(
+        self,
+        name: str,
+        period: str = DEFAULT_PERIOD,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> ClientDetail:
+        start, end = await self._client_window(period, start, end)
         sessions = [s for s in self.gateway_sessions.snapshot() if s.client_name == name]
         by_tool = await usage_of_client_tools(self.db, name, start, end)
         if not by_tool and not sessions:
@@ -76,12 +87,12 @@ class ClientOperations(AnalyticsOperations):
             period_end=end,
         )
 
-    async def _client_window(self, period: str) -> tuple[datetime, datetime]:
-        window = self._analytics_window(period, None, None)
+    async def _client_window(
+        self, period: str, start: datetime | None, end: datetime | None
+    ) -> tuple[datetime, datetime]:
+        window = self._analytics_window(period, start, end)
         await self._flush_usage()
-        # Only the raw rows carry the client: older calls than they keep cannot be counted.
-        horizon = datetime.now(UTC) - timedelta(days=self.settings.tool_server_usage_retention_days)
-        return max(window.start, horizon), window.end
+        return window.start, window.end
 
 
 def _sessions_by_client(sessions: list[GatewaySession]) -> dict[str, list[GatewaySession]]:

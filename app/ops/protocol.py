@@ -453,14 +453,26 @@ class Operations(ReadOperations, Protocol):
 
     # ---- gateway clients ----------------------------------------------------------------
 
-    async def clients(self, period: str = DEFAULT_PERIOD) -> ClientsReport:
+    async def clients(
+        self,
+        period: str = DEFAULT_PERIOD,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> ClientsReport:
         """The gateway's client sessions connected now (client, protocol version, endpoint,
-        token, since when, calls), and each named client's calls, errors and p95 over the
-        period (from the raw usage rows, so no further back than their retention)."""
+        token, since when, calls), and each named client's calls, errors and p95 over a period
+        up to now or the window from `start` to `end` (counted from the raw usage rows, the
+        only ones that keep the client: no further back than their retention)."""
         ...
 
-    async def client_detail(self, name: str, period: str = DEFAULT_PERIOD) -> ClientDetail:
-        """One client by name: its figures over the period, its sessions connected now and the
+    async def client_detail(
+        self,
+        name: str,
+        period: str = DEFAULT_PERIOD,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> ClientDetail:
+        """One client by name: its figures over the window, its sessions connected now and the
         tools it calls most."""
         ...
 

@@ -360,13 +360,12 @@ OPERATIONS: tuple[OperationSpec, ...] = (
     OperationSpec("preview_profile", "GET", f"{PROFILE}/preview", ("profiles",)),
     # ---- gateway clients ----
     OperationSpec(
-        "clients", "GET", "/api/v1/gateway/clients", ("mcp",),
-        query={"period": WINDOW["period"]},
+        "clients", "GET", "/api/v1/gateway/clients", ("mcp",), query=WINDOW,
     ),
     # The name travels in the query: a client names itself, slashes included.
     OperationSpec(
         "client_detail", "GET", "/api/v1/gateway/clients/detail", ("mcp",),
-        query={"name": QueryDoc("the client's name (clientInfo.name)"), "period": WINDOW["period"]},
+        query={"name": QueryDoc("the client's name (clientInfo.name)"), **WINDOW},
     ),
     # ---- analytics and the scheduler ----
     OperationSpec(
