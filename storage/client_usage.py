@@ -37,6 +37,18 @@ class ClientUsage:
     def p95_ms(self) -> float | None:
         return percentiles(self.hist, (95,))[95] if self.hist else None
 
+    def add(self, other: ClientUsage) -> None:
+        self.calls += other.calls
+        self.errors += other.errors
+        self.refused += other.refused
+        for bucket, count in other.hist.items():
+            self.hist[bucket] = self.hist.get(bucket, 0) + count
+        self._seen(other.last_called)
+
+    def _seen(self, at: datetime | None) -> None:
+        if at is not None and (self.last_called is None or at > self.last_called):
+            self.last_called = at
+
     def add_row(self, row: Any) -> None:
         """A grouped row: (bucket, answered, errors, timed, refused, newest answered)."""
         bucket, answered, errors, timed, refused, newest = row
@@ -45,9 +57,7 @@ class ClientUsage:
         self.refused += refused
         if timed and bucket is not None:
             self.hist[bucket] = self.hist.get(bucket, 0) + timed
-        at = parse_sqlite_time(newest)
-        if at is not None and (self.last_called is None or at > self.last_called):
-            self.last_called = at
+        self._seen(parse_sqlite_time(newest))
 
 
 def _count_where(condition: Any) -> Any:

@@ -55,18 +55,10 @@ class ClientOperations(AnalyticsOperations):
         sessions = [s for s in self.gateway_sessions.snapshot() if s.client_name == name]
         by_tool = await usage_of_client_tools(self.db, name, start, end)
         if not by_tool and not sessions:
-            raise NotFound(f"no client {name!r} is connected or called a tool in {period}")
+            raise NotFound(f"no client {name!r} is connected now or called a tool in the window")
         total = ClientUsage()
         for part in by_tool.values():
-            total.calls += part.calls
-            total.errors += part.errors
-            total.refused += part.refused
-            for bucket, count in part.hist.items():
-                total.hist[bucket] = total.hist.get(bucket, 0) + count
-            if part.last_called is not None and (
-                total.last_called is None or part.last_called > total.last_called
-            ):
-                total.last_called = part.last_called
+            total.add(part)
         ranked = sorted(by_tool.items(), key=lambda item: (-item[1].calls, item[0][1]))
         return ClientDetail(
             gateway_running=self.gateway_sessions.running,

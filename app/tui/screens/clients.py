@@ -93,7 +93,39 @@ def _fill_sessions(table: DataTable[Text], sessions: list[GatewaySession], now: 
         table.move_cursor(row=keys.index(key), animate=False, scroll=False)
 
 
-class ClientsScreen(DeckScreen[None]):
+class _LiveScreen(DeckScreen[None]):
+    """Reads again on every refresh while it is the screen shown; says what it is on top."""
+
+    def start_refreshing(self, name: str) -> None:
+        self._status()
+        self.set_interval(self.deck.refresh_interval, self._tick, name=name)
+        self.load()
+
+    def on_core_ready(self, _message: CoreReady) -> None:
+        self.load()
+
+    def _tick(self) -> None:
+        if self.is_active:
+            self.load()
+
+    def load(self) -> object:
+        raise NotImplementedError
+
+    def heading(self) -> str:
+        raise NotImplementedError
+
+    def _status(self) -> None:
+        self.query_one(StatusBar).show(
+            StatusState(
+                period=self.deck.period, read_only=self.deck.read_only, title=self.heading()
+            )
+        )
+
+    def action_reload(self) -> None:
+        self.load()
+
+
+class ClientsScreen(_LiveScreen):
     HELP_TITLE = "gateway clients"
     DEFAULT_CSS = """
     ClientsScreen #clients-hint { color: $foreground-muted; padding: 0 1; }
@@ -129,16 +161,7 @@ class ClientsScreen(DeckScreen[None]):
         self.query_one("#clients-sessions-box").border_title = "Connected now"
         self.query_one("#clients-figures-box").border_title = f"Clients over {self.deck.period}"
         figures.focus()
-        self._status()
-        self.set_interval(self.deck.refresh_interval, self._tick, name="clients-refresh")
-        self.load()
-
-    def on_core_ready(self, _message: CoreReady) -> None:
-        self.load()
-
-    def _tick(self) -> None:
-        if self.is_active:
-            self.load()
+        self.start_refreshing("clients-refresh")
 
     @work(exclusive=True, group="clients-screen", exit_on_error=False)
     async def load(self) -> None:
@@ -174,16 +197,15 @@ class ClientsScreen(DeckScreen[None]):
         if key in names:
             table.move_cursor(row=names.index(key), animate=False, scroll=False)
 
-    def _status(self) -> None:
+    def heading(self) -> str:
         report = self.report
-        parts = ["Gateway clients"]
-        if report is not None:
-            parts.append(f"{len(report.sessions)} connected")
-        self.query_one(StatusBar).show(
-            StatusState(
-                period=self.deck.period, read_only=self.deck.read_only, title=" · ".join(parts)
-            )
-        )
+        if report is None:
+            return "Gateway clients"
+        return f"Gateway clients · {len(report.sessions)} connected"
+
+    def _status(self) -> None:
+        super()._status()
+        report = self.report
         hint = self.query_one("#clients-hint", Label)
         if report is not None and not report.gateway_running:
             hint.update(NO_GATEWAY)
@@ -193,9 +215,6 @@ class ClientsScreen(DeckScreen[None]):
             hint.update(
                 "enter: a client's sessions and the tools it calls most · tab: the other table"
             )
-
-    def action_reload(self) -> None:
-        self.load()
 
     def action_open_client(self) -> None:
         name = self.cursor_client
@@ -213,7 +232,7 @@ class ClientsScreen(DeckScreen[None]):
         return row_key_at_cursor(self.query_one("#clients-figures", DataTable))
 
 
-class ClientDetailScreen(DeckScreen[None]):
+class ClientDetailScreen(_LiveScreen):
     """One client: its figures, its sessions now and the tools it calls most."""
 
     HELP_TITLE = "a gateway client"
@@ -252,22 +271,10 @@ class ClientDetailScreen(DeckScreen[None]):
             "#client-tools-box"
         ).border_title = f"Tools it calls most, over {self.deck.period}"
         tools.focus()
-        self._status()
-        self.set_interval(self.deck.refresh_interval, self._tick, name="client-refresh")
-        self.load()
+        self.start_refreshing("client-refresh")
 
-    def _tick(self) -> None:
-        if self.is_active:
-            self.load()
-
-    def _status(self) -> None:
-        self.query_one(StatusBar).show(
-            StatusState(
-                period=self.deck.period,
-                read_only=self.deck.read_only,
-                title=f"Gateway client {self.client_name}",
-            )
-        )
+    def heading(self) -> str:
+        return f"Gateway client {self.client_name}"
 
     @work(exclusive=True, group="client-detail", exit_on_error=False)
     async def load(self) -> None:
@@ -312,6 +319,3 @@ class ClientDetailScreen(DeckScreen[None]):
                 Text(fmt.age_minutes(tool.last_called, now), style="dim"),
                 key=str(index),
             )
-
-    def action_reload(self) -> None:
-        self.load()
