@@ -1,7 +1,8 @@
 """The clients screen's facts, end to end: a real SDK client connected through the gateway
 (HTTP to a real daemon, a `gateway --stdio` bridge to it, and the in-process stdio face) to a
-real upstream from tests/servers; the API and the CLI show its session and its calls, and the
-session is gone once the client disconnects."""
+real upstream from tests/servers; the API, the CLI and the attached dashboard show its session
+and its calls, and the session is gone once the client disconnects (or DELETEs it, or idles
+out)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ from typing import Any
 
 import pytest
 
+from app.core.settings import Settings
+from app.faces.gateway.http_face import SESSION_IDLE_S
 from tests.conftest import PYTHON, TEST_SERVERS
 from tests.daemon_helpers import Daemon, start_daemon, tooldeck_on
-from tests.gateway_helpers import RecordingClient, over_http, over_stdio, tooldeck
+from tests.gateway_helpers import INITIALIZE, RecordingClient, over_http, over_stdio, tooldeck
 from tests.runtime_helpers import eventually
 
 pytestmark = pytest.mark.asyncio
@@ -191,3 +194,57 @@ async def test_the_in_process_stdio_gateway_serves_its_own_sessions(tmp_path: Pa
     report = await asyncio.to_thread(_cli_json, home)
     assert report["gateway_running"] is False and report["sessions"] == []
     assert [c["calls"] for c in report["clients"] if c["client_name"] == "clients-stdio"] == [1]
+
+
+class _Answers:
+    """Where the HTTP face writes its answers (the face's own output, not the protocol)."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[int, bytes, list[tuple[bytes, bytes]]]] = []
+
+    def json(self, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+        self.sent.append((status, body, headers))
+
+    def start_sse(self, headers: list[tuple[bytes, bytes]]) -> None:
+        pass
+
+    def sse(self, data: bytes) -> None:
+        pass
+
+    def end(self) -> None:
+        pass
+
+
+async def test_http_sessions_end_on_delete_and_on_idle_expiry(settings: Settings) -> None:
+    from app.faces.gateway.http_face import HttpCore
+    from app.faces.gateway.service import running_router
+    from app.ops.bootstrap import running_core
+
+    body = json.dumps(INITIALIZE).encode()
+    headers = {b"host": b"127.0.0.1", b"content-type": b"application/json"}
+
+    def opened(core: HttpCore) -> bytes:
+        answers = _Answers()
+        core.handle(b"POST", "/mcp", headers, body, answers)
+        [(status, _body, extra)] = answers.sent
+        assert status == 200
+        return dict(extra)[b"mcp-session-id"]
+
+    async with running_core(settings) as ops:
+        async with running_router(ops) as router:
+            core = HttpCore(router)
+            deleted, idle = opened(core), opened(core)
+            assert [s.client_name for s in (await ops.clients()).sessions] == ["access-test"] * 2
+
+            answers = _Answers()
+            core.handle(b"DELETE", "/mcp", {**headers, b"mcp-session-id": deleted}, b"", answers)
+            assert answers.sent[0][0] == 200
+            assert len((await ops.clients()).sessions) == 1
+
+            core.sessions[idle].last_seen -= SESSION_IDLE_S + 1
+            core._sweep()
+            report = await ops.clients()
+            assert report.sessions == [] and report.gateway_running
+            core.close()
+        # The gateway gone, the facade says so instead of listing no one.
+        assert not (await ops.clients()).gateway_running
