@@ -96,6 +96,8 @@ def _fill_sessions(table: DataTable[Text], sessions: list[GatewaySession], now: 
 class _LiveScreen(DeckScreen[None]):
     """Reads again on every refresh while it is the screen shown; says what it is on top."""
 
+    READ_GROUP: ClassVar[str]
+
     def start_refreshing(self, name: str) -> None:
         self._status()
         self.set_interval(self.deck.refresh_interval, self._tick, name=name)
@@ -105,8 +107,16 @@ class _LiveScreen(DeckScreen[None]):
         self.load()
 
     def _tick(self) -> None:
-        if self.is_active:
+        # A read over a long period can outlast the interval; a new one would cancel it (the
+        # workers are exclusive), and on a busy gateway no answer would ever arrive.
+        if self.is_active and not self._reading():
             self.load()
+
+    def _reading(self) -> bool:
+        return any(
+            worker.node is self and worker.group == self.READ_GROUP and worker.is_running
+            for worker in self.workers
+        )
 
     def load(self) -> object:
         raise NotImplementedError
@@ -127,6 +137,7 @@ class _LiveScreen(DeckScreen[None]):
 
 class ClientsScreen(_LiveScreen):
     HELP_TITLE = "gateway clients"
+    READ_GROUP = "clients-screen"
     DEFAULT_CSS = """
     ClientsScreen #clients-hint { color: $foreground-muted; padding: 0 1; }
     ClientsScreen #clients-sessions-box { height: auto; max-height: 10; }
@@ -163,7 +174,7 @@ class ClientsScreen(_LiveScreen):
         figures.focus()
         self.start_refreshing("clients-refresh")
 
-    @work(exclusive=True, group="clients-screen", exit_on_error=False)
+    @work(exclusive=True, group=READ_GROUP, exit_on_error=False)
     async def load(self) -> None:
         ops, data = self.deck.ops, self.deck.data
         if ops is None or data is None:
@@ -236,6 +247,7 @@ class ClientDetailScreen(_LiveScreen):
     """One client: its figures, its sessions now and the tools it calls most."""
 
     HELP_TITLE = "a gateway client"
+    READ_GROUP = "client-detail"
     DEFAULT_CSS = """
     ClientDetailScreen #client-figures { padding: 0 1; height: auto; }
     ClientDetailScreen #client-sessions-box { height: auto; max-height: 8; }
@@ -276,7 +288,7 @@ class ClientDetailScreen(_LiveScreen):
     def heading(self) -> str:
         return f"Gateway client {self.client_name}"
 
-    @work(exclusive=True, group="client-detail", exit_on_error=False)
+    @work(exclusive=True, group=READ_GROUP, exit_on_error=False)
     async def load(self) -> None:
         ops, data = self.deck.ops, self.deck.data
         if ops is None or data is None:
