@@ -784,13 +784,17 @@ def _write_logs(ops: LocalOperations, fleet: DemoFleet) -> None:
 
 # Who made the demo's calls. Chosen by the call's number, not by `rng`: another draw would
 # change every figure after it, and every screenshot with them.
-DEMO_GATEWAY_CLIENTS = ("claude-desktop", "claude-desktop", "claude-code", "cursor", "zed")
+DEMO_GATEWAY_CLIENTS = ("claude-desktop", "claude-desktop", "cursor", "zed")
+# The coding agent reaches only the "coding" profile's servers, as its demo session says.
+DEMO_CODING_SERVERS = frozenset({"github", "filesystem"})
+DEMO_CODING_CLIENTS = ("claude-code", "claude-desktop", "cursor")
 DEMO_CLIENT_OF_SOURCE = {"api": "ci-runner", "cli": "tooldeck-cli", "tui": None}
 
 
-def _demo_client(source: str, number: int) -> str | None:
+def _demo_client(source: str, number: int, server: str) -> str | None:
     if source == "gateway":
-        return DEMO_GATEWAY_CLIENTS[number % len(DEMO_GATEWAY_CLIENTS)]
+        names = DEMO_CODING_CLIENTS if server in DEMO_CODING_SERVERS else DEMO_GATEWAY_CLIENTS
+        return names[number % len(names)]
     return DEMO_CLIENT_OF_SOURCE[source]
 
 
@@ -798,8 +802,8 @@ def _demo_client(source: str, number: int) -> str | None:
 DEMO_SESSIONS: tuple[tuple[str, str, str, str, Transport, str, str | None, int, int, int], ...] = (
     ("s3", "claude-desktop", "0.14.2", "2025-06-18", "bridge", "aggregated", None, 192, 21, 1),
     ("s9", "claude-code", "2.0.31", "2025-11-25", "http", "profile coding", "claude-coding", 38,
-     9, 1),
-    ("s11", "cursor", "1.7.4", "2025-06-18", "http", "server github", "admin", 4, 3, 0),
+     9, 0),
+    ("s11", "cursor", "1.7.4", "2025-06-18", "http", "aggregated", "admin", 4, 0, 0),
 )  # fmt: skip
 
 
@@ -861,7 +865,7 @@ async def _write_usage(
                             success=ok,
                             error_message=None if ok else "upstream error",
                             source=source,
-                            client_name=_demo_client(source, written),
+                            client_name=_demo_client(source, written, name),
                         )
                     )
                     written += 1

@@ -98,6 +98,13 @@ SHOTS: tuple[Shot, ...] = (
     Shot(
         "client-detail", "One client and the tools it calls most", keys=("w", "enter"), gateway=True
     ),
+    Shot(
+        "client-detail-80x24",
+        "One client at 80x24",
+        size=(80, 24),
+        keys=("w", "down", "enter"),
+        gateway=True,
+    ),
     Shot("read-only", "Read-only mode", read_only=True),
     Shot(
         "daemon-unreachable",

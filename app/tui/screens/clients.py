@@ -50,13 +50,14 @@ CLIENT_COLUMNS: tuple[tuple[str, int], ...] = (
     ("p95", 7),
     ("Last call", 10),
 )
+# Within 80 columns, borders included.
 TOOL_COLUMNS: tuple[tuple[str, int], ...] = (
-    ("Tool", 26),
-    ("Server", 18),
-    ("Calls", 7),
-    ("Errors", 7),
-    ("p95", 7),
-    ("Last call", 10),
+    ("Tool", 20),
+    ("Server", 14),
+    ("Calls", 6),
+    ("Errors", 6),
+    ("p95", 6),
+    ("Last call", 9),
 )
 
 
