@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 
+from app.core.clients import GatewaySession, Transport
 from app.core.usage_record import UsageRecord
 from app.ops.facade import LocalOperations
 from app.runtime.usage import UsageRecorder
@@ -781,6 +782,52 @@ def _write_logs(ops: LocalOperations, fleet: DemoFleet) -> None:
         (logs / f"{name}.log").write_text("\n".join(lines) + "\n")
 
 
+# Who made the demo's calls. Chosen by the call's number, not by `rng`: another draw would
+# change every figure after it, and every screenshot with them.
+DEMO_GATEWAY_CLIENTS = ("claude-desktop", "claude-desktop", "cursor", "zed")
+# The coding agent reaches only the "coding" profile's servers, as its demo session says.
+DEMO_CODING_SERVERS = frozenset({"github", "filesystem"})
+DEMO_CODING_CLIENTS = ("claude-code", "claude-desktop", "cursor")
+DEMO_CLIENT_OF_SOURCE = {"api": "ci-runner", "cli": "tooldeck-cli", "tui": None}
+
+
+def _demo_client(source: str, number: int, server: str) -> str | None:
+    if source == "gateway":
+        names = DEMO_CODING_CLIENTS if server in DEMO_CODING_SERVERS else DEMO_GATEWAY_CLIENTS
+        return names[number % len(names)]
+    return DEMO_CLIENT_OF_SOURCE[source]
+
+
+# id, client, version, protocol, via, endpoint, token, connected (minutes ago), calls, errors
+DEMO_SESSIONS: tuple[tuple[str, str, str, str, Transport, str, str | None, int, int, int], ...] = (
+    ("s3", "claude-desktop", "0.14.2", "2025-06-18", "bridge", "aggregated", None, 192, 21, 1),
+    ("s9", "claude-code", "2.0.31", "2025-11-25", "http", "profile coding", "claude-coding", 38,
+     9, 0),
+    ("s11", "cursor", "1.7.4", "2025-06-18", "http", "aggregated", "admin", 4, 0, 0),
+)  # fmt: skip
+
+
+def demo_sessions(now: datetime = DEMO_NOW) -> list[GatewaySession]:
+    """The gateway sessions a daemon would report at the demo's moment."""
+    return [
+        GatewaySession(
+            id=id_,
+            client_name=name,
+            client_version=version,
+            protocol_version=protocol,
+            transport=via,
+            endpoint=endpoint,
+            token_name=token,
+            since=now - timedelta(minutes=minutes),
+            calls=calls,
+            errors=errors,
+        )
+        for id_, name, version, protocol, via, endpoint, token, minutes, calls, errors in (
+            DEMO_SESSIONS
+        )
+    ]
+
+
 async def _write_usage(
     ops: LocalOperations, fleet: DemoFleet, rng: random.Random, days: int
 ) -> int:
@@ -807,6 +854,7 @@ async def _write_usage(
                     rate = tool.error_rate * (3 if demo.failures and hour > hours - 48 else 1)
                     ok = rng.random() >= min(rate, 0.9)
                     latency = tool.latency_ms * rng.lognormvariate(0, 0.45) * (1 if ok else 2.5)
+                    source = rng.choice(("gateway", "gateway", "gateway", "api", "cli", "tui"))
                     recorder.record(
                         UsageRecord(
                             server_id=fleet.servers[name],
@@ -816,10 +864,8 @@ async def _write_usage(
                             response_time_ms=round(latency, 2),
                             success=ok,
                             error_message=None if ok else "upstream error",
-                            source=rng.choice(
-                                ("gateway", "gateway", "gateway", "api", "cli", "tui")
-                            ),
-                            client_name="claude-desktop",
+                            source=source,
+                            client_name=_demo_client(source, written, name),
                         )
                     )
                     written += 1

@@ -27,7 +27,7 @@ from app.ops.bootstrap import open_operations
 from app.tui.app import TooldeckApp
 from app.tui.base import still_cursors
 from app.tui.screens.main import MainScreen
-from tests.demo_data import DEMO_NOW, build_demo
+from tests.demo_data import DEMO_NOW, build_demo, demo_sessions
 from tests.runtime_helpers import eventually
 from tests.tui_helpers import settle
 from widgets.status_bar import LinkState
@@ -47,6 +47,8 @@ class Shot:
     # The dashboard as it looks attached to a daemon that stopped answering (the behaviour
     # itself is tested against a real daemon in tests/test_http_tui_attach.py).
     link: LinkState | None = None
+    # The demo's gateway sessions (tests/demo_data.py), as an attached daemon reports them.
+    gateway: bool = False
 
 
 SHOTS: tuple[Shot, ...] = (
@@ -86,6 +88,23 @@ SHOTS: tuple[Shot, ...] = (
         keys=("p", "n", *"Bad", "tab", "tab", "tab", *" !*/create_*"),
     ),
     Shot("tokens", "API tokens: who may do what, and when each was last used", keys=("o", "down")),
+    Shot(
+        "clients",
+        "Gateway clients: who is connected, and what each calls",
+        keys=("w",),
+        gateway=True,
+    ),
+    Shot("clients-80x24", "Gateway clients at 80x24", size=(80, 24), keys=("w",), gateway=True),
+    Shot(
+        "client-detail", "One client and the tools it calls most", keys=("w", "enter"), gateway=True
+    ),
+    Shot(
+        "client-detail-80x24",
+        "One client at 80x24",
+        size=(80, 24),
+        keys=("w", "down", "enter"),
+        gateway=True,
+    ),
     Shot("read-only", "Read-only mode", read_only=True),
     Shot(
         "daemon-unreachable",
@@ -135,11 +154,13 @@ async def ready(pilot: Pilot[Any], within: float = 20.0) -> None:
     await eventually(loaded, within=within)
 
 
-def driver(keys: Sequence[str], link: LinkState | None = None) -> Any:
+def driver(keys: Sequence[str], link: LinkState | None = None, gateway: bool = False) -> Any:
     """A `run_before` for snapshot tests and shots: load, press the keys, wait for reads."""
 
     async def drive(pilot: Pilot[Any]) -> None:
         await ready(pilot)
+        if gateway:
+            pilot.app.ops.gateway_sessions.register(demo_sessions)
         for key in keys:
             await pilot.press(key)
             await settle(pilot, rounds=1)
@@ -175,7 +196,7 @@ async def tables_laid_out(pilot: Pilot[Any]) -> None:
 async def take(home: Path, shot: Shot) -> str:
     app = demo_app(home, shot)
     async with app.run_test(size=shot.size) as pilot:
-        await driver(shot.keys, shot.link)(pilot)
+        await driver(shot.keys, shot.link, shot.gateway)(pilot)
         svg = app.export_screenshot(title=f"Tooldeck · {shot.title}")
         await app.action_quit()
     return svg

@@ -225,6 +225,8 @@ CASES: dict[str, Case] = {
     "tool_metrics": Case(lambda ops, _s, _f: ops.tool_metrics("add", "calculator", "1h")),
     "list_gateway_tools": Case(lambda ops, _s, _f: ops.list_gateway_tools(), same=True),
     "analytics": Case(lambda ops, _s, _f: ops.analytics("24h")),
+    "clients": Case(lambda ops, _s, _f: ops.clients("24h")),
+    "client_detail": Case(lambda ops, _s, _f: ops.client_detail("nobody", "1h"), same=True),
     "time_series": Case(lambda ops, _s, _f: ops.time_series(IDLE, "1h", buckets=6)),
     "scheduler_jobs": Case(lambda ops, _s, _f: ops.scheduler_jobs()),
     "run_job": Case(lambda ops, _s, _f: ops.run_job("health")),

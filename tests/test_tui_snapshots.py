@@ -39,4 +39,6 @@ def test_screen(
 ) -> None:
     home = copy_home(demo_template, tmp_path / "demo")
     app = demo_app(home, shot)
-    assert snap_compare(app, terminal_size=shot.size, run_before=driver(shot.keys, shot.link))
+    assert snap_compare(
+        app, terminal_size=shot.size, run_before=driver(shot.keys, shot.link, shot.gateway)
+    )

@@ -18,6 +18,7 @@ from app.cli import (
     alerts_cmd,
     analytics,
     client_config,
+    clients_cmd,
     config_cmd,
     daemon_cmd,
     gateway_cmd,
@@ -48,6 +49,7 @@ AREAS = (
     tokens_cmd,
     alerts_cmd,
     analytics,
+    clients_cmd,
 )
 
 

@@ -16,14 +16,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "metrics", help="calls, errors, latency percentiles and uptime of one server"
     )
     metrics.add_argument("name")
-    _period_option(metrics)
+    period_option(metrics)
     add_json_flag(metrics)
     metrics.set_defaults(handler=server_metrics)
 
     analytics = subparsers.add_parser(
         "analytics", help="the whole fleet: totals, servers, top and failing tools, daily usage"
     )
-    _period_option(analytics)
+    period_option(analytics)
     add_json_flag(analytics)
     analytics.set_defaults(handler=system_analytics)
 
@@ -39,7 +39,7 @@ def _verbs_of(
     raise LookupError(f"`tooldeck {command}` has no verbs")
 
 
-def _period_option(parser: argparse.ArgumentParser) -> None:
+def period_option(parser: argparse.ArgumentParser) -> None:
     # Not `choices`: the facade names the accepted periods itself, the same for every face.
     parser.add_argument(
         "--period",
@@ -56,16 +56,16 @@ async def server_metrics(args: argparse.Namespace, ops: Operations) -> int:
         return 0
     rows = [
         ("server", f"{metrics.server_name} ({metrics.status})"),
-        ("period", _span(metrics.period_start, metrics.period_end)),
+        ("period", span(metrics.period_start, metrics.period_end)),
         ("tools", f"{metrics.enabled_tools} enabled of {metrics.total_tools}"),
         ("calls", metrics.total_calls),
         ("errors", metrics.total_errors),
         ("refused", metrics.total_refused),
         ("cancelled", metrics.total_cancelled),
-        ("success", _percent(metrics.success_rate)),
-        ("mean", _ms(metrics.avg_response_time_ms)),
-        ("p50 / p95 / p99", " / ".join(_ms(value) for value in _percentiles(metrics))),
-        ("uptime", _percent(metrics.uptime_percentage)),
+        ("success", percent(metrics.success_rate)),
+        ("mean", to_ms(metrics.avg_response_time_ms)),
+        ("p50 / p95 / p99", " / ".join(to_ms(value) for value in _percentiles(metrics))),
+        ("uptime", percent(metrics.uptime_percentage)),
         ("last call", ago(metrics.last_activity)),
     ]
     width = max(len(label) for label, _ in rows)
@@ -79,7 +79,7 @@ async def system_analytics(args: argparse.Namespace, ops: Operations) -> int:
     if args.json:
         print_json(view)
         return 0
-    print(f"period {_span(view.period_start, view.period_end)}")
+    print(f"period {span(view.period_start, view.period_end)}")
     print(
         f"servers {view.active_servers} active of {view.total_servers}; "
         f"tools {view.enabled_tools} enabled of {view.total_tools}"
@@ -89,8 +89,8 @@ async def system_analytics(args: argparse.Namespace, ops: Operations) -> int:
         f"this week {view.total_calls_week}, this month {view.total_calls_month}"
     )
     print(
-        f"in the period: success {_percent(view.overall_success_rate)}, "
-        f"mean {_ms(view.avg_response_time_ms)}, p95 {_ms(view.p95_response_time_ms)}; "
+        f"in the period: success {percent(view.overall_success_rate)}, "
+        f"mean {to_ms(view.avg_response_time_ms)}, p95 {to_ms(view.p95_response_time_ms)}; "
         f"not counted as calls: {view.total_refused} refused, {view.total_cancelled} cancelled"
     )
     print()
@@ -103,9 +103,9 @@ async def system_analytics(args: argparse.Namespace, ops: Operations) -> int:
                 server.total_calls,
                 server.total_errors,
                 server.total_refused,
-                _percent(server.success_rate),
-                _ms(server.p95_response_time_ms),
-                _percent(server.uptime_percentage),
+                percent(server.success_rate),
+                to_ms(server.p95_response_time_ms),
+                percent(server.uptime_percentage),
                 ago(server.last_activity),
             )
             for server in view.server_metrics
@@ -132,8 +132,8 @@ def _tool_table(tools: list[ToolMetrics]) -> None:
                 tool.status,
                 tool.total_calls,
                 tool.total_errors,
-                _percent(tool.success_rate),
-                _ms(tool.avg_response_time_ms),
+                percent(tool.success_rate),
+                to_ms(tool.avg_response_time_ms),
                 f"{tool.calls_last_24h} ({tool.errors_last_24h} errors)",
             )
             for tool in tools
@@ -149,15 +149,15 @@ def _percentiles(metrics: ToolServerMetrics) -> tuple[float | None, ...]:
     )
 
 
-def _percent(fraction: float | None) -> str:
+def percent(fraction: float | None) -> str:
     return "-" if fraction is None else f"{fraction * 100:.1f}%"
 
 
-def _ms(value: float | None) -> str:
+def to_ms(value: float | None) -> str:
     if value is None:
         return "-"
     return f"{value:.1f} ms" if value < 1000 else f"{value / 1000:.2f} s"
 
 
-def _span(start: datetime, end: datetime) -> str:
+def span(start: datetime, end: datetime) -> str:
     return f"{start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC"

@@ -152,7 +152,11 @@ async def serve(
     from app.faces.gateway.stdio_face import close_socket, open_socket
     from app.faces.http.access_guard import HostPolicy
     from app.faces.http.api import create_app
-    from app.faces.http.middleware import gateway_admission, gateway_too_large
+    from app.faces.http.middleware import (
+        gateway_admission,
+        gateway_token_name,
+        gateway_too_large,
+    )
     from app.faces.http.ops_socket import serve_operations
     from app.ops.bootstrap import running_core
     from app.runtime.access_tokens import Credentials
@@ -202,6 +206,7 @@ async def serve(
             credentials = None if tokens is None else Credentials(tokens, ops.db)
             if credentials is not None:
                 ops.changes.subscribe(credentials.on_change)
+                mcp.token_namer = gateway_token_name(credentials)
             hosts = HostPolicy(settings.allowed_hosts, listen_host=settings.host)
             # The gateway's paths are answered by a lean protocol without ASGI, after the same
             # checks as the middleware's; the app mounts the same core for what that protocol

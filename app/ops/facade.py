@@ -3,7 +3,7 @@
 `LocalOperations` implements the `Operations` protocol (app/ops/protocol.py) over storage and,
 when this process runs one, the supervisor; `app/ops/remote.py` implements it over HTTP when a
 daemon runs instead. It is composed of parts by job (servers, control, calls, bulk, built-ins,
-analytics, interchange, alerts, profiles, tokens), each in its own module.
+analytics, interchange, alerts, profiles, tokens, clients), each in its own module.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from app.ops.base import JobRunner, Runtime, UsageSink
 from app.ops.builtins import BuiltinOperations, builtin_server_spec
 from app.ops.bulk import BulkOperations
 from app.ops.calls import CallOperations
+from app.ops.clients import ClientOperations
 from app.ops.interchange import InterchangeOperations
 from app.ops.oauth import OAuthOperations
 from app.ops.profiles import ProfileOperations
@@ -27,6 +28,7 @@ from app.ops.protocol import ReadOperations
 from app.ops.read_thread import ReadThread
 from app.ops.tokens import TokenOperations
 from app.runtime.call_latency import CallLatency
+from app.runtime.gateway_sessions import GatewaySessions
 from storage.db import Database
 from storage.models import ServerTool, ToolServer
 
@@ -37,6 +39,7 @@ class LocalOperations(
     CallOperations,
     BulkOperations,
     BuiltinOperations,
+    ClientOperations,
     AnalyticsOperations,
     InterchangeOperations,
     AlertOperations,
@@ -67,6 +70,8 @@ class LocalOperations(
         self._routes: dict[tuple[str, str], tuple[ToolServer, ServerTool]] = {}
         # Durations of this process's calls per tool, for Prometheus histograms.
         self.call_latency = CallLatency()
+        # The client sessions of the gateway this process runs, if it runs one.
+        self.gateway_sessions = GatewaySessions()
         self.changes.subscribe(self._forget_routes)
 
     @property

@@ -21,6 +21,7 @@ import mcp_types as types
 
 from app.core.access import IssuedToken, TokenCreate, TokenInfo
 from app.core.changes import ChangeBus
+from app.core.clients import ClientDetail, ClientsReport
 from app.core.periods import DEFAULT_BUCKETS, DEFAULT_PERIOD
 from app.core.profiles import (
     ProfileCreate,
@@ -448,6 +449,31 @@ class Operations(ReadOperations, Protocol):
 
     async def revoke_token(self, name: str, *, actor: str) -> None:
         """Revoke a named token: requests with it are refused from then on."""
+        ...
+
+    # ---- gateway clients ----------------------------------------------------------------
+
+    async def clients(
+        self,
+        period: str = DEFAULT_PERIOD,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> ClientsReport:
+        """The gateway's client sessions connected now (client, protocol version, endpoint,
+        token, since when, calls), and each named client's calls, errors and p95 over a period
+        up to now or the window from `start` to `end` (counted from the raw usage rows, the
+        only ones that keep the client: no further back than their retention)."""
+        ...
+
+    async def client_detail(
+        self,
+        name: str,
+        period: str = DEFAULT_PERIOD,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> ClientDetail:
+        """One client by name: its figures over the window, its sessions connected now and the
+        tools it calls most."""
         ...
 
 

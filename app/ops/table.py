@@ -358,6 +358,15 @@ OPERATIONS: tuple[OperationSpec, ...] = (
         "delete_profile", "DELETE", PROFILE, ("profiles",), mutates=True, status=204,
     ),
     OperationSpec("preview_profile", "GET", f"{PROFILE}/preview", ("profiles",)),
+    # ---- gateway clients ----
+    OperationSpec(
+        "clients", "GET", "/api/v1/gateway/clients", ("mcp",), query=WINDOW,
+    ),
+    # The name travels in the query: a client names itself, slashes included.
+    OperationSpec(
+        "client_detail", "GET", "/api/v1/gateway/clients/detail", ("mcp",),
+        query={"name": QueryDoc("the client's name (clientInfo.name)"), **WINDOW},
+    ),
     # ---- analytics and the scheduler ----
     OperationSpec(
         "analytics", "GET", "/api/v1/analytics/toolservers", ("analytics",), query=WINDOW,

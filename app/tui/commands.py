@@ -70,6 +70,11 @@ COMMANDS: tuple[DeckCommand, ...] = (
         "tokens",
     ),
     DeckCommand(
+        "Gateway clients",
+        "Who is connected to the gateway now, and what each client calls (w)",
+        "clients",
+    ),
+    DeckCommand(
         "Import configuration",
         "Import servers from Claude Desktop, Cursor or VS Code's file (i)",
         "import_config",

@@ -24,6 +24,7 @@ import collections
 import logging
 import secrets
 import time
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 from urllib.parse import unquote
 
@@ -41,6 +42,8 @@ SESSION_IDLE_S = 1800.0
 BACKLOG_MAX = 1000
 _dumps = orjson.dumps
 Headers = list[tuple[bytes, bytes]]
+# The name of the API token a request's headers carry, if one the daemon knows.
+TokenNamer = Callable[[Mapping[bytes, bytes]], str | None]
 
 
 class Responder(Protocol):
@@ -70,13 +73,15 @@ class _Exchange:
 
 
 class HttpSession:
-    def __init__(self, core: HttpCore, view: View, session_id: str | None) -> None:
+    def __init__(
+        self, core: HttpCore, view: View, session_id: str | None, token_name: str | None = None
+    ) -> None:
         self.id = session_id
         self.waiting: dict[Any, _Exchange] = {}
         self.stream: Responder | None = None
         self.backlog: collections.deque[Message] = collections.deque(maxlen=BACKLOG_MAX)
         self.last_seen = time.monotonic()
-        self.session: Session = core.router.open_session(view, self.deliver)
+        self.session: Session = core.router.open_session(view, self.deliver, "http", token_name)
         self.session.on_cancelled = self.cancelled
 
     def cancelled(self, client_id: Any) -> None:
@@ -124,11 +129,17 @@ class HttpSession:
 
 class HttpCore:
     def __init__(
-        self, router: Router, *, check_hosts: bool = True, stateless: bool = False
+        self,
+        router: Router,
+        *,
+        check_hosts: bool = True,
+        stateless: bool = False,
+        token_namer: TokenNamer | None = None,
     ) -> None:
         self.router = router
         self.check_hosts = check_hosts
         self.stateless = stateless
+        self.token_namer = token_namer
         self.sessions: dict[bytes, HttpSession] = {}
         self._sweeper: asyncio.TimerHandle | None = None
 
@@ -211,7 +222,8 @@ class HttpCore:
         session_id = headers.get(b"mcp-session-id")
         extra: Headers = []
         if session_id is None and message.get("method") == "initialize":
-            http_session = HttpSession(self, view, secrets.token_hex(16))
+            token_name = self.token_namer(headers) if self.token_namer is not None else None
+            http_session = HttpSession(self, view, secrets.token_hex(16), token_name)
             assert http_session.id is not None
             self.sessions[http_session.id.encode()] = http_session
             extra = [(b"mcp-session-id", http_session.id.encode())]

@@ -29,12 +29,15 @@ an MCP error that says why (`-32002`, "calls of 2 client sessions are in flight"
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from app.core import jsonrpc
+from app.core.clients import GatewaySession, Transport
 from app.core.errors import TooldeckError
 from app.core.jsonrpc import Message
 from app.core.tool_names import NameTable
@@ -222,10 +225,24 @@ class View:
 class Session:
     """One client connection: the stdio face's only client, a socket client, an HTTP session."""
 
-    def __init__(self, router: Router, view: View, deliver: Deliver) -> None:
+    def __init__(
+        self,
+        router: Router,
+        view: View,
+        deliver: Deliver,
+        transport: Transport = "stdio",
+        token_name: str | None = None,
+    ) -> None:
         self.router = router
         self.view = view
         self.deliver = deliver
+        # Who this is, for the clients screen: read only when someone asks.
+        self.id = f"s{next(_session_numbers)}"
+        self.transport: Transport = transport
+        self.token_name = token_name
+        self.since = datetime.now(UTC)
+        self.calls = 0
+        self.errors = 0
         self.client_info: Message = {}
         self.client_capabilities: Message = {}
         self.protocol_version: str | None = None
@@ -247,6 +264,21 @@ class Session:
     def client_name(self) -> str | None:
         name = self.client_info.get("name")
         return name if isinstance(name, str) else None
+
+    def describe(self) -> GatewaySession:
+        version = self.client_info.get("version")
+        return GatewaySession(
+            id=self.id,
+            client_name=self.client_name,
+            client_version=version if isinstance(version, str) else None,
+            protocol_version=self.protocol_version,
+            transport=self.transport,
+            endpoint=self.view.label,
+            token_name=self.token_name,
+            since=self.since,
+            calls=self.calls,
+            errors=self.errors,
+        )
 
     # ---- from the client ------------------------------------------------------------------
 
@@ -379,10 +411,20 @@ class Router:
         for task in self._tasks:
             task.cancel()
 
-    def open_session(self, view: View, deliver: Deliver) -> Session:
-        session = Session(self, view, deliver)
+    def open_session(
+        self,
+        view: View,
+        deliver: Deliver,
+        transport: Transport = "stdio",
+        token_name: str | None = None,
+    ) -> Session:
+        session = Session(self, view, deliver, transport, token_name)
         self.sessions.add(session)
         return session
+
+    def describe_sessions(self) -> list[GatewaySession]:
+        """The sessions connected now (those that said `initialize`), for the clients screen."""
+        return [s.describe() for s in list(self.sessions) if s.protocol_version is not None]
 
     def spawn(self, work: Any, session: Session | None = None) -> None:
         task = asyncio.get_running_loop().create_task(work)
@@ -578,6 +620,10 @@ class Router:
             success = False
             error = str((reply.get("error") or {}).get("message", "no result"))
             result = None
+        session = inflight.session
+        session.calls += 1
+        if not success:
+            session.errors += 1
         self.port.record(
             server,
             inflight.tool,
@@ -1213,6 +1259,9 @@ class Router:
         self.server_requests[(conn, request_id)] = (session, down_id)
         message["id"] = down_id
         session.deliver(message, related)
+
+
+_session_numbers = itertools.count(1)
 
 
 def _drop(message: Message, related: Any) -> None:

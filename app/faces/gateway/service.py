@@ -28,6 +28,9 @@ async def running_router(ops: Any) -> AsyncIterator[Router]:
     await port.start()
     router = Router(port)
     router.attach()
+    # The clients screen's view of this gateway (a facade made for tests may have none).
+    sessions = getattr(ops, "gateway_sessions", None)
+    unregister = sessions.register(router.describe_sessions) if sessions is not None else None
     # The usage writer's thread runs Python (batched SQL and rollups). With the default 5 ms
     # switch interval, each time the event loop waits (epoll, a send) that thread can keep the
     # GIL for up to 5 ms before the loop gets it back, a delay that falls on calls in flight.
@@ -38,5 +41,7 @@ async def running_router(ops: Any) -> AsyncIterator[Router]:
         yield router
     finally:
         sys.setswitchinterval(switch_interval)
+        if unregister is not None:
+            unregister()
         router.close()
         port.close()

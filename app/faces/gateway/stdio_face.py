@@ -107,7 +107,7 @@ async def serve_stdio(router: Router, view: View, protocol_in: int, protocol_out
     def deliver(message: Message, related: Any) -> None:
         write(encode_line(message))
 
-    session = router.open_session(view, deliver)
+    session = router.open_session(view, deliver, "stdio")
 
     def on_line(line: bytes) -> None:
         message = jsonrpc.parse(line)
@@ -196,7 +196,7 @@ class _SocketClient(asyncio.Protocol):
             write(encode_line(reply))
 
         write(encode_line({HELLO_KEY: 1, "ok": True}))
-        self.session = self.router.open_session(view, deliver)
+        self.session = self.router.open_session(view, deliver, "bridge")
 
     def _refuse(self, why: str) -> None:
         self.write(jsonrpc.encode_line({HELLO_KEY: 1, "ok": False, "error": why}))

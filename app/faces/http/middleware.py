@@ -173,6 +173,18 @@ def gateway_admission(
     return admit
 
 
+def gateway_token_name(tokens: Credentials) -> Callable[[Mapping[bytes, bytes]], str | None]:
+    """The name of the token an admitted gateway request carries, for its session's record.
+    Memory alone answers: the request was admitted, so its token is known by now."""
+
+    def token_name(headers: Mapping[bytes, bytes]) -> str | None:
+        given = bearer_token(headers.get(b"authorization", b"").decode("latin-1"))
+        identity = None if given is None else tokens.known(given)
+        return None if identity is None else identity.name
+
+    return token_name
+
+
 def gateway_too_large(limit: int) -> RefusalParts:
     """`BodyLimit`'s 413 on a gateway path, for the lean path."""
     return refusal_parts(PayloadTooLarge(_too_large_message(limit), field="body"))

@@ -153,6 +153,7 @@ class MainScreen(DeckScreen[None]):
         Binding("i", "import_config", "Import configuration", id="import", show=False),
         Binding("p", "profiles", "Gateway profiles", id="profiles", show=False),
         Binding("o", "tokens", "API tokens", id="tokens", show=False),
+        Binding("w", "clients", "Gateway clients", id="clients", show=False),
         *(
             Binding(
                 str(index),
@@ -525,6 +526,11 @@ class MainScreen(DeckScreen[None]):
         from app.tui.screens.tokens import TokensScreen
 
         self.app.push_screen(TokensScreen())
+
+    def action_clients(self) -> None:
+        from app.tui.screens.clients import ClientsScreen
+
+        self.app.push_screen(ClientsScreen())
 
     def action_import_config(self) -> None:
         self.app.push_screen(ImportScreen(), self._after_import)
