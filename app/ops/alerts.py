@@ -6,6 +6,7 @@ about servers, tools and calls. Every method here is one user-visible action, li
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from datetime import UTC, datetime, timedelta
@@ -17,6 +18,7 @@ from sqlalchemy import select
 from app.core.changes import Change
 from app.core.errors import Conflict, InvalidInput, NotFound, invalid_from_pydantic
 from app.core.events import EventKind
+from app.core.profiles import estimate_tokens
 from app.core.schemas import (
     AlertResponse,
     AuditEntry,
@@ -29,6 +31,7 @@ from app.core.schemas import (
 )
 from app.governance.audit import audit_rows, change_details
 from app.ops.base import OpsBase
+from app.ops.gateway_port import catalogue_listing
 from app.runtime.spawn_guard import account_rule_broken, check_account
 from storage.models import Alert, ServerLimits, ServerTool, ToolServer
 from storage.queries import add_event, find_server
@@ -52,6 +55,12 @@ LOCAL_ONLY_FIELDS = (
     "run_as_user",
     "run_as_group",
 )
+
+
+def listing_tokens(tool: ServerTool) -> int:
+    """The context a tool's entry in tools/list costs, estimated as a profile's tool list is."""
+    listing = json.dumps(catalogue_listing(tool), separators=(",", ":"), ensure_ascii=False)
+    return estimate_tokens(listing)
 
 
 def parse_since(since: str | datetime | None, now: datetime | None = None) -> datetime | None:
@@ -323,7 +332,7 @@ class AlertOperations(OpsBase):
         from app.governance.trim import trim_report
 
         await self._flush_usage()  # type: ignore[attr-defined]
-        return await trim_report(self.db, days)
+        return await trim_report(self.db, days, cost=listing_tokens)
 
     async def disable_unused_tools(self, days: int = 30, *, actor: str) -> TrimResult:
         """Disable every tool `trim_suggestions(days)` names (the caller confirmed the list)."""

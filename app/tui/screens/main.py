@@ -40,6 +40,7 @@ from app.tui.screens.import_config import ImportScreen
 from app.tui.screens.log import LogScreen
 from app.tui.screens.server_form import ServerFormScreen
 from app.tui.screens.tool_call import ToolCallScreen
+from app.tui.screens.trim import TrimScreen
 from widgets.event_log import EventLog
 from widgets.health_pane import HealthPane
 from widgets.live_table import LiveTable
@@ -153,6 +154,7 @@ class MainScreen(DeckScreen[None]):
         Binding("i", "import_config", "Import configuration", id="import", show=False),
         Binding("p", "profiles", "Gateway profiles", id="profiles", show=False),
         Binding("o", "tokens", "API tokens", id="tokens", show=False),
+        Binding("w", "trim", "Trim unused tools", id="trim", show=False),
         *(
             Binding(
                 str(index),
@@ -525,6 +527,9 @@ class MainScreen(DeckScreen[None]):
         from app.tui.screens.tokens import TokensScreen
 
         self.app.push_screen(TokensScreen())
+
+    def action_trim(self) -> None:
+        self.app.push_screen(TrimScreen())
 
     def action_import_config(self) -> None:
         self.app.push_screen(ImportScreen(), self._after_import)
