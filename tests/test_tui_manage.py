@@ -6,14 +6,16 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from textual.widgets import DataTable, Static
+from textual.widgets import DataTable, Input, Label, Select, Static
 
 from app.core.settings import Settings
 from app.ops.facade import LocalOperations
+from app.tui.screens.alert_rules import AlertRulesScreen
 from app.tui.screens.confirm import ConfirmScreen
+from app.tui.screens.server_form import ServerFormScreen
 from app.tui.screens.trim import TrimScreen
 from storage.models import ServerTool
-from tests.tui_helpers import add_servers, make_app, notices, settle, text_of
+from tests.tui_helpers import add_servers, error_of, make_app, notices, settle, text_of, type_into
 
 LONG_AGO = datetime.now(UTC) - timedelta(days=60)
 
@@ -119,3 +121,151 @@ async def test_trim_window_changes_and_read_only_hides_disabling(
         await settle(pilot)
         assert isinstance(app.screen, TrimScreen)
         assert (await ops.get_tool(ids["fetch"])).enabled
+
+
+async def test_limits_and_run_as_are_checked_inline_and_saved_with_the_server(
+    settings: Settings, ops: LocalOperations
+) -> None:
+    (alpha,) = await add_servers(ops, "alpha")
+    app = make_app(settings, ops)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(pilot)
+        await pilot.press("e")
+        await settle(pilot)
+        assert isinstance(app.screen, ServerFormScreen)
+        await type_into(pilot, "max_rss_mb", "0")
+        await type_into(pilot, "run_as_user", "no-such-account")
+        await type_into(pilot, "display_name", "Alpha")
+        await pilot.press("ctrl+s")
+        await settle(pilot)
+        # Beside each field, and nothing saved: neither the limits nor the rest of the form.
+        assert isinstance(app.screen, ServerFormScreen)
+        assert "greater than 0" in error_of(app, "max_rss_mb")
+        assert "no user 'no-such-account'" in error_of(app, "run_as_user")
+        await type_into(pilot, "max_rss_mb", "512")
+        await type_into(pilot, "run_as_user", "root")
+        await pilot.press("ctrl+s")
+        await settle(pilot)
+        assert "may not run as root" in error_of(app, "run_as_user")
+        assert (await ops.get_server_limits(alpha)).max_rss_mb is None
+        assert (await ops.get_server(alpha)).display_name is None
+
+        await type_into(pilot, "run_as_user", "")
+        await type_into(pilot, "max_concurrent_calls", "4")
+        await type_into(pilot, "max_queued_calls", "16")
+        await pilot.press("ctrl+s")
+        await settle(pilot)
+        assert not isinstance(app.screen, ServerFormScreen)
+        limits = await ops.get_server_limits(alpha)
+        assert (limits.max_rss_mb, limits.max_concurrent_calls, limits.max_queued_calls) == (
+            512,
+            4,
+            16,
+        )
+        assert (await ops.get_server(alpha)).display_name == "Alpha"
+
+        # Opened again, the form shows what is stored; an emptied field switches a limit off.
+        await pilot.press("e")
+        await settle(pilot)
+        assert app.screen.query_one("#max_rss_mb", Input).value == "512"
+        assert app.screen.query_one("#max_concurrent_calls", Input).value == "4"
+        await type_into(pilot, "max_rss_mb", "")
+        await pilot.press("ctrl+s")
+        await settle(pilot)
+        assert (await ops.get_server_limits(alpha)).max_rss_mb is None
+
+
+async def test_an_http_server_has_call_limits_but_no_process_limits(
+    settings: Settings, ops: LocalOperations
+) -> None:
+    app = make_app(settings, ops)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(pilot)
+        await pilot.press("n")
+        await settle(pilot)
+        await type_into(pilot, "name", "remote")
+        app.screen.query_one("#transport", Select).value = "streamable_http"
+        await settle(pilot)
+        assert not app.screen.query_one("#local-limits").display
+        await type_into(pilot, "url", "http://127.0.0.1:9/mcp")
+        await type_into(pilot, "max_concurrent_calls", "2")
+        await pilot.press("ctrl+s")
+        await settle(pilot)
+        assert not isinstance(app.screen, ServerFormScreen)
+        (server,) = await ops.list_servers()
+        limits = await ops.get_server_limits(server.id)
+        assert (limits.max_concurrent_calls, limits.max_rss_mb) == (2, None)
+
+
+async def test_alert_rules_are_checked_as_typed_and_saved_to_the_config_file(
+    settings: Settings, ops: LocalOperations
+) -> None:
+    app = make_app(settings, ops)
+    config = settings.data_dir / "config.toml"
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(pilot)
+        await pilot.press("m")
+        await settle(pilot)
+        assert isinstance(app.screen, AlertRulesScreen)
+        hint = str(app.screen.query_one("#rules-hint", Label).render())
+        assert str(config) in hint
+        assert app.screen.query_one("#alert_p95_ms", Input).value == "5000"
+
+        await type_into(pilot, "alert_p95_ms", "0")
+        assert "milliseconds > 0" in error_of(app, "alert_p95_ms")
+        await type_into(pilot, "alert_webhook_url", "hooks.example.com/x")
+        assert "http(s) URL" in error_of(app, "alert_webhook_url")
+        await type_into(pilot, "alert_command", "no-such-notifier --to ops")
+        assert "no program 'no-such-notifier'" in error_of(app, "alert_command")
+        await pilot.press("ctrl+s")
+        await settle(pilot)
+        # Nothing saved while a field is wrong: not even the fields that are right.
+        assert not config.exists() and settings.alert_p95_ms == 5000.0
+
+        await type_into(pilot, "alert_p95_ms", "1500")
+        await type_into(pilot, "alert_webhook_url", "https://hooks.example.com/T0/secret-path")
+        await type_into(pilot, "alert_command", "")
+        assert error_of(app, "alert_p95_ms") == "" and error_of(app, "alert_webhook_url") == ""
+        await pilot.press("ctrl+s")
+        await settle(pilot)
+        assert settings.alert_p95_ms == 1500.0
+        assert settings.alert_webhook_url == "https://hooks.example.com/T0/secret-path"
+        assert "alert_p95_ms = 1500.0" in config.read_text()
+        # Shown back masked: the path of a webhook is often its key.
+        shown = app.screen.query_one("#alert_webhook_url", Input).value
+        assert "secret-path" not in shown
+        assert any("Saved" in notice for notice in notices(app))
+
+        # The alerts screen leads here too.
+        await pilot.press("escape", "exclamation_mark")
+        await settle(pilot)
+        await pilot.press("e")
+        await settle(pilot)
+        assert isinstance(app.screen, AlertRulesScreen)
+        assert app.screen.query_one("#alert_p95_ms", Input).value == "1500"
+
+
+async def test_alert_rules_read_only_and_set_by_the_environment(
+    settings: Settings, ops: LocalOperations, monkeypatch: Any
+) -> None:
+    monkeypatch.setenv("TOOLDECK_ALERT_MIN_CALLS", "50")
+    settings.alert_min_calls = 50
+    app = make_app(settings, ops)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(pilot)
+        await pilot.press("m")
+        await settle(pilot)
+        assert app.screen.query_one("#alert_min_calls", Input).disabled
+        unit = str(app.screen.query_one("#unit-alert_min_calls", Label).render())
+        assert "TOOLDECK_ALERT_MIN_CALLS" in unit
+        assert not app.screen.query_one("#alert_p95_ms", Input).disabled
+    app = make_app(settings, ops, read_only=True)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(pilot)
+        await pilot.press("m")
+        await settle(pilot)
+        assert isinstance(app.screen, AlertRulesScreen)
+        assert app.screen.query_one("#alert_p95_ms", Input).disabled
+        await pilot.press("ctrl+s")
+        await settle(pilot)
+        assert not (settings.data_dir / "config.toml").exists()

@@ -31,6 +31,7 @@ from typing import Any, Literal, get_type_hints
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.core.access import Access, TokenCreate
+from app.core.alert_rules import AlertRuleChanges
 from app.core.periods import PERIOD_NAMES
 from app.core.profiles import ProfileCreate, ProfileFields, ProfileUpdate
 from app.core.schemas import (
@@ -397,6 +398,11 @@ OPERATIONS: tuple[OperationSpec, ...] = (
     OperationSpec(
         "ack_alert", "POST", f"{ALERTS}/{{id}}/ack", ("alerts",), names={"id": "alert_id"},
         mutates=True, access="operate",
+    ),
+    OperationSpec("alert_rules", "GET", f"{ALERTS}/rules", ("alerts",)),
+    OperationSpec(
+        "set_alert_rules", "PUT", f"{ALERTS}/rules", ("alerts",), body=AlertRuleChanges,
+        body_arg="data", mutates=True,
     ),
     OperationSpec(
         "get_server_limits", "GET", f"{SERVER}/limits", ("limits",), names=BY_ID,

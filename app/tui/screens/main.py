@@ -30,6 +30,7 @@ from app.core.schemas import (
 from app.tui.base import DeckScreen, describe_error
 from app.tui.data import Overview, ServerDetail
 from app.tui.messages import CoreReady, DataChanged, PeriodChanged
+from app.tui.screens.alert_rules import AlertRulesScreen
 from app.tui.screens.alerts import AlertsScreen
 from app.tui.screens.analytics import AnalyticsScreen
 from app.tui.screens.audit import AuditScreen
@@ -155,6 +156,7 @@ class MainScreen(DeckScreen[None]):
         Binding("p", "profiles", "Gateway profiles", id="profiles", show=False),
         Binding("o", "tokens", "API tokens", id="tokens", show=False),
         Binding("w", "trim", "Trim unused tools", id="trim", show=False),
+        Binding("m", "alert_rules", "Alert rules", id="alert-rules", show=False),
         *(
             Binding(
                 str(index),
@@ -530,6 +532,9 @@ class MainScreen(DeckScreen[None]):
 
     def action_trim(self) -> None:
         self.app.push_screen(TrimScreen())
+
+    def action_alert_rules(self) -> None:
+        self.app.push_screen(AlertRulesScreen())
 
     def action_import_config(self) -> None:
         self.app.push_screen(ImportScreen(), self._after_import)
