@@ -3,7 +3,7 @@ screen, and limits and run-as in the server form."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from textual.widgets import DataTable, Input, Label, Select, Static
@@ -15,9 +15,19 @@ from app.tui.screens.confirm import ConfirmScreen
 from app.tui.screens.server_form import ServerFormScreen
 from app.tui.screens.trim import TrimScreen
 from storage.models import ServerTool
-from tests.tui_helpers import add_servers, error_of, make_app, notices, settle, text_of, type_into
+from tests.tui_helpers import (
+    FIXED_NOW,
+    add_servers,
+    error_of,
+    make_app,
+    notices,
+    settle,
+    text_of,
+    type_into,
+)
 
-LONG_AGO = datetime.now(UTC) - timedelta(days=60)
+# The dashboard's fixed clock looks back from FIXED_NOW.
+LONG_AGO = FIXED_NOW - timedelta(days=60)
 
 
 async def add_old_tools(ops: LocalOperations, server_id: str, *names: str) -> dict[str, str]:

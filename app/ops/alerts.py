@@ -401,13 +401,13 @@ class AlertOperations(OpsBase):
 
     # ---- trim suggestions -------------------------------------------------------------------
 
-    async def trim_suggestions(self, days: int = 30) -> TrimReport:
+    async def trim_suggestions(self, days: int = 30, end: datetime | None = None) -> TrimReport:
         if not 1 <= days <= 3650:
             raise InvalidInput("use a number of days from 1 to 3650", field="days")
         from app.governance.trim import trim_report
 
         await self._flush_usage()  # type: ignore[attr-defined]
-        return await trim_report(self.db, days, cost=listing_tokens)
+        return await trim_report(self.db, days, now=end, cost=listing_tokens)
 
     async def disable_unused_tools(self, days: int = 30, *, actor: str) -> TrimResult:
         """Disable every tool `trim_suggestions(days)` names (the caller confirmed the list)."""

@@ -439,8 +439,9 @@ class Operations(ReadOperations, Protocol):
         """The named servers (all when none are named) as a client configuration document."""
         ...
 
-    async def trim_suggestions(self, days: int = 30) -> TrimReport:
-        """Enabled tools not called in the last `days` days, per server."""
+    async def trim_suggestions(self, days: int = 30, end: datetime | None = None) -> TrimReport:
+        """Enabled tools not called in the last `days` days (before `end`, default now), per
+        server, each with the context its listing costs."""
         ...
 
     async def disable_unused_tools(self, days: int = 30, *, actor: str) -> TrimResult:

@@ -417,7 +417,10 @@ OPERATIONS: tuple[OperationSpec, ...] = (
         body=AutoDisable, query={"server": QueryDoc("the tool's server, for a tool name")},
         mutates=True, route_name="set_auto_disable",
     ),
-    OperationSpec("trim_suggestions", "GET", f"{TOOLSERVERS}/trim", ("tools",), query=DAYS),
+    OperationSpec(
+        "trim_suggestions", "GET", f"{TOOLSERVERS}/trim", ("tools",),
+        query={**DAYS, "end": QueryDoc("ISO 8601, the end of the window (default: now)")},
+    ),
     OperationSpec(
         "disable_unused_tools", "POST", f"{TOOLSERVERS}/trim/disable", ("tools",), query=DAYS,
         mutates=True,

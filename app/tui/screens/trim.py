@@ -132,9 +132,12 @@ class TrimScreen(DeckScreen[None]):
     @work(exclusive=True, group="trim-screen", exit_on_error=False)
     async def load(self) -> None:
         ops = self.deck.ops
-        if ops is None:
+        data = self.deck.data
+        if ops is None or data is None:
             return
-        report = await ops.trim_suggestions(self.days)
+        # A dashboard on a fixed clock (a demo, a test) looks back from its own time.
+        end = self.deck.clock() if data.fixed_clock else None
+        report = await ops.trim_suggestions(self.days, end=end)
         found = suggestions_of(report, self.deck.clock())
         self._suggestions = {item.tool_id: item for item in found}
         self._marked &= set(self._suggestions)
