@@ -25,6 +25,7 @@ from tests.tui_helpers import (
     text_of,
     type_into,
 )
+from widgets.live_table import MARK_GLYPH
 
 # The dashboard's fixed clock looks back from FIXED_NOW.
 LONG_AGO = FIXED_NOW - timedelta(days=60)
@@ -76,7 +77,7 @@ async def test_trim_lists_costs_and_disables_the_marked_after_asking(
         # Two marked: the first and the third.
         await pilot.press("space", "down", "space")
         await settle(pilot)
-        assert [row[0] for row in trim_rows(app)] == ["●", " ", "●"]
+        assert [row[0] for row in trim_rows(app)] == [MARK_GLYPH, " ", MARK_GLYPH]
         assert f"~{costs[0] + costs[2]:,} tokens" in text_of(
             app.screen.query_one("#trim-result", Static)
         )
@@ -124,7 +125,7 @@ async def test_trim_window_changes_and_read_only_hides_disabling(
         await settle(pilot)
         # 90 days: discovered 60 days ago, it has not had the whole window, so it is left out.
         assert app.screen.days == 90 and trim_rows(app) == []
-        await pilot.press("d")
+        await pilot.press("d", "d")
         await settle(pilot)
         assert app.screen.days == 7 and len(trim_rows(app)) == 1
         await pilot.press("space", "minus")
@@ -218,7 +219,8 @@ async def test_alert_rules_are_checked_as_typed_and_saved_to_the_config_file(
         await settle(pilot)
         assert isinstance(app.screen, AlertRulesScreen)
         hint = str(app.screen.query_one("#rules-hint", Label).render())
-        assert str(config) in hint
+        assert "config.toml in the data dir" in hint
+        assert "default" in str(app.screen.query_one("#unit-alert_p95_ms", Label).render())
         assert app.screen.query_one("#alert_p95_ms", Input).value == "5000"
 
         await type_into(pilot, "alert_p95_ms", "0")
@@ -244,7 +246,8 @@ async def test_alert_rules_are_checked_as_typed_and_saved_to_the_config_file(
         # Shown back masked: the path of a webhook is often its key.
         shown = app.screen.query_one("#alert_webhook_url", Input).value
         assert "secret-path" not in shown
-        assert any("Saved" in notice for notice in notices(app))
+        assert any(f"to {config}" in notice for notice in notices(app))
+        assert "config.toml" in str(app.screen.query_one("#unit-alert_p95_ms", Label).render())
 
         # The alerts screen leads here too.
         await pilot.press("escape", "exclamation_mark")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -34,16 +35,31 @@ def shown_text(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
+def origin_text(rule: AlertRule) -> Text:
+    """The unit, then where the running value comes from: the file, the default, or the
+    environment (which the file cannot change)."""
+    if not rule.editable:
+        where, style = f"set by {rule.variable}", "yellow"
+    elif rule.source.startswith("file"):
+        where, style = "config.toml", "green"
+    else:
+        where, style = "default", "dim"
+    return Text.assemble((rule.unit, "dim"), ("  " if rule.unit else "", ""), (where, style))
+
+
 class AlertRulesScreen(DeckScreen[None]):
     HELP_TITLE = "alert rules"
     DEFAULT_CSS = """
     AlertRulesScreen #rules-body { height: 1fr; padding: 0 1; }
     AlertRulesScreen #rules-hint { color: $foreground-muted; padding: 0 1; }
-    AlertRulesScreen .form-label { width: 22; }
-    AlertRulesScreen .form-row Input { width: 1fr; }
-    AlertRulesScreen .rule-unit { width: 24; color: $foreground-muted; padding: 0 0 0 1; }
-    AlertRulesScreen .form-error { padding: 0 0 0 22; }
-    AlertRulesScreen .form-section { margin: 1 0 1 0; }
+    AlertRulesScreen .rule-row { height: auto; }
+    AlertRulesScreen .rule-label { width: 22; color: $foreground-muted; }
+    AlertRulesScreen .rule-row Input { width: 1fr; max-width: 48; background: $boost; }
+    AlertRulesScreen .rule-row Input:focus { background: $accent 20%; }
+    AlertRulesScreen .rule-unit { width: 1fr; min-width: 12; padding: 0 0 0 1; }
+    AlertRulesScreen .rule-error { display: none; color: $error; padding: 0 0 0 22; }
+    AlertRulesScreen .rule-error.-visible { display: block; }
+    AlertRulesScreen .rule-section { text-style: bold; color: $accent; margin: 1 0 0 0; }
     """
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "app.pop_screen", "Back", id="rules-back"),
@@ -65,13 +81,13 @@ class AlertRulesScreen(DeckScreen[None]):
             for spec in RULE_SPECS:
                 if spec.group != group:
                     group = spec.group
-                    yield Label(GROUP_TITLES[group], classes="form-section")
-                with Horizontal(classes="form-row", id=f"row-{spec.name}"):
-                    yield Label(spec.label, classes="form-label")
+                    yield Label(GROUP_TITLES[group], classes="rule-section")
+                with Horizontal(classes="rule-row", id=f"row-{spec.name}"):
+                    yield Label(spec.label, classes="rule-label")
                     yield Input(id=spec.name, compact=True, disabled=True)
                     yield Label(spec.unit, classes="rule-unit", id=f"unit-{spec.name}")
-                yield Static("", id=f"error-{spec.name}", classes="form-error", markup=False)
-            yield Static("", id="error-form", classes="form-error", markup=False)
+                yield Static("", id=f"error-{spec.name}", classes="rule-error", markup=False)
+            yield Static("", id="error-form", classes="rule-error", markup=False)
         yield Footer(show_command_palette=False)
 
     def on_mount(self) -> None:
@@ -92,10 +108,10 @@ class AlertRulesScreen(DeckScreen[None]):
         self.query_one(StatusBar).show(
             StatusState(period=self.deck.period, read_only=self.deck.read_only, title="Alert rules")
         )
-        where = self._config_file or "config.toml in the data dir"
-        action = "read-only" if self.deck.read_only else "ctrl+s saves to"
+        # The file's full path is in the notice of a save (and in `tooldeck config`).
+        action = "read-only: from" if self.deck.read_only else "ctrl+s saves to"
         self.query_one("#rules-hint", Label).update(
-            f"{action} {where} · applied to the running alerts at once"
+            f"{action} config.toml in the data dir; applied to running alerts at once"
         )
 
     # ---- reading ---------------------------------------------------------------------------
@@ -118,8 +134,7 @@ class AlertRulesScreen(DeckScreen[None]):
             field.disabled = self.deck.read_only or not rule.editable
             field.placeholder = f"default {shown_text(rule.default) or 'none'}"
             field.tooltip = rule.accepts
-            unit = rule.unit if rule.editable else f"set by {rule.variable}"
-            self.query_one(f"#unit-{rule.name}", Label).update(unit)
+            self.query_one(f"#unit-{rule.name}", Label).update(origin_text(rule))
             if first is None and not field.disabled:
                 first = field
         self.show_errors({})

@@ -25,13 +25,12 @@ from app.tui.base import DeckScreen, describe_error, row_key_at_cursor
 from app.tui.messages import CoreReady
 from app.tui.screens.confirm import ConfirmScreen
 from widgets import formatting as fmt
-from widgets.live_table import KeyTable
+from widgets.live_table import MARK_GLYPH, MARK_STYLE, KeyTable
 from widgets.status_bar import StatusBar, StatusState
 
-WINDOWS_DAYS = (7, 30, 90)
+WINDOWS_DAYS = (1, 7, 30, 90)
 DEFAULT_DAYS = 30
 MUTATING = frozenset({"toggle_mark", "mark_all", "disable"})
-MARK = "●"
 LISTED_IN_CONFIRM = 8
 
 
@@ -62,6 +61,10 @@ def suggestions_of(report: TrimReport, now: datetime) -> list[Suggestion]:
         for server in report.servers
         for tool in server.tools
     ]
+
+
+def window_words(days: int) -> str:
+    return "day" if days == 1 else f"{days} days"
 
 
 def tokens_text(tokens: int) -> str:
@@ -152,7 +155,7 @@ class TrimScreen(DeckScreen[None]):
             for item in self._suggestions.values():
                 marked = item.tool_id in self._marked
                 table.add_row(
-                    Text(MARK if marked else " ", style="bold yellow"),
+                    Text(MARK_GLYPH if marked else " ", style=MARK_STYLE),
                     Text(item.server_name, style="bold" if marked else ""),
                     Text(item.tool_name, style="bold" if marked else "", overflow="ellipsis"),
                     Text(item.last_called, style="dim"),
@@ -167,7 +170,7 @@ class TrimScreen(DeckScreen[None]):
 
     def _status(self) -> None:
         total = sum(item.tokens for item in self._suggestions.values())
-        parts = [f"Trim · {len(self._suggestions)} unused tools", tokens_text(total)]
+        parts = [f"Trim · {len(self._suggestions)} unused", tokens_text(total)]
         if self._marked:
             parts.append(f"{len(self._marked)} marked")
         self.query_one(StatusBar).show(
@@ -175,13 +178,9 @@ class TrimScreen(DeckScreen[None]):
                 period=self.deck.period, read_only=self.deck.read_only, title=" · ".join(parts)
             )
         )
-        act = (
-            ""
-            if self.deck.read_only
-            else " · space marks · - disables the marked (else the cursor row)"
-        )
+        act = "" if self.deck.read_only else " · space marks · - disables"
         self.query_one("#trim-hint", Label).update(
-            f"enabled tools not called in the last {self.days} days · d: "
+            f"enabled tools not called in the last {window_words(self.days)} · d: "
             f"{'/'.join(str(days) for days in WINDOWS_DAYS)} days{act}"
         )
 
@@ -196,7 +195,7 @@ class TrimScreen(DeckScreen[None]):
         text = Text()
         if not self._suggestions:
             text.append(
-                f"every enabled tool was called in the last {self.days} days",
+                f"every enabled tool was called in the last {window_words(self.days)}",
                 style="dim italic",
             )
         else:
