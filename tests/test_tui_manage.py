@@ -15,6 +15,7 @@ from app.tui.screens.confirm import ConfirmScreen
 from app.tui.screens.server_form import ServerFormScreen
 from app.tui.screens.trim import TrimScreen
 from storage.models import ServerTool
+from tests.test_tui_import import help_text
 from tests.tui_helpers import (
     FIXED_NOW,
     add_servers,
@@ -132,6 +133,10 @@ async def test_trim_window_changes_and_read_only_hides_disabling(
         await settle(pilot)
         assert isinstance(app.screen, TrimScreen)
         assert (await ops.get_tool(ids["fetch"])).enabled
+        keys = help_text(app.screen)
+        assert "Window" in keys and "Disable" not in keys and "Mark" not in keys
+        main = app.screen_stack[0]
+        assert "Trim unused tools" in help_text(main) and "Alert rules" in help_text(main)
 
 
 async def test_limits_and_run_as_are_checked_inline_and_saved_with_the_server(

@@ -49,6 +49,7 @@ def origin_text(rule: AlertRule) -> Text:
 
 class AlertRulesScreen(DeckScreen[None]):
     HELP_TITLE = "alert rules"
+    MUTATING = MUTATING
     DEFAULT_CSS = """
     AlertRulesScreen #rules-body { height: 1fr; padding: 0 1; }
     AlertRulesScreen #rules-hint { color: $foreground-muted; padding: 0 1; }
@@ -97,12 +98,6 @@ class AlertRulesScreen(DeckScreen[None]):
     def on_core_ready(self, _message: CoreReady) -> None:
         self.refresh_bindings()
         self.load()
-
-    def hidden_action(self, action: str) -> bool:
-        return action in MUTATING and self.deck.read_only
-
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        return not self.hidden_action(action)
 
     def _status(self) -> None:
         self.query_one(StatusBar).show(

@@ -73,6 +73,7 @@ def tokens_text(tokens: int) -> str:
 
 class TrimScreen(DeckScreen[None]):
     HELP_TITLE = "trim unused tools"
+    MUTATING = MUTATING
     DEFAULT_CSS = """
     TrimScreen #trim-table { height: 1fr; min-height: 5; }
     TrimScreen #trim-result-box { height: auto; max-height: 10; }
@@ -121,14 +122,6 @@ class TrimScreen(DeckScreen[None]):
     def on_core_ready(self, _message: CoreReady) -> None:
         self.refresh_bindings()
         self.load()
-
-    # ---- which actions show ---------------------------------------------------------------
-
-    def hidden_action(self, action: str) -> bool:
-        return action in MUTATING and self.deck.read_only
-
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        return not self.hidden_action(action)
 
     # ---- reading ---------------------------------------------------------------------------
 
