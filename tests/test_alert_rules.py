@@ -9,6 +9,7 @@ from app.core.alert_rules import check_rule, update_config_file
 from app.core.errors import InvalidInput
 from app.core.settings import Settings, load_settings
 from app.ops.facade import LocalOperations
+from tests.cli_runner import one_line_error, tooldeck
 
 CONFIG = """# tuned for the build farm
 tool_server_health_check_interval = 120
@@ -117,3 +118,16 @@ def test_the_file_keeps_its_tables_and_comments(tmp_path: object) -> None:
     assert text.index("alert_hook_retries = 0") < text.index("[notes]")
     assert text.startswith("# tuned for the build farm") and text.endswith('owner = "ops"\n')
     assert check_rule("alert_cooldown_s", "0") == 0.0
+
+
+def test_the_cli_lists_and_sets_rules(settings: Settings) -> None:
+    set_ = tooldeck("alerts", "rules", "alert_p95_ms=2500", "alert_min_calls=")
+    assert set_.returncode == 0, set_.stderr
+    assert "saved to" in set_.stdout
+    assert load_settings(settings.data_dir).alert_p95_ms == 2500.0
+    listed = tooldeck("alerts", "rules")
+    (p95,) = [line for line in listed.stdout.splitlines() if line.startswith("alert_p95_ms")]
+    assert "2500" in p95 and "config.toml" in p95
+    refused = one_line_error(tooldeck("alerts", "rules", "alert_error_rate=2"))
+    assert refused.startswith("tooldeck: alert_error_rate:") and "<= 1" in refused
+    assert load_settings(settings.data_dir).alert_error_rate == 0.5
