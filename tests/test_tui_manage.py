@@ -22,6 +22,7 @@ from tests.tui_helpers import (
     error_of,
     make_app,
     notices,
+    palette_search,
     settle,
     text_of,
     type_into,
@@ -137,6 +138,12 @@ async def test_trim_window_changes_and_read_only_hides_disabling(
         assert "Window" in keys and "Disable" not in keys and "Mark" not in keys
         main = app.screen_stack[0]
         assert "Trim unused tools" in help_text(main) and "Alert rules" in help_text(main)
+        await pilot.press("escape", "ctrl+p")
+        await settle(pilot)
+        assert await palette_search(pilot, "alert rul") == "Alert rules"
+        await pilot.press("enter")
+        await settle(pilot)
+        assert isinstance(app.screen, AlertRulesScreen)
 
 
 async def test_limits_and_run_as_are_checked_inline_and_saved_with_the_server(
