@@ -105,6 +105,38 @@ SHOTS: tuple[Shot, ...] = (
         keys=("w", "down", "enter"),
         gateway=True,
     ),
+    Shot("profiles-80x24", "Gateway profiles at 80x24", size=(80, 24), keys=("p",)),
+    Shot("tokens-80x24", "API tokens at 80x24", size=(80, 24), keys=("o", "down")),
+    # The demo's tools were all called within the week: the last day's window has some to trim.
+    Shot(
+        "trim",
+        "Trim: unused tools, the context each costs, two marked",
+        keys=("z", "d", "d", "space", "space"),
+    ),
+    Shot("trim-80x24", "Trim at 80x24", size=(80, 24), keys=("z", "d", "d", "space")),
+    Shot(
+        "trim-confirm",
+        "Disabling the marked tools asks first",
+        keys=("z", "d", "d", "space", "space", "minus"),
+    ),
+    Shot("alert-rules", "Alert rules: thresholds and hooks, saved to config.toml", keys=("m",)),
+    Shot(
+        "alert-rules-80x24",
+        "Alert rules at 80x24, a bad value named beside its field",
+        size=(80, 24),
+        keys=("m", "backspace", "backspace", "0"),
+    ),
+    Shot(
+        "server-limits",
+        "Limits and run-as in the server form, checked beside each field",
+        keys=("down", "down", "e", *["tab"] * 14, "0", "ctrl+s"),
+    ),
+    Shot(
+        "server-limits-80x24",
+        "The server form's limits at 80x24",
+        size=(80, 24),
+        keys=("down", "down", "e", *["tab"] * 22, *"nobody-here", "ctrl+s"),
+    ),
     Shot("read-only", "Read-only mode", read_only=True),
     Shot(
         "daemon-unreachable",

@@ -241,6 +241,12 @@ CASES: dict[str, Case] = {
     "list_alerts": Case(lambda ops, _s, _f: ops.list_alerts(include_resolved=True), same=True),
     "evaluate_alerts": Case(lambda ops, _s, _f: ops.evaluate_alerts()),
     "ack_alert": Case(lambda ops, _s, fixtures: ops.ack_alert(fixtures.alert_id, actor="t")),
+    "alert_rules": Case(lambda ops, _s, _f: ops.alert_rules(), same=True),
+    "set_alert_rules": Case(
+        lambda ops, side, _: ops.set_alert_rules(
+            {"values": {"alert_p95_ms": 4000 if side == "local" else 3000}}, actor="t"
+        )
+    ),
     "get_limits": Case(lambda ops, _s, _f: ops.get_server_limits(IDLE), same=True),
     "set_limits": Case(
         lambda ops, _s, _f: ops.set_server_limits(IDLE, {"max_concurrent_calls": 4}, actor="t")

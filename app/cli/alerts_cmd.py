@@ -1,4 +1,4 @@
-"""`tooldeck audit`, `tooldeck alerts [ack ID | check]`, `tooldeck limits NAME`,
+"""`tooldeck audit`, `tooldeck alerts [ack ID | check | rules]`, `tooldeck limits NAME`,
 `tooldeck trim [disable]` and `tooldeck tool auto-disable`."""
 
 from __future__ import annotations
@@ -34,6 +34,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     check = verbs.add_parser("check", help="evaluate every rule now")
     add_json_flag(check)
     check.set_defaults(handler=check_alerts)
+    rules = verbs.add_parser(
+        "rules",
+        help="the alert thresholds and hooks; NAME=VALUE sets them in config.toml",
+        description="Without arguments: each rule, its value and where it comes from. With "
+        "NAME=VALUE pairs (alert_p95_ms=2000, alert_webhook_url=): set them in config.toml and "
+        "in a running daemon at once; an empty value puts a rule back to its default.",
+    )
+    rules.add_argument("changes", nargs="*", type=rule_change, metavar="NAME=VALUE")
+    add_json_flag(rules)
+    rules.set_defaults(handler=alert_rules)
 
     limits = subparsers.add_parser(
         "limits",
@@ -188,6 +198,41 @@ async def check_alerts(args: argparse.Namespace, ops: Operations) -> int:
         for alert in alerts:
             print(f"{alert.id}  {alert.rule}  {alert.message}")
         print(f"{len(alerts)} open alert{'s' if len(alerts) != 1 else ''}")
+    return 0
+
+
+def rule_change(text: str) -> tuple[str, str]:
+    """argparse type of `alerts rules`: NAME=VALUE."""
+    name, equals, value = text.partition("=")
+    if not equals or not name.strip():
+        raise argparse.ArgumentTypeError(
+            f"expected NAME=VALUE, such as alert_p95_ms=2000, not {text!r}"
+        )
+    return name.strip().lower(), value.strip()
+
+
+async def alert_rules(args: argparse.Namespace, ops: Operations) -> int:
+    if args.changes:
+        rules = await ops.set_alert_rules({"values": dict(args.changes)}, actor=actor())
+    else:
+        rules = await ops.alert_rules()
+    if args.json:
+        print_json(rules)
+        return 0
+    print_table(
+        ("rule", "value", "source", "accepts"),
+        (
+            (
+                rule.name,
+                "-" if rule.value is None else rule.value,
+                "config.toml" if rule.source.startswith("file") else rule.source,
+                rule.accepts,
+            )
+            for rule in rules.rules
+        ),
+    )
+    if args.changes:
+        print(f"saved to {rules.config_file}")
     return 0
 
 

@@ -37,6 +37,7 @@ class EventKind(StrEnum):
     USAGE_DROPPED = "usage_dropped"
     TOKEN_ADDED = "token_added"
     TOKEN_REVOKED = "token_revoked"
+    ALERT_RULES_CHANGED = "alert_rules_changed"
 
 
 # Uptime is computed from these: a server is up from an UP event until the next DOWN event.

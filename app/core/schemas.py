@@ -589,6 +589,8 @@ class TrimTool(BaseModel):
     tool_id: str
     tool_name: str
     last_called: datetime | None
+    # What listing it costs every client's context (app.core.profiles.TOKEN_METHOD).
+    estimated_tokens: int = 0
 
 
 class TrimServer(BaseModel):
@@ -604,6 +606,8 @@ class TrimReport(BaseModel):
     since: datetime
     total_unused: int
     servers: list[TrimServer]
+    # The context all the suggested tools cost together, estimated as a profile's is.
+    total_tokens: int = 0
 
 
 class TrimResult(BaseModel):

@@ -44,6 +44,7 @@ CHANGE_KINDS = frozenset(
         EventKind.ALERT_ACKED,
         EventKind.TOKEN_ADDED,
         EventKind.TOKEN_REVOKED,
+        EventKind.ALERT_RULES_CHANGED,
     }
 )
 # Starts and stops are actions when a person asks for them; the supervisor's own are not.

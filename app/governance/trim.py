@@ -7,6 +7,7 @@ to disable. Tools discovered within the window are left out: they have not had t
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
@@ -16,7 +17,19 @@ from storage.db import Database
 from storage.models import ServerTool, ToolServer, UsageSeries
 
 
-async def trim_report(db: Database, days: int, *, now: datetime | None = None) -> TrimReport:
+def no_cost(_tool: ServerTool) -> int:
+    return 0
+
+
+async def trim_report(
+    db: Database,
+    days: int,
+    *,
+    now: datetime | None = None,
+    cost: Callable[[ServerTool], int] = no_cost,
+) -> TrimReport:
+    """`cost` estimates the context tokens a tool's listing takes (the facade knows how the
+    gateway lists it)."""
     now = now or datetime.now(UTC)
     since = now - timedelta(days=days)
     series_last = (
@@ -42,7 +55,12 @@ async def trim_report(db: Database, days: int, *, now: datetime | None = None) -
         last = _latest(tool.last_called, _aware(series_last_called))
         if (last is None or last < since) and tool.discovered_at <= since:
             unused[tool.server_id].append(
-                TrimTool(tool_id=tool.id, tool_name=tool.name, last_called=last)
+                TrimTool(
+                    tool_id=tool.id,
+                    tool_name=tool.name,
+                    last_called=last,
+                    estimated_tokens=cost(tool),
+                )
             )
     servers = [
         TrimServer(
@@ -59,6 +77,7 @@ async def trim_report(db: Database, days: int, *, now: datetime | None = None) -
         since=since,
         total_unused=sum(server.unused_tools for server in servers),
         servers=servers,
+        total_tokens=sum(tool.estimated_tokens for server in servers for tool in server.tools),
     )
 
 

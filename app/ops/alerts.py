@@ -6,6 +6,8 @@ about servers, tools and calls. Every method here is one user-visible action, li
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import re
 from datetime import UTC, datetime, timedelta
@@ -14,9 +16,20 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 from sqlalchemy import select
 
+from app.core.alert_rules import (
+    RULES,
+    AlertRuleChanges,
+    AlertRules,
+    RuleProblem,
+    check_rule,
+    describe_rules,
+    shown_value,
+    update_config_file,
+)
 from app.core.changes import Change
 from app.core.errors import Conflict, InvalidInput, NotFound, invalid_from_pydantic
 from app.core.events import EventKind
+from app.core.profiles import estimate_tokens
 from app.core.schemas import (
     AlertResponse,
     AuditEntry,
@@ -27,8 +40,11 @@ from app.core.schemas import (
     TrimResult,
     TrimTool,
 )
+from app.core.settings import CONFIG_FILE_NAME
+from app.governance.alert_delivery import AlertDelivery
 from app.governance.audit import audit_rows, change_details
-from app.ops.base import OpsBase
+from app.ops.base import OpsBase, validated
+from app.ops.gateway_port import catalogue_listing
 from app.runtime.spawn_guard import account_rule_broken, check_account
 from storage.models import Alert, ServerLimits, ServerTool, ToolServer
 from storage.queries import add_event, find_server
@@ -52,6 +68,12 @@ LOCAL_ONLY_FIELDS = (
     "run_as_user",
     "run_as_group",
 )
+
+
+def listing_tokens(tool: ServerTool) -> int:
+    """The context a tool's entry in tools/list costs, estimated as a profile's tool list is."""
+    listing = json.dumps(catalogue_listing(tool), separators=(",", ":"), ensure_ascii=False)
+    return estimate_tokens(listing)
 
 
 def parse_since(since: str | datetime | None, now: datetime | None = None) -> datetime | None:
@@ -175,6 +197,68 @@ class AlertOperations(OpsBase):
         else:
             await engine.evaluate()
         return await self.list_alerts()
+
+    # ---- alert rules ------------------------------------------------------------------------
+
+    async def alert_rules(self) -> AlertRules:
+        """The alert thresholds and hooks, each with where its value came from."""
+        return await asyncio.to_thread(describe_rules, self.settings)
+
+    async def set_alert_rules(
+        self, data: AlertRuleChanges | dict[str, Any], *, actor: str
+    ) -> AlertRules:
+        """Change alert rules in config.toml and in the running settings, all or none."""
+        changes = validated(AlertRuleChanges, data).values
+        current = {rule.name: rule for rule in (await self.alert_rules()).rules}
+        chosen: dict[str, Any] = {}
+        for name, given in changes.items():
+            rule = current.get(name)
+            if rule is None:
+                raise InvalidInput(f"no alert rule {name!r}; the rules: {', '.join(RULES)}")
+            if rule.secret and given is not None and given == rule.value:
+                continue  # sent back as shown: masked, so unchanged
+            try:
+                value = check_rule(name, given)
+            except RuleProblem as problem:
+                raise InvalidInput(problem.message, field=name) from None
+            if not rule.editable:
+                if value == getattr(self.settings, name):
+                    continue
+                raise InvalidInput(
+                    f"set by {rule.variable} ({rule.source}), which wins over config.toml",
+                    field=name,
+                )
+            chosen[name] = value
+        running = {
+            name: value if value is not None else current[name].default
+            for name, value in chosen.items()
+        }
+        changed = [name for name, value in running.items() if getattr(self.settings, name) != value]
+        path = self.settings.data_dir / CONFIG_FILE_NAME
+        try:
+            await asyncio.to_thread(update_config_file, path, chosen)
+        except (OSError, ValueError) as exc:
+            # Nothing was replaced: the file is as it was, and so are the running rules.
+            raise Conflict(f"cannot change {path}: {exc}") from None
+        before = {name: shown_value(name, getattr(self.settings, name)) for name in changed}
+        for name, value in running.items():
+            setattr(self.settings, name, value)
+        if self.alerts is not None and any(RULES[name].group == "hooks" for name in changed):
+            self.alerts.delivery = AlertDelivery(self.settings)
+        if changed:
+            async with self.db.session() as session:
+                add_event(
+                    session,
+                    None,
+                    EventKind.ALERT_RULES_CHANGED,
+                    f"changed alert rules: {', '.join(changed)}",
+                    actor,
+                    {
+                        "before": before,
+                        "after": {name: shown_value(name, running[name]) for name in changed},
+                    },
+                )
+        return await self.alert_rules()
 
     # ---- resource limits --------------------------------------------------------------------
 
@@ -317,13 +401,13 @@ class AlertOperations(OpsBase):
 
     # ---- trim suggestions -------------------------------------------------------------------
 
-    async def trim_suggestions(self, days: int = 30) -> TrimReport:
+    async def trim_suggestions(self, days: int = 30, end: datetime | None = None) -> TrimReport:
         if not 1 <= days <= 3650:
             raise InvalidInput("use a number of days from 1 to 3650", field="days")
         from app.governance.trim import trim_report
 
         await self._flush_usage()  # type: ignore[attr-defined]
-        return await trim_report(self.db, days)
+        return await trim_report(self.db, days, now=end, cost=listing_tokens)
 
     async def disable_unused_tools(self, days: int = 30, *, actor: str) -> TrimResult:
         """Disable every tool `trim_suggestions(days)` names (the caller confirmed the list)."""

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import mcp_types as types
 
 from app.core.access import IssuedToken, TokenCreate, TokenInfo
+from app.core.alert_rules import AlertRuleChanges, AlertRules
 from app.core.changes import ChangeBus
 from app.core.clients import ClientDetail, ClientsReport
 from app.core.periods import DEFAULT_BUCKETS, DEFAULT_PERIOD
@@ -248,6 +249,18 @@ class Operations(ReadOperations, Protocol):
         """A server's resource limits (each one off until set)."""
         ...
 
+    async def alert_rules(self) -> AlertRules:
+        """The alert thresholds and hooks: each one's value (secrets masked), default, and
+        where it came from (config.toml, the environment, or the default)."""
+        ...
+
+    async def set_alert_rules(
+        self, data: AlertRuleChanges | dict[str, Any], *, actor: str
+    ) -> AlertRules:
+        """Change alert rules in config.toml and in the running daemon at once; one bad value
+        changes nothing. A rule the environment sets is refused: it would win over the file."""
+        ...
+
     async def set_server_limits(
         self, ref: str, data: ServerLimitsSpec | dict[str, Any], *, actor: str
     ) -> ServerLimitsResponse:
@@ -427,8 +440,9 @@ class Operations(ReadOperations, Protocol):
         """The named servers (all when none are named) as a client configuration document."""
         ...
 
-    async def trim_suggestions(self, days: int = 30) -> TrimReport:
-        """Enabled tools not called in the last `days` days, per server."""
+    async def trim_suggestions(self, days: int = 30, end: datetime | None = None) -> TrimReport:
+        """Enabled tools not called in the last `days` days (before `end`, default now), per
+        server, each with the context its listing costs."""
         ...
 
     async def disable_unused_tools(self, days: int = 30, *, actor: str) -> TrimResult:

@@ -31,6 +31,7 @@ from typing import Any, Literal, get_type_hints
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.core.access import Access, TokenCreate
+from app.core.alert_rules import AlertRuleChanges
 from app.core.periods import PERIOD_NAMES
 from app.core.profiles import ProfileCreate, ProfileFields, ProfileUpdate
 from app.core.schemas import (
@@ -407,6 +408,11 @@ OPERATIONS: tuple[OperationSpec, ...] = (
         "ack_alert", "POST", f"{ALERTS}/{{id}}/ack", ("alerts",), names={"id": "alert_id"},
         mutates=True, access="operate",
     ),
+    OperationSpec("alert_rules", "GET", f"{ALERTS}/rules", ("alerts",)),
+    OperationSpec(
+        "set_alert_rules", "PUT", f"{ALERTS}/rules", ("alerts",), body=AlertRuleChanges,
+        body_arg="data", mutates=True,
+    ),
     OperationSpec(
         "get_server_limits", "GET", f"{SERVER}/limits", ("limits",), names=BY_ID,
         route_name="get_limits",
@@ -420,7 +426,10 @@ OPERATIONS: tuple[OperationSpec, ...] = (
         body=AutoDisable, query={"server": QueryDoc("the tool's server, for a tool name")},
         mutates=True, route_name="set_auto_disable",
     ),
-    OperationSpec("trim_suggestions", "GET", f"{TOOLSERVERS}/trim", ("tools",), query=DAYS),
+    OperationSpec(
+        "trim_suggestions", "GET", f"{TOOLSERVERS}/trim", ("tools",),
+        query={**DAYS, "end": QueryDoc("ISO 8601, the end of the window (default: now)")},
+    ),
     OperationSpec(
         "disable_unused_tools", "POST", f"{TOOLSERVERS}/trim/disable", ("tools",), query=DAYS,
         mutates=True,

@@ -137,6 +137,14 @@ FOCUS_BINDINGS: list[BindingType] = [
 
 class DeckScreen(DeckScreenMixin, Screen[ResultT]):
     BINDINGS: ClassVar[list[BindingType]] = FOCUS_BINDINGS
+    # The screen's actions that change anything: hidden in a read-only dashboard.
+    MUTATING: ClassVar[frozenset[str]] = frozenset()
+
+    def hidden_action(self, action: str) -> bool:
+        return action in self.MUTATING and self.deck.read_only
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return not self.hidden_action(action)
 
 
 class DeckModal(DeckScreenMixin, ModalScreen[ResultT]):

@@ -75,6 +75,16 @@ COMMANDS: tuple[DeckCommand, ...] = (
         "clients",
     ),
     DeckCommand(
+        "Trim unused tools",
+        "Enabled tools nobody called lately, what each costs in context; disable them (z)",
+        "trim",
+    ),
+    DeckCommand(
+        "Alert rules",
+        "Alert thresholds and hooks, checked as typed, saved to config.toml (m)",
+        "alert_rules",
+    ),
+    DeckCommand(
         "Import configuration",
         "Import servers from Claude Desktop, Cursor or VS Code's file (i)",
         "import_config",

@@ -14,6 +14,7 @@ from textual.widgets import DataTable, Footer, Label, Static
 from app.core.schemas import AlertResponse
 from app.tui.base import DeckScreen, columns_with_message, row_key_at_cursor
 from app.tui.messages import CoreReady
+from app.tui.screens.alert_rules import AlertRulesScreen
 from widgets import formatting as fmt
 from widgets.live_table import KeyTable
 from widgets.status_bar import StatusBar, StatusState
@@ -48,6 +49,7 @@ class AlertsScreen(DeckScreen[None]):
         Binding("a", "acknowledge", "Acknowledge", id="alerts-ack"),
         Binding("t", "toggle_resolved", "Show resolved", id="alerts-resolved"),
         Binding("r", "reload", "Reload", id="alerts-reload"),
+        Binding("e", "rules", "Alert rules", id="alerts-rules"),
     ]
 
     def __init__(self, *, include_resolved: bool = False) -> None:
@@ -218,6 +220,9 @@ class AlertsScreen(DeckScreen[None]):
         return self._alerts.get(key) if key else None
 
     # ---- actions ---------------------------------------------------------------------------
+
+    def action_rules(self) -> None:
+        self.app.push_screen(AlertRulesScreen())
 
     def action_toggle_resolved(self) -> None:
         self.include_resolved = not self.include_resolved

@@ -30,6 +30,7 @@ from app.core.schemas import (
 from app.tui.base import DeckScreen, describe_error
 from app.tui.data import Overview, ServerDetail
 from app.tui.messages import CoreReady, DataChanged, PeriodChanged
+from app.tui.screens.alert_rules import AlertRulesScreen
 from app.tui.screens.alerts import AlertsScreen
 from app.tui.screens.analytics import AnalyticsScreen
 from app.tui.screens.audit import AuditScreen
@@ -40,6 +41,7 @@ from app.tui.screens.import_config import ImportScreen
 from app.tui.screens.log import LogScreen
 from app.tui.screens.server_form import ServerFormScreen
 from app.tui.screens.tool_call import ToolCallScreen
+from app.tui.screens.trim import TrimScreen
 from widgets.event_log import EventLog
 from widgets.health_pane import HealthPane
 from widgets.live_table import LiveTable
@@ -154,6 +156,8 @@ class MainScreen(DeckScreen[None]):
         Binding("p", "profiles", "Gateway profiles", id="profiles", show=False),
         Binding("o", "tokens", "API tokens", id="tokens", show=False),
         Binding("w", "clients", "Gateway clients", id="clients", show=False),
+        Binding("z", "trim", "Trim unused tools", id="trim", show=False),
+        Binding("m", "alert_rules", "Alert rules", id="alert-rules", show=False),
         *(
             Binding(
                 str(index),
@@ -531,6 +535,12 @@ class MainScreen(DeckScreen[None]):
         from app.tui.screens.clients import ClientsScreen
 
         self.app.push_screen(ClientsScreen())
+
+    def action_trim(self) -> None:
+        self.app.push_screen(TrimScreen())
+
+    def action_alert_rules(self) -> None:
+        self.app.push_screen(AlertRulesScreen())
 
     def action_import_config(self) -> None:
         self.app.push_screen(ImportScreen(), self._after_import)

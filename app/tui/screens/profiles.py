@@ -11,18 +11,17 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from rich.text import Text
-from textual import on, work
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.widgets import Button, DataTable, Footer, Input, Label, Static
+from textual.widgets import Button, DataTable, Input, Label, Static
 
 from app.core.errors import TooldeckError
 from app.core.profiles import ProfileCreate, ProfilePreview, ProfileResponse
-from app.tui.base import DeckModal, describe_error, row_key_at_cursor
+from app.tui.base import describe_error
 from app.tui.screens.catalogue import CatalogueScreen
-from app.tui.screens.form_fields import form_row, problems_by_field, show_field_errors
-from widgets.status_bar import StatusBar
+from app.tui.screens.form_fields import CheckedForm, form_row, problems_by_field
 
 MUTATING = frozenset({"new_profile", "edit_profile", "delete_profile"})
 PREVIEW_TOOLS = 200
@@ -56,6 +55,7 @@ def cut(text: str, style: str = "") -> Text:
 class ProfilesScreen(CatalogueScreen):
     TABLE_ID = "profiles-table"
     HINT_ID = "profiles-hint"
+    DETAIL_ID = "profile-preview"
     HINT = (
         "each profile is an MCP endpoint: /mcp/profiles/<name> or "
         "`tooldeck gateway --stdio --profile <name>`"
@@ -87,15 +87,6 @@ class ProfilesScreen(CatalogueScreen):
         super().__init__()
         self._profiles: dict[str, ProfileResponse] = {}
         self._previews: dict[str, ProfilePreview] = {}
-
-    def compose(self) -> ComposeResult:
-        yield StatusBar(id="status")
-        yield Label("", id="profiles-hint")
-        table: DataTable[Text] = DataTable(id="profiles-table", cursor_type="row")
-        yield table
-        with VerticalScroll(id="profile-preview-box", classes="pane"):
-            yield Static("", id="profile-preview")
-        yield Footer(show_command_palette=False)
 
     def heading(self) -> str:
         count = len(self._profiles)
@@ -132,9 +123,9 @@ class ProfilesScreen(CatalogueScreen):
             if key in keys:
                 table.move_cursor(row=keys.index(key), animate=False, scroll=False)
         self._status()
-        self._show_preview()
+        self.show_detail()
 
-    def _show_preview(self) -> None:
+    def show_detail(self) -> None:
         box = self.query_one("#profile-preview-box")
         detail = self.query_one("#profile-preview", Static)
         name = self.cursor_key
@@ -146,18 +137,7 @@ class ProfilesScreen(CatalogueScreen):
         box.border_title = f"Tools of {name}"
         detail.update(describe_preview(preview))
 
-    @on(DataTable.RowHighlighted, "#profiles-table")
-    def _highlighted(self, _event: DataTable.RowHighlighted) -> None:
-        self._show_preview()
-
-    @property
-    def cursor_key(self) -> str | None:
-        return row_key_at_cursor(self.query_one("#profiles-table", DataTable))
-
     # ---- actions ---------------------------------------------------------------------------
-
-    def action_reload(self) -> None:
-        self.load()
 
     def action_new_profile(self) -> None:
         self.app.push_screen(ProfileFormScreen(None), self._after_form)
@@ -198,7 +178,7 @@ class ProfilesScreen(CatalogueScreen):
         self.load()
 
 
-class ProfileFormScreen(DeckModal[ProfileResponse | None]):
+class ProfileFormScreen(CheckedForm[ProfileResponse]):
     """Create or edit a profile; every field is checked as it is typed, and the tools the
     patterns choose are previewed before anything is saved."""
 
@@ -210,6 +190,7 @@ class ProfileFormScreen(DeckModal[ProfileResponse | None]):
         Binding("ctrl+s", "save", "Save", id="profile-save", priority=True),
         Binding("escape", "cancel", "Cancel", id="profile-cancel"),
     ]
+    FIELDS = FIELDS
 
     def __init__(self, original: ProfileResponse | None) -> None:
         super().__init__()
@@ -281,13 +262,9 @@ class ProfileFormScreen(DeckModal[ProfileResponse | None]):
             "tools": words("tools"),
         }
 
-    def show_errors(self, errors: dict[str, str]) -> None:
-        show_field_errors(self, FIELDS, errors)
-
     def problems(self) -> dict[str, str]:
         return problems_by_field(ProfileCreate, self.values(), FIELDS)
 
-    @on(Input.Changed)
     def check(self) -> None:
         errors = self.problems()
         self.show_errors(errors)
@@ -310,30 +287,9 @@ class ProfileFormScreen(DeckModal[ProfileResponse | None]):
             return
         self.query_one("#profile-form-preview", Static).update(describe_preview(found))
 
-    @on(Button.Pressed, "#cancel")
-    def action_cancel(self) -> None:
-        self.dismiss(None)
-
-    @on(Button.Pressed, "#save")
-    def action_save(self) -> None:
-        errors = self.problems()
-        self.show_errors(errors)
-        if errors:
-            return
-        self.save(self.values())
-
-    @work(exclusive=True, group="profile-save", exit_on_error=False)
-    async def save(self, values: dict[str, Any]) -> None:
+    async def submit(self, values: dict[str, Any]) -> ProfileResponse | None:
         ops = self.deck.ops
-        if ops is None:
-            return
-        try:
-            if self.original is None:
-                saved = await ops.create_profile(values, actor=self.deck.actor)
-            else:
-                saved = await ops.update_profile(self.original.name, values, actor=self.deck.actor)
-        except TooldeckError as exc:
-            field = exc.field if exc.field in FIELDS else "form"
-            self.show_errors({field: exc.message})
-            return
-        self.dismiss(saved)
+        assert ops is not None
+        if self.original is None:
+            return await ops.create_profile(values, actor=self.deck.actor)
+        return await ops.update_profile(self.original.name, values, actor=self.deck.actor)

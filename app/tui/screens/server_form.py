@@ -18,10 +18,24 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widget import Widget
 from textual.widgets import Button, Checkbox, Footer, Input, Label, Select, Static, TextArea
 
-from app.core.errors import InvalidInput, TooldeckError, invalid_from_pydantic
-from app.core.schemas import MASK, TRANSPORTS, ProbeReport, ToolServerCreate, ToolServerResponse
+from app.core.errors import Conflict, InvalidInput, TooldeckError, invalid_from_pydantic
+from app.core.schemas import (
+    MASK,
+    TRANSPORTS,
+    ProbeReport,
+    ServerLimitsResponse,
+    ToolServerCreate,
+    ToolServerResponse,
+)
 from app.tui.base import DeckModal, describe_error
 from app.tui.screens.confirm import ConfirmScreen
+from app.tui.screens.limits_fields import (
+    fill_limits,
+    limits_differ,
+    limits_rows,
+    limits_values,
+    show_local_limits,
+)
 from widgets.key_value_editor import KeyValueEditor
 
 TRANSPORT_LABELS = {
@@ -106,6 +120,7 @@ class ServerFormScreen(DeckModal[ToolServerResponse | None]):
         super().__init__()
         self.server_id = server_id
         self.original: ToolServerResponse | None = None
+        self.original_limits: ServerLimitsResponse | None = None
         # The form as it was shown, to tell whether leaving loses anything.
         self._pristine: dict[str, Any] | None = None
 
@@ -201,6 +216,7 @@ class ServerFormScreen(DeckModal[ToolServerResponse | None]):
                         compact=True,
                     ),
                 )
+                yield from limits_rows(self._row)
                 with Horizontal(classes="form-row form-flags"):
                     yield Label("", classes="form-label")
                     yield Checkbox("enabled", True, id="enabled", compact=True)
@@ -227,12 +243,15 @@ class ServerFormScreen(DeckModal[ToolServerResponse | None]):
             self.call_after_refresh(self._remember_pristine)
 
     def _remember_pristine(self) -> None:
-        self._pristine = self.values()[0]
+        self._pristine = self._typed()
+
+    def _typed(self) -> dict[str, Any]:
+        return {**self.values()[0], "limits": self.limits()[0]}
 
     @property
     def changed(self) -> bool:
         """Whether the form holds anything its user typed since it opened."""
-        return self._pristine is not None and self.values()[0] != self._pristine
+        return self._pristine is not None and self._typed() != self._pristine
 
     def _can_probe(self) -> bool:
         return self.deck.data is not None
@@ -248,6 +267,8 @@ class ServerFormScreen(DeckModal[ToolServerResponse | None]):
         assert ops is not None and self.server_id is not None
         server = await ops.get_server(self.server_id)
         self.original = server
+        self.original_limits = await ops.get_server_limits(self.server_id)
+        fill_limits(self, self.original_limits)
         self.fill(server)
 
     def fill(self, server: ToolServerResponse) -> None:
@@ -281,6 +302,7 @@ class ServerFormScreen(DeckModal[ToolServerResponse | None]):
     def _show_transport(self, transport: str) -> None:
         self.query_one("#stdio-fields").display = transport == "stdio"
         self.query_one("#http-fields").display = transport != "stdio"
+        show_local_limits(self, transport == "stdio")
 
     # ---- values and validation ---------------------------------------------------------------
 
@@ -323,11 +345,16 @@ class ServerFormScreen(DeckModal[ToolServerResponse | None]):
             data[flag] = self.query_one(f"#{flag}", Checkbox).value
         return data, errors
 
+    def limits(self) -> tuple[dict[str, Any], dict[str, str]]:
+        stdio = self.query_one("#transport", Select).value == "stdio"
+        return limits_values(self, stdio)
+
     def validate_form(self) -> dict[str, Any] | None:
         """Check the form with the facade's model; show every problem under its field."""
         data, errors = self.values()
         for problem in model_problems(data):
             errors.setdefault(error_slot(problem.field), problem.message)
+        errors.update(self.limits()[1])
         self.show_errors(errors)
         return None if errors else data
 
@@ -366,16 +393,48 @@ class ServerFormScreen(DeckModal[ToolServerResponse | None]):
         ops = self.deck.ops
         if ops is None:
             return
+        limits = self.limits()[0]
+        new_limits = limits_differ(limits, self.original_limits)
         try:
             if self.server_id is None:
                 saved = await ops.create_server(data, actor=self.deck.actor)
             else:
+                # Limits first: refused, they leave the server as it was.
+                if new_limits:
+                    await self._save_limits(self.server_id, limits)
                 changes = {key: value for key, value in data.items() if key != "name"}
                 saved = await ops.update_server(self.server_id, changes, actor=self.deck.actor)
         except TooldeckError as exc:
             self.show_errors({error_slot(exc.field): exc.message})
             return
+        if self.server_id is None and new_limits:
+            try:
+                await self._save_limits(saved.id, limits)
+            except TooldeckError as exc:
+                # The server exists now: the form goes on as its edit form, the refusal shown.
+                self.server_id = saved.id
+                self.original = saved
+                self.query_one("#form-title", Label).update(f"Edit server · {saved.name}")
+                self.query_one("#name", Input).disabled = True
+                self.show_errors(
+                    {
+                        error_slot(exc.field): exc.message,
+                        "form": f"{saved.name} was saved without its limits: {exc.message}",
+                    }
+                )
+                return
         self.dismiss(saved)
+
+    async def _save_limits(self, server_id: str, limits: dict[str, Any]) -> None:
+        ops = self.deck.ops
+        assert ops is not None
+        try:
+            self.original_limits = await ops.set_server_limits(
+                server_id, limits, actor=self.deck.actor
+            )
+        except Conflict as exc:
+            # The one conflict of limits: the account this process may not switch to.
+            raise InvalidInput(exc.message, field="run_as_user") from None
 
     @on(Button.Pressed, "#test")
     def action_test(self) -> None:

@@ -14,16 +14,14 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.widgets import Button, DataTable, Footer, Input, Label, Select, Static
+from textual.containers import Horizontal, Vertical
+from textual.widgets import Button, DataTable, Input, Label, Select, Static
 
 from app.core.access import FILE_TOKEN_NAME, SCOPE_HELP, SCOPES, IssuedToken, TokenCreate, TokenInfo
-from app.core.errors import TooldeckError
-from app.tui.base import DeckModal, row_key_at_cursor
+from app.tui.base import DeckModal
 from app.tui.screens.catalogue import CatalogueScreen
-from app.tui.screens.form_fields import form_row, problems_by_field, show_field_errors
+from app.tui.screens.form_fields import CheckedForm, form_row, problems_by_field
 from widgets import formatting as fmt
-from widgets.status_bar import StatusBar
 
 MUTATING = frozenset({"new_token", "revoke_token"})
 FIELDS = ("name", "scope", "profile")
@@ -33,6 +31,7 @@ SCOPE_STYLES = {"admin": "bold red", "operator": "yellow", "read": "green", "gat
 class TokensScreen(CatalogueScreen):
     TABLE_ID = "tokens-table"
     HINT_ID = "tokens-hint"
+    DETAIL_ID = "token-detail"
     HINT = "a token's name is the audit actor of what it does · values are shown once, when made"
     COLUMNS = (
         ("Name", 20),
@@ -59,15 +58,6 @@ class TokensScreen(CatalogueScreen):
     def __init__(self) -> None:
         super().__init__()
         self._tokens: dict[str, TokenInfo] = {}
-
-    def compose(self) -> ComposeResult:
-        yield StatusBar(id="status")
-        yield Label("", id="tokens-hint")
-        table: DataTable[Text] = DataTable(id="tokens-table", cursor_type="row")
-        yield table
-        with VerticalScroll(id="token-detail-box", classes="pane"):
-            yield Static("", id="token-detail")
-        yield Footer(show_command_palette=False)
 
     def heading(self) -> str:
         count = len(self._tokens)
@@ -112,9 +102,9 @@ class TokensScreen(CatalogueScreen):
             if key in keys:
                 table.move_cursor(row=keys.index(key), animate=False, scroll=False)
         self._status()
-        self._show_detail()
+        self.show_detail()
 
-    def _show_detail(self) -> None:
+    def show_detail(self) -> None:
         box = self.query_one("#token-detail-box")
         detail = self.query_one("#token-detail", Static)
         name = self.cursor_key
@@ -143,18 +133,7 @@ class TokensScreen(CatalogueScreen):
         )
         detail.update(text)
 
-    @on(DataTable.RowHighlighted, "#tokens-table")
-    def _highlighted(self, _event: DataTable.RowHighlighted) -> None:
-        self._show_detail()
-
-    @property
-    def cursor_key(self) -> str | None:
-        return row_key_at_cursor(self.query_one("#tokens-table", DataTable))
-
     # ---- actions ---------------------------------------------------------------------------
-
-    def action_reload(self) -> None:
-        self.load()
 
     def action_new_token(self) -> None:
         self.app.push_screen(TokenFormScreen(), self._after_form)
@@ -195,7 +174,7 @@ class TokensScreen(CatalogueScreen):
         self.load()
 
 
-class TokenFormScreen(DeckModal[IssuedToken | None]):
+class TokenFormScreen(CheckedForm[IssuedToken]):
     """A new token: name, scope and (a gateway token's) profile, each checked as typed."""
 
     DEFAULT_CSS = """
@@ -205,6 +184,7 @@ class TokenFormScreen(DeckModal[IssuedToken | None]):
         Binding("ctrl+s", "save", "Save", id="token-save", priority=True),
         Binding("escape", "cancel", "Cancel", id="token-cancel"),
     ]
+    FIELDS = FIELDS
 
     def compose(self) -> ComposeResult:
         with Vertical(id="token-dialog", classes="dialog"):
@@ -245,44 +225,16 @@ class TokenFormScreen(DeckModal[IssuedToken | None]):
             "profile": profile or None,
         }
 
-    def show_errors(self, errors: dict[str, str]) -> None:
-        show_field_errors(self, FIELDS, errors)
-
     def problems(self) -> dict[str, str]:
         values = self.values()
         if not values["name"]:
             return {"name": "a name is needed: it is the audit actor of what the token does"}
         return problems_by_field(TokenCreate, values, FIELDS)
 
-    @on(Input.Changed)
-    @on(Select.Changed)
-    def check(self) -> None:
-        self.show_errors(self.problems())
-
-    @on(Button.Pressed, "#cancel")
-    def action_cancel(self) -> None:
-        self.dismiss(None)
-
-    @on(Button.Pressed, "#save")
-    def action_save(self) -> None:
-        errors = self.problems()
-        self.show_errors(errors)
-        if errors:
-            return
-        self.save(self.values())
-
-    @work(exclusive=True, group="token-save", exit_on_error=False)
-    async def save(self, values: dict[str, Any]) -> None:
+    async def submit(self, values: dict[str, Any]) -> IssuedToken | None:
         ops = self.deck.ops
-        if ops is None:
-            return
-        try:
-            issued = await ops.add_token(values, actor=self.deck.actor)
-        except TooldeckError as exc:
-            field = exc.field if exc.field in FIELDS else "form"
-            self.show_errors({field: exc.message})
-            return
-        self.dismiss(issued)
+        assert ops is not None
+        return await ops.add_token(values, actor=self.deck.actor)
 
 
 class TokenShownScreen(DeckModal[None]):
