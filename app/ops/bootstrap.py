@@ -14,6 +14,7 @@ from app.core.settings import Settings
 from app.governance.alerts import AlertEngine
 from app.governance.limits_watchdog import ResourceWatchdog, load_limits
 from app.ops.facade import LocalOperations
+from app.runtime.change_relay import ChangeRelay
 from app.runtime.scheduler import Job, Scheduler, core_scheduler
 from app.runtime.supervisor import Supervisor
 from app.runtime.usage import UsageRecorder
@@ -99,6 +100,11 @@ async def running_core(
     async with AsyncExitStack() as stack:
         ops = await open_operations(settings)
         stack.push_async_callback(ops.db.dispose)
+        if not ops.db.is_sqlite:
+            # Other processes on this PostgreSQL hear of this one's changes, and it of theirs.
+            relay = ChangeRelay(ops.changes, ops.db)
+            await relay.start()
+            stack.push_async_callback(relay.stop)
         recorder = UsageRecorder(ops.db, settings, journal_dir=settings.data_dir / JOURNAL_DIR)
         await recorder.start()
         # Pushed before the supervisor: exits run in reverse, so calls still in flight when the
