@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
@@ -19,6 +20,7 @@ from app.runtime.scheduler import Job, Scheduler, core_scheduler
 from app.runtime.supervisor import Supervisor
 from app.runtime.usage import UsageRecorder
 from storage.db import Database, head_revision
+from storage.usage_partitions import is_partitioned, make_ahead
 
 # Usage recorded but not yet in the database, for the next start to write after a kill.
 JOURNAL_DIR = "usage-journal"
@@ -105,6 +107,9 @@ async def running_core(
             relay = ChangeRelay(ops.changes, ops.db)
             await relay.start()
             stack.push_async_callback(relay.stop)
+        if await is_partitioned(ops.db):
+            # The cleanup job makes them too, but only once a day and not before a day is out.
+            await make_ahead(ops.db, datetime.now(UTC).date())
         recorder = UsageRecorder(ops.db, settings, journal_dir=settings.data_dir / JOURNAL_DIR)
         await recorder.start()
         # Pushed before the supervisor: exits run in reverse, so calls still in flight when the
