@@ -8,6 +8,8 @@ costs with usage partitioned by day (issue 18).
   sending the request to each client's `tools/list_changed` is taken. The baseline is B's own
   client (the change made where it is heard): the other nodes' figures are also given as a ratio
   to it;
+- gateway calls per second (calculator's `add`, IN_FLIGHT at a time): through one node, then
+  through every node at once, as a ratio; on this machine the nodes share its cores;
 - retention: the same usage rows (RETENTION_DAYS days of RETENTION_ROWS_PER_DAY) pruned from the
   partitioned table (whole days dropped) and from the table as it was before migration 0011
   (rows deleted, then the VACUUM that deleting calls for), as a ratio.
@@ -52,6 +54,8 @@ DURABLE = {"fsync": "on", "full_page_writes": "on", "synchronous_commit": "off"}
 SETTLE_S = 0.3
 LIST_CHANGED = "notifications/tools/list_changed"
 TOOL = "/api/v1/toolservers/tools/add/{verb}?server=calculator"
+RATE_CALLS = 200 if SHORT else 1000
+IN_FLIGHT = 8
 
 
 def percentiles(samples: list[float]) -> tuple[float, float]:
@@ -156,6 +160,28 @@ async def node_to_node(daemons: list[Daemon]) -> list[list[float]]:
     return samples
 
 
+async def call_rate(daemons: list[Daemon]) -> float:
+    """Gateway calls per second over all `daemons` at once, IN_FLIGHT calls at a time on each."""
+    async with AsyncExitStack() as stack:
+        sessions = [
+            await stack.enter_async_context(
+                over_http(f"{daemon.url}/mcp", RecordingClient(), daemon.token)
+            )
+            for daemon in daemons
+        ]
+        for session in sessions:  # the server started and the route known before the clock
+            await session.call_tool("calculator__add", {"a": 1, "b": 2})
+
+        async def worker(session: ClientSession) -> None:
+            for n in range(RATE_CALLS // IN_FLIGHT):
+                result = await session.call_tool("calculator__add", {"a": n, "b": 1})
+                assert not result.is_error, result
+
+        began = time.perf_counter()
+        await asyncio.gather(*(worker(s) for s in sessions for _ in range(IN_FLIGHT)))
+        return len(sessions) * (RATE_CALLS // IN_FLIGHT) * IN_FLIGHT / (time.perf_counter() - began)
+
+
 def start_fleet(home: Path, url: str) -> list[Daemon]:
     daemons: list[Daemon] = []
     try:
@@ -249,6 +275,8 @@ def main() -> None:
         daemons = start_fleet(Path(temporary), server.create_database("fleet"))
         try:
             per_node = asyncio.run(node_to_node(daemons))
+            one_node = asyncio.run(call_rate(daemons[:1]))
+            all_nodes = asyncio.run(call_rate(daemons))
         finally:
             for daemon in daemons:
                 daemon.stop()
@@ -257,6 +285,11 @@ def main() -> None:
         for index, samples in enumerate(per_node):
             if index != 1:
                 print(line(f"API of B to a gateway client of node {index}", samples, local))
+        print(
+            f"   gateway calls/s, {IN_FLIGHT} in flight a node: one node {one_node:,.0f},"
+            f" {NODES} nodes at once {all_nodes:,.0f} (x{all_nodes / one_node:.2f})",
+            flush=True,
+        )
         figures = asyncio.run(retention(server))
         drop = figures["partitioned prune s"] + figures["partitioned vacuum s"]
         delete = figures["rows prune s"] + figures["rows vacuum s"]
