@@ -31,6 +31,9 @@ RECONNECT_MAX_S = 5.0
 # often; a terminated backend is noticed at once by its closing socket.
 CHECK_EVERY_S = 10.0
 CHECK_TIMEOUT_S = 5.0
+# A process that ends right after a change (a CLI run) still tells the others, unless the
+# database takes longer than this to take the notice.
+FLUSH_S = 2.0
 
 
 class PayloadTooLarge(ValueError):
@@ -62,6 +65,9 @@ class NotifyChannel:
         self._on_reconnect = on_reconnect
         self._pending: deque[str] = deque(maxlen=MAX_PENDING)
         self._wakeup = asyncio.Event()
+        # Set while nothing waits to be sent.
+        self._drained = asyncio.Event()
+        self._drained.set()
         self._lost = asyncio.Event()
         self._connection: asyncpg.Connection | None = None
         self._task: asyncio.Task[None] | None = None
@@ -75,6 +81,10 @@ class NotifyChannel:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
+        """Stop listening, once what is pending went out (or FLUSH_S passed)."""
+        if self._task is not None and not self._task.done():
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._drained.wait(), FLUSH_S)
         if self._task is not None:
             self._task.cancel()
             with suppress(asyncio.CancelledError):
@@ -87,6 +97,7 @@ class NotifyChannel:
         if len(payload.encode()) > MAX_PAYLOAD_BYTES:
             raise PayloadTooLarge(f"a notification of {len(payload.encode())} bytes")
         self._pending.append(payload)
+        self._drained.clear()
         self._wakeup.set()
 
     async def backend_pid(self) -> int | None:
@@ -141,6 +152,7 @@ class NotifyChannel:
                 assert connection is not None
                 await connection.execute("SELECT pg_notify($1, $2)", self.channel, self._pending[0])
                 self._pending.popleft()
+            self._drained.set()
             self._wakeup.clear()
             try:
                 await asyncio.wait_for(self._wakeup.wait(), CHECK_EVERY_S)

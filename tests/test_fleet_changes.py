@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -12,7 +15,7 @@ from sqlalchemy.engine import make_url
 from app.core.changes import Change, ChangeBus
 from app.runtime.change_relay import APPLICATION_PREFIX, ChangeRelay, decode, encode
 from storage.db import Database
-from tests.daemon_helpers import Daemon, daemon_env, start_daemon
+from tests.daemon_helpers import REPO_ROOT, Daemon, daemon_env, start_daemon
 from tests.gateway_helpers import RecordingClient, over_http, until
 from tests.pg_server import PgServer
 from tests.runtime_helpers import eventually
@@ -141,7 +144,11 @@ async def test_a_tool_disabled_through_one_daemon_leaves_the_others_gateway(
     a, b = fleet
     client = RecordingClient()
     async with over_http(f"{a.url}/mcp", client, a.token) as session:
-        assert "calculator__add" in await gateway_tools(session)
+
+        async def listed() -> bool:
+            return "calculator__add" in await gateway_tools(session)
+
+        await eventually(listed)
         with b.client() as http:
             answer = http.post("/api/v1/toolservers/tools/add/disable?server=calculator")
             assert answer.status_code == 200, answer.text
@@ -161,7 +168,44 @@ async def test_a_tool_disabled_through_one_daemon_leaves_the_others_gateway(
             answer = http.post("/api/v1/toolservers/tools/add/enable?server=calculator")
             assert answer.status_code == 200, answer.text
 
-        async def listed_again() -> bool:
+        await eventually(listed)
+
+
+@pytest.fixture
+def node(tmp_path: Path, pg_url: str) -> Iterator[Daemon]:
+    home = tmp_path / "node" / "home"
+    daemon = start_daemon(home, env=daemon_env(home, TOOLDECK_DATABASE_URL=pg_url))
+    try:
+        yield daemon
+    finally:
+        daemon.stop()
+
+
+async def test_a_cli_run_that_ends_at_once_still_tells_the_running_daemons(
+    node: Daemon, pg_url: str, tmp_path: Path
+) -> None:
+    client = RecordingClient()
+    async with over_http(f"{node.url}/mcp", client, node.token) as session:
+
+        async def listed() -> bool:
             return "calculator__add" in await gateway_tools(session)
 
-        await eventually(listed_again)
+        await eventually(listed)
+        # Another machine's CLI: its own data dir, no daemon of its own, the same database.
+        home = tmp_path / "laptop" / "home"
+        home.mkdir(parents=True)
+        ran = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "app", "tool", "disable", "calculator", "add"],
+            capture_output=True,
+            text=True,
+            env=daemon_env(home, TOOLDECK_DATABASE_URL=pg_url),
+            cwd=REPO_ROOT,
+            timeout=60,
+        )
+        assert ran.returncode == 0, ran.stderr
+
+        async def unlisted() -> bool:
+            return "calculator__add" not in await gateway_tools(session)
+
+        await eventually(unlisted)

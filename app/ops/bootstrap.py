@@ -89,6 +89,21 @@ async def open_operations(settings: Settings) -> LocalOperations:
 
 
 @asynccontextmanager
+async def relayed_changes(ops: LocalOperations) -> AsyncIterator[None]:
+    """On PostgreSQL, other processes on the database hear of this one's changes, and it of
+    theirs, while the context is open; the last ones are sent before it closes."""
+    if ops.db.is_sqlite:
+        yield
+        return
+    relay = ChangeRelay(ops.changes, ops.db)
+    await relay.start()
+    try:
+        yield
+    finally:
+        await relay.stop()
+
+
+@asynccontextmanager
 async def running_core(
     settings: Settings, *, autostart: bool = True
 ) -> AsyncIterator[LocalOperations]:
@@ -102,11 +117,7 @@ async def running_core(
     async with AsyncExitStack() as stack:
         ops = await open_operations(settings)
         stack.push_async_callback(ops.db.dispose)
-        if not ops.db.is_sqlite:
-            # Other processes on this PostgreSQL hear of this one's changes, and it of theirs.
-            relay = ChangeRelay(ops.changes, ops.db)
-            await relay.start()
-            stack.push_async_callback(relay.stop)
+        await stack.enter_async_context(relayed_changes(ops))
         if await is_partitioned(ops.db):
             # The cleanup job makes them too, but only once a day and not before a day is out.
             await make_ahead(ops.db, datetime.now(UTC).date())
