@@ -8,6 +8,7 @@ costs with usage partitioned by day (issue 18).
   sending the request to each client's `tools/list_changed` is taken. The baseline is B's own
   client (the change made where it is heard): the other nodes' figures are also given as a ratio
   to it;
+- the database connections the nodes hold, after start and after the changes;
 - gateway calls per second (calculator's `add`, IN_FLIGHT at a time): through one node, then
   through every node at once, as a ratio; on this machine the nodes share its cores;
 - retention: the same usage rows (RETENTION_DAYS days of RETENTION_ROWS_PER_DAY) pruned from the
@@ -182,6 +183,22 @@ async def call_rate(daemons: list[Daemon]) -> float:
         return len(sessions) * (RATE_CALLS // IN_FLIGHT) * IN_FLIGHT / (time.perf_counter() - began)
 
 
+async def connections_of(url: str) -> int:
+    """Connections to the database of `url` (this one's own not counted)."""
+    db = Database(url)
+    try:
+        async with db.read() as session:
+            found = await session.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            )
+            return int(found or 0)
+    finally:
+        await db.dispose()
+
+
 def start_fleet(home: Path, url: str) -> list[Daemon]:
     daemons: list[Daemon] = []
     try:
@@ -272,9 +289,12 @@ def main() -> None:
                 "change bus to change bus", asyncio.run(bus_to_bus(server.create_database("buses")))
             )
         )
-        daemons = start_fleet(Path(temporary), server.create_database("fleet"))
+        fleet_url = server.create_database("fleet")
+        daemons = start_fleet(Path(temporary), fleet_url)
         try:
+            idle = asyncio.run(connections_of(fleet_url))
             per_node = asyncio.run(node_to_node(daemons))
+            busy = asyncio.run(connections_of(fleet_url))
             one_node = asyncio.run(call_rate(daemons[:1]))
             all_nodes = asyncio.run(call_rate(daemons))
         finally:
@@ -285,6 +305,11 @@ def main() -> None:
         for index, samples in enumerate(per_node):
             if index != 1:
                 print(line(f"API of B to a gateway client of node {index}", samples, local))
+        print(
+            f"   database connections of {NODES} nodes: {idle} after start,"
+            f" {busy} after the changes",
+            flush=True,
+        )
         print(
             f"   gateway calls/s, {IN_FLIGHT} in flight a node: one node {one_node:,.0f},"
             f" {NODES} nodes at once {all_nodes:,.0f} (x{all_nodes / one_node:.2f})",
