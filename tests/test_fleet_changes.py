@@ -6,6 +6,7 @@ import asyncio
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 import asyncpg
@@ -13,6 +14,11 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from app.core.changes import Change, ChangeBus
+from app.core.settings import load_settings
+from app.ops.bootstrap import relayed_changes
+from app.ops.facade import LocalOperations
+from app.runtime.access_tokens import Credentials
+from app.runtime.api_token import TokenStore
 from app.runtime.change_relay import APPLICATION_PREFIX, ChangeRelay, decode, encode
 from storage.db import Database
 from tests.daemon_helpers import REPO_ROOT, Daemon, daemon_env, start_daemon
@@ -209,3 +215,26 @@ async def test_a_cli_run_that_ends_at_once_still_tells_the_running_daemons(
             return "calculator__add" not in await gateway_tools(session)
 
         await eventually(unlisted)
+
+
+async def test_a_token_revoked_through_one_process_is_refused_by_another_at_once(
+    pg_url: str, tmp_path: Path
+) -> None:
+    async with AsyncExitStack() as stack:
+        facades = []
+        for name in ("a", "b"):
+            home = tmp_path / name
+            settings = load_settings(home).model_copy(update={"database_url": pg_url})
+            ops = LocalOperations(Database(pg_url), settings)
+            stack.push_async_callback(ops.db.dispose)
+            await stack.enter_async_context(relayed_changes(ops))
+            facades.append(ops)
+        a, b = facades
+        # A clock that never moves: A's memory of the token never goes stale on its own.
+        credentials = Credentials(TokenStore(tmp_path / "a"), a.db, clock=lambda: 0.0)
+        a.changes.subscribe(credentials.on_change)
+        issued = await b.add_token({"name": "ci", "scope": "read"}, actor="test")
+        assert (await credentials.identify(issued.token)) is not None
+        await b.revoke_token("ci", actor="test")
+        await until(lambda: credentials.known(issued.token) is None)
+        assert await credentials.identify(issued.token) is None
