@@ -15,10 +15,12 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from contextlib import suppress
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+if TYPE_CHECKING:
+    import asyncpg
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +110,9 @@ class NotifyChannel:
     # ---- the connection ---------------------------------------------------------------------
 
     async def _open(self) -> None:
+        # Imported here: a process on SQLite never loads the driver.
+        import asyncpg
+
         connection: asyncpg.Connection = await asyncpg.connect(**self._connect_kwargs)
         try:
             connection.add_termination_listener(self._terminated)
