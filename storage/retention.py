@@ -23,7 +23,7 @@ from sqlalchemy import delete, func, select
 from app.core.events import DOWN_EVENTS, UP_EVENTS
 from storage.db import Database
 from storage.models import ServerEvent, ToolUsage
-from storage.usage_partitions import drop_before, is_partitioned, make_ahead
+from storage.usage_partitions import drop_before, is_partitioned, prepare
 
 BATCH_ROWS = 5000
 # Long enough for SQLite's busy handler of a waiting writer to get the lock.
@@ -37,15 +37,16 @@ async def prune_old_rows(
     now = now or datetime.now(UTC)
     cutoff = now - timedelta(days=retention_days)
     return {
-        "usage": await _prune_usage(db, now, cutoff, batch),
+        "usage": await _prune_usage(db, now, retention_days, batch),
         "events": await _prune_events(db, cutoff, batch),
     }
 
 
-async def _prune_usage(db: Database, now: datetime, cutoff: datetime, batch: int) -> int:
+async def _prune_usage(db: Database, now: datetime, retention_days: int, batch: int) -> int:
+    cutoff = now - timedelta(days=retention_days)
     dropped = 0
     if await is_partitioned(db):
-        await make_ahead(db, now.astimezone(UTC).date())
+        await prepare(db, now, retention_days)
         dropped = (await drop_before(db, cutoff)).rows
     oldest_first = (
         select(ToolUsage.id)

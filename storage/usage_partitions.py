@@ -87,6 +87,36 @@ async def make_ahead(db: Database, today: date, days_ahead: int = DAYS_AHEAD) ->
     return made
 
 
+async def adopt_stray_days(db: Database, since: date) -> list[str]:
+    """Partitions for the days from `since` on whose rows sit in the default partition (copied
+    in by `db copy`, or written while no process made partitions ahead); the names of those
+    made. Older strays are left to be deleted by retention: moving them would cost more."""
+    made = []
+    async with db.session() as session:
+        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK_KEY})
+        existing = {partition.day for partition in await day_partitions(session)}
+        start = partition_of(since).start
+        stray_days = await session.scalars(
+            text(
+                "SELECT DISTINCT (called_at AT TIME ZONE 'UTC')::date "
+                f"FROM {DEFAULT_PARTITION} WHERE called_at >= :start"
+            ),
+            {"start": start},
+        )
+        for day in sorted(set(stray_days) - existing):
+            await _make(session, partition_of(day))
+            made.append(partition_of(day).name)
+    return made
+
+
+async def prepare(db: Database, now: datetime, retention_days: int) -> list[str]:
+    """The partitions of today and the days ahead, and of the days still within the retention
+    whose rows are in the default partition; the names of those made."""
+    made = await make_ahead(db, now.astimezone(UTC).date())
+    since = (now - timedelta(days=retention_days)).astimezone(UTC).date()
+    return made + await adopt_stray_days(db, since)
+
+
 async def _make(session: AsyncSession, partition: Partition) -> None:
     # Attached, not created as a partition: rows of its day already in the default partition
     # move into it first, else PostgreSQL would refuse the new bounds.

@@ -101,6 +101,24 @@ async def test_a_days_rows_in_the_default_partition_move_into_its_new_partition(
     assert await make_ahead(ops.db, lost_day.date(), days_ahead=1) == []
 
 
+async def test_retention_gives_stray_days_within_it_a_partition_and_deletes_older_ones(
+    ops: LocalOperations, settings: Settings
+) -> None:
+    fleet = await make_fleet(ops)
+    # As `db copy` leaves them, or a fleet that made no partitions for a while: all in default.
+    await record(
+        ops, settings, [call(fleet.add, NOW - 2 * DAY, 5), call(fleet.add, NOW - 9 * DAY, 5)]
+    )
+    assert await count(ops.db, DEFAULT_PARTITION) == 2
+
+    deleted = await prune_old_rows(ops.db, 5, now=NOW)
+
+    assert deleted["usage"] == 1
+    assert await count(ops.db, DEFAULT_PARTITION) == 0
+    assert await count(ops.db, "tool_usage_p20260316") == 1
+    assert "tool_usage_p20260309" not in await partitions(ops.db)
+
+
 async def test_the_migration_moves_every_row_into_partitions_and_back(
     new_pg_database: Callable[..., str], pg: PgServer
 ) -> None:

@@ -20,7 +20,7 @@ from app.runtime.scheduler import Job, Scheduler, core_scheduler
 from app.runtime.supervisor import Supervisor
 from app.runtime.usage import UsageRecorder
 from storage.db import Database, head_revision
-from storage.usage_partitions import is_partitioned, make_ahead
+from storage.usage_partitions import is_partitioned, prepare
 
 # Usage recorded but not yet in the database, for the next start to write after a kill.
 JOURNAL_DIR = "usage-journal"
@@ -120,7 +120,7 @@ async def running_core(
         await stack.enter_async_context(relayed_changes(ops))
         if await is_partitioned(ops.db):
             # The cleanup job makes them too, but only once a day and not before a day is out.
-            await make_ahead(ops.db, datetime.now(UTC).date())
+            await prepare(ops.db, datetime.now(UTC), settings.tool_server_usage_retention_days)
         recorder = UsageRecorder(ops.db, settings, journal_dir=settings.data_dir / JOURNAL_DIR)
         await recorder.start()
         # Pushed before the supervisor: exits run in reverse, so calls still in flight when the
