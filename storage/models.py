@@ -152,13 +152,15 @@ class ToolUsage(Base):
         # thousand scattered insertion points cost half of every insert (migration 0002).
     )
 
+    # The key holds the time: on PostgreSQL the table is partitioned by it (migration 0011), and
+    # a partitioned table's keys must hold its partition column. Ids alone stay unique.
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     # No foreign keys: usage outlives deleted servers and tools, and the writer must never
     # fail a batch because a server was deleted while its calls were queued.
     server_id: Mapped[str | None] = mapped_column(String(36))
     tool_id: Mapped[str | None] = mapped_column(String(36))
     tool_name: Mapped[str] = mapped_column(String(200))
-    called_at: Mapped[datetime] = mapped_column(default=utcnow)
+    called_at: Mapped[datetime] = mapped_column(primary_key=True, default=utcnow)
     response_time_ms: Mapped[float | None] = mapped_column(Float)
     success: Mapped[bool] = mapped_column(Boolean)
     error_message: Mapped[str | None] = mapped_column(Text)

@@ -6,6 +6,10 @@ What goes: raw `tool_usage` rows and `server_events` older than the retention. W
 usage rollups (they answer every analytics window, also past the retention) and, per server, the
 newest start/stop event before the cutoff, so uptime still knows whether the server was up when
 a window begins.
+
+On PostgreSQL, where usage is partitioned by day, the days wholly past the cutoff are dropped as
+partitions and only the rest is deleted row by row; the partitions of the days ahead are made on
+the way.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from sqlalchemy import delete, func, select
 from app.core.events import DOWN_EVENTS, UP_EVENTS
 from storage.db import Database
 from storage.models import ServerEvent, ToolUsage
+from storage.usage_partitions import drop_before, is_partitioned, prepare
 
 BATCH_ROWS = 5000
 # Long enough for SQLite's busy handler of a waiting writer to get the lock.
@@ -29,21 +34,30 @@ async def prune_old_rows(
     db: Database, retention_days: int, *, now: datetime | None = None, batch: int = BATCH_ROWS
 ) -> dict[str, int]:
     """Delete rows older than `retention_days`; returns how many of each kind went."""
-    cutoff = (now or datetime.now(UTC)) - timedelta(days=retention_days)
+    now = now or datetime.now(UTC)
+    cutoff = now - timedelta(days=retention_days)
     return {
-        "usage": await _prune_usage(db, cutoff, batch),
+        "usage": await _prune_usage(db, now, retention_days, batch),
         "events": await _prune_events(db, cutoff, batch),
     }
 
 
-async def _prune_usage(db: Database, cutoff: datetime, batch: int) -> int:
+async def _prune_usage(db: Database, now: datetime, retention_days: int, batch: int) -> int:
+    cutoff = now - timedelta(days=retention_days)
+    dropped = 0
+    if await is_partitioned(db):
+        await prepare(db, now, retention_days)
+        dropped = (await drop_before(db, cutoff)).rows
     oldest_first = (
         select(ToolUsage.id)
         .where(ToolUsage.called_at < cutoff)
         .order_by(ToolUsage.called_at)
         .limit(batch)
     )
-    return await _delete_in_batches(db, delete(ToolUsage), ToolUsage.id, oldest_first, batch)
+    # The time again outside the subquery: PostgreSQL then looks in the old partitions only.
+    old = delete(ToolUsage).where(ToolUsage.called_at < cutoff)
+    deleted = await _delete_in_batches(db, old, ToolUsage.id, oldest_first, batch)
+    return dropped + deleted
 
 
 async def _prune_events(db: Database, cutoff: datetime, batch: int) -> int:

@@ -21,7 +21,7 @@ import httpx2
 
 from app.core.errors import Unauthorized, Unavailable
 from app.core.settings import Settings
-from app.ops.bootstrap import open_operations, running_core
+from app.ops.bootstrap import open_operations, relayed_changes, running_core
 from app.ops.facade import LocalOperations
 from app.ops.protocol import Operations
 from app.ops.remote import RemoteOperations
@@ -201,6 +201,7 @@ async def stored_facade(settings: Settings) -> AsyncIterator[LocalOperations]:
     runtime operations (start, stop, health, calls) works."""
     ops = await open_operations(settings)
     try:
-        yield ops
+        async with relayed_changes(ops):
+            yield ops
     finally:
         await ops.db.dispose()

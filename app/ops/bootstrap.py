@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
@@ -14,10 +15,12 @@ from app.core.settings import Settings
 from app.governance.alerts import AlertEngine
 from app.governance.limits_watchdog import ResourceWatchdog, load_limits
 from app.ops.facade import LocalOperations
+from app.runtime.change_relay import ChangeRelay
 from app.runtime.scheduler import Job, Scheduler, core_scheduler
 from app.runtime.supervisor import Supervisor
 from app.runtime.usage import UsageRecorder
 from storage.db import Database, head_revision
+from storage.usage_partitions import is_partitioned, prepare
 
 # Usage recorded but not yet in the database, for the next start to write after a kill.
 JOURNAL_DIR = "usage-journal"
@@ -86,6 +89,21 @@ async def open_operations(settings: Settings) -> LocalOperations:
 
 
 @asynccontextmanager
+async def relayed_changes(ops: LocalOperations) -> AsyncIterator[None]:
+    """On PostgreSQL, other processes on the database hear of this one's changes, and it of
+    theirs, while the context is open; the last ones are sent before it closes."""
+    if ops.db.is_sqlite:
+        yield
+        return
+    relay = ChangeRelay(ops.changes, ops.db)
+    await relay.start()
+    try:
+        yield
+    finally:
+        await relay.stop()
+
+
+@asynccontextmanager
 async def running_core(
     settings: Settings, *, autostart: bool = True
 ) -> AsyncIterator[LocalOperations]:
@@ -99,6 +117,10 @@ async def running_core(
     async with AsyncExitStack() as stack:
         ops = await open_operations(settings)
         stack.push_async_callback(ops.db.dispose)
+        await stack.enter_async_context(relayed_changes(ops))
+        if await is_partitioned(ops.db):
+            # The cleanup job makes them too, but only once a day and not before a day is out.
+            await prepare(ops.db, datetime.now(UTC), settings.tool_server_usage_retention_days)
         recorder = UsageRecorder(ops.db, settings, journal_dir=settings.data_dir / JOURNAL_DIR)
         await recorder.start()
         # Pushed before the supervisor: exits run in reverse, so calls still in flight when the
