@@ -2,7 +2,8 @@
 for long (each batch is its own short transaction, with a pause after it in which a waiting
 writer gets the lock).
 
-What goes: raw `tool_usage` rows and `server_events` older than the retention. What stays: the
+What goes: raw `tool_usage` rows and `server_events` older than the retention, and memory and CPU
+samples older than their own (shorter) retention. What stays: the
 usage rollups (they answer every analytics window, also past the retention) and, per server, the
 newest start/stop event before the cutoff, so uptime still knows whether the server was up when
 a window begins.
@@ -18,7 +19,7 @@ from sqlalchemy import delete, func, select
 
 from app.core.events import DOWN_EVENTS, UP_EVENTS
 from storage.db import Database
-from storage.models import ServerEvent, ToolUsage
+from storage.models import ResourceSample, ServerEvent, ToolUsage
 
 BATCH_ROWS = 5000
 # Long enough for SQLite's busy handler of a waiting writer to get the lock.
@@ -26,14 +27,26 @@ PAUSE_BETWEEN_BATCHES_S = 0.02
 
 
 async def prune_old_rows(
-    db: Database, retention_days: int, *, now: datetime | None = None, batch: int = BATCH_ROWS
+    db: Database,
+    retention_days: int,
+    *,
+    resource_days: int | None = None,
+    now: datetime | None = None,
+    batch: int = BATCH_ROWS,
 ) -> dict[str, int]:
-    """Delete rows older than `retention_days`; returns how many of each kind went."""
-    cutoff = (now or datetime.now(UTC)) - timedelta(days=retention_days)
-    return {
+    """Delete rows older than `retention_days` (resource samples: `resource_days`, when given);
+    returns how many of each kind went."""
+    moment = now or datetime.now(UTC)
+    cutoff = moment - timedelta(days=retention_days)
+    pruned = {
         "usage": await _prune_usage(db, cutoff, batch),
         "events": await _prune_events(db, cutoff, batch),
     }
+    if resource_days is not None:
+        pruned["resource samples"] = await _prune_resources(
+            db, moment - timedelta(days=resource_days), batch
+        )
+    return pruned
 
 
 async def _prune_usage(db: Database, cutoff: datetime, batch: int) -> int:
@@ -44,6 +57,18 @@ async def _prune_usage(db: Database, cutoff: datetime, batch: int) -> int:
         .limit(batch)
     )
     return await _delete_in_batches(db, delete(ToolUsage), ToolUsage.id, oldest_first, batch)
+
+
+async def _prune_resources(db: Database, cutoff: datetime, batch: int) -> int:
+    oldest_first = (
+        select(ResourceSample.id)
+        .where(ResourceSample.sampled_at < cutoff)
+        .order_by(ResourceSample.sampled_at)
+        .limit(batch)
+    )
+    return await _delete_in_batches(
+        db, delete(ResourceSample), ResourceSample.id, oldest_first, batch
+    )
 
 
 async def _prune_events(db: Database, cutoff: datetime, batch: int) -> int:

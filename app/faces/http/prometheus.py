@@ -127,6 +127,29 @@ async def render_metrics(ops: Operations) -> str:
         "Tools the server offers.",
         (({"server": s.name}, s.tools_count) for s in servers),
     )
+    # The `resources` job's latest sample (not a fresh one: measuring a thousand process trees
+    # on every scrape would cost more than the page, and would reset the CPU% intervals).
+    processes = await ops.process_samples()
+    out.family(
+        "tooldeck_server_memory_rss_bytes",
+        "gauge",
+        "Resident memory of a running local server's process tree, at its latest sample.",
+        (
+            ({"server": p.server_name or ""}, p.rss_bytes)
+            for p in processes
+            if p.rss_bytes is not None
+        ),
+    )
+    out.family(
+        "tooldeck_server_cpu_percent",
+        "gauge",
+        "CPU of a running local server's process tree (100 = one core), at its latest sample.",
+        (
+            ({"server": p.server_name or ""}, p.cpu_percent)
+            for p in processes
+            if p.cpu_percent is not None
+        ),
+    )
     out.family(
         "tooldeck_tool_available",
         "gauge",
