@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import func, select
 
 from app.core.errors import InvalidInput, NotFound
+from app.core.settings import Settings
 from app.faces.http.api import create_app
 from app.ops.facade import LocalOperations
 from app.runtime.scheduler import core_scheduler
@@ -18,6 +19,8 @@ from storage.resource_history import Sample, write_samples
 from storage.retention import prune_old_rows
 from tests.conftest import stdio_server_spec
 from tests.runtime_helpers import fast_supervisor
+from tests.tui_helpers import drawn_lines, make_app, settle
+from widgets.health_pane import SPARK_BARS, HealthPane, sparkline
 
 MIB = 2**20
 
@@ -127,3 +130,41 @@ async def test_metrics_carry_the_latest_memory_and_cpu_of_running_servers(
         assert 'tooldeck_server_cpu_percent{server="measured"} ' in text
     finally:
         await supervisor.shutdown()
+
+
+async def test_the_health_pane_draws_memory_and_cpu_sparklines(
+    settings: Settings, ops: LocalOperations
+) -> None:
+    supervisor = fast_supervisor(ops)
+    scheduler = core_scheduler(ops.db, ops.settings, supervisor)
+    try:
+        await ops.create_server(stdio_server_spec("hungry", "hungry"), actor="test")
+        await ops.start_server("hungry", actor="test")
+        for mb in (0, 40, 80):
+            if mb:
+                await ops.call_tool("hungry", "grow", {"mb": mb}, source="cli")
+            await scheduler.run_now("resources")
+        peak = max(s.rss_bytes or 0 for s in (await ops.process_history("hungry")).samples)
+        app = make_app(settings, ops)
+        async with app.run_test(size=(120, 36)) as pilot:
+            await settle(pilot)
+            lines = drawn_lines(app.screen.query_one(HealthPane))
+            [memory] = [line for line in lines if line.lstrip().startswith("memory")]
+            [cpu] = [line for line in lines if line.lstrip().startswith("cpu")]
+            # Growing memory: three bars, rising to the top one at its peak.
+            bars = "".join(char for char in memory if char in SPARK_BARS)
+            assert len(bars) == 3 and bars[-1] == SPARK_BARS[-1] and bars[0] < bars[1] < bars[2]
+            assert f"max {peak / MIB:.0f} MiB" in memory
+            assert len([char for char in cpu if char in SPARK_BARS]) == 3 and "max" in cpu
+            await app.action_quit()
+    finally:
+        await supervisor.shutdown()
+
+
+def test_a_long_series_is_cut_into_runs_shown_by_their_peak() -> None:
+    values = [1.0] * 40
+    values[13] = 9.0  # a short spike among many samples stays visible
+    drawn = sparkline(values, width=8)
+    assert len(drawn) == 8 and drawn.count(SPARK_BARS[-1]) == 1
+    assert sparkline([0.0, 0.0]) == SPARK_BARS[0] * 2
+    assert sparkline([]) == ""
