@@ -28,6 +28,7 @@ from app.cli import (
     servers,
     tokens_cmd,
     tools,
+    web_cmd,
 )
 from app.cli.common import Handler, escaped_output, fail, run_handler
 from app.core.settings import ConfigError
@@ -48,6 +49,7 @@ AREAS = (
     tokens_cmd,
     alerts_cmd,
     analytics,
+    web_cmd,
 )
 
 

@@ -1,0 +1,75 @@
+"""`tooldeck web`: the dashboard in a real headless Chromium, behind a token, Host and Origin."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx2
+import pytest
+
+from app.core.settings import Settings
+from app.faces.http.web_deck import COOKIE, dashboard_argv
+from app.ops.facade import LocalOperations
+from app.runtime.api_token import load_or_create_token
+from tests.web_browser import chromium, chromium_missing, open_deck, web_deck
+
+PNG = b"\x89PNG\r\n\x1a\n"
+HELP_ROW = "Sort by success rate"  # drawn by the help screen only
+
+
+async def test_the_page_wants_a_deck_token_and_a_known_host(
+    settings: Settings, ops: LocalOperations
+) -> None:
+    token = load_or_create_token(settings.data_dir)
+    gateway = await ops.add_token({"name": "mcp-client", "scope": "gateway"}, actor="test")
+    reader = await ops.add_token({"name": "watcher", "scope": "read"}, actor="test")
+    with web_deck(settings.data_dir, TOOLDECK_DATABASE_URL=settings.effective_database_url) as url:
+        async with httpx2.AsyncClient(base_url=url) as http:
+            for refused in ("/", "/ws", "/static/js/textual.js", "/?token=wrong"):
+                answer = await http.get(refused)
+                assert answer.status_code == 401, refused
+            assert "?token=" in (await http.get("/")).text
+            # A gateway token is for MCP clients: it opens no deck.
+            assert (await http.get("/", params={"token": gateway.token})).status_code == 401
+            foreign = await http.get("/", params={"token": token}, headers={"Host": "evil.test"})
+            assert foreign.status_code == 421
+            cross = await http.get(
+                "/", params={"token": token}, headers={"Origin": "https://evil.test"}
+            )
+            assert cross.status_code == 403
+
+            for given in (token, reader.token):
+                signed_in = await http.get("/", params={"token": given})
+                assert signed_in.status_code == 303 and signed_in.headers["location"] == "/"
+                cookie = signed_in.headers["set-cookie"]
+                assert cookie.startswith(f"{COOKIE}=") and "HttpOnly" in cookie
+                assert "SameSite=Strict" in cookie and token not in cookie
+                page = await http.get("/")  # the client keeps the cookie, as a browser does
+                assert page.status_code == 200 and "textual-terminal" in page.text
+            bearer = await http.get("/", headers={"Authorization": f"Bearer {token}"})
+            assert bearer.status_code == 303
+
+
+def test_the_dashboard_command_is_an_argument_list() -> None:
+    odd = Path("/tmp/a dir; rm -rf ~")
+    assert dashboard_argv(odd, read_only=True)[-3:] == ["--data-dir", str(odd), "--read-only"]
+    assert "--read-only" not in dashboard_argv(odd, read_only=False)
+
+
+@pytest.mark.skipif(chromium_missing() is not None, reason=chromium_missing() or "")
+async def test_a_browser_opens_the_deck_and_a_key_reaches_it(
+    settings: Settings, tmp_path: Path
+) -> None:
+    token = load_or_create_token(settings.data_dir)
+    with web_deck(settings.data_dir) as url:
+        async with chromium(tmp_path / "profile") as page:
+            await page.navigate(f"{url}/")
+            assert "?token=" in await page.body_text()
+
+            await open_deck(page, url, token)
+            assert HELP_ROW not in page.screen_text()
+            await page.type("?")
+            await page.wait_for_text(HELP_ROW)
+            assert any('"stdin"' in frame and "?" in frame for frame in page.sent)
+            shot = await page.screenshot()
+            assert shot.startswith(PNG) and len(shot) > 10_000
