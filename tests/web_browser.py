@@ -237,3 +237,25 @@ async def open_deck(page: Page, address: str, token: str) -> None:
     await page.send(
         "Runtime.evaluate", expression="document.querySelector('.xterm-helper-textarea').focus()"
     )
+
+
+async def web_screenshot(home: Path) -> bytes:
+    """`make screenshots`' web.png: a small real fleet, all running, in the browser's deck."""
+    from app.core.settings import load_settings
+    from app.ops.bootstrap import open_operations
+    from app.runtime.api_token import load_or_create_token
+    from tests.conftest import stdio_server_spec
+
+    env = daemon_env(home)
+    ops = await open_operations(load_settings(home, {"mcp_servers": [env["MCP_SERVERS"]]}))
+    try:
+        for name, script in (("library", "library"), ("notes", "tiny"), ("hungry", "hungry")):
+            await ops.create_server(stdio_server_spec(name, script), actor="screenshots")
+    finally:
+        await ops.db.dispose()
+    token = load_or_create_token(home)
+    with web_deck(home) as address:
+        async with chromium(home.parent / "chromium-profile") as page:
+            await open_deck(page, address, token)
+            await page.wait_for_text("● 4")
+            return await page.screenshot()
