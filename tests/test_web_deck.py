@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx2
 import pytest
+from aiohttp import WSMsgType, test_utils
 
 from app.core.settings import Settings
-from app.faces.http.web_deck import COOKIE, dashboard_argv
+from app.faces.http.web_deck import COOKIE, WebDeck, dashboard_argv
 from app.ops.facade import LocalOperations
-from app.runtime.api_token import load_or_create_token
+from app.runtime.access_tokens import Credentials
+from app.runtime.api_token import TokenStore, load_or_create_token
 from tests.web_browser import chromium, chromium_missing, open_deck, web_deck
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -73,3 +77,35 @@ async def test_a_browser_opens_the_deck_and_a_key_reaches_it(
             assert any('"stdin"' in frame and "?" in frame for frame in page.sent)
             shot = await page.screenshot()
             assert shot.startswith(PNG) and len(shot) > 10_000
+
+
+@asynccontextmanager
+async def deck_client(ops: LocalOperations) -> AsyncIterator[tuple[WebDeck, test_utils.TestClient]]:
+    credentials = Credentials(TokenStore(ops.settings.data_dir), ops.db)
+    ops.changes.subscribe(credentials.on_change)
+    deck = WebDeck(ops.settings.data_dir, credentials)
+    async with test_utils.TestClient(test_utils.TestServer(await deck.make_app())) as client:
+        yield deck, client
+
+
+async def test_a_read_token_opens_a_read_only_deck(ops: LocalOperations) -> None:
+    reader = await ops.add_token({"name": "watcher", "scope": "read"}, actor="test")
+    operator = await ops.add_token({"name": "hands", "scope": "operator"}, actor="test")
+    async with deck_client(ops) as (deck, client):
+        for issued, read_only in ((reader, True), (operator, False)):
+            answer = await client.get("/", params={"token": issued.token}, allow_redirects=False)
+            assert answer.status == 303
+            session = deck.sessions[answer.cookies[COOKIE].value]
+            assert session.name == issued.name and session.read_only is read_only
+
+
+async def test_a_revoked_token_opens_no_more_dashboards(ops: LocalOperations) -> None:
+    issued = await ops.add_token({"name": "leaving", "scope": "operator"}, actor="test")
+    async with deck_client(ops) as (deck, client):
+        signed_in = await client.get("/", params={"token": issued.token}, allow_redirects=False)
+        assert signed_in.status == 303
+        await ops.revoke_token("leaving", actor="test")
+        socket = await client.ws_connect("/ws")
+        message = await socket.receive()
+        assert message.type == WSMsgType.CLOSE and message.data == 4401
+        assert deck.sessions == {}

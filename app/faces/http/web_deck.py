@@ -143,7 +143,7 @@ class WebDeck(Server):
         key = secrets.token_urlsafe(32)
         read_only = self.read_only or identity.scope == "read"
         self.sessions[key] = Session(given, identity.name, read_only)
-        response = web.HTTPSeeOther("/")
+        response = web.Response(status=303, headers={"Location": "/"})
         response.set_cookie(COOKIE, key, httponly=True, samesite="Strict", path="/")
         return response
 
