@@ -50,25 +50,17 @@ async def prune_old_rows(
 
 
 async def _prune_usage(db: Database, cutoff: datetime, batch: int) -> int:
-    oldest_first = (
-        select(ToolUsage.id)
-        .where(ToolUsage.called_at < cutoff)
-        .order_by(ToolUsage.called_at)
-        .limit(batch)
-    )
-    return await _delete_in_batches(db, delete(ToolUsage), ToolUsage.id, oldest_first, batch)
+    return await _prune_oldest(db, ToolUsage, ToolUsage.called_at, cutoff, batch)
 
 
 async def _prune_resources(db: Database, cutoff: datetime, batch: int) -> int:
-    oldest_first = (
-        select(ResourceSample.id)
-        .where(ResourceSample.sampled_at < cutoff)
-        .order_by(ResourceSample.sampled_at)
-        .limit(batch)
-    )
-    return await _delete_in_batches(
-        db, delete(ResourceSample), ResourceSample.id, oldest_first, batch
-    )
+    return await _prune_oldest(db, ResourceSample, ResourceSample.sampled_at, cutoff, batch)
+
+
+async def _prune_oldest(db: Database, model: Any, stamp: Any, cutoff: datetime, batch: int) -> int:
+    """Every row of `model` stamped before `cutoff`, oldest first."""
+    oldest_first = select(model.id).where(stamp < cutoff).order_by(stamp).limit(batch)
+    return await _delete_in_batches(db, delete(model), model.id, oldest_first, batch)
 
 
 async def _prune_events(db: Database, cutoff: datetime, batch: int) -> int:
