@@ -3,6 +3,8 @@ stdio server, kept as a series, pruned by its retention, read per server and sho
 
 from __future__ import annotations
 
+import asyncio
+import json
 from datetime import UTC, datetime, timedelta
 
 import httpx2
@@ -17,6 +19,7 @@ from app.runtime.scheduler import core_scheduler
 from storage.models import ResourceSample
 from storage.resource_history import Sample, write_samples
 from storage.retention import prune_old_rows
+from tests.cli_runner import tooldeck
 from tests.conftest import stdio_server_spec
 from tests.runtime_helpers import fast_supervisor
 from tests.tui_helpers import drawn_lines, make_app, settle
@@ -168,3 +171,21 @@ def test_a_long_series_is_cut_into_runs_shown_by_their_peak() -> None:
     assert len(drawn) == 8 and drawn.count(SPARK_BARS[-1]) == 1
     assert sparkline([0.0, 0.0]) == SPARK_BARS[0] * 2
     assert sparkline([]) == ""
+
+
+async def test_the_cli_prints_a_servers_history_and_its_json(ops: LocalOperations) -> None:
+    server = await ops.create_server(stdio_server_spec("seen", "tiny"), actor="test")
+    now = datetime.now(UTC)
+    await write_samples(
+        ops.db,
+        [Sample(server.id, now - timedelta(minutes=m), (100 + m) * MIB, 2.5) for m in (90, 5)],
+    )
+    table = await asyncio.to_thread(tooldeck, "server", "history", "seen", "--since", "2h")
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[0].split() == ["SAMPLED", "MEMORY", "CPU"]
+    assert ["190.0 MiB", "105.0 MiB"] == [line.split("  ")[-2].strip() for line in lines[1:]]
+    answer = await asyncio.to_thread(tooldeck, "server", "history", "seen", "--json")
+    assert [s["rss_bytes"] for s in json.loads(answer.stdout)["samples"]] == [105 * MIB]
+    bad = await asyncio.to_thread(tooldeck, "server", "history", "seen", "--since", "soon")
+    assert bad.returncode != 0 and "since" in bad.stderr

@@ -26,12 +26,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     web.add_argument(
         "--host",
         dest="web_host",
+        metavar="HOST",
         default="127.0.0.1",
         help="address to listen on (default 127.0.0.1; another needs --allow-remote)",
     )
     web.add_argument(
         "--port",
         dest="web_port",
+        metavar="PORT",
         type=int,
         default=WEB_PORT,
         help=f"port (default {WEB_PORT}; 0 picks a free one)",
