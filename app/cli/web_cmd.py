@@ -84,7 +84,8 @@ async def _serve(settings: Settings, host: str, port: int, read_only: bool) -> i
             allowed_hosts=settings.allowed_hosts,
             read_only=read_only,
         )
-        runner = web.AppRunner(await deck.make_app(), handle_signals=False)
+        # No access log: the one request that signs in carries the token in its query.
+        runner = web.AppRunner(await deck.make_app(), handle_signals=False, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, host, port)
         try:
