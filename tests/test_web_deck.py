@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import httpx2
 import pytest
 from aiohttp import WSMsgType, test_utils
 
@@ -21,37 +20,36 @@ PNG = b"\x89PNG\r\n\x1a\n"
 HELP_ROW = "Sort by success rate"  # drawn by the help screen only
 
 
-async def test_the_page_wants_a_deck_token_and_a_known_host(
-    settings: Settings, ops: LocalOperations
-) -> None:
-    token = load_or_create_token(settings.data_dir)
+async def test_the_page_wants_a_deck_token_and_a_known_host(ops: LocalOperations) -> None:
+    token = load_or_create_token(ops.settings.data_dir)
     gateway = await ops.add_token({"name": "mcp-client", "scope": "gateway"}, actor="test")
     reader = await ops.add_token({"name": "watcher", "scope": "read"}, actor="test")
-    with web_deck(settings.data_dir, TOOLDECK_DATABASE_URL=settings.effective_database_url) as url:
-        async with httpx2.AsyncClient(base_url=url) as http:
-            for refused in ("/", "/ws", "/static/js/textual.js", "/?token=wrong"):
-                answer = await http.get(refused)
-                assert answer.status_code == 401, refused
-            assert "?token=" in (await http.get("/")).text
-            # A gateway token is for MCP clients: it opens no deck.
-            assert (await http.get("/", params={"token": gateway.token})).status_code == 401
-            foreign = await http.get("/", params={"token": token}, headers={"Host": "evil.test"})
-            assert foreign.status_code == 421
-            cross = await http.get(
-                "/", params={"token": token}, headers={"Origin": "https://evil.test"}
-            )
-            assert cross.status_code == 403
+    async with deck_client(ops) as (_deck, http):
+        for refused in ("/", "/ws", "/static/js/textual.js", "/?token=wrong"):
+            answer = await http.get(refused, allow_redirects=False)
+            assert answer.status == 401, refused
+        assert "?token=" in await (await http.get("/")).text()
+        # A gateway token is for MCP clients: it opens no deck.
+        assert (await http.get("/", params={"token": gateway.token})).status == 401
+        foreign = await http.get("/", params={"token": token}, headers={"Host": "evil.test"})
+        assert foreign.status == 421
+        cross = await http.get(
+            "/", params={"token": token}, headers={"Origin": "https://evil.test"}
+        )
+        assert cross.status == 403
 
-            for given in (token, reader.token):
-                signed_in = await http.get("/", params={"token": given})
-                assert signed_in.status_code == 303 and signed_in.headers["location"] == "/"
-                cookie = signed_in.headers["set-cookie"]
-                assert cookie.startswith(f"{COOKIE}=") and "HttpOnly" in cookie
-                assert "SameSite=Strict" in cookie and token not in cookie
-                page = await http.get("/")  # the client keeps the cookie, as a browser does
-                assert page.status_code == 200 and "textual-terminal" in page.text
-            bearer = await http.get("/", headers={"Authorization": f"Bearer {token}"})
-            assert bearer.status_code == 303
+        for given in (token, reader.token):
+            signed_in = await http.get("/", params={"token": given}, allow_redirects=False)
+            assert signed_in.status == 303 and signed_in.headers["Location"] == "/"
+            cookie = signed_in.headers["Set-Cookie"]
+            assert cookie.startswith(f"{COOKIE}=") and "HttpOnly" in cookie
+            assert "SameSite=Strict" in cookie and token not in cookie
+            page = await http.get("/")  # the client keeps the cookie, as a browser does
+            assert page.status == 200 and "textual-terminal" in await page.text()
+        bearer = await http.get(
+            "/", headers={"Authorization": f"Bearer {token}"}, allow_redirects=False
+        )
+        assert bearer.status == 303
 
 
 def test_the_dashboard_command_is_an_argument_list() -> None:
