@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -192,6 +193,25 @@ class ServerEvent(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     # The audit trail: before/after of the changed fields, secrets masked (app.governance.audit).
     details: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class ResourceSample(Base):
+    """The memory and CPU of a local server's process tree at one moment (the `resources` job
+    samples every running stdio server on its interval), kept for the retention of
+    `resource_history_days`."""
+
+    __tablename__ = "resource_samples"
+    __table_args__ = (
+        Index("ix_resource_samples_server_sampled", "server_id", "sampled_at"),
+        Index("ix_resource_samples_sampled_at", "sampled_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    # No foreign key, like usage: a batch never fails on a server deleted since its sample.
+    server_id: Mapped[str] = mapped_column(String(36))
+    sampled_at: Mapped[datetime] = mapped_column(default=utcnow)
+    rss_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    cpu_percent: Mapped[float | None] = mapped_column(Float)
 
 
 # ---- usage rollups ---------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 for long (each batch is its own short transaction, with a pause after it in which a waiting
 writer gets the lock).
 
-What goes: raw `tool_usage` rows and `server_events` older than the retention. What stays: the
+What goes: raw `tool_usage` rows and `server_events` older than the retention, and memory and CPU
+samples older than their own (shorter) retention. What stays: the
 usage rollups (they answer every analytics window, also past the retention) and, per server, the
 newest start/stop event before the cutoff, so uptime still knows whether the server was up when
 a window begins.
@@ -22,7 +23,7 @@ from sqlalchemy import delete, func, select
 
 from app.core.events import DOWN_EVENTS, UP_EVENTS
 from storage.db import Database
-from storage.models import ServerEvent, ToolUsage
+from storage.models import ResourceSample, ServerEvent, ToolUsage
 from storage.usage_partitions import drop_before, is_partitioned, prepare
 
 BATCH_ROWS = 5000
@@ -31,15 +32,26 @@ PAUSE_BETWEEN_BATCHES_S = 0.02
 
 
 async def prune_old_rows(
-    db: Database, retention_days: int, *, now: datetime | None = None, batch: int = BATCH_ROWS
+    db: Database,
+    retention_days: int,
+    *,
+    resource_days: int | None = None,
+    now: datetime | None = None,
+    batch: int = BATCH_ROWS,
 ) -> dict[str, int]:
-    """Delete rows older than `retention_days`; returns how many of each kind went."""
-    now = now or datetime.now(UTC)
-    cutoff = now - timedelta(days=retention_days)
-    return {
-        "usage": await _prune_usage(db, now, retention_days, batch),
+    """Delete rows older than `retention_days` (resource samples: `resource_days`, when given);
+    returns how many of each kind went."""
+    moment = now or datetime.now(UTC)
+    cutoff = moment - timedelta(days=retention_days)
+    pruned = {
+        "usage": await _prune_usage(db, moment, retention_days, batch),
         "events": await _prune_events(db, cutoff, batch),
     }
+    if resource_days is not None:
+        pruned["resource samples"] = await _prune_resources(
+            db, moment - timedelta(days=resource_days), batch
+        )
+    return pruned
 
 
 async def _prune_usage(db: Database, now: datetime, retention_days: int, batch: int) -> int:
@@ -58,6 +70,15 @@ async def _prune_usage(db: Database, now: datetime, retention_days: int, batch: 
     old = delete(ToolUsage).where(ToolUsage.called_at < cutoff)
     deleted = await _delete_in_batches(db, old, ToolUsage.id, oldest_first, batch)
     return dropped + deleted
+
+
+async def _prune_resources(db: Database, cutoff: datetime, batch: int) -> int:
+    """Every resource sample taken before `cutoff`, oldest first."""
+    stamp = ResourceSample.sampled_at
+    oldest_first = select(ResourceSample.id).where(stamp < cutoff).order_by(stamp).limit(batch)
+    return await _delete_in_batches(
+        db, delete(ResourceSample), ResourceSample.id, oldest_first, batch
+    )
 
 
 async def _prune_events(db: Database, cutoff: datetime, batch: int) -> int:

@@ -251,7 +251,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             target = args.out / f"{shot.name}.svg"
             target.write_text(svg)
             print(f"wrote {target.relative_to(REPO) if target.is_relative_to(REPO) else target}")
+        if not args.names or WEB_SHOT in args.names:
+            write_web_shot(args.out, Path(scratch) / WEB_SHOT)
     return 0
+
+
+WEB_SHOT = "web"
+
+
+def write_web_shot(out: Path, home: Path) -> None:
+    """`tooldeck web` in headless Chromium, as PNG: a browser's page is no SVG."""
+    from tests.web_browser import chromium_missing, web_screenshot
+
+    missing = chromium_missing()
+    if missing is not None:
+        print(f"skipped {WEB_SHOT}.png: {missing}", file=sys.stderr)
+        return
+    home.mkdir(parents=True)
+    target = out / f"{WEB_SHOT}.png"
+    target.write_bytes(asyncio.run(web_screenshot(home)))
+    print(f"wrote {target.relative_to(REPO) if target.is_relative_to(REPO) else target}")
 
 
 if __name__ == "__main__":

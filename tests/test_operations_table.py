@@ -151,6 +151,20 @@ async def _profile_previewed(ops: Operations, side: str, _: Facades) -> Any:
     return preview.model_copy(update={"profile": "pre"})
 
 
+async def _process_history(ops: Operations, _side: str, _: Facades) -> Any:
+    await ops.run_job("resources")
+    history = await ops.process_history("calculator", "1h")
+    assert history.samples and (history.samples[-1].rss_bytes or 0) > 0
+    return history
+
+
+async def _process_samples(ops: Operations, _side: str, _: Facades) -> Any:
+    await ops.run_job("resources")
+    samples = await ops.process_samples()
+    assert "calculator" in [sample.server_name for sample in samples]
+    return samples
+
+
 DOCUMENT = {"mcpServers": {"imported": {"command": "python", "args": ["-V"]}}}
 
 CASES: dict[str, Case] = {
@@ -187,6 +201,8 @@ CASES: dict[str, Case] = {
     "check_health": Case(lambda ops, _s, _f: ops.check_health("calculator")),
     "runtime_info": Case(lambda ops, _s, _f: ops.runtime_info("calculator")),
     "log_tail": Case(lambda ops, _s, _f: ops.log_tail("calculator", 5)),
+    "process_history": Case(_process_history),
+    "process_samples": Case(_process_samples),
     "probe_server": Case(lambda ops, _s, _f: ops.probe(IDLE)),
     "probe_definition": Case(lambda ops, _s, _f: ops.probe(tiny("draft"))),
     "server_metrics": Case(lambda ops, _s, _f: ops.server_metrics(IDLE, "1h")),

@@ -132,7 +132,7 @@ async def test_core_jobs_sweep_health_and_refresh_tools(ops: LocalOperations) ->
         await ops.create_server({"name": "idle", "auto_start": False, **tiny}, actor="t")
         await ops.start_server("pinger", actor="t")
         jobs = {job.name: job for job in await ops.scheduler_jobs()}
-        assert set(jobs) == {"health", "capabilities", "cleanup"}
+        assert set(jobs) == {"health", "capabilities", "cleanup", "resources"}
         assert jobs["health"].interval_s == ops.settings.tool_server_health_check_interval
 
         health = await ops.run_job("health")

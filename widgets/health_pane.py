@@ -30,6 +30,38 @@ class HealthInfo:
     last_startup_error: str | None = None
     stderr_tail: Sequence[str] = field(default_factory=tuple)
     target: str = ""  # the command line or URL, so "which server is this" is never a question
+    # The last hour's samples of the `resources` job, oldest first.
+    rss_history: Sequence[float] = field(default_factory=tuple)
+    cpu_history: Sequence[float] = field(default_factory=tuple)
+
+
+SPARK_BARS = "▁▂▃▄▅▆▇█"
+# Fits the side column (42 wide) beside the row's label and its peak.
+HISTORY_WIDTH = 16
+
+
+def sparkline(values: Sequence[float], width: int = HISTORY_WIDTH) -> str:
+    """Values as bars from zero to their peak, newest on the right. More values than `width`
+    are cut into `width` runs shown by their highest value, so a short spike is never lost."""
+    if not values:
+        return ""
+    if len(values) > width:
+        count = len(values)
+        values = [
+            max(values[count * index // width : count * (index + 1) // width])
+            for index in range(width)
+        ]
+    peak = max(values)
+    if peak <= 0:
+        return SPARK_BARS[0] * len(values)
+    top = len(SPARK_BARS) - 1
+    return "".join(SPARK_BARS[round(max(value, 0) / peak * top)] for value in values)
+
+
+def _history_row(values: Sequence[float], peak_text: str) -> Text:
+    row = Text(sparkline(values), style="cyan", no_wrap=True, overflow="ellipsis")
+    row.append(f" max {peak_text}", style="dim")
+    return row
 
 
 NOTE = re.compile(r"^\[tooldeck \d{4}-\d\d-\d\d (\d\d:\d\d:\d\d)\] ")
@@ -59,6 +91,12 @@ def health_renderable(info: HealthInfo, now: datetime, *, stderr_lines: int = 6)
     if info.cpu_percent is not None:
         process.append(f" · {info.cpu_percent:.0f}% cpu")
     grid.add_row("process", process)
+    # Two samples make a movement; one is the figure the process row already shows.
+    if len(info.rss_history) > 1:
+        peak = max(info.rss_history)
+        grid.add_row("memory", _history_row(info.rss_history, f"{peak / 2**20:.0f} MiB"))
+    if len(info.cpu_history) > 1:
+        grid.add_row("cpu", _history_row(info.cpu_history, f"{max(info.cpu_history):.0f}%"))
     failures = Text(f"{info.failures} of {info.max_failures}")
     if info.failures:
         failures.stylize("bold red" if info.failures >= info.max_failures else "yellow")

@@ -29,6 +29,7 @@ from app.cli import (
     servers,
     tokens_cmd,
     tools,
+    web_cmd,
 )
 from app.cli.common import Handler, escaped_output, fail, run_handler
 from app.core.settings import ConfigError
@@ -50,6 +51,7 @@ AREAS = (
     alerts_cmd,
     analytics,
     clients_cmd,
+    web_cmd,
 )
 
 

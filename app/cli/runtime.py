@@ -1,4 +1,4 @@
-"""`tooldeck server start|stop|restart|health|logs|probe`, `tooldeck tool call`, `tooldeck jobs`.
+"""`tooldeck server start|stop|restart|health|logs|history|probe`, `tool call` and `jobs`.
 
 Starting, stopping, health checks, tool calls and jobs need the supervisor, so they go to the
 running daemon (or refuse, naming how to start one). `server logs` reads the log file when no
@@ -42,6 +42,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     logs.add_argument("-n", "--lines", type=int, default=50, help="how many (default 50)")
     add_json_flag(logs)
     logs.set_defaults(handler=server_logs)
+
+    history = server.add_parser(
+        "history", help="a local server's memory and CPU over time, as sampled every minute"
+    )
+    history.add_argument("name")
+    history.add_argument("--since", default="1h", help="30m, 24h, 7d, 2w or ISO 8601 (default 1h)")
+    add_json_flag(history)
+    history.set_defaults(handler=server_history)
 
     probe = server.add_parser(
         "probe", help="start or connect once: initialize, list tools, ping, stop (no daemon needed)"
@@ -136,6 +144,31 @@ async def server_logs(args: argparse.Namespace, ops: Operations) -> int:
         return 0
     for line in lines:
         print(line)
+    return 0
+
+
+async def server_history(args: argparse.Namespace, ops: Operations) -> int:
+    history = await ops.process_history(args.name, args.since)
+    if args.json:
+        print_json(history)
+        return 0
+    if not history.samples:
+        print(
+            f"no samples of {history.server_name} since {history.since:%Y-%m-%d %H:%M} UTC: "
+            f"running local servers are sampled every {history.interval_s:g} s"
+        )
+        return 0
+    print_table(
+        ("SAMPLED", "MEMORY", "CPU"),
+        (
+            (
+                f"{sample.sampled_at.astimezone():%Y-%m-%d %H:%M:%S}",
+                "-" if sample.rss_bytes is None else f"{sample.rss_bytes / 2**20:.1f} MiB",
+                "-" if sample.cpu_percent is None else f"{sample.cpu_percent:g}%",
+            )
+            for sample in history.samples
+        ),
+    )
     return 0
 
 

@@ -345,6 +345,26 @@ class ServerRuntimeInfo(BaseModel):
     log_path: str | None = None
 
 
+class ProcessSample(BaseModel):
+    """The memory and CPU of a server's process tree at one moment. Read only."""
+
+    server_id: str
+    server_name: str | None = None
+    sampled_at: datetime
+    rss_bytes: int | None = Field(None, description="resident memory of its whole process tree")
+    cpu_percent: float | None = Field(None, description="CPU of its process tree since the last")
+
+
+class ProcessHistory(BaseModel):
+    """A server's memory and CPU samples over a window, oldest first. Read only."""
+
+    server_id: str
+    server_name: str
+    since: datetime
+    interval_s: float = Field(description="how often the samples are taken")
+    samples: list[ProcessSample] = Field(default_factory=list)
+
+
 class ProbeTool(BaseModel):
     name: str
     title: str | None = None

@@ -364,6 +364,22 @@ class Settings(BaseSettings):
         description="seconds, > 0 and <= 600",
         validation_alias=_names("limits_sample_interval_s"),
     )
+    # Memory and CPU history of local servers: a sample a minute for a week is 10,080 rows per
+    # server, enough for the health pane's sparklines and a week's look back.
+    resource_sample_interval_s: float = Field(
+        60.0,
+        ge=1,
+        le=3600,
+        description="seconds, from 1 to 3600",
+        validation_alias=_names("resource_sample_interval_s"),
+    )
+    resource_history_days: int = Field(
+        7,
+        gt=0,
+        le=3650,
+        description="a whole number of days from 1 to 3650",
+        validation_alias=_names("resource_history_days"),
+    )
 
     # Not a setting anyone writes: where this configuration was loaded from.
     data_dir: Path = Field(default_factory=default_data_dir, exclude=True)

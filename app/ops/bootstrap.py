@@ -26,7 +26,7 @@ from storage.usage_partitions import is_partitioned, prepare
 JOURNAL_DIR = "usage-journal"
 # Every job of a running core's scheduler: the core scheduler's and the two added here. Named
 # up front so `tooldeck jobs run` can list them without a running core.
-JOB_NAMES = ("health", "capabilities", "cleanup", "alerts", "limits")
+JOB_NAMES = ("health", "capabilities", "cleanup", "resources", "alerts", "limits")
 
 
 def prepare_private_storage(settings: Settings) -> None:

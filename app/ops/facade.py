@@ -3,7 +3,8 @@
 `LocalOperations` implements the `Operations` protocol (app/ops/protocol.py) over storage and,
 when this process runs one, the supervisor; `app/ops/remote.py` implements it over HTTP when a
 daemon runs instead. It is composed of parts by job (servers, control, calls, bulk, built-ins,
-analytics, interchange, alerts, profiles, tokens, clients), each in its own module.
+analytics, process history, interchange, alerts, profiles, tokens, clients), each in its own
+module.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from app.ops.calls import CallOperations
 from app.ops.clients import ClientOperations
 from app.ops.interchange import InterchangeOperations
 from app.ops.oauth import OAuthOperations
+from app.ops.process_history import ProcessHistoryOperations
 from app.ops.profiles import ProfileOperations
 from app.ops.protocol import ReadOperations
 from app.ops.read_thread import ReadThread
@@ -41,6 +43,7 @@ class LocalOperations(
     BuiltinOperations,
     ClientOperations,
     AnalyticsOperations,
+    ProcessHistoryOperations,
     InterchangeOperations,
     AlertOperations,
     ProfileOperations,

@@ -43,6 +43,8 @@ from app.core.schemas import (
     JobStatus,
     LoginStarted,
     ProbeReport,
+    ProcessHistory,
+    ProcessSample,
     ServerEventResponse,
     ServerHealth,
     ServerLimitsResponse,
@@ -312,6 +314,15 @@ class Operations(ReadOperations, Protocol):
 
     async def runtime_info(self, ref: str) -> ServerRuntimeInfo:
         """Its process (pid, memory, CPU), uptime, last probe latency and next retry."""
+        ...
+
+    async def process_history(self, ref: str, since: str = "1h") -> ProcessHistory:
+        """The memory and CPU of its process tree over time, oldest first, as the `resources`
+        job sampled them; `since` is a duration (30m, 24h, 7d, 2w) or an ISO 8601 time."""
+        ...
+
+    async def process_samples(self) -> list[ProcessSample]:
+        """The latest memory and CPU sample of every running local server."""
         ...
 
     async def scheduler_jobs(self) -> list[JobStatus]:

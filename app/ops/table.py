@@ -284,6 +284,11 @@ OPERATIONS: tuple[OperationSpec, ...] = (
     ),
     OperationSpec("check_health", "GET", f"{SERVER}/health", ("health",), names=BY_ID, long=True),
     OperationSpec("runtime_info", "GET", f"{SERVER}/runtime", ("health",), names=BY_ID),
+    OperationSpec(
+        "process_history", "GET", f"{SERVER}/process-history", ("health",), names=BY_ID,
+        query={"since": QueryDoc("30m, 24h, 7d, 2w or ISO 8601 (default 1h)")},
+    ),
+    OperationSpec("process_samples", "GET", f"{TOOLSERVERS}/process-samples", ("health",)),
     OperationSpec("log_tail", "GET", f"{SERVER}/logs", ("health",), names=BY_ID),
     OperationSpec(
         "probe", "POST", f"{SERVER}/probe", ("health",), names={"id": "target"}, long=True,

@@ -1,4 +1,4 @@
-"""Periodic jobs: health sweep, capability refresh, cleanup.
+"""Periodic jobs: health sweep, capability refresh, cleanup, memory and CPU sampling.
 
 Each job runs in its own loop task on its configured interval plus a little jitter. A job never
 overlaps itself: a run requested while one is in progress joins that run. Each job remembers
@@ -171,7 +171,7 @@ async def _job_event(db: Database, message: str) -> None:
 
 
 def core_scheduler(db: Database, settings: Settings, supervisor: Supervisor) -> Scheduler:
-    """The scheduler with its three jobs, on the configured intervals."""
+    """The scheduler with its four jobs, on the configured intervals."""
 
     async def health_sweep() -> str:
         ids = await _server_ids(db, ToolServer.enabled.is_(True))
@@ -207,11 +207,19 @@ def core_scheduler(db: Database, settings: Settings, supervisor: Supervisor) -> 
         from storage.retention import prune_old_rows
 
         days = settings.tool_server_usage_retention_days
-        result = await prune_old_rows(db, days)
+        result = await prune_old_rows(db, days, resource_days=settings.resource_history_days)
         outcome = f"older than {days} days: {_describe(result)}"
         if _deleted_anything(result):
             await _job_event(db, f"cleanup deleted {_describe(result)}")
         return outcome
+
+    async def resource_sampling() -> str:
+        from storage.resource_history import Sample, write_samples
+
+        at = utcnow()
+        measured = await supervisor.sample_processes()
+        samples = [Sample(server_id, at, rss, cpu) for server_id, rss, cpu in measured]
+        return f"{await write_samples(db, samples)} sampled"
 
     return Scheduler(
         [
@@ -232,6 +240,12 @@ def core_scheduler(db: Database, settings: Settings, supervisor: Supervisor) -> 
                 "delete usage and events past the retention period",
                 settings.tool_server_cleanup_interval,
                 cleanup,
+            ),
+            Job(
+                "resources",
+                "keep the memory and CPU of every running local server as a series",
+                settings.resource_sample_interval_s,
+                resource_sampling,
             ),
         ],
         db=db,

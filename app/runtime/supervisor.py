@@ -88,6 +88,9 @@ class _Handle:
     discovery: asyncio.Lock = field(default_factory=asyncio.Lock)
     spec: ConnectionSpec | None = None
     sampler: ProcessSampler = field(default_factory=ProcessSampler)
+    # The `resources` job's own: its CPU% then covers the time since its last sample, not since
+    # whichever read (a dashboard's, the limits watchdog's) came last.
+    history_sampler: ProcessSampler = field(default_factory=ProcessSampler)
     started_at: datetime | None = None
     next_retry_at: datetime | None = None
     last_error: str | None = None
@@ -98,6 +101,11 @@ class _Handle:
     @property
     def pid(self) -> int | None:
         return self.conn.pid if self.conn is not None else None
+
+
+def _prime(pid: int, *samplers: ProcessSampler) -> None:
+    for sampler in samplers:
+        sampler.sample(pid)
 
 
 def _log_bug(handle: _Handle, doing: str) -> None:
@@ -479,6 +487,24 @@ class Supervisor:
                 )
         return info
 
+    async def sample_processes(self) -> list[tuple[str, int | None, float | None]]:
+        """(server id, RSS bytes, CPU%) of every running server with a local process, all read
+        on one thread: a thousand servers cost one hop off the event loop, not a thousand."""
+        measured = [
+            (handle, pid)
+            for handle in list(self._handles.values())
+            if handle.status in UP_STATUSES and (pid := handle.pid) is not None
+        ]
+
+        def sample_all() -> list[tuple[str, int | None, float | None]]:
+            samples = []
+            for handle, pid in measured:
+                rss, cpu, _ = handle.history_sampler.sample(pid)
+                samples.append((handle.server_id, rss, cpu))
+            return samples
+
+        return await asyncio.to_thread(sample_all) if measured else []
+
     # ---- lifecycle ----------------------------------------------------------------------
 
     def _handle_for(self, server_id: str, name: str) -> _Handle:
@@ -607,6 +633,7 @@ class Supervisor:
                 self.connections.remove(handle.server_id, handle.conn)
             handle.conn = None
             handle.sampler.forget()
+            handle.history_sampler.forget()
             await asyncio.shield(self._tools_unavailable(handle.server_id))
         if ending is not None and ending[0] == EventKind.CRASHED:
             stderr = handle.log.recent()
@@ -623,7 +650,7 @@ class Supervisor:
         self.connections.add(handle.server_id, conn)
         if conn.pid is not None:
             # Primes CPU% so that the first reading is real.
-            await asyncio.to_thread(handle.sampler.sample, conn.pid)
+            await asyncio.to_thread(_prime, conn.pid, handle.sampler, handle.history_sampler)
         tools = await self._discover(handle, conn, SYSTEM, quiet=True)
         handle.started_at = utcnow()
         handle.status = "degraded" if tools is None else "running"

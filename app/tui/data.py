@@ -11,7 +11,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
 
 from app.core.errors import NotFound, NotRunning
@@ -40,6 +40,8 @@ METRICS_MAX_AGE_S = 10.0
 SPARK_BUCKETS = 24
 TOOL_METRICS_CONCURRENCY = 4
 TOP_N = 10
+# How far back the health pane's memory and CPU sparklines reach.
+PROCESS_HISTORY = timedelta(hours=1)
 
 
 def utcnow() -> datetime:
@@ -129,6 +131,7 @@ class DeckData:
         self._server_metrics: _Cached[dict[str, ToolServerMetrics]] = _Cached()
         self._system_series: _Cached[SeriesSet | None] = _Cached()
         self._detail_metrics: dict[str, _Cached[_DetailMetrics]] = {}
+        self._process_history: dict[str, _Cached[_ProcessHistory]] = {}
 
     def window(self, period: str) -> dict[str, Any]:
         """Keyword arguments naming the window of `period` for the facade's analytics."""
@@ -206,7 +209,9 @@ class DeckData:
 
     async def detail(self, server_id: str, period: str) -> ServerDetail:
         cached = self._detail_metrics.setdefault(server_id, _Cached())
-        server, tools, log_lines, runtime, usage = await asyncio.gather(
+        # Sampled once a minute: read again no more often than the usage figures.
+        history = self._process_history.setdefault(server_id, _Cached())
+        server, tools, log_lines, runtime, usage, process = await asyncio.gather(
             self.reads.get_server(server_id),
             self.reads.list_tools(server_id),
             self.log_tail(server_id, STDERR_PANE_LINES),
@@ -216,12 +221,13 @@ class DeckData:
                 self.metrics_max_age_s,
                 lambda chosen: self._read_detail_metrics(server_id, chosen),
             ),
+            history.get("", self.metrics_max_age_s, lambda _: self.process_history(server_id)),
         )
         return ServerDetail(
             server=server,
             tools=[self.tool_row(tool, usage.tools.get(tool.id)) for tool in tools],
             tool_responses={tool.id: tool for tool in tools},
-            health=self.health_info(server, log_lines, runtime),
+            health=self.health_info(server, log_lines, runtime, process),
             series=usage.series,
             log_lines=log_lines,
             runtime=runtime,
@@ -272,6 +278,19 @@ class DeckData:
             description=tool.description,
         )
 
+    async def process_history(self, server_id: str) -> _ProcessHistory:
+        """The last hour of the server's memory and CPU samples, oldest first."""
+        start = self.clock() - PROCESS_HISTORY
+        try:
+            history = await self.ops.process_history(server_id, start.isoformat())
+        except NotFound:
+            return _ProcessHistory()
+        samples = history.samples
+        return _ProcessHistory(
+            rss=tuple(float(s.rss_bytes) for s in samples if s.rss_bytes is not None),
+            cpu=tuple(s.cpu_percent for s in samples if s.cpu_percent is not None),
+        )
+
     async def runtime_info(self, server_id: str) -> ServerRuntimeInfo | None:
         """What the supervisor knows of the process; None without a supervisor."""
         if not self.ops.supervised:
@@ -286,6 +305,7 @@ class DeckData:
         server: ToolServerResponse,
         log_lines: list[str],
         runtime: ServerRuntimeInfo | None = None,
+        process: _ProcessHistory | None = None,
     ) -> HealthInfo:
         reason = server_reason(server)
         if runtime is not None and runtime.next_retry_at is not None and server.enabled:
@@ -306,6 +326,8 @@ class DeckData:
             last_startup_error=server.last_startup_error,
             stderr_tail=tuple(log_lines),
             target=server_target(server),
+            rss_history=process.rss if process else (),
+            cpu_history=process.cpu if process else (),
         )
 
     # ---- other screens -------------------------------------------------------------------
@@ -456,6 +478,12 @@ class _Cached(Generic[ValueT]):
             self._value = await read(period)
             self._period, self._at = period, now
         return self._value
+
+
+@dataclass(frozen=True)
+class _ProcessHistory:
+    rss: tuple[float, ...] = ()
+    cpu: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,18 @@ UP_STATUSES = frozenset({"running", "degraded"})
 QUANTILES = (("0.5", "p50_response_time_ms"), ("0.95", "p95_response_time_ms"),
              ("0.99", "p99_response_time_ms"))  # fmt: skip
 QUANTILE_PERIOD = "1h"
+PROCESS_FAMILIES = (
+    (
+        "tooldeck_server_memory_rss_bytes",
+        "Resident memory of a running local server's process tree, at its latest sample.",
+        "rss_bytes",
+    ),
+    (
+        "tooldeck_server_cpu_percent",
+        "CPU of a running local server's process tree (100 = one core), at its latest sample.",
+        "cpu_percent",
+    ),
+)
 
 
 class LatencyHistogram(Protocol):
@@ -127,6 +139,20 @@ async def render_metrics(ops: Operations) -> str:
         "Tools the server offers.",
         (({"server": s.name}, s.tools_count) for s in servers),
     )
+    # The `resources` job's latest sample (not a fresh one: measuring a thousand process trees
+    # on every scrape would cost more than the page, and would reset the CPU% intervals).
+    processes = await ops.process_samples()
+    for name, help_text, attribute in PROCESS_FAMILIES:
+        out.family(
+            name,
+            "gauge",
+            help_text,
+            (
+                ({"server": p.server_name or ""}, value)
+                for p in processes
+                if (value := getattr(p, attribute)) is not None
+            ),
+        )
     out.family(
         "tooldeck_tool_available",
         "gauge",
