@@ -23,6 +23,7 @@ from app.cli import (
     gateway_cmd,
     interchange,
     login_cmd,
+    nodes_cmd,
     profiles_cmd,
     runtime,
     servers,
@@ -47,6 +48,7 @@ AREAS = (
     daemon_cmd,
     tokens_cmd,
     alerts_cmd,
+    nodes_cmd,
     analytics,
 )
 

@@ -23,7 +23,7 @@ from app.core.scrub import mask_args, mask_url, restore_masked_args, restore_mas
 from app.core.settings import Settings
 from app.runtime.call_latency import CallLatency
 from storage.db import Database
-from storage.models import ServerTool, ToolServer
+from storage.models import ANY_NODE, ServerTool, ToolServer
 from storage.queries import find_server
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -107,6 +107,15 @@ def server_response(
         response.url = mask_url(response.url)
         response.args = mask_args(response.args)
     return response
+
+
+def with_placement(values: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """A new server's fields with its placement settled: a stdio server's command exists on
+    the node that created it; a remote server is reachable from any node."""
+    if values.get("placement") is None:
+        stdio = values.get("transport", "stdio") == "stdio"
+        values = {**values, "placement": settings.node_name if stdio else ANY_NODE}
+    return values
 
 
 def validated(model: type[ModelT], data: Any) -> ModelT:

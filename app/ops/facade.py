@@ -21,6 +21,7 @@ from app.ops.builtins import BuiltinOperations, builtin_server_spec
 from app.ops.bulk import BulkOperations
 from app.ops.calls import CallOperations
 from app.ops.interchange import InterchangeOperations
+from app.ops.nodes import NodeOperations
 from app.ops.oauth import OAuthOperations
 from app.ops.profiles import ProfileOperations
 from app.ops.protocol import ReadOperations
@@ -43,6 +44,7 @@ class LocalOperations(
     ProfileOperations,
     TokenOperations,
     OAuthOperations,
+    NodeOperations,
 ):
     """The facade over storage and (when present) the runtime."""
 

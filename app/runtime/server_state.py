@@ -7,6 +7,7 @@ this class, so every state change and its event are written in one transaction.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -34,6 +35,7 @@ class KnownServer:
     name: str
     enabled: bool
     auto_start: bool
+    placement: str
 
 
 @dataclass(frozen=True)
@@ -63,24 +65,49 @@ class ServerState:
             server_id = await session.scalar(select(ToolServer.id).where(ToolServer.name == name))
             add_event(session, server_id, EventKind.LEFTOVERS_ENDED, message, SYSTEM)
 
-    async def settle_after_crash(self) -> list[KnownServer]:
-        """Statuses a dead process left as live become `stopped`, with an event; returns every
+    async def known(self) -> list[KnownServer]:
+        async with self.db.read() as session:
+            rows = await session.execute(
+                select(
+                    ToolServer.id,
+                    ToolServer.name,
+                    ToolServer.enabled,
+                    ToolServer.auto_start,
+                    ToolServer.placement,
+                )
+            )
+            return [KnownServer(*row) for row in rows]
+
+    async def settle_after_crash(
+        self, mine: Callable[[ToolServer], bool] = lambda row: True
+    ) -> list[KnownServer]:
+        """Statuses a dead process left as live become `stopped`, with an event, on the servers
+        this node runs (`mine`: on a fleet, the others' belong to live nodes); returns every
         server."""
         async with self.db.session() as session:
             rows = (await session.execute(select(ToolServer))).scalars().all()
             for row in rows:
-                if row.status in LIVE_STATUSES:
+                if row.status in LIVE_STATUSES and mine(row):
                     message = f"Tooldeck exited while {row.name} was {row.status}"
                     add_event(session, row.id, EventKind.STOPPED, message, SYSTEM)
                     row.status = "stopped"
-            return [KnownServer(row.id, row.name, row.enabled, row.auto_start) for row in rows]
+            return [
+                KnownServer(row.id, row.name, row.enabled, row.auto_start, row.placement)
+                for row in rows
+            ]
 
-    async def begin_attempt(self, server_id: str, actor: str) -> Attempt | None:
-        """Mark the server `starting`; None when it is gone or disabled (nothing to start)."""
+    async def begin_attempt(
+        self, server_id: str, actor: str, refusal: Callable[[ToolServer], str | None]
+    ) -> Attempt | str | None:
+        """Mark the server `starting`; None when it is gone or disabled (nothing to start), the
+        refusal's reason when this node may not run it (nothing written)."""
         async with self.db.session() as session:
             row = await session.get(ToolServer, server_id)
             if row is None or not row.enabled:
                 return None
+            refused = refusal(row)
+            if refused is not None:
+                return refused
             attempt = Attempt(
                 spec=ConnectionSpec.of(row),
                 launcher=spawn_launcher(await session.get(ServerLimits, row.id)),
@@ -203,13 +230,18 @@ class ServerState:
                 update(ToolServer).where(ToolServer.id == server_id).values(status="stopping")
             )
 
-    async def stopped(self, server_id: str, message: str, actor: str) -> bool:
-        """Mark it stopped with an event; False when it already was (or is gone)."""
+    async def stopped(
+        self, server_id: str, message: str, actor: str, *, own_status: bool = True
+    ) -> bool:
+        """Mark it stopped with an event; False when it already was (or is gone).
+
+        `own_status` False: only the event, since the status now belongs to another node."""
         async with self.db.session() as session:
             row = await session.get(ToolServer, server_id)
-            if row is None or row.status == "stopped":
+            if row is None or (own_status and row.status == "stopped"):
                 return False
-            row.status = "stopped"
+            if own_status:
+                row.status = "stopped"
             add_event(session, row.id, EventKind.STOPPED, Scrubber.of(row)(message), actor)
             return True
 
