@@ -18,6 +18,9 @@ from storage.db import Database
 from storage.dialect import upsert
 from storage.models import ANY_NODE, Node, ServerLease, ToolServer
 
+# Statuses only a node running the server keeps true.
+HELD_STATUSES = ("starting", "running", "degraded", "stopping")
+
 
 @dataclass(frozen=True)
 class NodeRow:
@@ -130,6 +133,14 @@ async def renew_and_claim(db: Database, *, name: str, lease_s: float) -> LeaseRo
         if wanted > 0:
             claimed |= await _take_expired(session, name, now, now + lease, wanted)
         held |= claimed
+        if claimed:
+            # What a status says of a server just claimed is the previous holder's, which may
+            # be dead: it is stopped until this node starts it.
+            await session.execute(
+                update(ToolServer)
+                .where(ToolServer.id.in_(claimed), ToolServer.status.in_(HELD_STATUSES))
+                .values(status="stopped")
+            )
         names = await session.scalars(select(ToolServer.name).where(ToolServer.id.in_(held)))
         return LeaseRound(
             now=now,

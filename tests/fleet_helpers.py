@@ -15,7 +15,8 @@ import psutil
 
 from tests.daemon_helpers import Daemon, daemon_env, start_daemon
 
-TINY = Path(__file__).resolve().parent / "servers" / "tiny.py"
+# Standard library only: it starts in tens of milliseconds, so many can start at once.
+BARE = Path(__file__).resolve().parent / "servers" / "bare.py"
 # Short leases keep failover quick in tests: renewals every 0.75 s, fence after 2.25 s.
 TEST_LEASE_S = "3"
 
@@ -38,11 +39,11 @@ def start_node(root: Path, database_url: str, node: str) -> Daemon:
 
 
 def tagged_server(name: str, placement: str) -> dict[str, Any]:
-    """A tiny stdio server whose processes carry `fleet-tag=<name>` in their command line."""
+    """A small stdio server whose processes carry `fleet-tag=<name>` in their command line."""
     return {
         "name": name,
         "command": sys.executable,
-        "args": [str(TINY), f"fleet-tag={name}"],
+        "args": ["-I", "-S", str(BARE), f"fleet-tag={name}"],
         "placement": placement,
     }
 

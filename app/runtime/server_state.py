@@ -46,6 +46,7 @@ class Attempt:
     launcher: list[str] | None
     startup_timeout_s: float
     failures: int
+    placement: str
 
 
 class ServerState:
@@ -113,6 +114,7 @@ class ServerState:
                 launcher=spawn_launcher(await session.get(ServerLimits, row.id)),
                 startup_timeout_s=row.startup_timeout_s,
                 failures=row.consecutive_failures,
+                placement=row.placement,
             )
             row.status = "starting"
             failures = attempt.failures

@@ -50,7 +50,7 @@ from app.runtime.serverlog import LogWriter, ServerLog, log_path, read_log_tail
 from app.runtime.tool_catalogue import ToolCatalogue
 from app.runtime.upstream_oauth import unattended_auth
 from storage.db import Database
-from storage.models import ToolServer
+from storage.models import ANY_NODE, ToolServer
 
 logger = logging.getLogger(__name__)
 
@@ -97,8 +97,11 @@ class _Handle:
     # This node may not run it (placed elsewhere, or its lease is gone): nothing of its state
     # in the database is this node's to write.
     refused: bool = False
-    # Its lease lapsed: another node may be running it already.
-    lease_lapsed: bool = False
+    # Stopped because this node may no longer run it (its lease lapsed, it was placed
+    # elsewhere): another node may be running it already, and its status is that node's.
+    status_elsewhere: bool = False
+    # Placed on `any`: this node runs it only while it holds its lease.
+    floating: bool = False
 
     @property
     def pid(self) -> int | None:
@@ -311,6 +314,7 @@ class Supervisor:
         if refused is not None:
             # Placed elsewhere now: it stops here, and its new node starts it.
             if running:
+                handle.status_elsewhere = True
                 async with handle.control:
                     await self._stop_handle(handle, SYSTEM, refused)
             return
@@ -590,7 +594,7 @@ class Supervisor:
 
     async def _attempt(self, handle: _Handle) -> tuple[EventKind, str] | None:
         """One start and, if it works, the whole run. Returns why it ended, None for a stop."""
-        handle.refused = handle.lease_lapsed = False
+        handle.refused = handle.status_elsewhere = False
         attempt = await self.state.begin_attempt(handle.server_id, handle.actor, self._refusal)
         if isinstance(attempt, str):
             handle.refused, handle.want_running = True, False
@@ -600,6 +604,7 @@ class Supervisor:
             handle.want_running = False
             return None
         spec, failures = attempt.spec, attempt.failures
+        handle.floating = attempt.placement == ANY_NODE
         handle.name, handle.spec, handle.status = spec.name, spec, "starting"
         # Everything written about this run (stderr, notes, errors) loses this spec's secrets.
         handle.log.scrub = Scrubber.of(spec)
@@ -641,7 +646,9 @@ class Supervisor:
                 self.connections.remove(handle.server_id, handle.conn)
             handle.conn = None
             handle.sampler.forget()
-            await asyncio.shield(self._tools_unavailable(handle.server_id))
+            if not handle.status_elsewhere and not self._lease_lost(handle):
+                # Another node runs it now: its tools are available there.
+                await asyncio.shield(self._tools_unavailable(handle.server_id))
         if ending is not None and ending[0] == EventKind.CRASHED:
             stderr = handle.log.recent()
             if stderr:
@@ -731,7 +738,8 @@ class Supervisor:
             task.cancel()
         elif handle.status in UP_STATUSES:
             handle.status = "stopping"
-            await self.state.stopping(handle.server_id)
+            if not handle.status_elsewhere:
+                await self.state.stopping(handle.server_id)
             self._publish(Change.STATUS, handle.server_id)
         handle.signal.set()
         done, _pending = await asyncio.wait({task}, timeout=self.stop_timeout_s)
@@ -750,7 +758,7 @@ class Supervisor:
         reason = handle.stop_reason
         message = f"stopped {handle.name}" + (f" ({reason})" if reason else "")
         try:
-            own_status = not handle.lease_lapsed
+            own_status = not handle.status_elsewhere
             if not await self.state.stopped(
                 handle.server_id, message, handle.stop_actor, own_status=own_status
             ):
@@ -869,6 +877,12 @@ class Supervisor:
         if refused is not None:
             raise Conflict(f"{row.name} is not run by this node: {refused}")
 
+    def _lease_lost(self, handle: _Handle) -> bool:
+        fleet = self.fleet
+        if fleet is None or not fleet.shared or not handle.floating:
+            return False
+        return handle.server_id not in fleet.held or not fleet.lease_valid()
+
     async def _lost_here(self, handle: _Handle) -> bool:
         try:
             row = await self._row(handle.server_id)
@@ -885,15 +899,20 @@ class Supervisor:
     async def _leases_changed(self, lost: frozenset[str], gained: frozenset[str]) -> None:
         """Stop what this node no longer holds; start what it claimed (auto-start ones)."""
         lapsed = self.fleet is not None and not self.fleet.lease_valid()
+        servers = {server.id: server for server in await self.state.known()}
         for server_id in lost:
             handle = self._handles.get(server_id)
             if handle is None or handle.task is None:
                 continue
-            handle.lease_lapsed = lapsed
+            server = servers.get(server_id)
+            # Lapsed, or placed on a node now: another node may run it and write its status.
+            # Given up because it was disabled: its `stopped` is this node's to write.
+            handle.status_elsewhere = lapsed or (server is not None and server.enabled)
             reason = "its lease lapsed" if lapsed else "its lease was given up"
             self._spawn(self._stop_lost(handle, reason), f"stop {handle.name}")
-        for server in await self.state.known():
-            if server.id in gained and server.enabled and server.auto_start:
+        for server_id in gained:
+            server = servers.get(server_id)
+            if server is not None and server.enabled and server.auto_start:
                 self._handle_for(server.id, server.name).was_enabled = True
                 start = self._quiet(self.start(server.id, actor=SYSTEM))
                 self._spawn(start, f"start {server.name}")
