@@ -139,7 +139,7 @@ async def renew_and_claim(db: Database, *, name: str, lease_s: float) -> LeaseRo
             await session.execute(
                 update(ToolServer)
                 .where(ToolServer.id.in_(claimed), ToolServer.status.in_(HELD_STATUSES))
-                .values(status="stopped")
+                .values(status="stopped", status_node=name)
             )
         names = await session.scalars(select(ToolServer.name).where(ToolServer.id.in_(held)))
         return LeaseRound(

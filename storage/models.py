@@ -101,6 +101,9 @@ class ToolServer(Base):
     last_health_check: Mapped[datetime | None] = mapped_column()
     last_startup_success: Mapped[datetime | None] = mapped_column()
     last_startup_error: Mapped[str | None] = mapped_column(Text)
+    # The node whose supervisor wrote the status: only it writes the status again, until
+    # another node starts the server (a fleet shares these rows).
+    status_node: Mapped[str | None] = mapped_column(String(64))
 
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -102,6 +102,22 @@ def test_placement_spreads_and_failover_moves_after_kill(
     assert [name for name, entry in listed.items() if entry["this_node"]] == ["beta"]
     assert listed["gamma"]["advertise_url"] == nodes["gamma"].url
 
+    # A placement changed through one node's API moves the server between two others.
+    with nodes["gamma"].client() as client:
+        answer = client.put(
+            f"/api/v1/toolservers/servers/{servers['pinned-alpha']['id']}",
+            json={"placement": "beta"},
+        )
+        assert answer.status_code == 200, answer.text
+    wait_for(
+        lambda: (
+            [node_of(p, nodes) for p in running_copies()["pinned-alpha"]] == ["beta"]
+            and servers_of(alpha)["pinned-alpha"]["status"] == "running"
+        ),
+        timeout_s=MOVE_TIMEOUT_S,
+    )
+    assert servers_of(alpha)["pinned-alpha"]["node"] == "beta"
+
     lost = sorted(name for name in floating if servers[name]["node"] == "gamma")
     nodes["gamma"].kill()
     moved = wait_for(

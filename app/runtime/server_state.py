@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, true, update
 
 from app.core.errors import NotFound
 from app.core.events import EventKind
@@ -50,8 +50,19 @@ class Attempt:
 
 
 class ServerState:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, node: str | None = None) -> None:
         self.db = db
+        # This node of a fleet (None: the only one): the status of a server another node
+        # started since is not written here.
+        self.node = node
+
+    def owns(self, row: ToolServer) -> bool:
+        return self.node is None or row.status_node in (None, self.node)
+
+    def _owned(self) -> Any:
+        if self.node is None:
+            return true()
+        return or_(ToolServer.status_node.is_(None), ToolServer.status_node == self.node)
 
     async def row(self, server_id: str) -> ToolServer:
         async with self.db.read() as session:
@@ -88,7 +99,7 @@ class ServerState:
         async with self.db.session() as session:
             rows = (await session.execute(select(ToolServer))).scalars().all()
             for row in rows:
-                if row.status in LIVE_STATUSES and mine(row):
+                if row.status in LIVE_STATUSES and mine(row) and self.owns(row):
                     message = f"Tooldeck exited while {row.name} was {row.status}"
                     add_event(session, row.id, EventKind.STOPPED, message, SYSTEM)
                     row.status = "stopped"
@@ -117,6 +128,7 @@ class ServerState:
                 placement=row.placement,
             )
             row.status = "starting"
+            row.status_node = self.node
             failures = attempt.failures
             note = f" (after {failures} failure{'s' if failures != 1 else ''})" if failures else ""
             add_event(session, row.id, EventKind.STARTING, f"starting {row.name}{note}", actor)
@@ -134,7 +146,7 @@ class ServerState:
     ) -> None:
         async with self.db.session() as session:
             row = await session.get(ToolServer, server_id)
-            if row is None:
+            if row is None or not self.owns(row):
                 return
             row.status = status
             row.last_startup_success = at
@@ -153,7 +165,7 @@ class ServerState:
         """
         async with self.db.session() as session:
             row = await session.get(ToolServer, server_id)
-            if row is None:
+            if row is None or not self.owns(row):
                 return None
             row.consecutive_failures = failures = (row.consecutive_failures or 0) + 1
             row.status = "error"
@@ -181,7 +193,7 @@ class ServerState:
         """An OAuth server without a usable token: not a failure to count, a person to ask."""
         async with self.db.session() as session:
             row = await session.get(ToolServer, server_id)
-            if row is None:
+            if row is None or not self.owns(row):
                 return
             row.status = "needs_login"
             row.last_startup_error = message
@@ -219,7 +231,7 @@ class ServerState:
             return
         async with self.db.session() as session:
             if values:
-                query = update(ToolServer).where(ToolServer.id == server_id)
+                query = update(ToolServer).where(ToolServer.id == server_id, self._owned())
                 if status is not None or reset_failures:
                     query = query.where(ToolServer.status.in_(UP_STATUSES))
                 await session.execute(query.values(**values))
@@ -229,7 +241,9 @@ class ServerState:
     async def stopping(self, server_id: str) -> None:
         async with self.db.session() as session:
             await session.execute(
-                update(ToolServer).where(ToolServer.id == server_id).values(status="stopping")
+                update(ToolServer)
+                .where(ToolServer.id == server_id, self._owned())
+                .values(status="stopping")
             )
 
     async def stopped(
@@ -242,7 +256,7 @@ class ServerState:
             row = await session.get(ToolServer, server_id)
             if row is None or (own_status and row.status == "stopped"):
                 return False
-            if own_status:
+            if own_status and self.owns(row):
                 row.status = "stopped"
             add_event(session, row.id, EventKind.STOPPED, Scrubber.of(row)(message), actor)
             return True
@@ -253,7 +267,7 @@ class ServerState:
             row = await session.get(ToolServer, server_id)
             if row is None:
                 raise NotFound(f"no server {server_id!r}")
-            if row.status in LIVE_STATUSES:
+            if row.status in LIVE_STATUSES and self.owns(row):
                 row.status = "stopped"
                 add_event(session, row.id, EventKind.STOPPED, f"stopped {row.name}", actor)
 

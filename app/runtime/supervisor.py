@@ -157,7 +157,8 @@ class Supervisor:
         self.processes = ProcessRegistry(settings.data_dir)
         # The live connection of each running server, shared with the gateway's router.
         self.connections = ConnectionRegistry()
-        self.state = ServerState(db)
+        shared = fleet is not None and fleet.shared
+        self.state = ServerState(db, fleet.name if shared else None)
         self.catalogue = ToolCatalogue(db, self._publish)
 
     # ---- life of the supervisor itself ------------------------------------------------------
@@ -314,7 +315,6 @@ class Supervisor:
         if refused is not None:
             # Placed elsewhere now: it stops here, and its new node starts it.
             if running:
-                handle.status_elsewhere = True
                 async with handle.control:
                     await self._stop_handle(handle, SYSTEM, refused)
             return
@@ -647,7 +647,6 @@ class Supervisor:
             handle.conn = None
             handle.sampler.forget()
             if not handle.status_elsewhere and not self._lease_lost(handle):
-                # Another node runs it now: its tools are available there.
                 await asyncio.shield(self._tools_unavailable(handle.server_id))
         if ending is not None and ending[0] == EventKind.CRASHED:
             stderr = handle.log.recent()
@@ -856,6 +855,13 @@ class Supervisor:
 
     async def _tools_unavailable(self, server_id: str) -> None:
         try:
+            if self.state.node is not None:
+                try:
+                    row = await self.state.row(server_id)
+                except NotFound:
+                    return
+                if not self.state.owns(row):
+                    return  # another node runs it now: its tools are available there
             await self.catalogue.mark_unavailable(server_id)
         except Exception:
             logger.exception("marking the tools of %s unavailable failed", server_id)
@@ -904,10 +910,8 @@ class Supervisor:
             handle = self._handles.get(server_id)
             if handle is None or handle.task is None:
                 continue
-            server = servers.get(server_id)
-            # Lapsed, or placed on a node now: another node may run it and write its status.
-            # Given up because it was disabled: its `stopped` is this node's to write.
-            handle.status_elsewhere = lapsed or (server is not None and server.enabled)
+            # Lapsed: another node may run it already and write its status.
+            handle.status_elsewhere = lapsed
             reason = "its lease lapsed" if lapsed else "its lease was given up"
             self._spawn(self._stop_lost(handle, reason), f"stop {handle.name}")
         for server_id in gained:

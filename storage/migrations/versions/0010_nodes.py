@@ -40,10 +40,12 @@ def upgrade() -> None:
         batch.add_column(
             sa.Column("placement", sa.String(length=64), nullable=False, server_default="any")
         )
+        batch.add_column(sa.Column("status_node", sa.String(length=64), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("tool_servers") as batch:
+        batch.drop_column("status_node")
         batch.drop_column("placement")
     op.drop_index("ix_server_leases_node", table_name="server_leases")
     op.drop_table("server_leases")
