@@ -11,18 +11,21 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import update
+from textual.widgets import DataTable
 
 from app.core.errors import Conflict, InvalidInput
 from app.core.settings import ConfigError, Settings, load_settings
 from app.ops.bootstrap import running_core
 from app.ops.facade import LocalOperations
 from app.runtime.lock import SupervisorLock
+from app.tui.screens.nodes import NodesScreen
 from storage import fleet as fleet_sql
 from storage.db import Database
-from storage.models import ServerLease
+from storage.models import Node, ServerLease
 from tests.cli_runner import one_line_error, tooldeck
 from tests.conftest import stdio_server_spec
 from tests.runtime_helpers import eventually, status_is
+from tests.tui_helpers import make_app, palette_search, settle
 
 REMOTE = {"name": "remote", "transport": "streamable_http", "url": "http://127.0.0.1:9/mcp"}
 
@@ -215,3 +218,41 @@ async def test_a_node_refuses_servers_placed_elsewhere(
             assert (node.name, node.alive, node.servers) == ("here", True, 1)
     finally:
         lock.release()
+
+
+# ---- the dashboard's nodes screen -------------------------------------------------------------
+
+
+async def test_the_nodes_screen_lists_the_fleet(
+    pg_url: str, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TOOLDECK_DATABASE_URL", pg_url)
+    monkeypatch.setenv("TOOLDECK_NODE", "here")
+    settings = load_settings(data_dir)
+    db = Database(pg_url)
+    try:
+        ops = LocalOperations(db, settings)
+        await ops.create_server(stdio_server_spec("local", "tiny"), actor="t")
+        await _join(db, "here", "gpu")
+        # gpu's last heartbeat is a minute old: it is down.
+        async with db.session() as session:
+            await session.execute(
+                update(Node)
+                .where(Node.name == "gpu")
+                .values(heartbeat_at=datetime.now(UTC) - timedelta(minutes=1))
+            )
+        app = make_app(settings, ops)
+        async with app.run_test(size=(120, 30)) as pilot:
+            await settle(pilot)
+            await pilot.press("ctrl+p")
+            await settle(pilot)
+            assert await palette_search(pilot, "nodes") == "Nodes"
+            await pilot.press("enter")
+            await settle(pilot)
+            assert isinstance(app.screen, NodesScreen)
+            table = app.screen.query_one("#nodes-table", DataTable)
+            rows = [table.get_row(row.key) for row in table.ordered_rows]
+            shown = [[str(cell) for cell in row[:3]] for row in rows]
+            assert shown == [["gpu", "down", "0"], ["here *", "alive", "1"]]
+    finally:
+        await db.dispose()
