@@ -200,6 +200,34 @@ async def _take_expired(
     return set(rows)
 
 
+async def claim_one(db: Database, *, name: str, server_id: str, lease_s: float) -> datetime | None:
+    """Take one `any` server's lease now (a person asked to start it), whatever the fair share:
+    only if it is free, expired or already this node's. Returns the database's time of the
+    claim, None when another node holds it."""
+    async with db.session() as session:
+        now = await database_now(session)
+        floating = await session.scalar(
+            select(ToolServer.id).where(
+                ToolServer.id == server_id,
+                ToolServer.placement == ANY_NODE,
+                ToolServer.enabled.is_(True),
+            )
+        )
+        if floating is None:
+            return None
+        expires_at = now + timedelta(seconds=lease_s)
+        statement = upsert(ServerLease.__table__, session.bind.dialect).values(
+            server_id=server_id, node=name, expires_at=expires_at
+        )
+        statement = statement.on_conflict_do_update(
+            index_elements=[ServerLease.server_id],
+            set_={"node": name, "expires_at": expires_at},
+            where=(ServerLease.expires_at <= now) | (ServerLease.node == name),
+        )
+        taken = await session.scalar(statement.returning(ServerLease.server_id))
+        return now if taken is not None else None
+
+
 async def release(db: Database, *, name: str, server_ids: list[str] | None = None) -> None:
     """Give up this node's leases (all of them, or these), for another node to take at once."""
     async with db.session() as session:

@@ -214,8 +214,14 @@ async def test_a_node_refuses_servers_placed_elsewhere(
             theirs = await ops.get_server("theirs")
             assert theirs.status == "stopped" and theirs.node is None
             assert theirs.unplaced_reason == "node there has not joined the fleet"
+            # An `any` server asked to start is claimed at once, not at the next heartbeat.
+            spec = stdio_server_spec("floating", "tiny", placement="any", auto_start=False)
+            await ops.create_server(spec, actor="t")
+            await ops.start_server("floating", actor="t")
+            floating = await ops.get_server("floating")
+            assert (floating.status, floating.node) == ("running", "here")
             [node] = await ops.list_nodes()
-            assert (node.name, node.alive, node.servers) == ("here", True, 1)
+            assert (node.name, node.alive, node.servers) == ("here", True, 2)
     finally:
         lock.release()
 

@@ -72,6 +72,7 @@ class Fleet:
         self.margin_s = self.heartbeat_s
         self.started_at = datetime.now(UTC)
         self.held: frozenset[str] = frozenset()
+        self._names: frozenset[str] = frozenset()
         # CLOCK_MONOTONIC time up to which `held` is safe to run.
         self.safe_until = 0.0
         self.on_leases: LeaseHook | None = None
@@ -146,6 +147,7 @@ class Fleet:
             before = self.held if self.lease_valid() else frozenset()
             self.held = leases.held
             self.safe_until = sent + self.lease_s - self.margin_s
+            self._names = leases.names
             self._tell_fence(leases.names)
             lost, gained = before - leases.held, leases.held - before
             if (lost or gained) and self.on_leases is not None:
@@ -154,6 +156,30 @@ class Fleet:
                 f"{len(leases.held)} leases held (share {leases.share} of "
                 f"{leases.live_nodes} live node{'s' if leases.live_nodes != 1 else ''})"
             )
+
+    async def claim(self, server: Placed) -> bool:
+        """Take an `any` server's lease at once, beyond the fair share: a person asked to start
+        it here. False when another node holds it."""
+        if not self.shared or not self.claims:
+            return False
+        async with self._tick_lock:
+            sent = time.monotonic()
+            if (
+                await fleet_sql.claim_one(
+                    self.db, name=self.name, server_id=server.id, lease_s=self.lease_s
+                )
+                is None
+            ):
+                return False
+            deadline = sent + self.lease_s - self.margin_s
+            # One deadline covers every lease held: the one renewed longest ago.
+            self.safe_until = min(self.safe_until, deadline) if self.lease_valid() else deadline
+            if not self.lease_valid():
+                self.held = frozenset()
+            self.held |= {server.id}
+            self._names |= {server.name}
+            self._tell_fence(self._names)
+            return True
 
     async def _beat(self) -> None:
         await fleet_sql.beat(

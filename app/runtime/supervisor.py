@@ -245,6 +245,7 @@ class Supervisor:
         if not row.enabled:
             why = f" ({row.disabled_reason})" if row.disabled_reason else ""
             raise Conflict(f"{row.name} is disabled{why}: enable it first")
+        await self._claim_to_start(row)
         self._refuse_elsewhere(row)
         handle = self._handle_for(row.id, row.name)
         handle.was_enabled = True
@@ -268,6 +269,7 @@ class Supervisor:
         row = await self._row(server_id)
         if not row.enabled:
             raise Conflict(f"{row.name} is disabled: enable it first")
+        await self._claim_to_start(row)
         self._refuse_elsewhere(row)
         handle = self._handle_for(row.id, row.name)
         await self.state.restarting(row.id, row.name, actor)
@@ -877,6 +879,11 @@ class Supervisor:
         if self.fleet is None:
             return None
         return self.fleet.refusal(Placed(server.id, server.name, server.placement))
+
+    async def _claim_to_start(self, row: ToolServer) -> None:
+        """An `any` server asked to start here: this node takes its lease if nobody holds it."""
+        if self.fleet is not None and row.placement == ANY_NODE and self._refusal(row):
+            await self.fleet.claim(Placed(row.id, row.name, row.placement))
 
     def _refuse_elsewhere(self, row: ToolServer) -> None:
         refused = self._refusal(row)
