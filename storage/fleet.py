@@ -86,6 +86,14 @@ async def beat(
         return now
 
 
+async def last_beat(db: Database, *, name: str) -> tuple[datetime, datetime] | None:
+    """A node's last heartbeat and the database's time now; None for a node never seen."""
+    async with db.read() as session:
+        now = await database_now(session)
+        beat_at = await session.scalar(select(Node.heartbeat_at).where(Node.name == name))
+        return None if beat_at is None else (beat_at, now)
+
+
 async def renew_and_claim(db: Database, *, name: str, lease_s: float) -> LeaseRound:
     """Renew this node's unexpired leases, give up those of servers that are no longer `any`
     and enabled, and claim free ones up to a fair share: ceil(any servers / live nodes).

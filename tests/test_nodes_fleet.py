@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon_helpers import Daemon, wait_for
+from tests.daemon_helpers import Daemon, launch, wait_for
 from tests.fleet_helpers import (
     CopyWatch,
+    node_env,
     node_of,
     nodes_seen_by,
     running_copies,
@@ -177,3 +178,15 @@ def test_a_paused_node_never_runs_a_server_twice(
     assert all(final[name]["node"] == "south" for name in floating)
     copies = running_copies()
     assert all([node_of(p, nodes) for p in copies[name]] == ["south"] for name in floating)
+
+
+def test_a_second_node_of_the_same_name_refuses_to_start(
+    tmp_path: Path, fleet_url: str, started: list[Daemon]
+) -> None:
+    started.append(start_node(tmp_path, fleet_url, "twin"))
+    data_dir = tmp_path / "twin-again"
+    process, stderr_path = launch(
+        data_dir, "--port", "0", env=node_env(data_dir, fleet_url, "twin")
+    )
+    assert process.wait(timeout=60) == 1
+    assert "a node named 'twin' is running on this database" in stderr_path.read_text()

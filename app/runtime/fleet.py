@@ -22,9 +22,10 @@ import time
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from app import __version__
+from app.core.errors import Conflict
 from app.core.settings import Settings
 from storage import fleet as fleet_sql
 from storage.db import Database
@@ -101,6 +102,8 @@ class Fleet:
         """Register this node (a heartbeat) and, on a shared database, start the fence."""
         if not self.claims:
             return
+        if self.shared:
+            await self._refuse_a_twin()
         await self._beat()
         if not self.shared:
             return
@@ -112,6 +115,21 @@ class Fleet:
             start_new_session=True,
         )
         self._watch = asyncio.create_task(self._watch_deadline(), name="lease watch")
+
+    async def _refuse_a_twin(self) -> None:
+        """Two live daemons of one name would share its leases and run servers twice: a node
+        whose name beats within the lease time is watched for two heartbeats; if it beats on,
+        this one refuses to start. (One that died a moment ago stops beating.)"""
+        seen = await fleet_sql.last_beat(self.db, name=self.name)
+        if seen is None or seen[0] <= seen[1] - timedelta(seconds=self.lease_s):
+            return
+        await asyncio.sleep(2 * self.heartbeat_s)
+        again = await fleet_sql.last_beat(self.db, name=self.name)
+        if again is not None and again[0] > seen[0]:
+            raise Conflict(
+                f"a node named {self.name!r} is running on this database: give this daemon a "
+                "name of its own with TOOLDECK_NODE"
+            )
 
     async def leave(self) -> None:
         """After the servers stopped: give the leases up for other nodes to take at once."""
