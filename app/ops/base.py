@@ -172,6 +172,14 @@ class OpsBase:
         if self.runtime is not None:
             await self.runtime.intent_changed(server_id)
 
+    @property
+    def single_node(self) -> bool:
+        """Whether this facade's view is one node's: SQLite, or a supervisor here that is no
+        node of a fleet (it runs every server). Else placement and leases say who runs what."""
+        if self.db.is_sqlite:
+            return True
+        return self.runtime is not None and getattr(self.runtime, "fleet", None) is None
+
     def _require_runtime(self) -> Runtime:
         if self.runtime is None:
             raise NotRunning(

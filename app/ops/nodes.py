@@ -26,14 +26,14 @@ class NodeOperations(OpsBase):
             placements = {server_id: placement for server_id, placement in rows}
         runs: Counter[str] = Counter()
         for server_id, placement in placements.items():
-            node = _runner(self.db.is_sqlite, self.settings, view, server_id, placement)
+            node = _runner(self.single_node, self.settings, view, server_id, placement)
             if node is not None:
                 runs[node] += 1
         # One node on SQLite: rows a renamed host left behind are not nodes of anything.
         nodes = [
             node
             for node in view.nodes
-            if not self.db.is_sqlite or node.name == self.settings.node_name
+            if not self.single_node or node.name == self.settings.node_name
         ]
         return [
             NodeResponse(
@@ -42,7 +42,7 @@ class NodeOperations(OpsBase):
                 version=node.version,
                 started_at=node.started_at,
                 heartbeat_at=node.heartbeat_at,
-                alive=_alive(self.db.is_sqlite, self.settings, view, node.name),
+                alive=_alive(self.single_node, self.settings, view, node.name),
                 this_node=node.name == self.settings.node_name,
                 servers=runs[node.name],
             )

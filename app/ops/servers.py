@@ -61,7 +61,7 @@ class ServerOperations(OpsBase):
             row = await self._server(session, ref)
             counts = (await tool_counts(session)).get(row.id, (0, 0))
             response = server_response(row, counts, reveal=reveal)
-            await place(session, self.db.is_sqlite, self.settings, [response])
+            await place(session, self.single_node, self.settings, [response])
             return response
 
     async def list_servers(
@@ -94,7 +94,7 @@ class ServerOperations(OpsBase):
             responses = [
                 server_response(row, counts.get(row.id, (0, 0)), reveal=reveal) for row in rows
             ]
-            await place(session, self.db.is_sqlite, self.settings, responses)
+            await place(session, self.single_node, self.settings, responses)
             return responses
 
     async def update_server(
