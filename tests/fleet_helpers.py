@@ -17,8 +17,9 @@ from tests.daemon_helpers import Daemon, daemon_env, start_daemon
 
 # Standard library only: it starts in tens of milliseconds, so many can start at once.
 BARE = Path(__file__).resolve().parent / "servers" / "bare.py"
-# Short leases keep failover quick in tests: renewals every 0.75 s, fence after 2.25 s.
-TEST_LEASE_S = "3"
+# Short leases keep failover quick in tests: renewals every 1.25 s, fence after 3.75 s without
+# one (shorter, and a loaded CI machine stalls a node long enough to fence its own servers).
+TEST_LEASE_S = "5"
 
 
 def node_env(data_dir: Path, database_url: str, node: str) -> dict[str, str]:
@@ -59,6 +60,11 @@ def running_copies() -> dict[str, list[psutil.Process]]:
                 if part.startswith("fleet-tag="):
                     found[part.removeprefix("fleet-tag=")].append(process)
     return found
+
+
+def runs_only_on(name: str, node: str, nodes: dict[str, Daemon]) -> bool:
+    """Whether the server has exactly one live process, started by `node`."""
+    return [node_of(process, nodes) for process in running_copies().get(name, [])] == [node]
 
 
 def node_of(process: psutil.Process, nodes: dict[str, Daemon]) -> str | None:

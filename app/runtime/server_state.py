@@ -46,7 +46,6 @@ class Attempt:
     launcher: list[str] | None
     startup_timeout_s: float
     failures: int
-    placement: str
 
 
 class ServerState:
@@ -125,7 +124,6 @@ class ServerState:
                 launcher=spawn_launcher(await session.get(ServerLimits, row.id)),
                 startup_timeout_s=row.startup_timeout_s,
                 failures=row.consecutive_failures,
-                placement=row.placement,
             )
             row.status = "starting"
             row.status_node = self.node
@@ -246,17 +244,14 @@ class ServerState:
                 .values(status="stopping")
             )
 
-    async def stopped(
-        self, server_id: str, message: str, actor: str, *, own_status: bool = True
-    ) -> bool:
-        """Mark it stopped with an event; False when it already was (or is gone).
-
-        `own_status` False: only the event, since the status now belongs to another node."""
+    async def stopped(self, server_id: str, message: str, actor: str) -> bool:
+        """Mark it stopped with an event; False when it already was (or is gone). A server
+        another node started since gets only the event: its status is that node's."""
         async with self.db.session() as session:
             row = await session.get(ToolServer, server_id)
-            if row is None or (own_status and row.status == "stopped"):
+            if row is None or (self.owns(row) and row.status == "stopped"):
                 return False
-            if own_status and self.owns(row):
+            if self.owns(row):
                 row.status = "stopped"
             add_event(session, row.id, EventKind.STOPPED, Scrubber.of(row)(message), actor)
             return True

@@ -97,11 +97,6 @@ class _Handle:
     # This node may not run it (placed elsewhere, or its lease is gone): nothing of its state
     # in the database is this node's to write.
     refused: bool = False
-    # Stopped because this node may no longer run it (its lease lapsed, it was placed
-    # elsewhere): another node may be running it already, and its status is that node's.
-    status_elsewhere: bool = False
-    # Placed on `any`: this node runs it only while it holds its lease.
-    floating: bool = False
 
     @property
     def pid(self) -> int | None:
@@ -596,7 +591,7 @@ class Supervisor:
 
     async def _attempt(self, handle: _Handle) -> tuple[EventKind, str] | None:
         """One start and, if it works, the whole run. Returns why it ended, None for a stop."""
-        handle.refused = handle.status_elsewhere = False
+        handle.refused = False
         attempt = await self.state.begin_attempt(handle.server_id, handle.actor, self._refusal)
         if isinstance(attempt, str):
             handle.refused, handle.want_running = True, False
@@ -606,7 +601,6 @@ class Supervisor:
             handle.want_running = False
             return None
         spec, failures = attempt.spec, attempt.failures
-        handle.floating = attempt.placement == ANY_NODE
         handle.name, handle.spec, handle.status = spec.name, spec, "starting"
         # Everything written about this run (stderr, notes, errors) loses this spec's secrets.
         handle.log.scrub = Scrubber.of(spec)
@@ -648,8 +642,7 @@ class Supervisor:
                 self.connections.remove(handle.server_id, handle.conn)
             handle.conn = None
             handle.sampler.forget()
-            if not handle.status_elsewhere and not self._lease_lost(handle):
-                await asyncio.shield(self._tools_unavailable(handle.server_id))
+            await asyncio.shield(self._tools_unavailable(handle.server_id))
         if ending is not None and ending[0] == EventKind.CRASHED:
             stderr = handle.log.recent()
             if stderr:
@@ -739,8 +732,7 @@ class Supervisor:
             task.cancel()
         elif handle.status in UP_STATUSES:
             handle.status = "stopping"
-            if not handle.status_elsewhere:
-                await self.state.stopping(handle.server_id)
+            await self.state.stopping(handle.server_id)
             self._publish(Change.STATUS, handle.server_id)
         handle.signal.set()
         done, _pending = await asyncio.wait({task}, timeout=self.stop_timeout_s)
@@ -759,10 +751,7 @@ class Supervisor:
         reason = handle.stop_reason
         message = f"stopped {handle.name}" + (f" ({reason})" if reason else "")
         try:
-            own_status = not handle.status_elsewhere
-            if not await self.state.stopped(
-                handle.server_id, message, handle.stop_actor, own_status=own_status
-            ):
+            if not await self.state.stopped(handle.server_id, message, handle.stop_actor):
                 return
         except Exception:
             logger.exception("recording the stop of %s failed", handle.name)
@@ -890,12 +879,6 @@ class Supervisor:
         if refused is not None:
             raise Conflict(f"{row.name} is not run by this node: {refused}")
 
-    def _lease_lost(self, handle: _Handle) -> bool:
-        fleet = self.fleet
-        if fleet is None or not fleet.shared or not handle.floating:
-            return False
-        return handle.server_id not in fleet.held or not fleet.lease_valid()
-
     async def _lost_here(self, handle: _Handle) -> bool:
         try:
             row = await self._row(handle.server_id)
@@ -904,7 +887,6 @@ class Supervisor:
         refused = self._refusal(row)
         if refused is None:
             return False
-        handle.refused = True
         handle.want_running = False
         handle.last_error = f"stopped on this node: {refused}"
         return True
@@ -917,8 +899,6 @@ class Supervisor:
             handle = self._handles.get(server_id)
             if handle is None or handle.task is None:
                 continue
-            # Lapsed: another node may run it already and write its status.
-            handle.status_elsewhere = lapsed
             reason = "its lease lapsed" if lapsed else "its lease was given up"
             self._spawn(self._stop_lost(handle, reason), f"stop {handle.name}")
         for server_id in gained:
