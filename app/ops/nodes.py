@@ -11,11 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.schemas import NodeResponse, ToolServerResponse
 from app.core.settings import Settings
 from app.ops.base import OpsBase
-from storage.fleet import FleetView, read_fleet
+from storage.fleet import HELD_STATUSES, FleetView, read_fleet
 from storage.models import ANY_NODE, ToolServer
-
-# Statuses only a running node keeps true: shown as `stopped` when no live node runs it.
-LIVE_STATUSES = ("starting", "running", "degraded", "stopping")
 
 
 class NodeOperations(OpsBase):
@@ -72,7 +69,7 @@ async def place(
             )
         elif server.enabled:
             server.unplaced_reason = "no live node holds its lease"
-        if server.status in LIVE_STATUSES:
+        if server.status in HELD_STATUSES:  # only a live runner keeps these true
             server.status = "stopped"
 
 
