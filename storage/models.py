@@ -30,6 +30,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+# The placement of a server any live node of a fleet may run.
+ANY_NODE = "any"
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -99,10 +102,16 @@ class ToolServer(Base):
     last_health_check: Mapped[datetime | None] = mapped_column()
     last_startup_success: Mapped[datetime | None] = mapped_column()
     last_startup_error: Mapped[str | None] = mapped_column(Text)
+    # The node whose supervisor wrote the status: only it writes the status again, until
+    # another node starts the server (a fleet shares these rows).
+    status_node: Mapped[str | None] = mapped_column(String(64))
 
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     created_by: Mapped[str | None] = mapped_column(String(200))
+    # Intent: the node that runs it (its command exists there), or "any" live node holding its
+    # lease. One node on SQLite runs every server, whatever this says.
+    placement: Mapped[str] = mapped_column(String(64), default=ANY_NODE, server_default=ANY_NODE)
 
     tools: Mapped[list[ServerTool]] = relationship(
         back_populates="server", cascade="all, delete-orphan", passive_deletes=True
@@ -425,3 +434,33 @@ class ServerOAuth(Base):
     # restarted daemon must refresh an expired token rather than present it.
     expires_at: Mapped[float | None] = mapped_column(Float)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+# ---- nodes of a fleet (app.runtime.fleet) ----------------------------------------------------
+
+
+class Node(Base):
+    """A daemon on the shared database: what others need to reach it and to know it is alive."""
+
+    __tablename__ = "nodes"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    advertise_url: Mapped[str | None] = mapped_column(Text)
+    version: Mapped[str | None] = mapped_column(String(40))
+    started_at: Mapped[datetime] = mapped_column()
+    # By the database's clock, like every lease expiry: the nodes' clocks may disagree.
+    heartbeat_at: Mapped[datetime] = mapped_column()
+
+
+class ServerLease(Base):
+    """Which node runs an `any` server, until when (by the database's clock). A row whose
+    expiry passed is free to take."""
+
+    __tablename__ = "server_leases"
+    __table_args__ = (Index("ix_server_leases_node", "node"),)
+
+    server_id: Mapped[str] = mapped_column(
+        ForeignKey("tool_servers.id", ondelete="CASCADE"), primary_key=True
+    )
+    node: Mapped[str] = mapped_column(String(64), nullable=False)
+    expires_at: Mapped[datetime] = mapped_column()

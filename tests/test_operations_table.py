@@ -246,6 +246,7 @@ CASES: dict[str, Case] = {
     "time_series": Case(lambda ops, _s, _f: ops.time_series(IDLE, "1h", buckets=6)),
     "scheduler_jobs": Case(lambda ops, _s, _f: ops.scheduler_jobs()),
     "run_job": Case(lambda ops, _s, _f: ops.run_job("health")),
+    "list_nodes": Case(lambda ops, _s, _f: ops.list_nodes(), same=True),
     "import_servers": Case(
         lambda ops, _s, _f: ops.import_servers(DOCUMENT, dry_run=True, actor="t"), same=True
     ),

@@ -141,6 +141,12 @@ def _server_options(parser: argparse.ArgumentParser, *, creating: bool) -> None:
         metavar="SECONDS",
         help="how long a tool call may take, in seconds (up to 3600, default 60)",
     )
+    parser.add_argument(
+        "--placement",
+        metavar="NODE|any",
+        help="the node that runs it, or any live node of the fleet (default: this node for a "
+        "stdio server, any for a remote one)",
+    )
     if creating:
         parser.add_argument(
             "--no-auto-start",
@@ -190,6 +196,7 @@ SIMPLE_FIELDS = (
     "auto_start",
     "auto_update",
     "enabled",
+    "placement",
 )
 
 
@@ -210,13 +217,24 @@ def server_rows(servers: list[ToolServerResponse]) -> list[list[Any]]:
             f"{server.enabled_tools_count}/{server.tools_count}",
             server.consecutive_failures,
             ago(server.last_health_check),
-            server.disabled_reason or server.last_startup_error or "",
+            server.node or "-",
+            server.unplaced_reason or server.disabled_reason or server.last_startup_error or "",
         ]
         for server in servers
     ]
 
 
-SERVER_HEADERS = ("name", "status", "enabled", "transport", "tools", "fails", "checked", "note")
+SERVER_HEADERS = (
+    "name",
+    "status",
+    "enabled",
+    "transport",
+    "tools",
+    "fails",
+    "checked",
+    "node",
+    "note",
+)
 
 
 async def list_servers(args: argparse.Namespace, ops: Operations) -> int:

@@ -68,6 +68,16 @@ def check_headers(value: dict[str, str]) -> dict[str, str]:
 
 # A host name's labels: letters, digits, hyphens (not at either end), underscores as some
 # private networks use them; at most 63 characters each.
+NODE_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+ANY_PLACEMENT = "any"
+
+
+def check_placement(value: str | None) -> str | None:
+    if value is not None and not NODE_PATTERN.match(value):
+        raise ValueError("use a node name (1-64 letters, digits, '.', '-' or '_') or 'any'")
+    return value
+
+
 HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)$")
 
 
@@ -123,9 +133,12 @@ class _ServerFields(BaseModel):
     max_failures: int = Field(3, ge=1, le=10)
     startup_timeout_s: float = Field(30.0, gt=0, le=600)
     call_timeout_s: float = Field(60.0, gt=0, le=3600)
+    # A node name or "any"; None on creation: the creating node for stdio, "any" for remote.
+    placement: str | None = Field(None, max_length=64)
 
     _check_env = field_validator("env")(check_env)
     _check_headers = field_validator("headers")(check_headers)
+    _check_placement = field_validator("placement")(check_placement)
 
 
 class ToolServerCreate(_ServerFields):
@@ -166,6 +179,9 @@ class ToolServerUpdate(BaseModel):
     max_failures: int | None = Field(None, ge=1, le=10)
     startup_timeout_s: float | None = Field(None, gt=0, le=600)
     call_timeout_s: float | None = Field(None, gt=0, le=3600)
+    placement: str | None = Field(None, max_length=64)
+
+    _check_placement = field_validator("placement")(check_placement)
 
     @model_validator(mode="before")
     @classmethod
@@ -207,6 +223,11 @@ class ToolServerResponse(BaseModel):
     created_by: str | None
     tools_count: int = 0
     enabled_tools_count: int = 0
+    placement: str = ANY_PLACEMENT
+    # The node that runs it now (or must: a pinned server's node); None when no node does.
+    node: str | None = None
+    # Why no node runs it: its node is down or unknown, or no live node holds its lease.
+    unplaced_reason: str | None = None
 
 
 class ServerToolResponse(BaseModel):
@@ -655,3 +676,19 @@ class LoginFinish(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     redirect_url: str = Field(max_length=8000, description="the URL the browser was sent to")
+
+
+# ---- nodes of a fleet -------------------------------------------------------------------------
+
+
+class NodeResponse(BaseModel):
+    """A daemon on the shared database; times are the database's."""
+
+    name: str
+    advertise_url: str | None
+    version: str | None
+    started_at: datetime
+    heartbeat_at: datetime
+    alive: bool
+    this_node: bool = Field(description="the node that answered")
+    servers: int = Field(description="servers it runs now: placed on it, or leased to it")

@@ -8,10 +8,13 @@ came from.
 from __future__ import annotations
 
 import os
+import re
+import socket
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlparse
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import (
@@ -34,6 +37,7 @@ ORIGIN_NAMES = {
     "mcp_enabled",
     "mcp_servers",
 }
+NODE_NAME_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 BUILTIN_SERVER_NAMES = ("filesystem", "browser", "calculator")
 
 
@@ -285,6 +289,26 @@ class Settings(BaseSettings):
         validation_alias=_names("allowed_hosts"),
     )
 
+    # Several nodes on one PostgreSQL (app.runtime.fleet).
+    node: str | None = Field(
+        None,
+        description="a node name: 1-64 letters, digits, '.', '-' or '_', not 'any' "
+        "(default: the host name)",
+        validation_alias=_names("node"),
+    )
+    advertise_url: str | None = Field(
+        None,
+        description="the http(s) URL other nodes reach this one at (default: its own address)",
+        validation_alias=_names("advertise_url"),
+    )
+    lease_s: float = Field(
+        8.0,
+        ge=1,
+        le=300,
+        description="seconds from 1 to 300 a node holds a server's lease without renewing it",
+        validation_alias=_names("lease_s"),
+    )
+
     # Alerts (app.governance.alerts) and resource limits (app.governance.limits_watchdog).
     alert_interval_s: float = Field(
         60.0, gt=0, description="seconds > 0", validation_alias=_names("alert_interval_s")
@@ -409,6 +433,33 @@ class Settings(BaseSettings):
         if any(char.isspace() for char in value):
             raise ValueError("it has spaces")
         return value
+
+    @field_validator("node")
+    @classmethod
+    def _node_name(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not NODE_NAME_PATTERN.match(value) or value == "any":
+            raise ValueError("use 1-64 letters, digits, '.', '-' or '_', and not 'any'")
+        return value
+
+    @field_validator("advertise_url")
+    @classmethod
+    def _reachable_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parsed = urlparse(value)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ValueError("needs an http:// or https:// URL with a host")
+        return value.rstrip("/")
+
+    @property
+    def node_name(self) -> str:
+        """This node's name: the setting, else the host name made fit for one."""
+        if self.node:
+            return self.node
+        host = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname())[:64].strip("-")
+        return host if host and host != "any" else "node"
 
     @field_validator("database_url")
     @classmethod

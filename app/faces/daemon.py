@@ -186,9 +186,10 @@ async def serve(
 
     for signum in STOP_SIGNALS:
         loop.add_signal_handler(signum, on_signal, signum)
+    own_url = f"http://{url_host(settings.host)}:{sock.getsockname()[1]}"
     try:
         async with (
-            running_core(settings) as ops,
+            running_core(settings, advertise_url=own_url) as ops,
             running_router(ops) as router,
             AsyncExitStack() as gateway_scope,
         ):
@@ -234,9 +235,8 @@ async def serve(
             )
             server = Server(config)
             if not stopping.is_set():
-                url = f"http://{url_host(settings.host)}:{sock.getsockname()[1]}"
-                lock.publish(url, gateway_socket=str(gateway_socket))
-                log.info("listening", extra={"url": url, "auth": tokens is not None})
+                lock.publish(own_url, gateway_socket=str(gateway_socket))
+                log.info("listening", extra={"url": own_url, "auth": tokens is not None})
                 await server.serve(sockets=[sock])
             log.info("stopping the core: flushing usage, stopping servers")
     finally:

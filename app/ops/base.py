@@ -23,7 +23,7 @@ from app.core.scrub import mask_args, mask_url, restore_masked_args, restore_mas
 from app.core.settings import Settings
 from app.runtime.call_latency import CallLatency
 from storage.db import Database
-from storage.models import ServerTool, ToolServer
+from storage.models import ANY_NODE, ServerTool, ToolServer
 from storage.queries import find_server
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -109,6 +109,15 @@ def server_response(
     return response
 
 
+def with_placement(values: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """A new server's fields with its placement settled: a stdio server's command exists on
+    the node that created it; a remote server is reachable from any node."""
+    if values.get("placement") is None:
+        stdio = values.get("transport", "stdio") == "stdio"
+        values = {**values, "placement": settings.node_name if stdio else ANY_NODE}
+    return values
+
+
 def validated(model: type[ModelT], data: Any) -> ModelT:
     if isinstance(data, model):
         return data
@@ -162,6 +171,14 @@ class OpsBase:
         self.changes.publish(Change.SERVERS, server_id)
         if self.runtime is not None:
             await self.runtime.intent_changed(server_id)
+
+    @property
+    def single_node(self) -> bool:
+        """Whether this facade's view is one node's: SQLite, or a supervisor here that is no
+        node of a fleet (it runs every server). Else placement and leases say who runs what."""
+        if self.db.is_sqlite:
+            return True
+        return self.runtime is not None and getattr(self.runtime, "fleet", None) is None
 
     def _require_runtime(self) -> Runtime:
         if self.runtime is None:

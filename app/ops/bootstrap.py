@@ -16,6 +16,7 @@ from app.governance.alerts import AlertEngine
 from app.governance.limits_watchdog import ResourceWatchdog, load_limits
 from app.ops.facade import LocalOperations
 from app.runtime.change_relay import ChangeRelay
+from app.runtime.fleet import Fleet
 from app.runtime.scheduler import Job, Scheduler, core_scheduler
 from app.runtime.supervisor import Supervisor
 from app.runtime.usage import UsageRecorder
@@ -26,7 +27,9 @@ from storage.usage_partitions import is_partitioned, prepare
 JOURNAL_DIR = "usage-journal"
 # Every job of a running core's scheduler: the core scheduler's and the two added here. Named
 # up front so `tooldeck jobs run` can list them without a running core.
-JOB_NAMES = ("health", "capabilities", "cleanup", "resources", "alerts", "limits")
+JOB_NAMES = ("health", "capabilities", "cleanup", "resources", "alerts", "limits", "fleet")
+# One node on SQLite: its heartbeat only keeps `tooldeck nodes` truthful, no lease hangs on it.
+SOLO_HEARTBEAT_S = 60.0
 
 
 def prepare_private_storage(settings: Settings) -> None:
@@ -105,7 +108,7 @@ async def relayed_changes(ops: LocalOperations) -> AsyncIterator[None]:
 
 @asynccontextmanager
 async def running_core(
-    settings: Settings, *, autostart: bool = True
+    settings: Settings, *, autostart: bool = True, advertise_url: str | None = None
 ) -> AsyncIterator[LocalOperations]:
     """The whole runtime behind the facade: supervisor, scheduler and usage recorder.
 
@@ -113,6 +116,10 @@ async def running_core(
     starting (in the background; `autostart=False` starts none, for a one-shot call); on exit
     every server is stopped, no child is left behind, and recorded usage is flushed. The
     caller must hold the data dir's supervisor lock.
+
+    On PostgreSQL the core is a node of the fleet (app.runtime.fleet): it runs the servers
+    placed on it and the `any` servers whose leases it holds; `advertise_url` is where other
+    nodes reach it. A one-shot call (`autostart=False`) claims no lease.
     """
     async with AsyncExitStack() as stack:
         ops = await open_operations(settings)
@@ -127,16 +134,41 @@ async def running_core(
         # servers stop are recorded before the final flush.
         stack.push_async_callback(recorder.stop)
         ops.recorder = recorder
-        supervisor = Supervisor(ops.db, settings, changes=ops.changes)
+        fleet = Fleet(ops.db, settings, advertise_url=advertise_url, claims=autostart)
+        await fleet.join()
+        # Pushed before the supervisor: leases are given up only once their servers stopped.
+        stack.push_async_callback(fleet.leave)
+        supervisor = Supervisor(ops.db, settings, changes=ops.changes, fleet=fleet)
         stack.push_async_callback(supervisor.shutdown)
         ops.runtime = supervisor
         await supervisor.startup(autostart=autostart)
         scheduler = core_scheduler(ops.db, settings, supervisor)
+        scheduler.add(fleet_job(fleet, supervisor))
+        if fleet.claims:
+            # The first claims at once, not one interval from now.
+            await fleet.heartbeat()
         stack.push_async_callback(await install_alerting(ops, supervisor, scheduler))
         await scheduler.start()
         stack.push_async_callback(scheduler.stop)
         ops.scheduler = scheduler
         yield ops
+
+
+def fleet_job(fleet: Fleet, supervisor: Supervisor) -> Job:
+    async def beat() -> str:
+        if not fleet.claims:
+            return "a one-shot run: not a node of the fleet"
+        outcome = await fleet.heartbeat()
+        if fleet.shared:
+            await supervisor.reconcile()
+        return outcome
+
+    return Job(
+        "fleet",
+        "record this node's heartbeat, renew and claim server leases",
+        fleet.heartbeat_s if fleet.shared else SOLO_HEARTBEAT_S,
+        beat,
+    )
 
 
 async def install_alerting(

@@ -23,6 +23,7 @@ from app.ops.bulk import BulkOperations
 from app.ops.calls import CallOperations
 from app.ops.clients import ClientOperations
 from app.ops.interchange import InterchangeOperations
+from app.ops.nodes import NodeOperations
 from app.ops.oauth import OAuthOperations
 from app.ops.process_history import ProcessHistoryOperations
 from app.ops.profiles import ProfileOperations
@@ -49,6 +50,7 @@ class LocalOperations(
     ProfileOperations,
     TokenOperations,
     OAuthOperations,
+    NodeOperations,
 ):
     """The facade over storage and (when present) the runtime."""
 

@@ -23,7 +23,7 @@ from app.core.schemas import (
     ToolServerCreate,
 )
 from app.governance.audit import change_details, created_details, snapshot
-from app.ops.base import keep_masked, keep_masked_fields, validated
+from app.ops.base import keep_masked, keep_masked_fields, validated, with_placement
 from app.ops.servers import ServerOperations
 from storage.models import ToolServer
 from storage.queries import add_event
@@ -149,7 +149,7 @@ class InterchangeOperations(ServerOperations):
             item.action, item.reason = "rename", f"{entry.name} exists"
             item.name = interchange.unique_name(entry.name, taken)
             taken.add(item.name)
-        values = spec.model_dump() | {"name": item.name}
+        values = with_placement(spec.model_dump() | {"name": item.name}, self.settings)
         for field in ("env", "headers"):
             values[field] = self._import_masked(
                 values[field], {}, f"{entry.path}.{field}", item.warnings

@@ -42,6 +42,7 @@ from app.core.schemas import (
     ImportReport,
     JobStatus,
     LoginStarted,
+    NodeResponse,
     ProbeReport,
     ProcessHistory,
     ProcessSample,
@@ -331,6 +332,11 @@ class Operations(ReadOperations, Protocol):
 
     async def run_job(self, name: str) -> JobStatus:
         """Run a scheduler job now and wait for it (joining a run already in progress)."""
+        ...
+
+    async def list_nodes(self) -> list[NodeResponse]:
+        """The nodes of the fleet on this database (one on SQLite): address, version, start,
+        last heartbeat, whether they are alive, and how many servers each runs."""
         ...
 
     async def probe(self, target: str | ToolServerCreate | dict[str, Any]) -> ProbeReport:

@@ -19,7 +19,14 @@ from app.core.schemas import (
     ToolServerUpdate,
 )
 from app.governance.audit import change_details, created_details, deleted_details, snapshot
-from app.ops.base import OpsBase, keep_masked_fields, server_response, validated
+from app.ops.base import (
+    OpsBase,
+    keep_masked_fields,
+    server_response,
+    validated,
+    with_placement,
+)
+from app.ops.nodes import place
 from storage.models import ServerEvent, ServerTool, ToolServer
 from storage.queries import add_event, find_server, tool_counts
 
@@ -34,7 +41,8 @@ class ServerOperations(OpsBase):
         async with self.db.session() as session:
             if await find_server(session, spec.name) is not None:
                 raise Conflict(f"a server named {spec.name!r} already exists", field="name")
-            row = ToolServer(**spec.model_dump(), is_builtin=is_builtin, created_by=actor)
+            values = with_placement(spec.model_dump(), self.settings)
+            row = ToolServer(**values, is_builtin=is_builtin, created_by=actor)
             session.add(row)
             try:
                 await session.flush()
@@ -42,7 +50,7 @@ class ServerOperations(OpsBase):
                 raise Conflict(
                     f"a server named {spec.name!r} already exists", field="name"
                 ) from None
-            details = created_details(spec.model_dump(mode="json"))
+            details = created_details(with_placement(spec.model_dump(mode="json"), self.settings))
             add_event(session, row.id, EventKind.CREATED, f"created {spec.name}", actor, details)
             response = server_response(row)
         await self._intent_changed(response.id)
@@ -52,7 +60,9 @@ class ServerOperations(OpsBase):
         async with self.db.read() as session:
             row = await self._server(session, ref)
             counts = (await tool_counts(session)).get(row.id, (0, 0))
-            return server_response(row, counts, reveal=reveal)
+            response = server_response(row, counts, reveal=reveal)
+            await place(session, self.single_node, self.settings, [response])
+            return response
 
     async def list_servers(
         self,
@@ -81,7 +91,11 @@ class ServerOperations(OpsBase):
         async with self.db.read() as session:
             rows = (await session.execute(query)).scalars().all()
             counts = await tool_counts(session)
-            return [server_response(row, counts.get(row.id, (0, 0)), reveal=reveal) for row in rows]
+            responses = [
+                server_response(row, counts.get(row.id, (0, 0)), reveal=reveal) for row in rows
+            ]
+            await place(session, self.single_node, self.settings, responses)
+            return responses
 
     async def update_server(
         self, ref: str, data: ToolServerUpdate | dict[str, Any], *, actor: str

@@ -383,6 +383,7 @@ OPERATIONS: tuple[OperationSpec, ...] = (
         query={"server": QueryDoc("one server only (default: all)"), **WINDOW},
     ),
     OperationSpec("scheduler_jobs", "GET", "/api/v1/scheduler/jobs", ("scheduler",)),
+    OperationSpec("list_nodes", "GET", "/api/v1/nodes", ("nodes",)),
     OperationSpec(
         "run_job", "POST", "/api/v1/scheduler/jobs/{name}/run", ("scheduler",), mutates=True,
         long=True, access="operate",

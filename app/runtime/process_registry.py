@@ -91,6 +91,28 @@ class ProcessRegistry:
             path.unlink(missing_ok=True)
         return ended
 
+    def kill_groups_of(self, servers: set[str]) -> list[int]:
+        """SIGKILL at once the recorded groups of these servers; returns the groups ended.
+
+        For fencing (app.runtime.fence): no grace period, since another node may start the
+        same server as soon as the lease this node lost expires."""
+        if not servers or not self.directory.is_dir():
+            return []
+        ended = []
+        for path in sorted(self.directory.glob("*.json")):
+            try:
+                entry = json.loads(path.read_text())
+                pgid, server, marker = int(entry["pgid"]), str(entry["server"]), entry["marker"]
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            if server not in servers:
+                continue
+            if _carries(pgid, marker) or any(_carries(pid, marker) for pid in _members(pgid)):
+                with suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pgid, signal.SIGKILL)
+                    ended.append(pgid)
+        return ended
+
 
 def _members(pgid: int) -> list[int]:
     """Live (not zombie) processes of the group."""

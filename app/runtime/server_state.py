@@ -7,11 +7,12 @@ this class, so every state change and its event are written in one transaction.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, true, update
 
 from app.core.errors import NotFound
 from app.core.events import EventKind
@@ -34,6 +35,7 @@ class KnownServer:
     name: str
     enabled: bool
     auto_start: bool
+    placement: str
 
 
 @dataclass(frozen=True)
@@ -47,8 +49,19 @@ class Attempt:
 
 
 class ServerState:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, node: str | None = None) -> None:
         self.db = db
+        # This node of a fleet (None: the only one): the status of a server another node
+        # started since is not written here.
+        self.node = node
+
+    def owns(self, row: ToolServer) -> bool:
+        return self.node is None or row.status_node in (None, self.node)
+
+    def _owned(self) -> Any:
+        if self.node is None:
+            return true()
+        return or_(ToolServer.status_node.is_(None), ToolServer.status_node == self.node)
 
     async def row(self, server_id: str) -> ToolServer:
         async with self.db.read() as session:
@@ -63,24 +76,49 @@ class ServerState:
             server_id = await session.scalar(select(ToolServer.id).where(ToolServer.name == name))
             add_event(session, server_id, EventKind.LEFTOVERS_ENDED, message, SYSTEM)
 
-    async def settle_after_crash(self) -> list[KnownServer]:
-        """Statuses a dead process left as live become `stopped`, with an event; returns every
+    async def known(self) -> list[KnownServer]:
+        async with self.db.read() as session:
+            rows = await session.execute(
+                select(
+                    ToolServer.id,
+                    ToolServer.name,
+                    ToolServer.enabled,
+                    ToolServer.auto_start,
+                    ToolServer.placement,
+                )
+            )
+            return [KnownServer(*row) for row in rows]
+
+    async def settle_after_crash(
+        self, mine: Callable[[ToolServer], bool] = lambda row: True
+    ) -> list[KnownServer]:
+        """Statuses a dead process left as live become `stopped`, with an event, on the servers
+        this node runs (`mine`: on a fleet, the others' belong to live nodes); returns every
         server."""
         async with self.db.session() as session:
             rows = (await session.execute(select(ToolServer))).scalars().all()
             for row in rows:
-                if row.status in LIVE_STATUSES:
+                if row.status in LIVE_STATUSES and mine(row) and self.owns(row):
                     message = f"Tooldeck exited while {row.name} was {row.status}"
                     add_event(session, row.id, EventKind.STOPPED, message, SYSTEM)
                     row.status = "stopped"
-            return [KnownServer(row.id, row.name, row.enabled, row.auto_start) for row in rows]
+            return [
+                KnownServer(row.id, row.name, row.enabled, row.auto_start, row.placement)
+                for row in rows
+            ]
 
-    async def begin_attempt(self, server_id: str, actor: str) -> Attempt | None:
-        """Mark the server `starting`; None when it is gone or disabled (nothing to start)."""
+    async def begin_attempt(
+        self, server_id: str, actor: str, refusal: Callable[[ToolServer], str | None]
+    ) -> Attempt | str | None:
+        """Mark the server `starting`; None when it is gone or disabled (nothing to start), the
+        refusal's reason when this node may not run it (nothing written)."""
         async with self.db.session() as session:
             row = await session.get(ToolServer, server_id)
             if row is None or not row.enabled:
                 return None
+            refused = refusal(row)
+            if refused is not None:
+                return refused
             attempt = Attempt(
                 spec=ConnectionSpec.of(row),
                 launcher=spawn_launcher(await session.get(ServerLimits, row.id)),
@@ -88,6 +126,7 @@ class ServerState:
                 failures=row.consecutive_failures,
             )
             row.status = "starting"
+            row.status_node = self.node
             failures = attempt.failures
             note = f" (after {failures} failure{'s' if failures != 1 else ''})" if failures else ""
             add_event(session, row.id, EventKind.STARTING, f"starting {row.name}{note}", actor)
@@ -105,7 +144,7 @@ class ServerState:
     ) -> None:
         async with self.db.session() as session:
             row = await session.get(ToolServer, server_id)
-            if row is None:
+            if row is None or not self.owns(row):
                 return
             row.status = status
             row.last_startup_success = at
@@ -124,7 +163,7 @@ class ServerState:
         """
         async with self.db.session() as session:
             row = await session.get(ToolServer, server_id)
-            if row is None:
+            if row is None or not self.owns(row):
                 return None
             row.consecutive_failures = failures = (row.consecutive_failures or 0) + 1
             row.status = "error"
@@ -152,7 +191,7 @@ class ServerState:
         """An OAuth server without a usable token: not a failure to count, a person to ask."""
         async with self.db.session() as session:
             row = await session.get(ToolServer, server_id)
-            if row is None:
+            if row is None or not self.owns(row):
                 return
             row.status = "needs_login"
             row.last_startup_error = message
@@ -190,7 +229,7 @@ class ServerState:
             return
         async with self.db.session() as session:
             if values:
-                query = update(ToolServer).where(ToolServer.id == server_id)
+                query = update(ToolServer).where(ToolServer.id == server_id, self._owned())
                 if status is not None or reset_failures:
                     query = query.where(ToolServer.status.in_(UP_STATUSES))
                 await session.execute(query.values(**values))
@@ -200,16 +239,20 @@ class ServerState:
     async def stopping(self, server_id: str) -> None:
         async with self.db.session() as session:
             await session.execute(
-                update(ToolServer).where(ToolServer.id == server_id).values(status="stopping")
+                update(ToolServer)
+                .where(ToolServer.id == server_id, self._owned())
+                .values(status="stopping")
             )
 
     async def stopped(self, server_id: str, message: str, actor: str) -> bool:
-        """Mark it stopped with an event; False when it already was (or is gone)."""
+        """Mark it stopped with an event; False when it already was (or is gone). A server
+        another node started since gets only the event: its status is that node's."""
         async with self.db.session() as session:
             row = await session.get(ToolServer, server_id)
-            if row is None or row.status == "stopped":
+            if row is None or (self.owns(row) and row.status == "stopped"):
                 return False
-            row.status = "stopped"
+            if self.owns(row):
+                row.status = "stopped"
             add_event(session, row.id, EventKind.STOPPED, Scrubber.of(row)(message), actor)
             return True
 
@@ -219,7 +262,7 @@ class ServerState:
             row = await session.get(ToolServer, server_id)
             if row is None:
                 raise NotFound(f"no server {server_id!r}")
-            if row.status in LIVE_STATUSES:
+            if row.status in LIVE_STATUSES and self.owns(row):
                 row.status = "stopped"
                 add_event(session, row.id, EventKind.STOPPED, f"stopped {row.name}", actor)
 

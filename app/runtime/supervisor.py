@@ -43,14 +43,15 @@ from app.runtime.connections import (
     open_connection,
     seconds,
 )
+from app.runtime.fleet import Fleet, Placed
 from app.runtime.process_registry import ProcessRegistry
 from app.runtime.process_sampling import ProcessSampler
-from app.runtime.server_state import SYSTEM, UP_STATUSES, ServerState
+from app.runtime.server_state import SYSTEM, UP_STATUSES, KnownServer, ServerState
 from app.runtime.serverlog import LogWriter, ServerLog, log_path, read_log_tail
 from app.runtime.tool_catalogue import ToolCatalogue
 from app.runtime.upstream_oauth import unattended_auth
 from storage.db import Database
-from storage.models import ToolServer
+from storage.models import ANY_NODE, ToolServer
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +98,9 @@ class _Handle:
     last_latency_ms: float | None = None
     # The last start ended because the server wants an OAuth login: no retry until one.
     needs_login: bool = False
+    # This node may not run it (placed elsewhere, or its lease is gone): nothing of its state
+    # in the database is this node's to write.
+    refused: bool = False
 
     @property
     def pid(self) -> int | None:
@@ -128,8 +132,13 @@ class Supervisor:
         stable_after_s: float = 10.0,
         stop_timeout_s: float = 10.0,
         changes: ChangeBus | None = None,
+        fleet: Fleet | None = None,
     ) -> None:
         self.db = db
+        # Which servers this node runs: all of them but on a fleet on a shared database.
+        self.fleet = fleet
+        if fleet is not None:
+            fleet.on_leases = self._leases_changed
         self.settings = settings
         # Tells the dashboard and the gateway at once instead of at their next poll.
         self.changes = changes if changes is not None else ChangeBus()
@@ -152,7 +161,8 @@ class Supervisor:
         self.processes = ProcessRegistry(settings.data_dir)
         # The live connection of each running server, shared with the gateway's router.
         self.connections = ConnectionRegistry()
-        self.state = ServerState(db)
+        shared = fleet is not None and fleet.shared
+        self.state = ServerState(db, fleet.name if shared else None)
         self.catalogue = ToolCatalogue(db, self._publish)
 
     # ---- life of the supervisor itself ------------------------------------------------------
@@ -165,11 +175,17 @@ class Supervisor:
         `wait_autostart`), so a slow server does not hold the dashboard up.
         """
         await self._end_leftovers()
-        servers = await self.state.settle_after_crash()
+        servers = await self.state.settle_after_crash(self._pinned_here)
         for server in servers:
             self._handle_for(server.id, server.name).was_enabled = server.enabled
-        await self.catalogue.mark_unavailable()
-        targets = [s.id for s in servers if s.enabled and s.auto_start and autostart]
+        mine = [server for server in servers if self._pinned_here(server)]
+        if len(mine) == len(servers):
+            await self.catalogue.mark_unavailable()
+        else:
+            for server in mine:
+                await self.catalogue.mark_unavailable(server.id)
+        # `any` servers of a fleet start as this node claims their leases (`_leases_changed`).
+        targets = [s.id for s in mine if s.enabled and s.auto_start and autostart]
         self._publish(Change.STATUS, None)
         self._autostart = asyncio.create_task(self._start_all(targets), name="autostart")
 
@@ -233,6 +249,8 @@ class Supervisor:
         if not row.enabled:
             why = f" ({row.disabled_reason})" if row.disabled_reason else ""
             raise Conflict(f"{row.name} is disabled{why}: enable it first")
+        await self._claim_to_start(row)
+        self._refuse_elsewhere(row)
         handle = self._handle_for(row.id, row.name)
         handle.was_enabled = True
         async with handle.control:
@@ -244,6 +262,8 @@ class Supervisor:
     async def stop(self, server_id: str, *, actor: str) -> None:
         handle = self._handles.get(server_id)
         if handle is None or handle.task is None:
+            # Another node's server: its status is that node's to write.
+            self._refuse_elsewhere(await self._row(server_id))
             await self._settle_stale(server_id, actor)
             return
         async with handle.control:
@@ -253,6 +273,8 @@ class Supervisor:
         row = await self._row(server_id)
         if not row.enabled:
             raise Conflict(f"{row.name} is disabled: enable it first")
+        await self._claim_to_start(row)
+        self._refuse_elsewhere(row)
         handle = self._handle_for(row.id, row.name)
         await self.state.restarting(row.id, row.name, actor)
         async with handle.control:
@@ -281,6 +303,7 @@ class Supervisor:
             await self.forget(server_id)
             return
         enabled, auto_start, name = row.enabled, row.auto_start, row.name
+        refused = self._refusal(row)
         spec = ConnectionSpec.of(row)
         if spec is None:
             await self.forget(server_id)
@@ -294,6 +317,12 @@ class Supervisor:
             handle.was_enabled = False
             if running:
                 await self.stop(server_id, actor=SYSTEM)
+            return
+        if refused is not None:
+            # Placed elsewhere now: it stops here, and its new node starts it.
+            if running:
+                async with handle.control:
+                    await self._stop_handle(handle, SYSTEM, refused)
             return
         newly_enabled = first_seen or not handle.was_enabled
         handle.was_enabled = True
@@ -544,6 +573,9 @@ class Supervisor:
                 handle.actor = SYSTEM
                 if failure is None or not handle.want_running:
                     break
+                if self.fleet is not None and await self._lost_here(handle):
+                    # Ended by this node's fence (its lease lapsed): not the server's failure.
+                    break
                 kind, message = failure
                 message = handle.log.scrub(message)
                 handle.last_error = message
@@ -580,13 +612,18 @@ class Supervisor:
             handle.conn = None
             handle.next_retry_at = None
             self._settle(handle, handle.last_error or "stopped before it was running")
-            if not auto_disabled and not handle.needs_login:
+            if not auto_disabled and not handle.needs_login and not handle.refused:
                 await self._mark_stopped(handle)
             handle.task = None
 
     async def _attempt(self, handle: _Handle) -> tuple[EventKind, str] | None:
         """One start and, if it works, the whole run. Returns why it ended, None for a stop."""
-        attempt = await self.state.begin_attempt(handle.server_id, handle.actor)
+        handle.refused = False
+        attempt = await self.state.begin_attempt(handle.server_id, handle.actor, self._refusal)
+        if isinstance(attempt, str):
+            handle.refused, handle.want_running = True, False
+            handle.last_error = f"not started on this node: {attempt}"
+            return None
         if attempt is None:
             handle.want_running = False
             return None
@@ -838,10 +875,88 @@ class Supervisor:
 
     async def _tools_unavailable(self, server_id: str) -> None:
         try:
+            if self.state.node is not None:
+                try:
+                    row = await self.state.row(server_id)
+                except NotFound:
+                    return
+                if not self.state.owns(row):
+                    return  # another node runs it now: its tools are available there
             await self.catalogue.mark_unavailable(server_id)
         except Exception:
             logger.exception("marking the tools of %s unavailable failed", server_id)
             self._publish(Change.TOOLS, server_id)
+
+    # ---- placement and leases (app.runtime.fleet) -------------------------------------------
+
+    def _pinned_here(self, server: KnownServer | ToolServer) -> bool:
+        """Whether this node runs the server whatever the leases say."""
+        return self.fleet is None or not self.fleet.shared or server.placement == self.fleet.name
+
+    def _refusal(self, server: KnownServer | ToolServer) -> str | None:
+        if self.fleet is None:
+            return None
+        return self.fleet.refusal(Placed(server.id, server.name, server.placement))
+
+    async def _claim_to_start(self, row: ToolServer) -> None:
+        """An `any` server asked to start here: this node takes its lease if nobody holds it."""
+        if self.fleet is not None and row.placement == ANY_NODE and self._refusal(row):
+            await self.fleet.claim(Placed(row.id, row.name, row.placement))
+
+    def _refuse_elsewhere(self, row: ToolServer) -> None:
+        refused = self._refusal(row)
+        if refused is not None:
+            raise Conflict(f"{row.name} is not run by this node: {refused}")
+
+    async def _lost_here(self, handle: _Handle) -> bool:
+        try:
+            row = await self._row(handle.server_id)
+        except NotFound:
+            return False
+        refused = self._refusal(row)
+        if refused is None:
+            return False
+        handle.want_running = False
+        handle.last_error = f"stopped on this node: {refused}"
+        return True
+
+    async def _leases_changed(self, lost: frozenset[str], gained: frozenset[str]) -> None:
+        """Stop what this node no longer holds; start what it claimed (auto-start ones)."""
+        lapsed = self.fleet is not None and not self.fleet.lease_valid()
+        servers = {server.id: server for server in await self.state.known()}
+        for server_id in lost:
+            handle = self._handles.get(server_id)
+            if handle is None or handle.task is None:
+                continue
+            reason = "its lease lapsed" if lapsed else "its lease was given up"
+            self._spawn(self._stop_lost(handle, reason), f"stop {handle.name}")
+        for server_id in gained:
+            server = servers.get(server_id)
+            if server is not None and server.enabled and server.auto_start:
+                self._handle_for(server.id, server.name).was_enabled = True
+                start = self._quiet(self.start(server.id, actor=SYSTEM))
+                self._spawn(start, f"start {server.name}")
+
+    async def _stop_lost(self, handle: _Handle, reason: str) -> None:
+        async with handle.control:
+            await self._stop_handle(handle, SYSTEM, reason)
+
+    async def reconcile(self) -> None:
+        """Catch up with what other nodes changed: start the servers newly placed on this node
+        (auto-start, enabled), stop those this node may no longer run."""
+        if self._closing:
+            return
+        known = await self.state.known()
+        present = {server.id for server in known}
+        for server in known:
+            handle = self._handles.get(server.id)
+            if handle is not None and handle.task is not None:
+                if not server.enabled or self._refusal(server) is not None:
+                    await self.intent_changed(server.id)
+            elif handle is None and self._pinned_here(server):
+                await self.intent_changed(server.id)
+        for server_id in [sid for sid in self._handles if sid not in present]:
+            await self.forget(server_id)
 
     # ---- helpers --------------------------------------------------------------------------
 

@@ -85,6 +85,11 @@ COMMANDS: tuple[DeckCommand, ...] = (
         "alert_rules",
     ),
     DeckCommand(
+        "Nodes",
+        "The daemons sharing this database: alive or down, servers each runs, last heartbeat",
+        "nodes",
+    ),
+    DeckCommand(
         "Import configuration",
         "Import servers from Claude Desktop, Cursor or VS Code's file (i)",
         "import_config",

@@ -526,6 +526,11 @@ class MainScreen(DeckScreen[None]):
 
         self.app.push_screen(ProfilesScreen())
 
+    def action_nodes(self) -> None:
+        from app.tui.screens.nodes import NodesScreen
+
+        self.app.push_screen(NodesScreen())
+
     def action_tokens(self) -> None:
         from app.tui.screens.tokens import TokensScreen
 

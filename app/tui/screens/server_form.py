@@ -216,6 +216,15 @@ class ServerFormScreen(DeckModal[ToolServerResponse | None]):
                         compact=True,
                     ),
                 )
+                yield from self._row(
+                    "Placement",
+                    "placement",
+                    Input(
+                        id="placement",
+                        placeholder="a node, or any (default: this node)",
+                        compact=True,
+                    ),
+                )
                 yield from limits_rows(self._row)
                 with Horizontal(classes="form-row form-flags"):
                     yield Label("", classes="form-label")
@@ -286,6 +295,7 @@ class ServerFormScreen(DeckModal[ToolServerResponse | None]):
         self.query_one("#max_failures", Input).value = str(server.max_failures)
         self.query_one("#startup_timeout_s", Input).value = f"{server.startup_timeout_s:g}"
         self.query_one("#call_timeout_s", Input).value = f"{server.call_timeout_s:g}"
+        self.query_one("#placement", Input).value = server.placement
         for flag in FLAG_FIELDS:
             self.query_one(f"#{flag}", Checkbox).value = bool(getattr(server, flag))
         self._show_transport(server.transport)
@@ -343,6 +353,7 @@ class ServerFormScreen(DeckModal[ToolServerResponse | None]):
             data[field] = self._number(field, errors)
         for flag in FLAG_FIELDS:
             data[flag] = self.query_one(f"#{flag}", Checkbox).value
+        data["placement"] = self.query_one("#placement", Input).value.strip() or None
         return data, errors
 
     def limits(self) -> tuple[dict[str, Any], dict[str, str]]:

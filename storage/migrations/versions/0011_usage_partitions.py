@@ -1,7 +1,7 @@
 """tool_usage partitioned by day on PostgreSQL
 
 Revision ID: 0011_usage_partitions
-Revises: 0009_oauth
+Revises: 0010_nodes
 Create Date: 2026-11-30
 
 On PostgreSQL the raw usage rows move into a table partitioned by range of `called_at`, one
@@ -20,7 +20,7 @@ from alembic import op
 import sqlalchemy as sa
 
 revision = "0011_usage_partitions"
-down_revision = "0009_oauth"
+down_revision = "0010_nodes"
 branch_labels = None
 depends_on = None
 
