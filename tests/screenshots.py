@@ -34,7 +34,8 @@ from widgets.status_bar import LinkState
 
 REPO = Path(__file__).resolve().parent.parent
 # The demo is its own world: no built-in servers seeded, none rewritten to this machine's paths.
-DEMO_FLAGS: dict[str, Any] = {"mcp_enabled": False}
+# A fixed node name: the default, the host name, would show in the server form's placement.
+DEMO_FLAGS: dict[str, Any] = {"mcp_enabled": False, "node": "deck"}
 
 
 @dataclass(frozen=True)
@@ -129,13 +130,13 @@ SHOTS: tuple[Shot, ...] = (
     Shot(
         "server-limits",
         "Limits and run-as in the server form, checked beside each field",
-        keys=("down", "down", "e", *["tab"] * 14, "0", "ctrl+s"),
+        keys=("down", "down", "e", *["tab"] * 15, "0", "ctrl+s"),
     ),
     Shot(
         "server-limits-80x24",
         "The server form's limits at 80x24",
         size=(80, 24),
-        keys=("down", "down", "e", *["tab"] * 22, *"nobody-here", "ctrl+s"),
+        keys=("down", "down", "e", *["tab"] * 23, *"nobody-here", "ctrl+s"),
     ),
     Shot("read-only", "Read-only mode", read_only=True),
     Shot(
