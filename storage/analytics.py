@@ -28,6 +28,7 @@ from app.core.schemas import (
     ToolMetrics,
     ToolServerAnalytics,
     ToolServerMetrics,
+    UsageFigures,
     UsagePoint,
     UsageTimeSeries,
 )
@@ -98,6 +99,41 @@ class UsageAnalytics:
             counts = await _tool_counts(reader.conn, [server_id])
             uptimes = await uptime(reader.conn, [server_id], plan.start, plan.end)
         return _server_metrics(server, usage, counts.get(server_id, (0, 0)), uptimes, plan)
+
+    # ---- figures for tables: every server, or every tool of one server -------------------
+
+    async def servers_figures(self, window: Window) -> list[UsageFigures]:
+        """Each server's usage, from its scope's running totals: two lookups per server and
+        the raw rows of the window's edges, however many tools and calls."""
+        plan = self.plan(window, self.clock())
+        async with read_rollups(self.db) as reader:
+            servers = (
+                await reader.conn.execute(
+                    select(ToolServer.id, ToolServer.name).order_by(ToolServer.name)
+                )
+            ).all()
+            scopes = await reader.scope_usage(plan, [server.id for server in servers])
+            for key, part in (await reader.raw_edges(plan.edges)).items():
+                if key[0] in scopes:
+                    scopes[key[0]].add(part)
+        return [_figures(server.id, server.name, scopes[server.id]) for server in servers]
+
+    async def tools_figures(self, server_id: str, window: Window) -> list[UsageFigures]:
+        """The usage of each tool of one server (those it lists now), by name."""
+        plan = self.plan(window, self.clock())
+        async with read_rollups(self.db) as reader:
+            tools = (
+                await reader.conn.execute(
+                    select(ServerTool.id, ServerTool.name)
+                    .where(ServerTool.server_id == server_id)
+                    .order_by(ServerTool.name)
+                )
+            ).all()
+            usage = await reader.server_tools_hours_usage(server_id, plan.first_hour, plan.end_hour)
+            edges = await reader.raw_edges(plan.edges, server_id=server_id)
+            for key, part in edges.items():
+                usage.setdefault(key[1], Usage()).add(part)
+        return [_figures(tool.id, tool.name, usage.get(tool.id, Usage())) for tool in tools]
 
     # ---- tool metrics --------------------------------------------------------------------
 
@@ -462,7 +498,26 @@ def _tool_metrics(
     )
 
 
+def _figures(id: str, name: str, usage: Usage) -> UsageFigures:
+    values = percentiles(usage.hist)
+    return UsageFigures(
+        id=id,
+        name=name,
+        calls=usage.calls,
+        errors=usage.errors,
+        refused=usage.refused,
+        cancelled=usage.cancelled,
+        success_rate=usage.success_rate,
+        avg_response_time_ms=usage.avg_ms,
+        p50_response_time_ms=values[50],
+        p95_response_time_ms=values[95],
+        p99_response_time_ms=values[99],
+        last_called=usage.last_called if usage.calls > 0 else None,
+    )
+
+
 def _point(start: datetime, end: datetime, usage: Usage) -> UsagePoint:
+    values = percentiles(usage.hist)
     return UsagePoint(
         start=start,
         end=end,
@@ -471,5 +526,7 @@ def _point(start: datetime, end: datetime, usage: Usage) -> UsagePoint:
         refused=usage.refused,
         cancelled=usage.cancelled,
         avg_response_time_ms=usage.avg_ms,
-        p95_response_time_ms=percentiles(usage.hist, (95,))[95],
+        p50_response_time_ms=values[50],
+        p95_response_time_ms=values[95],
+        p99_response_time_ms=values[99],
     )
