@@ -498,35 +498,30 @@ def _tool_metrics(
     )
 
 
-def _figures(id: str, name: str, usage: Usage) -> UsageFigures:
+def _usage_fields(usage: Usage) -> dict[str, Any]:
+    """A usage's counts, mean and percentiles, under the names the schemas give them."""
     values = percentiles(usage.hist)
+    return {
+        "calls": usage.calls,
+        "errors": usage.errors,
+        "refused": usage.refused,
+        "cancelled": usage.cancelled,
+        "avg_response_time_ms": usage.avg_ms,
+        "p50_response_time_ms": values[50],
+        "p95_response_time_ms": values[95],
+        "p99_response_time_ms": values[99],
+    }
+
+
+def _figures(id: str, name: str, usage: Usage) -> UsageFigures:
     return UsageFigures(
         id=id,
         name=name,
-        calls=usage.calls,
-        errors=usage.errors,
-        refused=usage.refused,
-        cancelled=usage.cancelled,
         success_rate=usage.success_rate,
-        avg_response_time_ms=usage.avg_ms,
-        p50_response_time_ms=values[50],
-        p95_response_time_ms=values[95],
-        p99_response_time_ms=values[99],
         last_called=usage.last_called if usage.calls > 0 else None,
+        **_usage_fields(usage),
     )
 
 
 def _point(start: datetime, end: datetime, usage: Usage) -> UsagePoint:
-    values = percentiles(usage.hist)
-    return UsagePoint(
-        start=start,
-        end=end,
-        calls=usage.calls,
-        errors=usage.errors,
-        refused=usage.refused,
-        cancelled=usage.cancelled,
-        avg_response_time_ms=usage.avg_ms,
-        p50_response_time_ms=values[50],
-        p95_response_time_ms=values[95],
-        p99_response_time_ms=values[99],
-    )
+    return UsagePoint(start=start, end=end, **_usage_fields(usage))
