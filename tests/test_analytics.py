@@ -16,7 +16,7 @@ from app.core.usage_record import UsageRecord
 from app.ops.facade import LocalOperations
 from app.runtime.usage import UsageRecorder
 from storage.analytics import UsageAnalytics
-from storage.latency import RELATIVE_ERROR, rank
+from storage.latency import RELATIVE_ERROR, bucket_of, percentiles, rank
 from storage.models import ServerEvent, ServerTool, ToolServer, ToolUsage
 from storage.retention import prune_old_rows
 from storage.windows import make_window
@@ -484,3 +484,12 @@ async def test_the_facade_rejects_unknown_periods_and_counts_fresh_calls(
         assert (tool.total_calls, tool.calls_last_24h) == (1, 1)
         series = await ops.time_series("alpha", "24h", buckets=24)
         assert sum(point.calls for point in series.points) == 1
+
+
+def test_percentiles_of_a_histogram_in_any_order() -> None:
+    # Nearest rank over 1, 1, 2, 3, 3, 3, 9 ... by bucket: the same answer in any key order.
+    counts = {bucket_of(9.0): 1, bucket_of(1.0): 2, bucket_of(3.0): 3, bucket_of(2.0): 1}
+    ordered = dict(sorted(counts.items()))
+    assert percentiles(counts) == percentiles(ordered)
+    values = percentiles(counts)
+    assert near(values[50], 3.0) and near(values[95], 9.0) and near(values[99], 9.0)
