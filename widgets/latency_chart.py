@@ -173,9 +173,11 @@ class _TimeChart(Widget):
         width, height = self.content_size.width, self.content_size.height
         lines = [self._title_line(width)]
         plot_height = height - 2
-        if plot_height < 2 or not self._has_data():
+        if not self._has_data():
             lines.append(Text(NO_DATA, style="dim", justify="center"))
             return Text("\n").join(lines)
+        if plot_height < 2:  # no room for a plot: the title alone, not a claim of no calls
+            return lines[0]
         axis = self.axis
         ticks = self._ticks()
         top = ticks[-1]
