@@ -28,6 +28,7 @@ from app.core.schemas import (
     ToolMetrics,
     ToolServerAnalytics,
     ToolServerMetrics,
+    UsageFigures,
     UsagePoint,
     UsageTimeSeries,
 )
@@ -98,6 +99,41 @@ class UsageAnalytics:
             counts = await _tool_counts(reader.conn, [server_id])
             uptimes = await uptime(reader.conn, [server_id], plan.start, plan.end)
         return _server_metrics(server, usage, counts.get(server_id, (0, 0)), uptimes, plan)
+
+    # ---- figures for tables: every server, or every tool of one server -------------------
+
+    async def servers_figures(self, window: Window) -> list[UsageFigures]:
+        """Each server's usage, from its scope's running totals: two lookups per server and
+        the raw rows of the window's edges, however many tools and calls."""
+        plan = self.plan(window, self.clock())
+        async with read_rollups(self.db) as reader:
+            servers = (
+                await reader.conn.execute(
+                    select(ToolServer.id, ToolServer.name).order_by(ToolServer.name)
+                )
+            ).all()
+            scopes = await reader.scope_usage(plan, [server.id for server in servers])
+            for key, part in (await reader.raw_edges(plan.edges)).items():
+                if key[0] in scopes:
+                    scopes[key[0]].add(part)
+        return [_figures(server.id, server.name, scopes[server.id]) for server in servers]
+
+    async def tools_figures(self, server_id: str, window: Window) -> list[UsageFigures]:
+        """The usage of each tool of one server (those it lists now), by name."""
+        plan = self.plan(window, self.clock())
+        async with read_rollups(self.db) as reader:
+            tools = (
+                await reader.conn.execute(
+                    select(ServerTool.id, ServerTool.name)
+                    .where(ServerTool.server_id == server_id)
+                    .order_by(ServerTool.name)
+                )
+            ).all()
+            usage = await reader.server_tools_hours_usage(server_id, plan.first_hour, plan.end_hour)
+            edges = await reader.raw_edges(plan.edges, server_id=server_id)
+            for key, part in edges.items():
+                usage.setdefault(key[1], Usage()).add(part)
+        return [_figures(tool.id, tool.name, usage.get(tool.id, Usage())) for tool in tools]
 
     # ---- tool metrics --------------------------------------------------------------------
 
@@ -462,14 +498,30 @@ def _tool_metrics(
     )
 
 
-def _point(start: datetime, end: datetime, usage: Usage) -> UsagePoint:
-    return UsagePoint(
-        start=start,
-        end=end,
-        calls=usage.calls,
-        errors=usage.errors,
-        refused=usage.refused,
-        cancelled=usage.cancelled,
-        avg_response_time_ms=usage.avg_ms,
-        p95_response_time_ms=percentiles(usage.hist, (95,))[95],
+def _usage_fields(usage: Usage) -> dict[str, Any]:
+    """A usage's counts, mean and percentiles, under the names the schemas give them."""
+    values = percentiles(usage.hist)
+    return {
+        "calls": usage.calls,
+        "errors": usage.errors,
+        "refused": usage.refused,
+        "cancelled": usage.cancelled,
+        "avg_response_time_ms": usage.avg_ms,
+        "p50_response_time_ms": values[50],
+        "p95_response_time_ms": values[95],
+        "p99_response_time_ms": values[99],
+    }
+
+
+def _figures(id: str, name: str, usage: Usage) -> UsageFigures:
+    return UsageFigures(
+        id=id,
+        name=name,
+        success_rate=usage.success_rate,
+        last_called=usage.last_called if usage.calls > 0 else None,
+        **_usage_fields(usage),
     )
+
+
+def _point(start: datetime, end: datetime, usage: Usage) -> UsagePoint:
+    return UsagePoint(start=start, end=end, **_usage_fields(usage))

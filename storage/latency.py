@@ -61,7 +61,12 @@ def percentiles(
     """The value of each wanted percentile (an integer percent) of a histogram."""
     if not counts:
         return {percent: None for percent in wanted}
-    indexes, values = zip(*sorted(counts.items()), strict=True)
+    indexes, values = list(counts), list(counts.values())
+    if indexes != sorted(indexes):
+        # Histograms read from storage come in bucket order already (a fleet's thousand
+        # percentiles skip this sort); a hand-made one may not.
+        ordered = sorted(counts.items())
+        indexes, values = [index for index, _ in ordered], [count for _, count in ordered]
     running = list(accumulate(values))
     total = running[-1]
     if total <= 0:

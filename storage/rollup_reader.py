@@ -140,6 +140,38 @@ class RollupReader:
         usage.hist = merge_dense(blobs)
         return usage
 
+    async def server_tools_hours_usage(
+        self, server_id: str, first_hour: int, end_hour: int
+    ) -> dict[str, Usage]:
+        """Each tool of one server over whole hours, histograms included, by tool id: one
+        grouped sum and one read of the hours' histograms, however many tools."""
+        if first_hour >= end_hour:
+            return {}
+        hourly = _tool_hours.c
+        joined = _tool_hours.join(UsageSeries.__table__, _series.id == hourly.series_id)
+        hours = and_(
+            _series.server_id == server_id, hourly.hour >= first_hour, hourly.hour < end_hour
+        )
+        result: dict[str, Usage] = {}
+        totals = select(
+            _series.tool_id,
+            *(func.coalesce(func.sum(hourly[name]), 0) for name in OWN_COLUMNS),
+            func.max(_text(hourly.last_called)),
+        )
+        for tool_id, *running, last in (
+            await self.conn.execute(
+                totals.select_from(joined).where(hours).group_by(_series.tool_id)
+            )
+        ).all():
+            result[tool_id] = _running(running, last)
+        blobs: dict[str, list[bytes | None]] = {}
+        histograms = select(_series.tool_id, hourly.latency_hist).select_from(joined).where(hours)
+        for tool_id, blob in (await self.conn.execute(histograms)).all():
+            blobs.setdefault(tool_id, []).append(blob)
+        for tool_id, usage in result.items():
+            usage.hist = merge_dense(blobs.get(tool_id, ()))
+        return result
+
     async def scope_usage(self, plan: WindowPlan, scopes: Sequence[str]) -> dict[str, Usage]:
         """Each scope's totals and histogram over the plan's whole hours."""
         result = {scope: Usage() for scope in scopes}

@@ -16,7 +16,7 @@ from app.core.usage_record import UsageRecord
 from app.ops.facade import LocalOperations
 from app.runtime.usage import UsageRecorder
 from storage.analytics import UsageAnalytics
-from storage.latency import RELATIVE_ERROR, rank
+from storage.latency import RELATIVE_ERROR, bucket_of, percentiles, rank
 from storage.models import ServerEvent, ServerTool, ToolServer, ToolUsage
 from storage.retention import prune_old_rows
 from storage.windows import make_window
@@ -318,7 +318,10 @@ async def test_time_series_buckets_add_up(ops: LocalOperations, fleet: Fleet) ->
         11: 1,  # s1
         12: 2,  # m1 a1
     }
-    assert near(by_start[datetime(2026, 3, 18, 12, tzinfo=UTC)].p95_response_time_ms, 10)
+    noon = by_start[datetime(2026, 3, 18, 12, tzinfo=UTC)]
+    # m1 (5 ms) and a1 (10 ms): nearest rank puts p50 on the first, p95 and p99 on the second.
+    assert near(noon.p50_response_time_ms, 5)
+    assert near(noon.p95_response_time_ms, 10) and near(noon.p99_response_time_ms, 10)
 
     two_hours = await analytics_at(ops).time_series(fleet.alpha, window("7d"), buckets=84)
     assert two_hours.bucket_seconds == 7200 and len(two_hours.points) == 84
@@ -380,6 +383,62 @@ async def test_percentiles_are_within_the_bound_of_the_exact_ones(
         assert near(view.p95_response_time_ms, everything[rank(len(everything), 95) - 1])
 
 
+async def test_table_figures_agree_with_each_server_and_tool_read_alone(
+    ops: LocalOperations, settings: Settings
+) -> None:
+    fleet = await make_fleet(ops)
+    rng = random.Random(5)
+    calls = [
+        call(
+            rng.choice([fleet.add, fleet.mul, fleet.search]),
+            NOW - timedelta(seconds=rng.uniform(0, 9 * 24 * 3600)),
+            rng.lognormvariate(2.0, 1.0),
+            ok=rng.random() > 0.2,
+        )
+        for _ in range(600)
+    ]
+    await record(ops, settings, calls)
+    engine = analytics_at(ops)
+    spans = [
+        window("1h"),
+        window("24h"),
+        window("7d"),
+        window(start=NOW - 100 * HOUR - 7 * MIN, end=NOW - 20 * HOUR - 41 * MIN),
+    ]
+    fields = ("p50_response_time_ms", "p95_response_time_ms", "p99_response_time_ms")
+    for span in spans:
+        servers = await engine.servers_figures(span)
+        assert [server.name for server in servers] == ["alpha", "beta"]
+        for figures in servers:
+            alone = await engine.server_metrics(figures.id, span)
+            assert (figures.calls, figures.errors) == (alone.total_calls, alone.total_errors)
+            assert figures.success_rate == alone.success_rate
+            assert figures.avg_response_time_ms == pytest.approx(alone.avg_response_time_ms)
+            assert figures.last_called == alone.last_activity
+            assert all(getattr(figures, name) == getattr(alone, name) for name in fields)
+        tools = await engine.tools_figures(fleet.alpha, span)
+        assert [tool.name for tool in tools] == ["add", "mul"]
+        for figures in tools:
+            single = await engine.tool_metrics(figures.id, span)
+            assert (figures.calls, figures.errors) == (single.total_calls, single.total_errors)
+            assert figures.avg_response_time_ms == pytest.approx(single.avg_response_time_ms)
+            assert figures.last_called == single.last_called
+            assert all(getattr(figures, name) == getattr(single, name) for name in fields)
+
+
+async def test_table_figures_of_the_hand_checked_day(ops: LocalOperations, fleet: Fleet) -> None:
+    engine = analytics_at(ops)
+    alpha, beta = await engine.servers_figures(window("24h"))
+    # a1 a2 a3 m1 m3, as the server's own metrics count them.
+    assert (alpha.name, alpha.calls, alpha.errors) == ("alpha", 5, 2)
+    assert near(alpha.p50_response_time_ms, 20) and near(alpha.p95_response_time_ms, 200)
+    assert (beta.calls, beta.errors, beta.avg_response_time_ms) == (2, 1, 8)
+    add, mul = await engine.tools_figures(fleet.alpha, window("24h"))
+    assert (add.name, add.calls, add.errors, add.last_called) == ("add", 3, 1, NOW - 10 * MIN)
+    assert (mul.name, mul.calls, mul.errors) == ("mul", 2, 1)
+    assert near(mul.p99_response_time_ms, 200)
+
+
 async def test_windows_older_than_the_raw_rows_come_from_the_rollups(
     ops: LocalOperations, settings: Settings
 ) -> None:
@@ -425,3 +484,12 @@ async def test_the_facade_rejects_unknown_periods_and_counts_fresh_calls(
         assert (tool.total_calls, tool.calls_last_24h) == (1, 1)
         series = await ops.time_series("alpha", "24h", buckets=24)
         assert sum(point.calls for point in series.points) == 1
+
+
+def test_percentiles_of_a_histogram_in_any_order() -> None:
+    # Nearest rank over 1, 1, 2, 3, 3, 3, 9 ... by bucket: the same answer in any key order.
+    counts = {bucket_of(9.0): 1, bucket_of(1.0): 2, bucket_of(3.0): 3, bucket_of(2.0): 1}
+    ordered = dict(sorted(counts.items()))
+    assert percentiles(counts) == percentiles(ordered)
+    values = percentiles(counts)
+    assert near(values[50], 3.0) and near(values[95], 9.0) and near(values[99], 9.0)

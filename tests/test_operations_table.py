@@ -206,6 +206,8 @@ CASES: dict[str, Case] = {
     "probe_server": Case(lambda ops, _s, _f: ops.probe(IDLE)),
     "probe_definition": Case(lambda ops, _s, _f: ops.probe(tiny("draft"))),
     "server_metrics": Case(lambda ops, _s, _f: ops.server_metrics(IDLE, "1h")),
+    "tools_figures": Case(lambda ops, _s, _f: ops.tools_figures("calculator", "1h")),
+    "servers_figures": Case(lambda ops, _s, _f: ops.servers_figures("24h")),
     "list_resources": Case(
         lambda ops, _s, _f: _on_library(ops, lambda: ops.list_resources(LIBRARY)), same=True
     ),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from textual.app import App, ComposeResult
@@ -63,23 +64,112 @@ class OneChart(App[None]):
         yield self.chart
 
 
+def drawn_cells(widget: Widget) -> list[list[tuple[str, Any, Any]]]:
+    """A widget's content as drawn, cell by cell: each character with its foreground and
+    background colours (columns as in `drawn_lines` and the charts' axes)."""
+    rows = []
+    for y in range(widget.size.height):
+        cells = []
+        for segment in widget.render_line(y):
+            style = segment.style
+            color = style.color if style else None
+            back = style.bgcolor if style else None
+            cells.extend((char, color, back) for char in segment.text)
+        rows.append(cells)
+    return rows
+
+
+HOURS = [f"{hour:02d}:00" for hour in range(24)]
+
+
+@pytest.mark.parametrize("size", [(80, 20), (120, 20), (44, 14)])
+async def test_errors_are_the_top_of_each_bar_in_a_colour_of_their_own(
+    size: tuple[int, int],
+) -> None:
+    calls = [float(100 + 10 * hour) for hour in range(24)]
+    # Errors in every third hour only, one of them tiny: each must still show.
+    errors = [float(hour * 4 if hour % 3 == 0 else 0) for hour in range(24)]
+    errors[3] = 1.0
+    chart = UsageChart()
+    async with OneChart(chart).run_test(size=size) as pilot:
+        chart.show(HOURS, calls, errors)
+        await pilot.pause()
+        cells = drawn_cells(chart)
+        axis = chart.axis
+        plot = cells[1:-1]  # under the title, over the labels
+        calls_colors, error_colors = set(), set()
+        for index in range(24):
+            column = axis.start(index)
+            inked = [row[column] for row in plot if row[column][0].strip()]
+            assert inked, f"bucket {index} has no bar"
+            bottom, top = inked[-1], inked[0]
+            calls_colors.add(bottom[1])
+            if errors[index]:
+                # The top cell is the errors' colour: alone, or over the calls as background.
+                error_colors.add(
+                    top[2] if top[2] is not None and top[1] in calls_colors else top[1]
+                )
+            else:
+                assert top[1] == bottom[1]
+        assert len(calls_colors) == 1 and len(error_colors) == 1
+        assert calls_colors != error_colors
+        if axis.min_span >= 2:
+            # A column between bars: neighbouring buckets never merge into a block.
+            for index in range(1, 24):
+                gap = axis.start(index) - 1
+                assert all(not row[gap][0].strip() for row in plot), index
+
+
+@pytest.mark.parametrize("size", [(80, 20), (120, 20)])
+async def test_each_time_label_sits_under_its_own_bucket(size: tuple[int, int]) -> None:
+    chart = UsageChart()
+    latency = LatencyChart()
+    calls = [float(50 + hour) for hour in range(24)]
+    async with OneChart(chart).run_test(size=size) as pilot:
+        chart.show(HOURS, calls, [0.0] * 24)
+        await pilot.pause()
+        axis = chart.axis
+        labels_line = drawn_lines(chart)[-1]
+        shown = axis.labelled(HOURS)
+        assert len(shown) >= 4
+        for index in shown:
+            at = axis.start(index)
+            assert labels_line[at : at + 5] == HOURS[index]
+            # The bar over the label is that bucket's, starting at the label's column.
+            assert drawn_lines(chart)[-2][at] != " "
+        # Every label drawn is one of these, at its bucket: none is left between buckets.
+        found = re.findall(r"\d\d:00", labels_line)
+        assert found == [HOURS[index] for index in shown]
+    async with OneChart(latency).run_test(size=size) as pilot:
+        latency.show(HOURS, {"p50": [10.0] * 24, "p95": [80.0] * 24, "p99": [400.0] * 24})
+        await pilot.pause()
+        assert latency.axis.labelled(HOURS) == shown
+        assert drawn_lines(latency)[-1] == labels_line
+
+
+async def test_latency_draws_p50_p95_and_p99_apart() -> None:
+    chart = LatencyChart()
+    async with OneChart(chart).run_test(size=(80, 20)) as pilot:
+        chart.show(HOURS, {"p50": [10.0] * 24, "p95": [80.0] * 24, "p99": [900.0] * 24})
+        await pilot.pause()
+        lines = drawn_lines(chart)
+        assert all(name in lines[0] for name in ("p50", "p95", "p99"))
+        rows = [index for index, line in enumerate(lines) if "─" in line]
+        # Three lines on three rows, p99 highest; the colours tell them apart.
+        assert len(rows) == 3
+        colours = {
+            next(cell[1] for cell in drawn_cells(chart)[row] if cell[0] == "─") for row in rows
+        }
+        assert len(colours) == 3
+
+
 async def test_latency_spans_the_same_buckets_as_the_calls() -> None:
     """Latency only in the second half of the buckets: the line starts mid-chart, where the
     calls chart has those buckets, not at its left edge."""
-    labels = [f"{hour:02d}:00" for hour in range(24)]
     chart = LatencyChart()
     async with OneChart(chart).run_test(size=(80, 20)) as pilot:
-        chart.show(labels, {"p95": [None] * 12 + [200.0 + 10 * i for i in range(12)]})
+        chart.show(HOURS, {"p95": [None] * 12 + [200.0 + 10 * i for i in range(12)]})
         await pilot.pause()
-        plot_rows = [line for line in drawn_lines(chart) if "│" in line or "┤" in line]
-        inked = [
-            index
-            for line in plot_rows
-            for index, char in enumerate(line)
-            if "\u2800" <= char <= "\u28ff" or char in "▀▄▌▐▖▗▘▙▚▛▜▝▞▟█"
-        ]
-        left = min(line.index("┤") if "┤" in line else line.index("│") for line in plot_rows)
-        right = max(len(line.rstrip()) for line in plot_rows)
-        legend_room = 10  # the legend's own marks sit at the top left
-        line_start = min(index for index in inked if index > left + legend_room)
-        assert line_start > left + (right - left) * 0.4, (line_start, left, right)
+        plot = drawn_lines(chart)[1:-1]
+        first = min(line.index("─") for line in plot if "─" in line)
+        assert first == chart.axis.start(12)

@@ -26,11 +26,7 @@ def demo_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return home
 
 
-# The 7-day analytics at 80x24 places one x label a column left or right from run to run (a
-# chart drawn while the screen's scrollbar comes and goes); what it must show is asserted by
-# tests/test_tui_analytics.py::test_seven_days_at_80x24_are_readable, and `make screenshots`
-# still draws it.
-COMPARED = [shot for shot in SHOTS if shot.name != "analytics-7d-80x24"]
+COMPARED = list(SHOTS)
 
 
 @pytest.mark.parametrize("shot", COMPARED, ids=[shot.name for shot in COMPARED])

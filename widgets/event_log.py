@@ -114,7 +114,8 @@ class EventLog(Static):
         if shown == self._shown:
             return
         self._shown = shown
+        # The log's size is the pane's, whatever it shows: no layout pass for a new age.
         if not events:
-            self.update(Text("No events yet.", style="dim"))
+            self.update(Text("No events yet.", style="dim"), layout=False)
             return
-        self.update(event_lines(events, now, relative=True))
+        self.update(event_lines(events, now, relative=True), layout=False)

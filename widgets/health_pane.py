@@ -151,5 +151,7 @@ class HealthPane(Static):
         stamp = fmt.ago(info.last_check, now)
         if info == self._shown and stamp == self._shown_at:
             return
+        # Only the age moved: the same lines, so no layout pass of the whole screen.
+        moved_only = info == self._shown
         self._shown, self._shown_at = info, stamp
-        self.update(health_renderable(info, now))
+        self.update(health_renderable(info, now), layout=not moved_only)

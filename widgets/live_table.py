@@ -52,6 +52,9 @@ class ColumnSpec(Generic[RowT]):
     justify: str = "left"
     # Counts and latencies sort largest first: the rows to look at come to the top.
     descending: bool = False
+    # The cell moves with the clock (an age): rendered again on every refresh even when its
+    # row's model is unchanged. Every other cell of an unchanged row is reused as it is.
+    clocked: bool = False
 
 
 def count_cell(value: int | None) -> Cell:
@@ -92,6 +95,9 @@ class LiveTable(KeyTable, Generic[RowT]):
     # when even that is too little; never narrower than FLEX_MIN.
     FLEX_COLUMN: ClassVar[str | None] = None
     FLEX_MIN: ClassVar[int] = 12
+    # Reuse the cells of a row whose model did not change, rendering only its `clocked` ones
+    # again: for tables whose every cell that depends on the clock says so.
+    REUSE_UNCHANGED: ClassVar[bool] = False
 
     class MarksChanged(Message):
         """The set of marked rows changed (its size is shown on screen)."""
@@ -128,6 +134,10 @@ class LiveTable(KeyTable, Generic[RowT]):
         self._models: dict[str, RowT] = {}
         self._order: list[str] = []  # every model's key, in the order it was given
         self._cells: dict[str, tuple[Cell, ...]] = {}
+        # The model each row's cells were rendered from, with the marks and the name's width
+        # then: a refresh that brings the same model renders only its clocked cells.
+        self._rendered: dict[str, tuple[RowT, bool, int | None]] = {}
+        self._clocked = tuple(index for index, spec in enumerate(self.COLUMNS) if spec.clocked)
         self._marked: set[str] = set()
         self.filter_text = ""
         self.sort_column: str | None = None
@@ -345,12 +355,14 @@ class LiveTable(KeyTable, Generic[RowT]):
                 # each of which reindexes the whole table.
                 self.clear()
                 self._cells.clear()
+                self._rendered.clear()
             else:
                 for row_key in stale:
                     self.remove_row(row_key)
                     self._cells.pop(row_key.value or "", None)
+                    self._rendered.pop(row_key.value or "", None)
             for key in wanted:
-                cells = self._cells_for(self._models[key], now)
+                cells = self._cells_again(key, now)
                 if key not in self._cells:
                     self.add_row(
                         *(self._to_text(c, s) for c, s in zip(cells, self.COLUMNS, strict=True)),
@@ -387,6 +399,25 @@ class LiveTable(KeyTable, Generic[RowT]):
             if before != after:
                 self.update_cell(key, spec.key, self._to_text(after, spec))
 
+    def _cells_again(self, key: str, now: datetime) -> tuple[Cell, ...]:
+        """A row's cells for this refresh: a thousand rows of which a few changed cost a few
+        renders and the clocked cells, not a thousand full renders."""
+        model = self._models[key]
+        state = self._render_state(key, model)
+        old = self._cells.get(key)
+        if old is None or not self.REUSE_UNCHANGED or self._rendered.get(key) != state:
+            self._rendered[key] = state
+            return self._cells_for(model, now)
+        if not self._clocked:
+            return old
+        cells = list(old)
+        for index in self._clocked:
+            cells[index] = self.COLUMNS[index].render(model, now)
+        return tuple(cells)
+
+    def _render_state(self, key: str, model: RowT) -> tuple[RowT, bool, int | None]:
+        return (model, self.MARKABLE and key in self._marked, self._flex_width)
+
     def _render_rows(self, keys: Iterable[str]) -> None:
         now = self._clock()
         with self.app.batch_update():
@@ -397,6 +428,7 @@ class LiveTable(KeyTable, Generic[RowT]):
                 cells = self._cells_for(model, now)
                 self._update_row(key, cells)
                 self._cells[key] = cells
+                self._rendered[key] = self._render_state(key, model)
 
     def _follow_cursor(self, key: str | None) -> None:
         if key is None or not self.row_count:

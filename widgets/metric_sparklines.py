@@ -68,7 +68,7 @@ class MetricSparklines(Grid):
             yield Label(fmt.DASH, id=f"system-{metric}-value", classes="spark-value")
 
     def show(self, server: SeriesSet | None, system: SeriesSet | None, server_name: str) -> None:
-        self.query_one("#server-heading", Label).update(server_name)
+        _set_text(self.query_one("#server-heading", Label), server_name)
         for scope, data in (("server", server), ("system", system)):
             for metric in METRICS:
                 spark = self.query_one(f"#{scope}-{metric}", Sparkline)
@@ -76,4 +76,11 @@ class MetricSparklines(Grid):
                 if list(spark.data or []) != values:
                     spark.data = values
                 label = self.query_one(f"#{scope}-{metric}-value", Label)
-                label.update(data.summary(metric) if data else fmt.DASH)
+                _set_text(label, data.summary(metric) if data else fmt.DASH)
+
+
+def _set_text(label: Label, text: str) -> None:
+    # Each label fills its grid cell whatever it says: a new text needs no layout pass of the
+    # whole screen, and the same text no repaint at all.
+    if str(label.content) != text:
+        label.update(text, layout=False)

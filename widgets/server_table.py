@@ -119,9 +119,25 @@ SERVER_COLUMNS: tuple[ColumnSpec[ServerRow], ...] = (
     ColumnSpec("success", "OK%", 5, _success, lambda r: r.success_rate, "R", "right"),
     ColumnSpec("p95", "p95", 5, _p95, lambda r: r.p95_ms, "P", "right", descending=True),
     ColumnSpec(
-        "checked", "Check", 6, _checked, lambda r: _age_key(r.last_health_check), "H", "right"
+        "checked",
+        "Check",
+        6,
+        _checked,
+        lambda r: _age_key(r.last_health_check),
+        "H",
+        "right",
+        clocked=True,
     ),
-    ColumnSpec("uptime", "Up", 6, _uptime, lambda r: _age_key(r.up_since_if_up), "U", "right"),
+    ColumnSpec(
+        "uptime",
+        "Up",
+        6,
+        _uptime,
+        lambda r: _age_key(r.up_since_if_up),
+        "U",
+        "right",
+        clocked=True,
+    ),
 )
 
 
@@ -130,6 +146,7 @@ class ServerTable(LiveTable[ServerRow]):
 
     COLUMNS = SERVER_COLUMNS
     MARKABLE: ClassVar[bool] = True
+    REUSE_UNCHANGED: ClassVar[bool] = True
     FLEX_COLUMN = "name"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("enter", "select_cursor", "Details", id="server-details", show=False),

@@ -88,6 +88,7 @@ TOOL_COLUMNS: tuple[ColumnSpec[ToolRow], ...] = (
         lambda r: None if r.last_called is None else -r.last_called.timestamp(),
         "L",
         "right",
+        clocked=True,
     ),
 )
 
@@ -98,6 +99,7 @@ class ToolTable(LiveTable[ToolRow]):
     COLUMNS = TOOL_COLUMNS
     UNIQUE_COLUMN_INDEX = 0
     FLEX_COLUMN = "name"
+    REUSE_UNCHANGED: ClassVar[bool] = True
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("enter", "select_cursor", "Call tool", id="tool-enter", show=False),
     ]

@@ -503,6 +503,25 @@ class ToolMetrics(BaseModel):
     period_end: datetime
 
 
+class UsageFigures(BaseModel):
+    """The usage of one server or one tool over a window, as a table row shows it: counts
+    exact, percentiles within 1 % (see storage.latency). Calls are the answered ones; refused
+    and cancelled calls are counted apart."""
+
+    id: str = Field(description="the server's or the tool's id")
+    name: str
+    calls: int
+    errors: int
+    refused: int = 0
+    cancelled: int = 0
+    success_rate: float | None = Field(None, ge=0, le=1, description="None without calls")
+    avg_response_time_ms: float | None = None
+    p50_response_time_ms: float | None = None
+    p95_response_time_ms: float | None = None
+    p99_response_time_ms: float | None = None
+    last_called: datetime | None = Field(None, description="the newest call in the window")
+
+
 class ToolServerAnalytics(BaseModel):
     """The whole system. `total_calls_today/week/month` and `total_errors_today` cover the UTC
     day, ISO week and month up to now; every other usage figure covers the window. Calls are the
@@ -543,11 +562,14 @@ class UsagePoint(BaseModel):
     refused: int = 0
     cancelled: int = 0
     avg_response_time_ms: float | None = None
+    p50_response_time_ms: float | None = None
     p95_response_time_ms: float | None = None
+    p99_response_time_ms: float | None = None
 
 
 class UsageTimeSeries(BaseModel):
-    """Calls, errors and p95 per bucket, oldest first, for sparklines and charts."""
+    """Calls, errors and latency percentiles per bucket, oldest first, for sparklines and
+    charts."""
 
     server_id: str | None
     server_name: str | None

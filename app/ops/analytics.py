@@ -7,7 +7,13 @@ from datetime import UTC, datetime
 
 from app.core.errors import InvalidInput
 from app.core.periods import DEFAULT_BUCKETS, DEFAULT_PERIOD, MAX_BUCKETS
-from app.core.schemas import ToolMetrics, ToolServerAnalytics, ToolServerMetrics, UsageTimeSeries
+from app.core.schemas import (
+    ToolMetrics,
+    ToolServerAnalytics,
+    ToolServerMetrics,
+    UsageFigures,
+    UsageTimeSeries,
+)
 from app.ops.servers import ServerOperations
 from storage.analytics import UsageAnalytics
 from storage.windows import UnknownPeriod, Window, WindowError, make_window
@@ -72,6 +78,28 @@ class AnalyticsOperations(ServerOperations):
         server_id = (await self.get_server(server_ref)).id if server_ref is not None else None
         await self._flush_usage()
         return await self._analytics().time_series(server_id, window, buckets)
+
+    async def servers_figures(
+        self,
+        period: str = DEFAULT_PERIOD,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> list[UsageFigures]:
+        window = self._analytics_window(period, start, end)
+        await self._flush_usage()
+        return await self._analytics().servers_figures(window)
+
+    async def tools_figures(
+        self,
+        server_ref: str,
+        period: str = DEFAULT_PERIOD,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> list[UsageFigures]:
+        window = self._analytics_window(period, start, end)
+        server = await self.get_server(server_ref)
+        await self._flush_usage()
+        return await self._analytics().tools_figures(server.id, window)
 
     def _analytics(self) -> UsageAnalytics:
         return UsageAnalytics(

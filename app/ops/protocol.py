@@ -61,6 +61,7 @@ from app.core.schemas import (
     ToolServerUpdate,
     TrimReport,
     TrimResult,
+    UsageFigures,
     UsageTimeSeries,
 )
 from app.runtime.call_latency import CallLatency
@@ -152,6 +153,27 @@ class ReadOperations(Protocol):
         buckets: int = DEFAULT_BUCKETS,
     ) -> UsageTimeSeries:
         """Calls, errors and latency per time bucket, oldest first (one server, or all)."""
+        ...
+
+    async def servers_figures(
+        self,
+        period: str = DEFAULT_PERIOD,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> list[UsageFigures]:
+        """Every server's calls, errors, success rate and latency percentiles over a window,
+        by name: the figures a table of the whole fleet shows, in one cheap read."""
+        ...
+
+    async def tools_figures(
+        self,
+        server_ref: str,
+        period: str = DEFAULT_PERIOD,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> list[UsageFigures]:
+        """Calls, errors, success rate and latency percentiles of every tool of one server over
+        a window, by name, in one read."""
         ...
 
     async def list_audit(

@@ -59,7 +59,7 @@ class ServerOperations(OpsBase):
     async def get_server(self, ref: str, *, reveal: bool = False) -> ToolServerResponse:
         async with self.db.read() as session:
             row = await self._server(session, ref)
-            counts = (await tool_counts(session)).get(row.id, (0, 0))
+            counts = (await tool_counts(session, row.id)).get(row.id, (0, 0))
             response = server_response(row, counts, reveal=reveal)
             await place(session, self.single_node, self.settings, [response])
             return response
@@ -125,7 +125,7 @@ class ServerOperations(OpsBase):
                 message = f"changed {', '.join(changed)}"
                 add_event(session, row.id, EventKind.UPDATED, message, actor, details)
             await session.flush()
-            counts = (await tool_counts(session)).get(row.id, (0, 0))
+            counts = (await tool_counts(session, row.id)).get(row.id, (0, 0))
             response = server_response(row, counts)
         if changed:
             await self._intent_changed(response.id)
@@ -164,7 +164,7 @@ class ServerOperations(OpsBase):
                 verb = "enabled" if enabled else "disabled"
                 details = change_details(before, snapshot(row, ("enabled", "disabled_reason")))
                 add_event(session, row.id, kind, f"{verb} {row.name}", actor, details)
-            counts = (await tool_counts(session)).get(row.id, (0, 0))
+            counts = (await tool_counts(session, row.id)).get(row.id, (0, 0))
             response = server_response(row, counts)
         if changed:
             await self._intent_changed(response.id)

@@ -302,6 +302,10 @@ OPERATIONS: tuple[OperationSpec, ...] = (
         "server_metrics", "GET", f"{SERVER}/metrics", ("analytics",), names=BY_ID, query=WINDOW,
     ),
     OperationSpec(
+        "tools_figures", "GET", f"{SERVER}/tools/figures", ("analytics",), names=SERVER_BY_ID,
+        query=WINDOW,
+    ),
+    OperationSpec(
         "list_resources", "GET", f"{SERVER}/resources", ("mcp",), names=SERVER_BY_ID, long=True,
     ),
     OperationSpec(
@@ -376,6 +380,9 @@ OPERATIONS: tuple[OperationSpec, ...] = (
     # ---- analytics and the scheduler ----
     OperationSpec(
         "analytics", "GET", "/api/v1/analytics/toolservers", ("analytics",), query=WINDOW,
+    ),
+    OperationSpec(
+        "servers_figures", "GET", "/api/v1/analytics/servers", ("analytics",), query=WINDOW,
     ),
     OperationSpec(
         "time_series", "GET", "/api/v1/analytics/timeseries", ("analytics",),

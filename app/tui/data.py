@@ -22,8 +22,8 @@ from app.core.schemas import (
     ServerToolResponse,
     ToolMetrics,
     ToolServerAnalytics,
-    ToolServerMetrics,
     ToolServerResponse,
+    UsageFigures,
     UsageTimeSeries,
 )
 from app.ops.protocol import Operations, ReadOperations
@@ -38,7 +38,7 @@ EVENT_PANE_LIMIT = 50
 STDERR_PANE_LINES = 6
 METRICS_MAX_AGE_S = 10.0
 SPARK_BUCKETS = 24
-TOOL_METRICS_CONCURRENCY = 4
+TOOL_METRICS_CONCURRENCY = 4  # the analytics screen's top tools, each read on its own
 TOP_N = 10
 # How far back the health pane's memory and CPU sparklines reach.
 PROCESS_HISTORY = timedelta(hours=1)
@@ -128,7 +128,7 @@ class DeckData:
         # A fixed clock (tests, screenshots) asks for windows ending at its time, not now.
         self.fixed_clock = fixed_clock
         self.metrics_max_age_s = metrics_max_age_s
-        self._server_metrics: _Cached[dict[str, ToolServerMetrics]] = _Cached()
+        self._server_metrics: _Cached[dict[str, UsageFigures]] = _Cached()
         self._system_series: _Cached[SeriesSet | None] = _Cached()
         self._detail_metrics: dict[str, _Cached[_DetailMetrics]] = {}
         self._process_history: dict[str, _Cached[_ProcessHistory]] = {}
@@ -154,7 +154,7 @@ class DeckData:
             servers, events = await asyncio.gather(
                 self.reads.list_servers(), self.reads.list_events(limit=EVENT_PANE_LIMIT)
             )
-            metrics: dict[str, ToolServerMetrics] = {}
+            metrics: dict[str, UsageFigures] = {}
             system = None
         else:
             servers, events, metrics, system = await asyncio.gather(
@@ -163,7 +163,11 @@ class DeckData:
                 self._server_metrics.get(period, self.metrics_max_age_s, self._read_metrics),
                 self._system_series.get(period, self.metrics_max_age_s, self._read_system_series),
             )
-        rows = [self.server_row(server, metrics.get(server.id)) for server in servers]
+        # A thousand row models are CPU work: made on a thread of their own, they leave the
+        # app's loop free to answer keys meanwhile.
+        rows = await asyncio.to_thread(
+            lambda: [self.server_row(server, metrics.get(server.id)) for server in servers]
+        )
         return Overview(
             servers=rows,
             responses={server.id: server for server in servers},
@@ -172,9 +176,11 @@ class DeckData:
             complete=not quick or self._server_metrics.holds(period),
         )
 
-    async def _read_metrics(self, period: str) -> dict[str, ToolServerMetrics]:
-        view = await self.reads.analytics(**self.window(period))
-        return {metrics.server_id: metrics for metrics in view.server_metrics}
+    async def _read_metrics(self, period: str) -> dict[str, UsageFigures]:
+        # The fleet's figures alone: the whole system view (top tools, calendar, uptime)
+        # would cost a thousand servers' worth of reads on every refresh.
+        figures = await self.reads.servers_figures(**self.window(period))
+        return {server.id: server for server in figures}
 
     async def _read_system_series(self, period: str) -> SeriesSet | None:
         return await self.series(None, period)
@@ -186,7 +192,7 @@ class DeckData:
         return series_set(series)
 
     def server_row(
-        self, server: ToolServerResponse, metrics: ToolServerMetrics | None = None
+        self, server: ToolServerResponse, metrics: UsageFigures | None = None
     ) -> ServerRow:
         return ServerRow(
             key=server.id,
@@ -195,8 +201,8 @@ class DeckData:
             enabled=server.enabled,
             tools_enabled=server.enabled_tools_count,
             tools_total=server.tools_count,
-            calls=metrics.total_calls if metrics else None,
-            errors=metrics.total_errors if metrics else None,
+            calls=metrics.calls if metrics else None,
+            errors=metrics.errors if metrics else None,
             success_rate=metrics.success_rate if metrics else None,
             p95_ms=metrics.p95_response_time_ms if metrics else None,
             last_health_check=server.last_health_check,
@@ -234,22 +240,13 @@ class DeckData:
         )
 
     async def _read_detail_metrics(self, server_id: str, period: str) -> _DetailMetrics:
-        tools = await self.reads.list_tools(server_id)
-        series = await self.series(server_id, period)
-        limit = asyncio.Semaphore(TOOL_METRICS_CONCURRENCY)
+        figures, series = await asyncio.gather(
+            self.reads.tools_figures(server_id, **self.window(period)),
+            self.series(server_id, period),
+        )
+        return _DetailMetrics({tool.id: tool for tool in figures}, series)
 
-        async def one(tool: ServerToolResponse) -> ToolMetrics | None:
-            async with limit:
-                try:
-                    return await self.reads.tool_metrics(tool.id, **self.window(period))
-                except NotFound:
-                    return None
-
-        answers = await asyncio.gather(*(one(tool) for tool in tools))
-        metrics = {tool.id: answer for tool, answer in zip(tools, answers, strict=True) if answer}
-        return _DetailMetrics(metrics, series)
-
-    def tool_row(self, tool: ServerToolResponse, metrics: ToolMetrics | None = None) -> ToolRow:
+    def tool_row(self, tool: ServerToolResponse, metrics: UsageFigures | None = None) -> ToolRow:
         if metrics is not None:
             return ToolRow(
                 key=tool.id,
@@ -257,8 +254,8 @@ class DeckData:
                 enabled=tool.enabled,
                 available=tool.is_available,
                 bypass=tool.bypass_when_unavailable,
-                calls=metrics.total_calls,
-                errors=metrics.total_errors,
+                calls=metrics.calls,
+                errors=metrics.errors,
                 mean_ms=metrics.avg_response_time_ms,
                 p95_ms=metrics.p95_response_time_ms,
                 last_called=metrics.last_called or tool.last_called,
@@ -449,8 +446,9 @@ def analytics_view(
         calls=[float(point.calls) for point in points],
         errors=[float(point.errors) for point in points],
         latency={
-            "mean": [point.avg_response_time_ms for point in points],
+            "p50": [point.p50_response_time_ms for point in points],
             "p95": [point.p95_response_time_ms for point in points],
+            "p99": [point.p99_response_time_ms for point in points],
         },
         tools=tools or [],
     )
@@ -488,7 +486,7 @@ class _ProcessHistory:
 
 @dataclass(frozen=True)
 class _DetailMetrics:
-    tools: dict[str, ToolMetrics]
+    tools: dict[str, UsageFigures]
     series: SeriesSet | None
 
 

@@ -6,6 +6,7 @@ records calls at a steady rate, as a busy gateway would. It measures:
 - main-thread time per refresh tick: CPU time of the event loop's thread while one refresh
   (statuses, events, usage figures) is read and applied (target < 50 ms); usage figures are
   read every 10 s, so ticks in between reuse them, and both kinds are measured;
+- wall time of a tick with its usage figures, reads included (target < 300 ms);
 - key-press-to-repaint latency: a cursor move, pressed and drawn (target < 100 ms), also while a
   refresh is being read;
 - memory: the process's RSS with everything loaded (target < 300 MB);
@@ -17,6 +18,7 @@ TOOLDECK_BENCH_SERVERS changes the fleet size (tools stay 20 per server).
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import random
 import statistics
@@ -44,14 +46,17 @@ SERVERS = int(os.environ.get("TOOLDECK_BENCH_SERVERS", "1000"))
 TOOLS_PER_SERVER = 20
 USAGE_ROWS = 100_000
 FEED_PER_SECOND = 200
-TICKS = 10
+# Ticks of each kind: twenty, so that the p95 is the 19th of 20 rather than the slowest of 10
+# (a pause of the garbage collector lands in one tick of a run or so; the max shows it).
+TICKS = 20
 KEY_PRESSES = 30
 STATUSES = ("running",) * 14 + ("degraded", "error", "stopped", "starting", "stopping")
 
 
 def percentile(values: list[float], fraction: float) -> float:
+    """Nearest rank: the ⌈fraction·n⌉-th smallest value."""
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+    return ordered[max(0, min(len(ordered), math.ceil(fraction * len(ordered))) - 1)]
 
 
 async def build_fleet(settings: Settings) -> LocalOperations:
@@ -247,7 +252,7 @@ def report(results: dict[str, Any]) -> None:
         p50, p95 = statistics.median(values), percentile(values, 0.95)
         verdict = "ok" if p95 < target else "OVER"
         print(
-            f"   {label:<34} p50 {p50:7.1f} ms  p95 {p95:7.1f} ms  "
+            f"   {label:<34} p50 {p50:7.1f} ms  p95 {p95:7.1f} ms  max {max(values):7.1f} ms  "
             f"(target < {target:.0f}) {verdict}"
         )
 
@@ -255,7 +260,7 @@ def report(results: dict[str, Any]) -> None:
     line("refresh tick, main-thread CPU", results["tick_cpu_ms"], 50)
     line("  a tick on cached usage figures", results["light_cpu_ms"], 50)
     line("  of which the table diff", results["apply_cpu_ms"], 50)
-    line("refresh tick, wall (reads included)", results["tick_wall_ms"], 1000)
+    line("refresh tick, wall (reads included)", results["tick_wall_ms"], 300)
     line("key press to repaint", results["key_ms"], 100)
     line("key press during a refresh", results["key_busy_ms"], 100)
     rss = results["rss_mb"]

@@ -1,10 +1,10 @@
-"""`a`: system-wide analytics for the chosen period: plotext charts and the tools' figures.
+"""`a`: system-wide analytics for the chosen period: charts and the tools' figures.
 
-Calls and errors per bucket and latency over the same buckets, side by side; a table of the
-most called and the failing tools with their calls, errors and percentiles; the failing tools'
-error rates. The period keys work here as on the main screen; the figures come from the
-facade's analytics. Under 100 columns the sections stack, each at a readable height, and the
-screen scrolls.
+Calls and errors per bucket (each bar's errors its red top) and latency p50, p95 and p99 over
+the same buckets, side by side; a table of the most called and the failing tools with their
+calls, errors and percentiles; the failing tools' error rates. The period keys work here as on
+the main screen; the figures come from the facade's analytics. Under 100 columns the sections
+stack, each at a readable height, and the screen scrolls.
 """
 
 from __future__ import annotations
