@@ -38,7 +38,7 @@ def test_bad_values_are_one_line_and_exit_1(args: tuple[str, ...], needle: str) 
             "invalid choice: 'frob' (choose from 'start', 'stop', 'restart', 'enable', "
             "'disable', 'delete', 'refresh')",
         ),
-        (("jobs", "run", "frob"), "(choose from 'health', 'capabilities', 'cleanup', 'alerts'"),
+        (("jobs", "run", "frob"), "(choose from 'health', 'capabilities', 'cleanup', 'resources', 'alerts'"),
     ],
 )
 def test_usage_errors_exit_2_and_say_what_is_accepted(args: tuple[str, ...], needle: str) -> None:
@@ -78,4 +78,4 @@ def test_help_texts_name_units_and_choices(capsys: pytest.CaptureFixture[str]) -
     bulk = help_of("bulk", capsys=capsys)
     assert "start, stop, restart, enable, disable, delete, refresh" in bulk
     jobs = help_of("jobs", "run", capsys=capsys)
-    assert "health, capabilities, cleanup, alerts, limits" in jobs
+    assert "health, capabilities, cleanup, resources, alerts, limits, fleet" in jobs

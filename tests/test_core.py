@@ -22,8 +22,10 @@ async def test_running_core_autostarts_calls_and_leaves_nothing_behind(
             "health",
             "capabilities",
             "cleanup",
+            "resources",
             "alerts",
             "limits",
+            "fleet",
         }
         health = await ops.run_job("health")
         assert health.last_outcome == "1 checked, 1 responsive"
