@@ -38,7 +38,10 @@ def test_bad_values_are_one_line_and_exit_1(args: tuple[str, ...], needle: str) 
             "invalid choice: 'frob' (choose from 'start', 'stop', 'restart', 'enable', "
             "'disable', 'delete', 'refresh')",
         ),
-        (("jobs", "run", "frob"), "(choose from 'health', 'capabilities', 'cleanup', 'resources', 'alerts'"),
+        (
+            ("jobs", "run", "frob"),
+            "(choose from 'health', 'capabilities', 'cleanup', 'resources', 'alerts'",
+        ),
     ],
 )
 def test_usage_errors_exit_2_and_say_what_is_accepted(args: tuple[str, ...], needle: str) -> None:
