@@ -64,8 +64,8 @@ class NodesScreen(CatalogueScreen):
         alive = sum(1 for node in self._fleet_nodes if node.alive)
         return f"Nodes · {alive} of {len(self._fleet_nodes)} alive"
 
-    def action_reload(self) -> None:
-        self.load()
+    def show_detail(self) -> None:
+        """No pane below: a node's row says all there is."""
 
     @work(exclusive=True, group="nodes-screen", exit_on_error=False)
     async def load(self) -> None:
