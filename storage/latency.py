@@ -22,7 +22,7 @@ import zlib
 from array import array
 from bisect import bisect_left
 from collections.abc import Iterable, Mapping
-from itertools import accumulate
+from itertools import accumulate, compress
 
 RELATIVE_ERROR = 0.01
 GAMMA = (1 + RELATIVE_ERROR) / (1 - RELATIVE_ERROR)
@@ -149,7 +149,16 @@ class RunningHistogram:
         counts = array("Q", lanes.to_bytes(8 * self.size, "little"))
         if _SWAP:
             counts.byteswap()
-        return dict(zip(range(self.low, self.low + self.size), counts.tolist(), strict=True))
+        values = counts.tolist()
+        # Only the buckets used, picked in C: most lanes of a span are empty, and every reader
+        # of the histogram (a fleet's thousand percentiles) then walks fewer of them.
+        return dict(
+            zip(
+                compress(range(self.low, self.low + self.size), values),
+                filter(None, values),
+                strict=True,
+            )
+        )
 
 
 def merge_dense(blobs: Iterable[bytes | None]) -> dict[int, int]:

@@ -16,7 +16,14 @@ from app.core.usage_record import UsageRecord
 from app.ops.facade import LocalOperations
 from app.runtime.usage import UsageRecorder
 from storage.analytics import UsageAnalytics
-from storage.latency import RELATIVE_ERROR, bucket_of, percentiles, rank
+from storage.latency import (
+    RELATIVE_ERROR,
+    RunningHistogram,
+    bucket_of,
+    encode_dense,
+    percentiles,
+    rank,
+)
 from storage.models import ServerEvent, ServerTool, ToolServer, ToolUsage
 from storage.retention import prune_old_rows
 from storage.windows import make_window
@@ -493,3 +500,14 @@ def test_percentiles_of_a_histogram_in_any_order() -> None:
     assert percentiles(counts) == percentiles(ordered)
     values = percentiles(counts)
     assert near(values[50], 3.0) and near(values[95], 9.0) and near(values[99], 9.0)
+
+
+def test_the_calls_between_two_running_histograms_are_only_the_buckets_used() -> None:
+    earlier = {bucket_of(1.0): 3, bucket_of(40.0): 1}
+    later = {bucket_of(1.0): 5, bucket_of(40.0): 1, bucket_of(900.0): 2}
+    between = RunningHistogram.decode(encode_dense(later)).since(
+        RunningHistogram.decode(encode_dense(earlier))
+    )
+    assert between == {bucket_of(1.0): 2, bucket_of(900.0): 2}
+    assert list(between) == sorted(between)  # in bucket order, as percentiles expect
+    assert percentiles(between) == percentiles({**between, bucket_of(40.0): 0})

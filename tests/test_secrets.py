@@ -238,3 +238,26 @@ async def test_a_bug_logged_while_running_a_server_does_not_quote_its_key(
     assert "running buggy failed" in logged and "Traceback" in logged
     assert f"API_KEY={MASK}" in logged and key not in logged
     assert key not in ((await ops.get_server(server.id)).last_startup_error or "")
+
+
+async def test_the_fleet_list_answers_each_server_as_reading_it_alone_does(
+    ops: LocalOperations,
+) -> None:
+    remote = {
+        "name": "remote",
+        "transport": "streamable_http",
+        "url": URL,
+        "headers": {"Authorization": "Bearer hunter2-pass"},
+        "auto_start": False,
+    }
+    local = {"name": "local", "command": "/bin/true", "args": ARGS, "env": {"KEY": "qk-777"}}
+    for spec in (remote, local):
+        await ops.create_server({**spec, "auto_start": False}, actor="test")
+    for reveal in (False, True):
+        listed = await ops.list_servers(reveal=reveal)
+        alone = [await ops.get_server(server.id, reveal=reveal) for server in listed]
+        assert [server.name for server in listed] == ["local", "remote"]
+        assert listed == alone
+        if not reveal:
+            assert_clean(json.dumps([server.model_dump(mode="json") for server in listed]))
+    assert (await ops.list_servers(reveal=True))[0].env == {"KEY": "qk-777"}

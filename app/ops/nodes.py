@@ -52,8 +52,9 @@ async def place(
 ) -> None:
     """Say which node runs each server, and why none does when none does."""
     if solo:
+        node = settings.node_name  # asks the host its name when none is set: once, not per server
         for server in servers:
-            server.node = settings.node_name
+            server.node = node
         return
     view = await read_fleet(session)
     known = {node.name for node in view.nodes}

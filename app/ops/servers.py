@@ -20,8 +20,10 @@ from app.core.schemas import (
 )
 from app.governance.audit import change_details, created_details, deleted_details, snapshot
 from app.ops.base import (
+    RESPONSE_COLUMNS,
     OpsBase,
     keep_masked_fields,
+    response_of_values,
     server_response,
     validated,
     with_placement,
@@ -74,7 +76,8 @@ class ServerOperations(OpsBase):
     ) -> list[ToolServerResponse]:
         if status is not None and status not in SERVER_STATUSES:
             raise InvalidInput(f"use one of {', '.join(SERVER_STATUSES)}", field="status")
-        query: Select[tuple[ToolServer]] = select(ToolServer).order_by(ToolServer.name)
+        # Plain columns rather than ORM objects: the dashboard reads every server each tick.
+        query: Select[Any] = select(*RESPONSE_COLUMNS).order_by(ToolServer.name)
         if status is not None:
             query = query.where(ToolServer.status == status)
         if enabled is not None:
@@ -89,10 +92,13 @@ class ServerOperations(OpsBase):
                 )
             )
         async with self.db.read() as session:
-            rows = (await session.execute(query)).scalars().all()
+            result = await session.execute(query)
+            names = [column.key for column in RESPONSE_COLUMNS]
+            rows = [dict(zip(names, row, strict=True)) for row in result]
             counts = await tool_counts(session)
             responses = [
-                server_response(row, counts.get(row.id, (0, 0)), reveal=reveal) for row in rows
+                response_of_values(row, counts.get(row["id"], (0, 0)), reveal=reveal)
+                for row in rows
             ]
             await place(session, self.single_node, self.settings, responses)
             return responses
