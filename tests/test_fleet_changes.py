@@ -131,7 +131,8 @@ def fleet(tmp_path: Path, pg_url: str) -> Iterator[tuple[Daemon, Daemon]]:
     try:
         for name in ("a", "b"):
             home = tmp_path / name / "home"
-            env = daemon_env(home, TOOLDECK_DATABASE_URL=pg_url)
+            # Nodes of one fleet: each needs a name of its own (both run on this host).
+            env = daemon_env(home, TOOLDECK_DATABASE_URL=pg_url, TOOLDECK_NODE=f"node-{name}")
             daemons.append(start_daemon(home, env=env))
         yield daemons[0], daemons[1]
     finally:
