@@ -10,10 +10,11 @@ import pytest
 from aiohttp import WSMsgType, test_utils
 
 from app.core.settings import Settings
-from app.faces.http.web_deck import COOKIE, WebDeck, dashboard_argv
+from app.faces.http.access_guard import HostPolicy
 from app.ops.facade import LocalOperations
 from app.runtime.access_tokens import Credentials
 from app.runtime.api_token import TokenStore, load_or_create_token
+from app.tui.web_deck import COOKIE, WebDeck, dashboard_argv
 from tests.web_browser import chromium, chromium_missing, open_deck, web_deck
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -81,7 +82,7 @@ async def test_a_browser_opens_the_deck_and_a_key_reaches_it(
 async def deck_client(ops: LocalOperations) -> AsyncIterator[tuple[WebDeck, test_utils.TestClient]]:
     credentials = Credentials(TokenStore(ops.settings.data_dir), ops.db)
     ops.changes.subscribe(credentials.on_change)
-    deck = WebDeck(ops.settings.data_dir, credentials)
+    deck = WebDeck(ops.settings.data_dir, credentials, HostPolicy((), listen_host="127.0.0.1"))
     async with test_utils.TestClient(test_utils.TestServer(await deck.make_app())) as client:
         yield deck, client
 

@@ -1,4 +1,4 @@
-"""`tooldeck web [--host H] [--port P]`: the dashboard in a browser (app.faces.http.web_deck)."""
+"""`tooldeck web [--host H] [--port P]`: the dashboard in a browser (app.tui.web_deck)."""
 
 from __future__ import annotations
 
@@ -67,10 +67,11 @@ def serve_web(args: argparse.Namespace) -> int:
 async def _serve(settings: Settings, host: str, port: int, read_only: bool) -> int:
     from aiohttp import web
 
-    from app.faces.http.web_deck import WebDeck
+    from app.faces.http.access_guard import HostPolicy
     from app.ops.bootstrap import open_database
     from app.runtime.access_tokens import Credentials
     from app.runtime.api_token import TokenStore
+    from app.tui.web_deck import WebDeck
 
     db = await open_database(settings)
     runner: web.AppRunner | None = None
@@ -79,9 +80,9 @@ async def _serve(settings: Settings, host: str, port: int, read_only: bool) -> i
         deck = WebDeck(
             settings.data_dir,
             credentials,
+            HostPolicy(settings.allowed_hosts, listen_host=host),
             host=host,
             port=port,
-            allowed_hosts=settings.allowed_hosts,
             read_only=read_only,
         )
         # No access log: the one request that signs in carries the token in its query.

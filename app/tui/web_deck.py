@@ -2,8 +2,8 @@
 
 Each browser tab that connects gets its own dashboard process, whose screen a terminal emulator
 in the page draws. What stands in front of it:
-- Host and Origin are checked as the daemon checks them (app.faces.http.access_guard), so a
-  page elsewhere, or a rebound DNS name, reaches nothing.
+- Host and Origin are checked as the daemon checks them (the `HostChecks` the command hands in:
+  app.faces.http.access_guard's), so a page elsewhere, or a rebound DNS name, reaches nothing.
 - The page wants a token: the API's (`tooldeck token show`) or a named one of scope admin,
   operator or read (a read token's deck hides every action). It is given once, as `?token=` or
   a bearer header; the answer sets a session cookie (HttpOnly, SameSite=Strict) and sends the
@@ -20,10 +20,10 @@ import asyncio
 import logging
 import secrets
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp_jinja2
 from aiohttp import web
@@ -31,8 +31,6 @@ from textual_serve.app_service import AppService
 from textual_serve.server import Server, to_int
 
 from app.core.access import Scope
-from app.faces.http.access_guard import HostPolicy
-from app.runtime.access_tokens import Credentials, Identity
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +42,21 @@ DEFAULT_PORT = 8765
 MAX_SESSIONS = 256
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+# What the deck asks of the daemon's access checks, handed in by the command that serves it
+# (the dashboard's layer reaches neither the HTTP face nor the runtime's token store).
+class HostChecks(Protocol):
+    def refusal(self, method: str, headers: Mapping[bytes, bytes]) -> Any: ...
+
+
+class Identity(Protocol):
+    name: str
+    scope: Scope
+
+
+class Credentials(Protocol):
+    async def identify(self, token: str) -> Identity | None: ...
 
 
 def dashboard_argv(data_dir: Path, *, read_only: bool) -> list[str]:
@@ -89,16 +102,16 @@ class WebDeck(Server):
         self,
         data_dir: Path,
         credentials: Credentials,
+        hosts: HostChecks,
         *,
         host: str = "127.0.0.1",
         port: int = DEFAULT_PORT,
-        allowed_hosts: Sequence[str] = (),
         read_only: bool = False,
     ) -> None:
         super().__init__("tooldeck", host=host, port=port, title="Tooldeck")
         self.data_dir = data_dir
         self.credentials = credentials
-        self.hosts = HostPolicy(allowed_hosts, listen_host=host)
+        self.hosts = hosts
         self.read_only = read_only
         self.sessions: dict[str, Session] = {}
 
