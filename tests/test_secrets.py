@@ -14,7 +14,7 @@ import pytest
 
 from app.core.errors import InvalidInput, StartFailed
 from app.core.jsonlog import JsonFormatter
-from app.core.log_files import SecretsFilter
+from app.core.log_files import FleetSecrets, SecretsFilter
 from app.core.logfile import logging_to_file
 from app.core.schemas import MASK
 from app.core.settings import Settings
@@ -261,3 +261,27 @@ async def test_the_fleet_list_answers_each_server_as_reading_it_alone_does(
         if not reveal:
             assert_clean(json.dumps([server.model_dump(mode="json") for server in listed]))
     assert (await ops.list_servers(reveal=True))[0].env == {"KEY": "qk-777"}
+
+
+def test_a_record_two_handlers_write_is_scrubbed_once_and_again_after_a_new_secret() -> None:
+    secrets = FleetSecrets()
+    secrets.remember("a", ["sk-first-0123456789"])
+    passes: list[str] = []
+    first = secrets.scrub
+
+    def counting(text: str) -> str:
+        passes.append(text)
+        return first(text)
+
+    secrets.scrub = counting  # type: ignore[assignment]
+    file_filter, stderr_filter = SecretsFilter(secrets), SecretsFilter(secrets)
+    record = logging.LogRecord(
+        "x", logging.INFO, __file__, 1, "key %s", ("sk-first-0123456789",), None
+    )
+    assert file_filter.filter(record) and stderr_filter.filter(record)
+    assert record.getMessage() == f"key {MASK}" and len(passes) == 1
+
+    secrets.remember("b", ["sk-second-0123456789"])
+    record.msg = "now sk-second-0123456789"
+    assert stderr_filter.filter(record)
+    assert record.getMessage() == f"now {MASK}"

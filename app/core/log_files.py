@@ -50,8 +50,10 @@ class SecretsFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         scrub = self.secrets.scrub
-        if not scrub:
+        # Every handler of ours has this filter: the second one finds the record already done.
+        if not scrub or getattr(record, _SCRUBBED_BY, None) is scrub:
             return True
+        setattr(record, _SCRUBBED_BY, scrub)
         message = record.getMessage()
         clean = scrub(message)
         if clean != message:
@@ -64,6 +66,8 @@ class SecretsFilter(logging.Filter):
 
 
 _TRACEBACKS = logging.Formatter()
+# The record attribute naming the scrubber (one per set of secrets) that has cleaned it.
+_SCRUBBED_BY = "tooldeck_scrubbed_by"
 
 
 class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
