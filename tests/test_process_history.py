@@ -99,6 +99,40 @@ async def test_retention_prunes_old_samples_in_batches_and_keeps_recent_ones(
     assert left == 3
 
 
+async def test_past_a_day_samples_thin_to_each_quarter_hour_s_peak_memory(
+    ops: LocalOperations,
+) -> None:
+    server = await ops.create_server(stdio_server_spec("long", "tiny"), actor="test")
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    quarter = (now - timedelta(days=2)).replace(minute=0)
+    # Two old quarter hours a minute apart (the second peaks at its 7th minute), and the last
+    # half hour at full detail.
+    old = [Sample(server.id, quarter + timedelta(minutes=m), (m + 1) * MIB, 1.0) for m in range(15)]
+    old += [
+        Sample(server.id, quarter + timedelta(minutes=15 + m), (100 if m == 7 else m) * MIB, 2.0)
+        for m in range(15)
+    ]
+    recent = [Sample(server.id, now - timedelta(minutes=m), MIB, 0.5) for m in range(30)]
+    await write_samples(ops.db, old + recent)
+
+    result = await prune_old_rows(ops.db, 90, resource_days=7, now=now, batch=4)
+    assert result["resource samples thinned"] == 28
+    async with ops.db.read() as session:
+        rows = (
+            await session.execute(
+                select(ResourceSample.sampled_at, ResourceSample.rss_bytes).order_by(
+                    ResourceSample.sampled_at
+                )
+            )
+        ).all()
+    kept_old = [(at.replace(tzinfo=UTC) - quarter, rss) for at, rss in rows[:2]]
+    assert kept_old == [(timedelta(minutes=14), 15 * MIB), (timedelta(minutes=22), 100 * MIB)]
+    assert len(rows) == 2 + 30
+
+    again = await prune_old_rows(ops.db, 90, resource_days=7, now=now, batch=4)
+    assert again["resource samples thinned"] == 0
+
+
 async def test_the_cleanup_job_prunes_by_the_resource_history_setting(
     ops: LocalOperations,
 ) -> None:
