@@ -261,3 +261,31 @@ async def read_fleet(session: AsyncSession) -> FleetView:
         ],
         leases={lease.server_id: (lease.node, lease.expires_at) for lease in leases},
     )
+
+
+@dataclass(frozen=True)
+class RemoteServer:
+    """A server another live node runs now, and where that node's gateway is."""
+
+    id: str
+    name: str
+    node: str
+    advertise_url: str
+
+
+async def running_elsewhere(db: Database, *, name: str, lease_s: float) -> list[RemoteServer]:
+    """The enabled servers up on a live node other than `name` that says where it listens."""
+    async with db.read() as session:
+        now = await database_now(session)
+        rows = await session.execute(
+            select(ToolServer.id, ToolServer.name, Node.name, Node.advertise_url)
+            .join(Node, Node.name == ToolServer.status_node)
+            .where(
+                ToolServer.enabled.is_(True),
+                ToolServer.status.in_(("running", "degraded")),
+                Node.name != name,
+                Node.advertise_url.is_not(None),
+                Node.heartbeat_at > now - timedelta(seconds=lease_s),
+            )
+        )
+        return [RemoteServer(*row) for row in rows]

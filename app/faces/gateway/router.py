@@ -45,6 +45,7 @@ from app.core.usage_record import Outcome
 from app.faces.gateway import uris
 from app.ops.gateway_port import GatewayPort, ServerIntent, ToolIntent
 from app.runtime.connections import Connection
+from app.runtime.node_credentials import is_node_identity
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +73,9 @@ _CAPABILITY_OF_REQUEST = {
     "roots/list": "roots",
 }
 TOOLS_CHANGED = jsonrpc.notification("notifications/tools/list_changed")
+# Where a node forwarding a call to the server's owner names the client that made it: the owner
+# meters the call under that name, and only when a node's credential opened the session.
+FORWARDED_CLIENT_KEY = "dev.tooldeck/client"
 
 Deliver = Callable[[Message, Any], None]  # (message, the client request it belongs to, or None)
 Rewrite = Callable[[dict[str, Any], str], None]
@@ -88,6 +92,7 @@ class InFlight:
     __slots__ = (
         "arguments",
         "client_id",
+        "client_name",
         "client_token",
         "conn",
         "deadline",
@@ -122,6 +127,7 @@ class InFlight:
         self.tool_name: str | None = None
         self.arguments: Any = None
         self.gate: object = None
+        self.client_name: str | None = session.client_name
 
     def on_response(self, reply: Message) -> None:
         session = self.session
@@ -624,6 +630,8 @@ class Router:
         session.calls += 1
         if not success:
             session.errors += 1
+        if inflight.conn.peer_node is not None:
+            return  # the node that owns the server meters it, under this client's name
         self.port.record(
             server,
             inflight.tool,
@@ -631,7 +639,7 @@ class Router:
             began=inflight.started,
             success=success,
             error=error,
-            client_name=inflight.session.client_name,
+            client_name=inflight.client_name,
             arguments=inflight.arguments,
             result=result,
             outcome=outcome,
@@ -801,7 +809,7 @@ class Router:
             began=None,
             success=False,
             error=text,
-            client_name=session.client_name,
+            client_name=_calling_client(session, message),
             arguments=(message.get("params") or {}).get("arguments"),
             outcome="refused",
         )
@@ -817,6 +825,9 @@ class Router:
         conn: Connection,
         gate: object,
     ) -> None:
+        client_name = _calling_client(session, message)
+        if conn.peer_node is not None:
+            _name_the_client(session, message)
         inflight = self.forward(
             session,
             message,
@@ -824,6 +835,7 @@ class Router:
             None if session.view.transparent else uris.tool_result,
             server.call_timeout_s,
         )
+        inflight.client_name = client_name
         inflight.server, inflight.tool, inflight.tool_name = server, tool, name
         inflight.arguments = (message.get("params") or {}).get("arguments")
         inflight.gate = gate
@@ -1266,6 +1278,28 @@ _session_numbers = itertools.count(1)
 
 def _drop(message: Message, related: Any) -> None:
     pass
+
+
+def _calling_client(session: Session, message: Message) -> str | None:
+    """Who made a call: the session's client, or for a session a node opened to forward its own
+    clients' calls, the client that node names. The name is taken out of the call either way:
+    the server never sees it, and a client naming someone else gets its own name used."""
+    params = message.get("params")
+    meta = params.get("_meta") if isinstance(params, dict) else None
+    named = meta.pop(FORWARDED_CLIENT_KEY, None) if isinstance(meta, dict) else None
+    if isinstance(meta, dict) and not meta:
+        del params["_meta"]  # type: ignore[index]
+    if is_node_identity(session.token_name):
+        name = named.get("name") if isinstance(named, dict) else None
+        return name if isinstance(name, str) else None
+    return session.client_name
+
+
+def _name_the_client(session: Session, message: Message) -> None:
+    """For the owner of a server this node forwards a call to: which client made it."""
+    params = message.setdefault("params", {})
+    client = {"name": session.client_name, "version": session.client_info.get("version")}
+    params.setdefault("_meta", {})[FORWARDED_CLIENT_KEY] = client
 
 
 def _first_text(blocks: Any) -> str | None:
