@@ -14,6 +14,7 @@ import psutil
 import pytest
 from sqlalchemy import func, select
 
+from app.faces.gateway.router import FORWARDED_CLIENT_KEY
 from app.runtime.node_credentials import fleet_keys
 from storage.db import Database
 from storage.models import ToolUsage
@@ -25,6 +26,7 @@ from tests.runtime_helpers import eventually
 SERVER = "on-alpha"
 TOOL = f"{SERVER}__whoami"
 CLIENT = "forwarding-test-client"
+DIRECT = "direct-test-client"
 
 
 @pytest.fixture
@@ -89,15 +91,27 @@ async def test_a_call_through_beta_runs_on_alpha_and_is_counted_once(
     # Timed once, by the owner's call path; beta only forwarded it.
     assert call_count(alpha) == 1
     assert call_count(beta) == 0
-    # Beta stopped: whatever it recorded is flushed. Then alpha's row, under the client's name.
+
+    # A person's token naming another client in the call gets its own client's name used, and
+    # the server does not see the name either.
+    direct = RecordingClient(name=DIRECT)
+    async with over_http(f"{alpha.url}/mcp", direct, alpha.token) as session:
+        impostor = {FORWARDED_CLIENT_KEY: {"name": CLIENT}}
+        result = await session.call_tool(TOOL, {}, meta=impostor)  # type: ignore[arg-type]
+    assert not result.is_error
+    assert result.meta == {"got": None}
+    assert call_count(alpha) == 2
+
+    # Beta stopped: whatever it recorded is flushed. Then alpha's rows, under the clients' names.
     assert beta.stop() == 0
+    expected = sorted([(CLIENT, 1), (DIRECT, 1)])
 
     async def counted_once() -> bool:
-        return await usage_rows(fleet_url) == [(CLIENT, 1)]
+        return sorted(await usage_rows(fleet_url)) == expected
 
     await eventually(counted_once, within=20)
     assert alpha.stop() == 0
-    assert await usage_rows(fleet_url) == [(CLIENT, 1)]
+    assert sorted(await usage_rows(fleet_url)) == expected
 
 
 async def test_the_node_credential_opens_the_gateway_only(
