@@ -36,6 +36,7 @@ from storage.db import Database
 logger = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 10.0
+CLOSE_S = 2.0
 # Status changes come in bursts (starting, running): look once they settled.
 SYNC_DELAY_S = 0.05
 
@@ -89,11 +90,15 @@ class PeerLinks:
         links, self.links = self.links, {}
         for link in links.values():
             link.stop.set()
-        await asyncio.gather(
-            *(link.task for link in links.values() if link.task is not None),
-            *self._tasks,
-            return_exceptions=True,
-        )
+        tasks = {link.task for link in links.values() if link.task is not None} | self._tasks
+        if not tasks:
+            return
+        # Ending a link tells its owner the session is over: a hung owner must not hold up
+        # this node's shutdown.
+        _done, late = await asyncio.wait(tasks, timeout=CLOSE_S)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def why_unreachable(self, server_id: str) -> str | None:
         """Why a call to this server, run by another node, cannot be forwarded now; None when
