@@ -169,3 +169,21 @@ async def test_a_call_for_a_node_that_died_gets_an_error_naming_it(
         assert "runs on node alpha" in result.content[0].text  # type: ignore[union-attr]
     # Beta's own API is unaffected.
     assert servers_of(beta)[SERVER]["placement"] == "alpha"
+
+
+async def test_a_call_for_a_paused_node_ends_at_the_call_timeout(pair: dict[str, Daemon]) -> None:
+    alpha, beta = pair["alpha"], pair["beta"]
+    server_id = servers_of(beta)[SERVER]["id"]
+    with beta.client() as client:
+        answer = client.put(f"/api/v1/toolservers/servers/{server_id}", json={"call_timeout_s": 2})
+        assert answer.status_code == 200, answer.text
+    async with over_http(f"{beta.url}/mcp", RecordingClient(name=CLIENT), beta.token) as session:
+        await session.list_tools()
+        assert not (await session.call_tool(TOOL, {})).is_error
+        alpha.process.send_signal(signal.SIGSTOP)
+        result = await session.call_tool(TOOL, {})
+        assert result.is_error
+        text = result.content[0].text  # type: ignore[union-attr]
+        assert "whoami timed out" in text and "node alpha" in text, text
+        # Beta's API answers meanwhile.
+        assert servers_of(beta)[SERVER]["placement"] == "alpha"

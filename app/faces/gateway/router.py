@@ -164,9 +164,11 @@ class InFlight:
         self.conn.notify(
             "notifications/cancelled", {"requestId": self.upstream_id, "reason": "timed out"}
         )
-        text = f"{self.conn.name} did not answer within {self.timeout_s:g} s"
+        text = f"{self.conn.where} did not answer within {self.timeout_s:g} s"
         if self.tool_name is not None:
             text = f"{self.tool_name} timed out after {now - self.started:.3g} s"
+            if self.conn.peer_node is not None:
+                text += f" (its server runs on node {self.conn.peer_node})"
             reply = jsonrpc.result_response(self.client_id, tool_error(text))
             router.meter(self, reply)
         else:
