@@ -20,13 +20,14 @@ from storage.db import Database
 from storage.models import ToolUsage
 from tests.daemon_helpers import Daemon, wait_for
 from tests.fleet_helpers import node_of, nodes_seen_by, servers_of, start_node, tagged_server
-from tests.gateway_helpers import RecordingClient, over_http
+from tests.gateway_helpers import Naming, RecordingClient, every_feature, over_http
 from tests.runtime_helpers import eventually
 
 SERVER = "on-alpha"
 TOOL = f"{SERVER}__whoami"
 CLIENT = "forwarding-test-client"
 DIRECT = "direct-test-client"
+CALL_TIMEOUT_S = 2
 
 
 @pytest.fixture
@@ -41,8 +42,11 @@ def pair(tmp_path: Path, fleet_url: str) -> Iterator[dict[str, Daemon]]:
         wait_for(
             lambda: {n for n, e in nodes_seen_by(nodes["beta"]).items() if e["alive"]} == set(nodes)
         )
+        # A call timeout shorter than the time beta takes to find a paused alpha dead (the
+        # lease, 5 s, less a renewal period): a call to a paused alpha times out first.
+        spec = {**tagged_server(SERVER, "alpha"), "call_timeout_s": CALL_TIMEOUT_S}
         with nodes["alpha"].client() as client:
-            answer = client.post("/api/v1/toolservers/servers", json=tagged_server(SERVER, "alpha"))
+            answer = client.post("/api/v1/toolservers/servers", json=spec)
             assert answer.status_code == 201, answer.text
         wait_for(lambda: servers_of(nodes["beta"])[SERVER]["status"] == "running", timeout_s=30)
         yield nodes
@@ -173,10 +177,6 @@ async def test_a_call_for_a_node_that_died_gets_an_error_naming_it(
 
 async def test_a_call_for_a_paused_node_ends_at_the_call_timeout(pair: dict[str, Daemon]) -> None:
     alpha, beta = pair["alpha"], pair["beta"]
-    server_id = servers_of(beta)[SERVER]["id"]
-    with beta.client() as client:
-        answer = client.put(f"/api/v1/toolservers/servers/{server_id}", json={"call_timeout_s": 2})
-        assert answer.status_code == 200, answer.text
     async with over_http(f"{beta.url}/mcp", RecordingClient(name=CLIENT), beta.token) as session:
         await session.list_tools()
         assert not (await session.call_tool(TOOL, {})).is_error
@@ -187,3 +187,22 @@ async def test_a_call_for_a_paused_node_ends_at_the_call_timeout(pair: dict[str,
         assert "whoami timed out" in text and "node alpha" in text, text
         # Beta's API answers meanwhile.
         assert servers_of(beta)[SERVER]["placement"] == "alpha"
+
+
+async def test_every_message_type_passes_through_the_forwarding_node(
+    pair: dict[str, Daemon], server_everything: Path
+) -> None:
+    alpha, beta = pair["alpha"], pair["beta"]
+    spec = {
+        "name": "everything",
+        "command": "node",
+        "args": [str(server_everything), "stdio"],
+        "placement": "alpha",
+    }
+    with alpha.client() as client:
+        answer = client.post("/api/v1/toolservers/servers", json=spec)
+        assert answer.status_code == 201, answer.text
+    wait_for(lambda: servers_of(beta)["everything"]["status"] == "running", timeout_s=60)
+    recording = RecordingClient(name=CLIENT)
+    async with over_http(f"{beta.url}/mcp", recording, beta.token) as session:
+        await every_feature(session, recording, Naming("everything", aggregated=True))

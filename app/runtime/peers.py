@@ -24,6 +24,7 @@ from urllib.parse import quote
 
 from app.core.changes import Change, ChangeBus
 from app.runtime.connections import (
+    Connection,
     ConnectionRegistry,
     ConnectionSpec,
     StartError,
@@ -47,7 +48,9 @@ class _Link:
     node: str
     url: str
     stop: asyncio.Event = field(default_factory=asyncio.Event)
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
+    conn: Connection | None = None
 
 
 class PeerLinks:
@@ -99,6 +102,26 @@ class PeerLinks:
         for task in late:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def connection(self, server_id: str) -> Connection | None:
+        """The link to a server another node runs, once it is up: for a call that came before
+        this node heard the server started there. None when no other node runs it, or the link
+        did not come up."""
+        link = self.links.get(server_id)
+        if link is None:
+            await self.sync()
+            link = self.links.get(server_id)
+        if link is None or link.task is None:
+            return None
+        ready = asyncio.ensure_future(link.ready.wait())
+        try:
+            await asyncio.wait(
+                {ready, link.task}, timeout=CONNECT_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            ready.cancel()
+        conn = link.conn
+        return conn if conn is not None and not conn.is_closed else None
 
     def why_unreachable(self, server_id: str) -> str | None:
         """Why a call to this server, run by another node, cannot be forwarded now; None when
@@ -189,6 +212,8 @@ class PeerLinks:
                 if self._runs_here(server_id):
                     return  # it moved here meanwhile
                 self.registry.add(server_id, conn)
+                link.conn = conn
+                link.ready.set()
                 try:
                     await _first(link.stop.wait(), conn.closed.wait())
                 finally:
