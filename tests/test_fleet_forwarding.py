@@ -54,6 +54,9 @@ def pair(tmp_path: Path, fleet_url: str) -> Iterator[dict[str, Daemon]]:
         for node in nodes.values():
             if node.process.poll() is None:
                 node.process.send_signal(signal.SIGCONT)
+        # Beta first: its links to alpha end with it, and alpha need not wait for their streams.
+        for node in reversed(nodes.values()):
+            if node.process.poll() is None:
                 node.stop()
 
 
@@ -171,8 +174,26 @@ async def test_a_call_for_a_node_that_died_gets_an_error_naming_it(
         result = await session.call_tool(TOOL, {})
         assert result.is_error
         assert "runs on node alpha" in result.content[0].text  # type: ignore[union-attr]
-    # Beta's own API is unaffected.
-    assert servers_of(beta)[SERVER]["placement"] == "alpha"
+
+        # Beta's own API is unaffected: there the server is placed on beta, and the same client
+        # session calls it where it runs now.
+        server_id = servers_of(beta)[SERVER]["id"]
+        with beta.client() as client:
+            answer = client.put(
+                f"/api/v1/toolservers/servers/{server_id}", json={"placement": "beta"}
+            )
+            assert answer.status_code == 200, answer.text
+        wait_for(
+            lambda: (
+                (servers_of(beta)[SERVER]["node"], servers_of(beta)[SERVER]["status"])
+                == ("beta", "running")
+            ),
+            timeout_s=30,
+        )
+        result = await session.call_tool(TOOL, {})
+        assert not result.is_error, result
+        pid = int(result.content[0].text)  # type: ignore[union-attr]
+        assert node_of(psutil.Process(pid), pair) == "beta"
 
 
 async def test_a_call_for_a_paused_node_ends_at_the_call_timeout(pair: dict[str, Daemon]) -> None:

@@ -108,7 +108,8 @@ class PeerLinks:
         this node heard the server started there. None when no other node runs it, or the link
         did not come up."""
         link = self.links.get(server_id)
-        if link is None:
+        if link is None or link.task is None or link.task.done():
+            # What the database says now: the server may have moved, or its node gone.
             await self.sync()
             link = self.links.get(server_id)
         if link is None or link.task is None:
