@@ -196,7 +196,7 @@ class PeerLinks:
         def closed() -> None:
             # Said at once, for the next call: until the next look finds the server up again or
             # its node gone.
-            if not link.stop.is_set():
+            if link.ready.is_set() and not link.stop.is_set():
                 self.unreachable[server_id] = (
                     f"{link.name} runs on node {link.node}, which closed the link to it"
                 )
@@ -220,10 +220,11 @@ class PeerLinks:
                 finally:
                     self.registry.remove(server_id, conn)
         except StartError as exc:
-            self.unreachable[server_id] = (
-                f"{link.name} runs on node {link.node}, which cannot be reached: {exc.message}"
-            )
-            logger.warning("%s", self.unreachable[server_id])
+            why = f"{link.name} runs on node {link.node}, which cannot be reached: {exc.message}"
+            # Tried again at every heartbeat: said once, and again when the reason changes.
+            if self.unreachable.get(server_id) != why:
+                logger.warning("%s", why)
+            self.unreachable[server_id] = why
         except Exception:
             logger.warning("the link to %s on node %s failed", link.name, link.node, exc_info=True)
 
