@@ -17,7 +17,9 @@ Views (what one endpoint exposes):
 Intent applies on every view, from memory (app.ops.gateway_port): disabled servers and tools
 are refused and left out of lists, a bypassed tool whose server is down answers at once, a
 stopped server that starts on demand is started, concurrency limits hold, and every call is
-metered (its time to the final answer, its outcome, the client's name).
+metered (its time to the final answer, its outcome, the client's name). A call to a server
+another node runs goes over this node's link to it (app.runtime.peers) and is metered there, by
+the owner, under the client's name this router sends along in the call's `_meta`.
 
 Server-to-client requests (sampling, elicitation, roots) go to the session whose call caused
 them. A connection is shared by every session, and stdio carries no "related request" on the
