@@ -166,6 +166,16 @@ async def test_a_call_for_a_node_that_died_gets_an_error_naming_it(
     async with over_http(f"{beta.url}/mcp", RecordingClient(name=CLIENT), beta.token) as session:
         await session.list_tools()
         assert not (await session.call_tool(TOOL, {})).is_error
+        # Stopped on alpha, the server is started there again by a call through beta.
+        server_id = servers_of(beta)[SERVER]["id"]
+        with alpha.client() as client:
+            answer = client.post(f"/api/v1/toolservers/servers/{server_id}/stop")
+            assert answer.status_code == 200, answer.text
+        wait_for(lambda: servers_of(beta)[SERVER]["status"] == "stopped")
+        result = await session.call_tool(TOOL, {})
+        assert not result.is_error, result
+        pid = int(result.content[0].text)  # type: ignore[union-attr]
+        assert node_of(psutil.Process(pid), pair) == "alpha"
         alpha.kill()
         result = await session.call_tool(TOOL, {})
         assert result.is_error
@@ -177,7 +187,6 @@ async def test_a_call_for_a_node_that_died_gets_an_error_naming_it(
 
         # Beta's own API is unaffected: there the server is placed on beta, and the same client
         # session calls it where it runs now.
-        server_id = servers_of(beta)[SERVER]["id"]
         with beta.client() as client:
             answer = client.put(
                 f"/api/v1/toolservers/servers/{server_id}", json={"placement": "beta"}

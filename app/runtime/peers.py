@@ -10,7 +10,9 @@ node_credentials), never a person's token.
 
 `sync()` runs on every heartbeat and when a server's status changes anywhere: a link opens
 when a server comes up elsewhere, and closes (to reopen where it runs next) when the server
-stops, moves, or its node stops beating. This node never starts another node's server.
+stops, moves, or its node stops beating. This node never starts another node's server: a call
+for one that is stopped opens a link at once, and its node starts it on demand (or says why
+not), as it would for a client of its own.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from app.runtime.connections import (
 from app.runtime.node_credentials import NodeKeys
 from storage import fleet as fleet_sql
 from storage.db import Database
+from storage.fleet import RemoteServer
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +54,8 @@ class _Link:
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
     conn: Connection | None = None
+    # Opened for a call to a stopped server: its node starts it as the link opens.
+    on_demand: bool = False
 
 
 class PeerLinks:
@@ -112,7 +117,16 @@ class PeerLinks:
             # What the database says now: the server may have moved, or its node gone.
             await self.sync()
             link = self.links.get(server_id)
-        if link is None or link.task is None:
+        if link is None:
+            # Stopped on the node that runs it: that node starts it on demand when asked to.
+            owner = await fleet_sql.node_to_run(
+                self.db, server_id=server_id, name=self.node, lease_s=self.lease_s
+            )
+            if owner is None:
+                return None
+            async with self._sync_lock:
+                link = self.links.get(server_id) or self._open(server_id, owner, on_demand=True)
+        if link.task is None:
             return None
         ready = asyncio.ensure_future(link.ready.wait())
         try:
@@ -161,6 +175,8 @@ class PeerLinks:
             for server_id, link in list(self.links.items()):
                 server = wanted.get(server_id)
                 ended = link.task is None or link.task.done()
+                if link.on_demand and not link.ready.is_set() and not ended:
+                    continue  # its node is starting the server: not running yet
                 moved = server is None or (server.node, server.advertise_url) != (
                     link.node,
                     link.url,
@@ -173,11 +189,13 @@ class PeerLinks:
             for server_id, server in wanted.items():
                 if server_id in self.links or self._runs_here(server_id):
                     continue
-                link = _Link(server.name, server.node, server.advertise_url)
-                link.task = asyncio.create_task(
-                    self._hold(server_id, link), name=f"peer link {server.name}"
-                )
-                self.links[server_id] = link
+                self._open(server_id, server)
+
+    def _open(self, server_id: str, server: RemoteServer, *, on_demand: bool = False) -> _Link:
+        link = _Link(server.name, server.node, server.advertise_url, on_demand=on_demand)
+        link.task = asyncio.create_task(self._hold(server_id, link), name=f"link {server.name}")
+        self.links[server_id] = link
+        return link
 
     def _runs_here(self, server_id: str) -> bool:
         conn = self.registry.get(server_id)
@@ -220,7 +238,12 @@ class PeerLinks:
                 finally:
                     self.registry.remove(server_id, conn)
         except StartError as exc:
-            why = f"{link.name} runs on node {link.node}, which cannot be reached: {exc.message}"
+            if link.on_demand:
+                why = f"{link.name} did not start on node {link.node}: {exc.message}"
+            else:
+                why = (
+                    f"{link.name} runs on node {link.node}, which cannot be reached: {exc.message}"
+                )
             # Tried again at every heartbeat: said once, and again when the reason changes.
             if self.unreachable.get(server_id) != why:
                 logger.warning("%s", why)
