@@ -261,3 +261,60 @@ async def read_fleet(session: AsyncSession) -> FleetView:
         ],
         leases={lease.server_id: (lease.node, lease.expires_at) for lease in leases},
     )
+
+
+@dataclass(frozen=True)
+class RemoteServer:
+    """A server another live node runs now, and where that node's gateway is."""
+
+    id: str
+    name: str
+    node: str
+    advertise_url: str
+
+
+async def running_elsewhere(db: Database, *, name: str, lease_s: float) -> list[RemoteServer]:
+    """The enabled servers up on a live node other than `name` that says where it listens."""
+    async with db.read() as session:
+        now = await database_now(session)
+        rows = await session.execute(
+            select(ToolServer.id, ToolServer.name, Node.name, Node.advertise_url)
+            .join(Node, Node.name == ToolServer.status_node)
+            .where(
+                ToolServer.enabled.is_(True),
+                ToolServer.status.in_(("running", "degraded")),
+                Node.name != name,
+                Node.advertise_url.is_not(None),
+                Node.heartbeat_at > now - timedelta(seconds=lease_s),
+            )
+        )
+        return [RemoteServer(*row) for row in rows]
+
+
+async def node_to_run(
+    db: Database, *, server_id: str, name: str, lease_s: float
+) -> RemoteServer | None:
+    """The live node other than `name` that runs the server when it runs: the node it is placed
+    on, or the holder of its lease; None when that is `name`, nobody, or a node that is down or
+    says no address."""
+    async with db.read() as session:
+        now = await database_now(session)
+        server = await session.get(ToolServer, server_id)
+        if server is None or not server.enabled:
+            return None
+        node_name = server.placement
+        if node_name == ANY_NODE:
+            lease = await session.get(ServerLease, server_id)
+            if lease is None or lease.expires_at <= now:
+                return None
+            node_name = lease.node
+        if node_name == name:
+            return None
+        node = await session.get(Node, node_name)
+        if (
+            node is None
+            or node.advertise_url is None
+            or node.heartbeat_at <= now - timedelta(seconds=lease_s)
+        ):
+            return None
+        return RemoteServer(server.id, server.name, node.name, node.advertise_url)

@@ -464,3 +464,15 @@ class ServerLease(Base):
     )
     node: Mapped[str] = mapped_column(String(64), nullable=False)
     expires_at: Mapped[datetime] = mapped_column()
+
+
+class FleetSecret(Base):
+    """The one secret of a fleet, from which each node's credential for the others' gateways
+    is derived (app.runtime.node_credentials). Any node that reads the database is trusted
+    already: the secret adds no trust, it only lets a node prove which node it is over HTTP."""
+
+    __tablename__ = "fleet_secret"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    secret: Mapped[str] = mapped_column(String(128), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

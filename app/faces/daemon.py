@@ -206,6 +206,8 @@ async def serve(
             gateway_scope.push_async_callback(close_socket, bridges, gateway_socket)
             credentials = None if tokens is None else Credentials(tokens, ops.db)
             if credentials is not None:
+                # Other nodes forward their clients' calls to this node's servers with these.
+                credentials.nodes = ops.node_keys
                 ops.changes.subscribe(credentials.on_change)
                 mcp.token_namer = gateway_token_name(credentials)
             hosts = HostPolicy(settings.allowed_hosts, listen_host=settings.host)

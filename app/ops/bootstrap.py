@@ -17,6 +17,8 @@ from app.governance.limits_watchdog import ResourceWatchdog, load_limits
 from app.ops.facade import LocalOperations
 from app.runtime.change_relay import ChangeRelay
 from app.runtime.fleet import Fleet
+from app.runtime.node_credentials import fleet_keys
+from app.runtime.peers import PeerLinks
 from app.runtime.scheduler import Job, Scheduler, core_scheduler
 from app.runtime.supervisor import Supervisor
 from app.runtime.usage import UsageRecorder
@@ -143,10 +145,25 @@ async def running_core(
         ops.runtime = supervisor
         await supervisor.startup(autostart=autostart)
         scheduler = core_scheduler(ops.db, settings, supervisor)
-        scheduler.add(fleet_job(fleet, supervisor))
+        if fleet.shared and fleet.claims:
+            ops.node_keys = await fleet_keys(ops.db)
+            ops.peers = PeerLinks(
+                ops.db,
+                supervisor.connections,
+                ops.node_keys,
+                node=fleet.name,
+                lease_s=settings.lease_s,
+                max_message_bytes=settings.max_result_bytes,
+            )
+            ops.peers.watch(ops.changes)
+            # Pushed after the supervisor: the links close before this node's servers stop.
+            stack.push_async_callback(ops.peers.close)
+        scheduler.add(fleet_job(fleet, supervisor, ops.peers))
         if fleet.claims:
             # The first claims at once, not one interval from now.
             await fleet.heartbeat()
+            if ops.peers is not None:
+                await ops.peers.sync()
         stack.push_async_callback(await install_alerting(ops, supervisor, scheduler))
         await scheduler.start()
         stack.push_async_callback(scheduler.stop)
@@ -154,13 +171,16 @@ async def running_core(
         yield ops
 
 
-def fleet_job(fleet: Fleet, supervisor: Supervisor) -> Job:
+def fleet_job(fleet: Fleet, supervisor: Supervisor, peers: PeerLinks | None = None) -> Job:
     async def beat() -> str:
         if not fleet.claims:
             return "a one-shot run: not a node of the fleet"
         outcome = await fleet.heartbeat()
         if fleet.shared:
             await supervisor.reconcile()
+        if peers is not None:
+            # Also catches a node that stopped beating: its servers' links close.
+            await peers.sync()
         return outcome
 
     return Job(

@@ -32,6 +32,8 @@ from app.ops.read_thread import ReadThread
 from app.ops.tokens import TokenOperations
 from app.runtime.call_latency import CallLatency
 from app.runtime.gateway_sessions import GatewaySessions
+from app.runtime.node_credentials import NodeKeys
+from app.runtime.peers import PeerLinks
 from storage.db import Database
 from storage.models import ServerTool, ToolServer
 
@@ -57,6 +59,9 @@ class LocalOperations(
     # Wired by app.ops.bootstrap.running_core; absent in a process that runs no servers.
     scheduler: JobRunner | None = None
     recorder: UsageSink | None = None
+    # On a fleet: links to the servers other nodes run, and the keys nodes prove themselves by.
+    peers: PeerLinks | None = None
+    node_keys: NodeKeys | None = None
 
     def __init__(
         self,

@@ -200,6 +200,13 @@ class GatewayPort:
         conn = self.connections.get(server.id)
         if conn is not None:
             return conn
+        peers = getattr(self.ops, "peers", None)
+        if peers is not None:
+            # Another node may run it: its link, once up, or why it cannot be reached.
+            if (conn := await peers.connection(server.id)) is not None:
+                return conn
+            if (elsewhere := peers.why_unreachable(server.id)) is not None:
+                raise NotRunning(elsewhere)
         if not server.enabled:
             why = f" ({server.disabled_reason})" if server.disabled_reason else ""
             raise Conflict(f"server {server.name} is disabled{why}")

@@ -21,6 +21,7 @@ from sqlalchemy import select, update
 from app.core.access import FILE_TOKEN_NAME, Scope
 from app.core.changes import Change
 from app.runtime.api_token import TokenStore
+from app.runtime.node_credentials import NODE_IDENTITY_PREFIX, NodeKeys
 from storage.db import Database
 from storage.models import ApiToken, utcnow
 
@@ -74,6 +75,8 @@ class Credentials:
         self._clock = clock
         self._known: dict[str, _Known] = {}
         self._written: dict[str, float] = {}
+        # On a fleet: the other nodes' credentials, for their calls forwarded to our gateway.
+        self.nodes: NodeKeys | None = None
 
     def known(self, given: str) -> Identity | None:
         """The holder of `given` when memory alone can tell and its use needs no writing down;
@@ -81,6 +84,8 @@ class Credentials:
         cannot wait, such as the daemon's lean gateway path, which hands the rest to `identify`."""
         if self.file_token.matches(given):
             return FILE_TOKEN_IDENTITY
+        if self.nodes is not None and (node := self.nodes.node_of(given)) is not None:
+            return Identity(NODE_IDENTITY_PREFIX + node, "gateway")
         if self.db is None or not given.startswith(TOKEN_PREFIX):
             return None
         digest = hash_token(given)

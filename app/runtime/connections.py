@@ -167,6 +167,9 @@ class Connection:
         self.closed = asyncio.Event()
         # The server's database id, set by the supervisor; the router keys its state by it.
         self.server_id: str | None = None
+        # The node that runs the server, when this is a link to its gateway (app.runtime.peers):
+        # the calls it carries are metered there, not here.
+        self.peer_node: str | None = None
         self.listener: UpstreamListener | None = None
         self._on_tools_changed = on_tools_changed
         self._on_closed = on_closed
@@ -178,6 +181,11 @@ class Connection:
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @property
+    def where(self) -> str:
+        """The server, and for a link to another node's server, that node."""
+        return self.name if self.peer_node is None else f"{self.name} on node {self.peer_node}"
 
     @property
     def protocol_version(self) -> str:
@@ -235,7 +243,7 @@ class Connection:
                 jsonrpc.error_response(
                     message.get("id"),
                     jsonrpc.CONNECTION_CLOSED,
-                    f"the connection to {self.name} is closed",
+                    f"the connection to {self.where} is closed",
                 )
             )
             return -1
@@ -351,7 +359,7 @@ class Connection:
         for upstream_id, handler in pending.items():
             handler(
                 jsonrpc.error_response(
-                    upstream_id, jsonrpc.CONNECTION_CLOSED, f"the connection to {self.name} closed"
+                    upstream_id, jsonrpc.CONNECTION_CLOSED, f"the connection to {self.where} closed"
                 )
             )
         if self.listener is not None:

@@ -5,8 +5,9 @@
 For the tests that start a server a hundred times, where importing the SDK (about a second each
 time) would be most of the suite's time. It speaks the real protocol (2025-11-25, JSON-RPC over
 newline-delimited stdio): initialize, ping, tools/list and tools/call of one tool, `whoami`,
-which answers with its pid. `--spawn-child` starts a `sleep` in its process group first, as
-servers that launch helpers do; `--stubborn-child` starts one that ignores SIGTERM.
+which answers with its pid (and, in the result's `_meta`, the `_meta` its request carried).
+`--spawn-child` starts a `sleep` in its process group first, as servers that launch helpers do;
+`--stubborn-child` starts one that ignores SIGTERM.
 """
 
 import json
@@ -60,7 +61,9 @@ def main() -> None:
             answer(request_id, {"tools": [WHOAMI]})
         elif method == "tools/call":
             text = str(os.getpid())
-            answer(request_id, {"content": [{"type": "text", "text": text}], "isError": False})
+            received = (message.get("params") or {}).get("_meta")
+            content = [{"type": "text", "text": text}]
+            answer(request_id, {"content": content, "isError": False, "_meta": {"got": received}})
         else:
             fail(request_id, -32601, f"method not found: {method}")
 

@@ -17,7 +17,9 @@ Views (what one endpoint exposes):
 Intent applies on every view, from memory (app.ops.gateway_port): disabled servers and tools
 are refused and left out of lists, a bypassed tool whose server is down answers at once, a
 stopped server that starts on demand is started, concurrency limits hold, and every call is
-metered (its time to the final answer, its outcome, the client's name).
+metered (its time to the final answer, its outcome, the client's name). A call to a server
+another node runs goes over this node's link to it (app.runtime.peers) and is metered there, by
+the owner, under the client's name this router sends along in the call's `_meta`.
 
 Server-to-client requests (sampling, elicitation, roots) go to the session whose call caused
 them. A connection is shared by every session, and stdio carries no "related request" on the
@@ -45,6 +47,7 @@ from app.core.usage_record import Outcome
 from app.faces.gateway import uris
 from app.ops.gateway_port import GatewayPort, ServerIntent, ToolIntent
 from app.runtime.connections import Connection
+from app.runtime.node_credentials import is_node_identity
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +75,9 @@ _CAPABILITY_OF_REQUEST = {
     "roots/list": "roots",
 }
 TOOLS_CHANGED = jsonrpc.notification("notifications/tools/list_changed")
+# Where a node forwarding a call to the server's owner names the client that made it: the owner
+# meters the call under that name, and only when a node's credential opened the session.
+FORWARDED_CLIENT_KEY = "dev.tooldeck/client"
 
 Deliver = Callable[[Message, Any], None]  # (message, the client request it belongs to, or None)
 Rewrite = Callable[[dict[str, Any], str], None]
@@ -88,6 +94,7 @@ class InFlight:
     __slots__ = (
         "arguments",
         "client_id",
+        "client_name",
         "client_token",
         "conn",
         "deadline",
@@ -122,6 +129,7 @@ class InFlight:
         self.tool_name: str | None = None
         self.arguments: Any = None
         self.gate: object = None
+        self.client_name: str | None = session.client_name
 
     def on_response(self, reply: Message) -> None:
         session = self.session
@@ -158,9 +166,11 @@ class InFlight:
         self.conn.notify(
             "notifications/cancelled", {"requestId": self.upstream_id, "reason": "timed out"}
         )
-        text = f"{self.conn.name} did not answer within {self.timeout_s:g} s"
+        text = f"{self.conn.where} did not answer within {self.timeout_s:g} s"
         if self.tool_name is not None:
             text = f"{self.tool_name} timed out after {now - self.started:.3g} s"
+            if self.conn.peer_node is not None:
+                text += f" (its server runs on node {self.conn.peer_node})"
             reply = jsonrpc.result_response(self.client_id, tool_error(text))
             router.meter(self, reply)
         else:
@@ -624,6 +634,8 @@ class Router:
         session.calls += 1
         if not success:
             session.errors += 1
+        if inflight.conn.peer_node is not None:
+            return  # the node that owns the server meters it, under this client's name
         self.port.record(
             server,
             inflight.tool,
@@ -631,7 +643,7 @@ class Router:
             began=inflight.started,
             success=success,
             error=error,
-            client_name=inflight.session.client_name,
+            client_name=inflight.client_name,
             arguments=inflight.arguments,
             result=result,
             outcome=outcome,
@@ -801,7 +813,7 @@ class Router:
             began=None,
             success=False,
             error=text,
-            client_name=session.client_name,
+            client_name=_calling_client(session, message),
             arguments=(message.get("params") or {}).get("arguments"),
             outcome="refused",
         )
@@ -817,6 +829,9 @@ class Router:
         conn: Connection,
         gate: object,
     ) -> None:
+        client_name = _calling_client(session, message)
+        if conn.peer_node is not None:
+            _name_the_client(session, message)
         inflight = self.forward(
             session,
             message,
@@ -824,6 +839,7 @@ class Router:
             None if session.view.transparent else uris.tool_result,
             server.call_timeout_s,
         )
+        inflight.client_name = client_name
         inflight.server, inflight.tool, inflight.tool_name = server, tool, name
         inflight.arguments = (message.get("params") or {}).get("arguments")
         inflight.gate = gate
@@ -1266,6 +1282,28 @@ _session_numbers = itertools.count(1)
 
 def _drop(message: Message, related: Any) -> None:
     pass
+
+
+def _calling_client(session: Session, message: Message) -> str | None:
+    """Who made a call: the session's client, or for a session a node opened to forward its own
+    clients' calls, the client that node names. The name is taken out of the call either way:
+    the server never sees it, and a client naming someone else gets its own name used."""
+    params = message.get("params")
+    meta = params.get("_meta") if isinstance(params, dict) else None
+    named = meta.pop(FORWARDED_CLIENT_KEY, None) if isinstance(meta, dict) else None
+    if isinstance(meta, dict) and not meta:
+        del params["_meta"]  # type: ignore[index]
+    if is_node_identity(session.token_name):
+        name = named.get("name") if isinstance(named, dict) else None
+        return name if isinstance(name, str) else None
+    return session.client_name
+
+
+def _name_the_client(session: Session, message: Message) -> None:
+    """For the owner of a server this node forwards a call to: which client made it."""
+    params = message.setdefault("params", {})
+    client = {"name": session.client_name, "version": session.client_info.get("version")}
+    params.setdefault("_meta", {})[FORWARDED_CLIENT_KEY] = client
 
 
 def _first_text(blocks: Any) -> str | None:

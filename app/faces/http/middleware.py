@@ -24,6 +24,7 @@ from app.faces.http.errors import error_response, internal_error, shutting_down
 from app.faces.http.scopes import is_gateway_path, refusal_of
 from app.runtime.access_tokens import Credentials, Identity
 from app.runtime.api_token import TokenStore
+from app.runtime.node_credentials import is_node_identity
 
 log = logging.getLogger("tooldeck.http")
 
@@ -140,6 +141,8 @@ def token_refusal(
         return Unauthorized("send the header Authorization: Bearer <`tooldeck token show`>")
     if identity is None:
         return Unauthorized("wrong token: see `tooldeck token show` or `tooldeck token list`")
+    if is_node_identity(identity.name) and not is_gateway_path(path):
+        return Unauthorized("a node's credential opens only the gateway (/mcp), not the API")
     return refusal_of(identity, method, path, query)
 
 
