@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import stat
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx2
 import pytest
 
 from app.runtime.api_token import token_path
@@ -23,6 +25,7 @@ from tests.daemon_helpers import (
     tooldeck_on,
     wait_for,
 )
+from tests.gateway_helpers import INITIALIZE, MCP_ACCEPT
 
 SERVERS = "/api/v1/toolservers/servers"
 
@@ -152,6 +155,32 @@ def test_token_rotate_and_show(tmp_path: Path) -> None:
     assert rotated.returncode == 0 and rotated.stdout != shown.stdout
     assert token_path(home).read_text().strip() == rotated.stdout.strip()
     assert stat.S_IMODE(token_path(home).stat().st_mode) == 0o600
+
+
+def test_a_rotated_token_is_judged_at_once_on_the_gateway_path(daemon: Daemon) -> None:
+    """`token rotate` by another process: the very next `/mcp` request with the old token is
+    refused, and one with the new token admitted (the lean gateway path and the API alike)."""
+    old = daemon.token
+    assert old is not None
+    rotated = tooldeck_on(daemon.data_dir, "token", "rotate")
+    assert rotated.returncode == 0, rotated.stderr
+    new = rotated.stdout.strip()
+    try:
+        with httpx2.Client(base_url=daemon.url, trust_env=False, timeout=30) as client:
+            for token, status in ((old, 401), (new, 200), (old, 401)):
+                headers = {**MCP_ACCEPT, "Authorization": f"Bearer {token}"}
+                answer = client.post("/mcp", json=INITIALIZE, headers=headers)
+                assert answer.status_code == status, answer.text
+                listed = client.get(SERVERS, headers={"Authorization": f"Bearer {token}"})
+                assert listed.status_code == status, listed.text
+    finally:
+        # The other tests of this module use the daemon's first token: put it back.
+        temporary = daemon.data_dir / "api-token.restore"
+        temporary.write_text(f"{old}\n")
+        temporary.chmod(0o600)
+        os.replace(temporary, token_path(daemon.data_dir))
+    with daemon.client() as http:
+        assert http.get(SERVERS).status_code == 200
 
 
 # ---- CLI attaches, status --------------------------------------------------------------------

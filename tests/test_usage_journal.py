@@ -12,10 +12,12 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
 from app.core.settings import Settings
+from app.core.usage_record import UsageRecord
 from app.governance.alerts import RULE_USAGE_NOT_WRITTEN, AlertEngine
 from app.ops.facade import LocalOperations
 from app.runtime import usage as usage_module
 from app.runtime.usage import UsageRecorder
+from app.runtime.usage_journal import UsageJournal
 from storage.models import ToolUsage
 from storage.rollups import UsageWriter
 from tests.test_usage import START, assert_rollups_match_rows, make_tools, usage
@@ -193,3 +195,24 @@ async def test_writes_refused_for_a_while_raise_an_alert_that_resolves(
     assert recorder.stats().written == 10
     assert await ops.list_alerts() == []  # resolved once writes worked
     await engine.close()
+
+
+def test_a_record_reads_back_from_the_journal_as_it_was_written(tmp_path: Path) -> None:
+    """Every field survives the line, non-ASCII text, payloads and an outcome included."""
+    record = UsageRecord(
+        server_id="s-1",
+        tool_id="t-1",
+        tool_name="éclair__echo",
+        called_at=START + timedelta(microseconds=123456),
+        response_time_ms=0.1 + 0.2,
+        success=False,
+        error_message="délai dépassé ✗",
+        source="gateway",
+        client_name="claude-code",
+        arguments={"message": "héllo", "n": 3},
+        result={"content": [{"type": "text", "text": "Echo: héllo"}]},
+        outcome="error",
+    )
+    UsageJournal(tmp_path / "j", payload_max_bytes=4096).append(record)
+    recovered = UsageJournal(tmp_path / "j", payload_max_bytes=4096).recover()
+    assert recovered.records == [record]

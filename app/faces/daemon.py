@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import gc
 import ipaddress
 import logging
 import os
@@ -239,6 +240,12 @@ async def serve(
             if not stopping.is_set():
                 lock.publish(own_url, gateway_socket=str(gateway_socket))
                 log.info("listening", extra={"url": own_url, "auth": tokens is not None})
+                # What start-up made (the ORM, settings, the catalogue, imported modules) lives
+                # as long as the daemon; frozen, it is no longer walked by the collections
+                # that the call path's allocations trigger (about a tenth of the daemon's CPU
+                # per call at 8 in flight on /mcp).
+                gc.collect()
+                gc.freeze()
                 await server.serve(sockets=[sock])
             log.info("stopping the core: flushing usage, stopping servers")
     finally:

@@ -31,6 +31,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from app.core.usage_record import USAGE_FIELDS, UsageRecord
 from storage.rollups import payload_json
 
@@ -169,7 +171,8 @@ class UsageJournal:
             elif isinstance(value, datetime):
                 value = value.isoformat()
             data[name] = value
-        return (json.dumps(data, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+        # orjson: the stdlib's encoder was a tenth of the daemon's busy time on the call path.
+        return orjson.dumps(data, option=orjson.OPT_APPEND_NEWLINE)
 
     @staticmethod
     def _decode(line: str) -> UsageRecord | None:

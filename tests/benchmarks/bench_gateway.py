@@ -11,7 +11,11 @@ over, direct of the same round) and the median over rounds is printed, beside th
 - HTTP face (the daemon's `/mcp`, `/mcp/servers/<n>`, `/mcp/profiles/<n>`): at most +1.2 ms at
   p50, at least 0.25 of direct.
 - `http-floor` has no target: the SDK's HTTP client against a stub that answers at once (no
-  router, no upstream), i.e. what no HTTP gateway can go below on this machine.
+  router, no upstream), i.e. what no HTTP gateway can go below on this machine;
+  `http-floor-node` is the same stub written on node's `http` module (a second responder, so
+  the floor does not rest on one Python stub's own cost). Their "CPU us/call" is the stub's.
+- "client us/call" is this process's CPU time per call: the SDK client's own cost on each path.
+  The client is one event loop, so about 1e6 / that figure is the most calls/s it can make.
 
 Then:
 - a slow tool: echo's p50 alone, then while 8 calls of a 1 s tool are in flight on the same
@@ -43,6 +47,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import (
     AbstractAsyncContextManager,
     AsyncExitStack,
+    ExitStack,
     asynccontextmanager,
     contextmanager,
 )
@@ -76,6 +81,7 @@ ALL_PATHS = (
     "http-server",
     "http-profile",
     "http-floor",
+    "http-floor-node",
 )
 PATHS = tuple(p for p in os.environ.get("BENCH_GATEWAY_PATHS", ",".join(ALL_PATHS)).split(",") if p)
 PARTS = set(os.environ.get("BENCH_GATEWAY_PARTS", "calls,slow,memory").split(","))
@@ -91,11 +97,14 @@ class Figures:
     p50_ms: float
     per_s: float
     cpu_us: float | None  # the gateway's own processes' CPU time per call
+    client_us: float  # the client's (this process's) CPU time per call
 
 
 def gateway_processes(fleet: Fleet, path: str) -> list[psutil.Process]:
     """The processes a call passes through on `path`, other than the client and the server."""
-    if path in ("direct", "http-floor"):
+    if path in fleet.floors:
+        return [psutil.Process(fleet.floors[path][1])]
+    if path == "direct":
         return []
     daemon = [psutil.Process(fleet.daemon.pid)]
     if path.startswith("http"):
@@ -117,7 +126,7 @@ class Fleet:
     entry: Path
     solo: Path  # no daemon: `gateway --stdio` runs the server in-process
     daemon: Daemon
-    floor_url: str
+    floors: dict[str, tuple[str, int]]  # path: the stub's URL and process id
 
 
 def env_of(home: Path) -> dict[str, str]:
@@ -183,8 +192,8 @@ def connect(fleet: Fleet, path: str) -> tuple[AbstractAsyncContextManager[Client
             return over_http(f"{url}/mcp/servers/everything", token), "echo"
         case "http-profile":
             return over_http(f"{url}/mcp/profiles/echo-only", token), "everything__echo"
-        case "http-floor":
-            return over_http(f"{fleet.floor_url}/mcp", None), "echo"
+        case "http-floor" | "http-floor-node":
+            return over_http(f"{fleet.floors[path][0]}/mcp", None), "echo"
     raise ValueError(path)
 
 
@@ -212,7 +221,8 @@ async def measure(session: ClientSession, echo: str, processes: list[psutil.Proc
     await listed(session, echo)  # the SDK also lists before calling a tool it has not seen
     for _ in range(WARMUP):
         await session.call_tool(echo, {"message": "warm"})
-    cpu_before = cpu_seconds(processes)
+    client = [psutil.Process()]
+    cpu_before, client_before = cpu_seconds(processes), cpu_seconds(client)
     latencies: list[float] = []
     for _ in range(CALLS):
         began = time.perf_counter()
@@ -230,7 +240,8 @@ async def measure(session: ClientSession, echo: str, processes: list[psutil.Proc
     per_s = CONCURRENT_CALLS / (time.perf_counter() - began)
     cpu = cpu_seconds(processes) - cpu_before
     cpu_us = cpu / (CALLS + CONCURRENT_CALLS) * 1e6 if processes else None
-    return Figures(statistics.median(latencies), per_s, cpu_us)
+    client_us = (cpu_seconds(client) - client_before) / (CALLS + CONCURRENT_CALLS) * 1e6
+    return Figures(statistics.median(latencies), per_s, cpu_us, client_us)
 
 
 async def run(fleet: Fleet) -> dict[str, list[Figures]]:
@@ -250,21 +261,23 @@ def report(results: dict[str, list[Figures]]) -> None:
     print(f"   {CALLS} sequential calls (p50), {CONCURRENT_CALLS} at {IN_FLIGHT} in flight;")
     print(f"   medians over {ROUNDS} rounds of values paired with direct in the same round")
     print("   CPU us/call: the gateway's own processes (the daemon, `gateway --stdio`, the")
-    print("   bridge), which the machine's load moves far less than the times")
-    header = f"   {'path':14} {'p50 ms':>8} {'calls/s':>9} {'CPU us/call':>11}"
+    print("   bridge; for a floor, its stub), which the machine's load moves far less than the")
+    print("   times; client us: this process's (the SDK client's) CPU time per call")
+    header = f"   {'path':15} {'p50 ms':>8} {'calls/s':>9} {'CPU us/call':>11} {'client us':>9}"
     print(header + f" {'+p50 ms':>8} {'ratio':>6}  target")
     for path, rounds in results.items():
         p50 = statistics.median(f.p50_ms for f in rounds)
         per_s = statistics.median(f.per_s for f in rounds)
         cpus = [f.cpu_us for f in rounds if f.cpu_us is not None]
         cpu = f"{statistics.median(cpus):11.0f}" if cpus else f"{'':11}"
+        cpu += f" {statistics.median(f.client_us for f in rounds):9.0f}"
         if direct is None or path == "direct":
-            print(f"   {path:14} {p50:8.3f} {per_s:9.0f} {cpu}")
+            print(f"   {path:15} {p50:8.3f} {per_s:9.0f} {cpu}")
             continue
         added = statistics.median(f.p50_ms - d.p50_ms for f, d in zip(rounds, direct, strict=True))
         ratio = statistics.median(f.per_s / d.per_s for f, d in zip(rounds, direct, strict=True))
-        figures = f"   {path:14} {p50:8.3f} {per_s:9.0f} {cpu} {added:+8.3f} {ratio:6.2f}  "
-        if path == "http-floor":
+        figures = f"   {path:15} {p50:8.3f} {per_s:9.0f} {cpu} {added:+8.3f} {ratio:6.2f}  "
+        if path in FLOOR_COMMANDS:
             print(figures + "(no target: the SDK's HTTP client alone)")
             continue
         most, least = TARGETS["http" if path.startswith("http") else "stdio"]
@@ -373,17 +386,57 @@ def usage_rows(home: Path) -> int:
         return int(db.execute("SELECT count(*) FROM tool_usage").fetchone()[0])
 
 
+# The floor stub on node's `http` module: answers as stub_servers.py's does, one JSON body each.
+NODE_FLOOR = """
+const http = require("http");
+const tools = [{name: "echo", description: "Echo.",
+  inputSchema: {type: "object", properties: {message: {type: "string"}}}}];
+const server = http.createServer((request, response) => {
+  const chunks = [];
+  request.on("data", (chunk) => chunks.push(chunk));
+  request.on("end", () => {
+    const text = Buffer.concat(chunks).toString();
+    const message = text ? JSON.parse(text) : {};
+    if (request.method !== "POST" || !("id" in message && "method" in message)) {
+      response.writeHead(request.method === "POST" ? 202 : 200, {"content-length": 0});
+      response.end();
+      return;
+    }
+    let result = {};
+    if (message.method === "initialize") {
+      result = {protocolVersion: "2025-11-25", capabilities: {tools: {listChanged: true}},
+        serverInfo: {name: "stub", version: "0"}};
+    } else if (message.method === "tools/list") {
+      result = {tools};
+    } else if (message.method === "tools/call") {
+      result = {content: [{type: "text",
+        text: "Echo: " + ((message.params.arguments || {}).message || "")}]};
+    }
+    const out = JSON.stringify({jsonrpc: "2.0", id: message.id, result});
+    response.writeHead(200, {"content-type": "application/json", "mcp-session-id": "s",
+      "content-length": Buffer.byteLength(out)});
+    response.end(out);
+  });
+});
+server.keepAliveTimeout = 120000;
+server.listen(Number(process.argv[1]), "127.0.0.1", () => console.log("ready"));
+"""
+FLOOR_COMMANDS = {
+    "http-floor": [sys.executable, str(STUBS), "http"],
+    "http-floor-node": ["node", "-e", NODE_FLOOR],
+}
+
+
 @contextmanager
-def floor_server() -> Iterator[str]:
+def floor_server(command: list[str]) -> Iterator[tuple[str, int]]:
+    """A floor stub on a free port: its URL and process id."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    process = subprocess.Popen(
-        [sys.executable, str(STUBS), "http", str(port)], stdout=subprocess.PIPE, text=True
-    )
+    process = subprocess.Popen([*command, str(port)], stdout=subprocess.PIPE, text=True)
     try:
         assert process.stdout is not None and process.stdout.readline().strip() == "ready"
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", process.pid
     finally:
         process.terminate()
         process.wait(10)
@@ -399,8 +452,11 @@ def main() -> None:
                 add_everything(home, entry)
             daemon = start_daemon(served, env=env_of(served))
             try:
-                with floor_server() as floor_url:
-                    fleet = Fleet(entry, solo, daemon, floor_url)
+                with ExitStack() as floors:
+                    fleet = Fleet(entry, solo, daemon, {
+                        path: floors.enter_context(floor_server(command))
+                        for path, command in FLOOR_COMMANDS.items() if path in PATHS
+                    })  # fmt: skip
                     if "calls" in PARTS:
                         report(asyncio.run(run(fleet)))
                     if "slow" in PARTS:
