@@ -40,6 +40,7 @@ from app.ops.remote import RemoteOperations
 from app.tui.base import describe_error, report_worker
 from app.tui.commands import OperationsProvider
 from app.tui.data import DeckData
+from app.tui.heap import release_long_lived
 from app.tui.messages import CoreReady, DataChanged, PeriodChanged
 from app.tui.screens.help import HelpScreen
 from app.tui.screens.main import MainScreen
@@ -355,6 +356,7 @@ class TooldeckApp(App[None]):
         # Textual's own shutdown, which every way out ends in, after the core is closed.
         await self.close_core()
         await super()._shutdown()
+        release_long_lived()
 
     def _handle_exception(self, error: Exception) -> None:
         # Before Textual's handling (exit code 1, then `_fatal_error`), while the error is at
