@@ -2,7 +2,7 @@
 
 Once a thousand servers are on screen the process holds some 300,000 objects that live as long
 as it does: the widgets, the facade's engines and mappers, the table's cells. Every refresh
-makes and drops thousands of models, so a full collection comes every few seconds, and each
+makes and drops thousands of models, so a full collection came every few seconds, and each
 walked all of them: 100-200 ms holding the interpreter, on whichever thread ran it. That was
 the slowest refresh of a run, and a key press landing in it. Frozen after the first full paint,
 those objects are no longer walked (a full pass takes 15-45 ms); they are still freed by their
@@ -14,24 +14,32 @@ from __future__ import annotations
 
 import gc
 
-_frozen = False
+# Full passes once every this many middle-generation ones (Python's default is 10). What a
+# refresh leaves is freed by reference counts; the few cycles it makes wait longer for a full
+# pass, and a full pass every few refreshes (15-45 ms) no longer lands in one in three of them.
+FULL_PASS_EVERY = 100
+
+_thresholds: tuple[int, int, int] | None = None
 
 
 def settle_long_lived() -> None:
     """Leave what exists now out of full collections (once; later calls do nothing)."""
-    global _frozen
-    if _frozen:
+    global _thresholds
+    if _thresholds is not None:
         return
-    _frozen = True
+    _thresholds = gc.get_threshold()
     # A collection first, so that garbage of the start-up is not kept for the process's life.
     gc.collect()
     gc.freeze()
+    young, middle, _full = _thresholds
+    gc.set_threshold(young, middle, FULL_PASS_EVERY)
 
 
 def release_long_lived() -> None:
-    """Give the frozen objects back to the collector (the dashboard is leaving)."""
-    global _frozen
-    if not _frozen:
+    """Give the frozen objects back to the collector, as it was (the dashboard is leaving)."""
+    global _thresholds
+    if _thresholds is None:
         return
-    _frozen = False
+    gc.set_threshold(*_thresholds)
+    _thresholds = None
     gc.unfreeze()
