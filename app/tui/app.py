@@ -155,7 +155,13 @@ class TooldeckApp(App[None]):
                 unsubscribe_alerts = self._follow_alerts(ops)
                 try:
                     self.ops = ops
-                    self.data = DeckData(ops, self.clock, fixed_clock=self.fixed_clock, reads=reads)
+                    self.data = DeckData(
+                        ops,
+                        self.clock,
+                        fixed_clock=self.fixed_clock,
+                        reads=reads,
+                        reuse_servers=ops.changes is not None,
+                    )
                     self.show_link(link_of(ops))
                     for screen in self.screen_stack:
                         screen.post_message(CoreReady())
@@ -195,6 +201,8 @@ class TooldeckApp(App[None]):
         app_thread = threading.get_ident()
 
         def changed(_change: Change, _server_id: str | None) -> None:
+            if self.data is not None:
+                self.data.servers_changed()  # at once, from any thread: a refresh may be under way
             if threading.get_ident() == app_thread:
                 self._announce_change()
             else:
