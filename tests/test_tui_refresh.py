@@ -5,6 +5,8 @@ in a tick that reads the usage figures, unless a change was announced."""
 from __future__ import annotations
 
 import gc
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from sqlalchemy import update
 
@@ -56,15 +58,23 @@ async def write_status(ops: LocalOperations, server_id: str, status: str) -> Non
         )
 
 
-async def test_a_status_no_one_announced_shows_at_most_one_tick_late(
+@asynccontextmanager
+async def deck_of_two(
     settings: Settings, ops: LocalOperations
-) -> None:
-    alpha, _beta = await add_servers(ops, "alpha", "beta")
+) -> AsyncIterator[tuple[MainScreen, str, str]]:
+    """The deck over two stopped servers, loaded; then the first one's status is "error"."""
+    alpha, beta = await add_servers(ops, "alpha", "beta")
     app = make_app(settings, ops)
     async with app.run_test(size=(120, 36)) as pilot:
         await settle(pilot)
-        main = main_screen(app)
         await write_status(ops, alpha, "error")
+        yield main_screen(app), alpha, beta
+
+
+async def test_a_status_no_one_announced_shows_at_most_one_tick_late(
+    settings: Settings, ops: LocalOperations
+) -> None:
+    async with deck_of_two(settings, ops) as (main, alpha, _beta):
         # A tick that reads the usage figures shows the list the tick before read...
         await refresh_tick(main, with_figures=True)
         assert main.servers.model(alpha).status == "stopped"
@@ -79,12 +89,7 @@ async def test_a_status_no_one_announced_shows_at_most_one_tick_late(
 async def test_an_announced_change_shows_at_the_next_tick_even_with_the_figures(
     settings: Settings, ops: LocalOperations
 ) -> None:
-    alpha, beta = await add_servers(ops, "alpha", "beta")
-    app = make_app(settings, ops)
-    async with app.run_test(size=(120, 36)) as pilot:
-        await settle(pilot)
-        main = main_screen(app)
-        await write_status(ops, alpha, "error")
+    async with deck_of_two(settings, ops) as (main, alpha, beta):
         assert ops.changes is not None
         ops.changes.publish(Change.STATUS, alpha)  # as the supervisor does
         await refresh_tick(main, with_figures=True)  # before the refresh the notice asks for
