@@ -7,10 +7,12 @@ import asyncio
 import json
 import logging
 import random
+import threading
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Text, cast, func, select, text
@@ -305,6 +307,46 @@ async def test_flush_writes_what_is_queued_without_a_writer_task(
     await recorder.flush()
     assert (await ops.get_tool(tools[0][1])).total_calls == 1
     await recorder.stop()
+
+
+class GatedRecorder(UsageRecorder):
+    """Each batch waits on the writer thread until the test lets it through."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.writing = threading.Semaphore(0)  # released as each batch starts
+        self.let_through = threading.Semaphore(0)
+        self.batches: list[int] = []
+
+    def _write_batch(self, batch: list[UsageRecord], drops: int) -> None:
+        self.batches.append(len(batch))
+        self.writing.release()
+        self.let_through.acquire()
+        super()._write_batch(batch, drops)
+
+
+async def test_flushes_asked_together_share_a_write_and_never_wait_for_later_calls(
+    ops: LocalOperations, settings: Settings
+) -> None:
+    tools = await make_tools(ops, 1)
+    recorder = GatedRecorder(ops.db, settings)
+    recorder.record(usage(tools[0], START, 1.0))
+    first = asyncio.create_task(recorder.flush())
+    await asyncio.to_thread(recorder.writing.acquire)  # the first call is being written
+    recorder.record(usage(tools[0], START, 2.0))
+    later = [asyncio.create_task(recorder.flush()) for _ in range(3)]
+    await asyncio.sleep(0)  # a yield, no wait: the three flushes take note of what is queued
+    recorder.let_through.release()
+    await asyncio.to_thread(recorder.writing.acquire)  # one write for the second call
+    recorder.record(usage(tools[0], START, 3.0))  # asked after all three: none waits for it
+    recorder.let_through.release()
+    recorder.let_through.release()  # room for a third write, which none of them should make
+    await asyncio.gather(first, *later)
+    assert recorder.batches == [1, 1]
+    assert (await ops.get_tool(tools[0][1])).total_calls == 2
+    assert recorder.stats().queued == 1
+    await recorder.stop()
+    assert (await ops.get_tool(tools[0][1])).total_calls == 3
 
 
 def test_times_are_written_exactly_as_sqlalchemy_writes_them() -> None:

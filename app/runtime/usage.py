@@ -121,6 +121,11 @@ class UsageRecorder:
         self._last_drop_warning = float("-inf")
         self._recovered = 0
         self._kept = 0
+        # Records ever put in the queue, and those taken from its front and settled (written,
+        # or lost with their batch): every record queued before `_settled` reached a count is
+        # written or lost, which is how a flush knows its own records are done.
+        self._enqueued = 0
+        self._settled = 0
 
     # ---- the call path -----------------------------------------------------------------
 
@@ -136,6 +141,7 @@ class UsageRecorder:
         journal = self._journal
         queue.append((record, journal.append(record) if journal is not None else UNJOURNALED))
         self._accepted += 1
+        self._enqueued += 1
         if len(queue) >= self._batch_size:
             self._wake.set()
 
@@ -180,6 +186,7 @@ class UsageRecorder:
                 fresh.append((record, segment))
         journal.settled(settled)
         self._queue.extendleft(reversed(fresh))
+        self._enqueued += len(fresh)
         self._recovered = len(fresh)
         if fresh:
             logger.warning(
@@ -231,10 +238,18 @@ class UsageRecorder:
         await self._close_writer()
 
     async def flush(self) -> None:
-        """Write every record queued now. Raises if the database refuses the write."""
-        while self._queue:
+        """Write every record queued now. Raises if the database refuses the write.
+
+        Records queued while it waits are not its concern: a flush that finds another under
+        way waits for that one, and writes again only if its own records were not in it. Reads
+        that each flush first (a refresh asks four at once) then share one or two writes
+        instead of each writing the calls that came in behind the one before.
+        """
+        target = self._enqueued
+        while self._queue and self._settled < target:
             async with self._lock:
-                await self._write_some()
+                if self._settled < target:
+                    await self._write_some()
 
     async def __aenter__(self) -> UsageRecorder:
         await self.start()
@@ -368,6 +383,7 @@ class UsageRecorder:
         self._settle(taken)
 
     def _settle(self, taken: list[Queued]) -> None:
+        self._settled += len(taken)
         if self._journal is not None:
             self._journal.settled(Counter(segment for _record, segment in taken))
 

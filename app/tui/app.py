@@ -40,6 +40,7 @@ from app.ops.remote import RemoteOperations
 from app.tui.base import describe_error, report_worker
 from app.tui.commands import OperationsProvider
 from app.tui.data import DeckData
+from app.tui.heap import release_long_lived
 from app.tui.messages import CoreReady, DataChanged, PeriodChanged
 from app.tui.screens.help import HelpScreen
 from app.tui.screens.main import MainScreen
@@ -154,7 +155,13 @@ class TooldeckApp(App[None]):
                 unsubscribe_alerts = self._follow_alerts(ops)
                 try:
                     self.ops = ops
-                    self.data = DeckData(ops, self.clock, fixed_clock=self.fixed_clock, reads=reads)
+                    self.data = DeckData(
+                        ops,
+                        self.clock,
+                        fixed_clock=self.fixed_clock,
+                        reads=reads,
+                        reuse_servers=ops.changes is not None,
+                    )
                     self.show_link(link_of(ops))
                     for screen in self.screen_stack:
                         screen.post_message(CoreReady())
@@ -194,6 +201,8 @@ class TooldeckApp(App[None]):
         app_thread = threading.get_ident()
 
         def changed(_change: Change, _server_id: str | None) -> None:
+            if self.data is not None:
+                self.data.servers_changed()  # at once, from any thread: a refresh may be under way
             if threading.get_ident() == app_thread:
                 self._announce_change()
             else:
@@ -355,6 +364,7 @@ class TooldeckApp(App[None]):
         # Textual's own shutdown, which every way out ends in, after the core is closed.
         await self.close_core()
         await super()._shutdown()
+        release_long_lived()
 
     def _handle_exception(self, error: Exception) -> None:
         # Before Textual's handling (exit code 1, then `_fatal_error`), while the error is at

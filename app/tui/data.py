@@ -121,9 +121,11 @@ class DeckData:
         fixed_clock: bool = False,
         metrics_max_age_s: float = METRICS_MAX_AGE_S,
         reads: ReadOperations | None = None,
+        reuse_servers: bool = False,
     ) -> None:
         self.ops = ops
         self.reads = reads or ops
+        self.reuse_servers = reuse_servers
         self.clock = clock
         # A fixed clock (tests, screenshots) asks for windows ending at its time, not now.
         self.fixed_clock = fixed_clock
@@ -132,6 +134,19 @@ class DeckData:
         self._system_series: _Cached[SeriesSet | None] = _Cached()
         self._detail_metrics: dict[str, _Cached[_DetailMetrics]] = {}
         self._process_history: dict[str, _Cached[_ProcessHistory]] = {}
+        # The fleet list as last read, and how many changes had been announced when its read
+        # began (None once it was shown again: see `_fleet`).
+        self._servers: list[ToolServerResponse] | None = None
+        self._servers_as_of: int | None = None
+        self._announced = 0
+
+    def servers_changed(self) -> None:
+        """A change was announced (the facade's change bus): the next refresh reads the list.
+
+        Only a deck that calls this for every announced change may reuse the list at all
+        (`reuse_servers`); any thread may call it.
+        """
+        self._announced += 1
 
     def window(self, period: str) -> dict[str, Any]:
         """Keyword arguments naming the window of `period` for the facade's analytics."""
@@ -157,8 +172,9 @@ class DeckData:
             metrics: dict[str, UsageFigures] = {}
             system = None
         else:
+            reading_figures = not self._server_metrics.fresh(period, self.metrics_max_age_s)
             servers, events, metrics, system = await asyncio.gather(
-                self.reads.list_servers(),
+                self._fleet(reuse=reading_figures),
                 self.reads.list_events(limit=EVENT_PANE_LIMIT),
                 self._server_metrics.get(period, self.metrics_max_age_s, self._read_metrics),
                 self._system_series.get(period, self.metrics_max_age_s, self._read_system_series),
@@ -175,6 +191,26 @@ class DeckData:
             system=system,
             complete=not quick or self._server_metrics.holds(period),
         )
+
+    async def _fleet(self, *, reuse: bool) -> list[ToolServerResponse]:
+        """The fleet list; on a tick that reads the usage figures, the one read by the tick
+        before, if no change was announced since.
+
+        The list and the figures are the two heaviest reads of a refresh: never both in the
+        same tick, a tick stays well within its interval at a thousand servers. The list is
+        then never older than one tick: what the change bus does not announce (a health
+        check's time, a write by another process) shows a tick later, never more.
+        """
+        shown = self._servers
+        if reuse and self.reuse_servers and shown is not None:
+            if self._servers_as_of == self._announced:
+                self._servers_as_of = None  # never twice in a row
+                return shown
+        # Counted before reading: a change announced while the read is under way is not lost.
+        as_of = self._announced
+        servers = await self.reads.list_servers()
+        self._servers, self._servers_as_of = servers, as_of
+        return servers
 
     async def _read_metrics(self, period: str) -> dict[str, UsageFigures]:
         # The fleet's figures alone: the whole system view (top tools, calendar, uptime)
@@ -468,11 +504,15 @@ class _Cached(Generic[ValueT]):
     def holds(self, period: str) -> bool:
         return self._period == period and self._value is not None
 
+    def fresh(self, period: str, max_age_s: float) -> bool:
+        """Whether `get` would answer without reading."""
+        return self.holds(period) and time.monotonic() - self._at <= max_age_s
+
     async def get(
         self, period: str, max_age_s: float, read: Callable[[str], Awaitable[ValueT]]
     ) -> ValueT:
         now = time.monotonic()
-        if self._period != period or now - self._at > max_age_s or self._value is None:
+        if not self.fresh(period, max_age_s):
             self._value = await read(period)
             self._period, self._at = period, now
         return self._value

@@ -29,6 +29,7 @@ from app.core.schemas import (
 )
 from app.tui.base import DeckScreen, describe_error
 from app.tui.data import Overview, ServerDetail
+from app.tui.heap import settle_long_lived
 from app.tui.messages import CoreReady, DataChanged, PeriodChanged
 from app.tui.screens.alert_rules import AlertRulesScreen
 from app.tui.screens.alerts import AlertsScreen
@@ -288,6 +289,8 @@ class MainScreen(DeckScreen[None]):
         overview = await data.overview(self.deck.period)
         self.deck.daemon_answered()
         self.show_overview(overview)
+        # After the frame is drawn: settling starts with a full collection (~0.1 s at scale).
+        self.call_after_refresh(settle_long_lived)
 
     def show_overview(self, overview: Overview) -> None:
         self._overview = overview
