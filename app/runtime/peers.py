@@ -85,6 +85,11 @@ class PeerLinks:
         self._tasks: set[asyncio.Task[None]] = set()
         self._unsubscribe: Callable[[], None] | None = None
 
+    @property
+    def credential(self) -> str:
+        """This node's credential, for the owner's one API route a node may read (its logs)."""
+        return self._credential
+
     def watch(self, changes: ChangeBus) -> None:
         self._unsubscribe = changes.subscribe(self._changed)
 
