@@ -10,21 +10,37 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx2
+from sqlalchemy import func, select
 
 from app.runtime.node_credentials import fleet_keys
 from storage.db import Database
+from storage.models import ToolUsage
 from tests.daemon_helpers import wait_for
 from tests.fleet_helpers import nodes_seen_by, servers_of, start_node
+from tests.runtime_helpers import eventually
 
 SCRIPTED = Path(__file__).resolve().parent / "servers" / "scripted.py"
 SERVER = "logs-on-alpha"
 READY_LINE = "scripted server ready"
+CALLER = "remote-call-test"
 
 
 async def node_credential(url: str, node: str) -> str:
     db = Database(url)
     try:
         return (await fleet_keys(db)).credential(node)
+    finally:
+        await db.dispose()
+
+
+async def usage_rows(url: str) -> list[tuple[str | None, int]]:
+    db = Database(url)
+    try:
+        async with db.read() as session:
+            rows = await session.execute(
+                select(ToolUsage.client_name, func.count()).group_by(ToolUsage.client_name)
+            )
+            return sorted((name, count) for name, count in rows)
     finally:
         await db.dispose()
 
@@ -70,6 +86,21 @@ async def test_logs_of_a_server_on_another_node_come_from_its_owner(
                 refused = await http.request(method, path, headers=as_node)
                 assert refused.status_code == 401, (method, path, refused.text)
 
+        # A call made through beta's API is answered by alpha's server and metered once, by
+        # alpha, under the caller's name.
+        with beta.client() as client:
+            answer = client.post(
+                "/api/v1/toolservers/tools/echo/call",
+                params={"server": SERVER},
+                json={"arguments": {"text": "through beta"}, "client_name": CALLER},
+            )
+            assert answer.status_code == 200, answer.text
+            result = answer.json()
+            assert not result["is_error"], result
+            assert result["content"][0]["text"] == "through beta"
+        # The owner flushes its usage every 0.5 s; beta records nothing.
+        assert await eventually(lambda: usage_rows(url)) == [(CALLER, 1)]
+
         # Owner killed: beta names it, without a 500 and without hanging.
         alpha.process.send_signal(signal.SIGKILL)
         alpha.process.wait()
@@ -82,6 +113,9 @@ async def test_logs_of_a_server_on_another_node_come_from_its_owner(
                 lambda: "which is down" in client.get(logs).json().get("message", ""),
                 timeout_s=30,
             )
+        # Stopped, beta has flushed whatever it recorded: still the one row, alpha's.
+        assert beta.stop() == 0
+        assert await usage_rows(url) == [(CALLER, 1)]
     finally:
         for node in (beta, alpha):
             if node.process.poll() is None:

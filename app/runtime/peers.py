@@ -39,6 +39,9 @@ from storage.fleet import RemoteServer
 
 logger = logging.getLogger(__name__)
 
+# Where a node forwarding a call names its client: the owner meters the call under that name,
+# and only when a node's credential opened the session.
+FORWARDED_CLIENT_KEY = "dev.tooldeck/client"
 CONNECT_TIMEOUT_S = 10.0
 CLOSE_S = 2.0
 # Status changes come in bursts (starting, running): look once they settled.
