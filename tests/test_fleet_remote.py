@@ -10,13 +10,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx2
-from sqlalchemy import func, select
 
 from app.runtime.node_credentials import fleet_keys
 from storage.db import Database
-from storage.models import ToolUsage
 from tests.daemon_helpers import wait_for
-from tests.fleet_helpers import nodes_seen_by, servers_of, start_node
+from tests.fleet_helpers import nodes_seen_by, servers_of, start_node, usage_rows
 from tests.runtime_helpers import eventually
 
 SCRIPTED = Path(__file__).resolve().parent / "servers" / "scripted.py"
@@ -29,18 +27,6 @@ async def node_credential(url: str, node: str) -> str:
     db = Database(url)
     try:
         return (await fleet_keys(db)).credential(node)
-    finally:
-        await db.dispose()
-
-
-async def usage_rows(url: str) -> list[tuple[str | None, int]]:
-    db = Database(url)
-    try:
-        async with db.read() as session:
-            rows = await session.execute(
-                select(ToolUsage.client_name, func.count()).group_by(ToolUsage.client_name)
-            )
-            return sorted((name, count) for name, count in rows)
     finally:
         await db.dispose()
 
