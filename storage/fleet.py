@@ -318,3 +318,26 @@ async def node_to_run(
         ):
             return None
         return RemoteServer(server.id, server.name, node.name, node.advertise_url)
+
+
+@dataclass(frozen=True)
+class LastRunner:
+    """The node that last ran a server (its log file is there), and whether it is alive."""
+
+    node: str
+    advertise_url: str | None
+    alive: bool
+
+
+async def last_runner(db: Database, *, server_id: str, lease_s: float) -> LastRunner | None:
+    """The node that last wrote the server's status, None when no node did."""
+    async with db.read() as session:
+        now = await database_now(session)
+        server = await session.get(ToolServer, server_id)
+        if server is None or server.status_node is None:
+            return None
+        node = await session.get(Node, server.status_node)
+        if node is None:
+            return LastRunner(server.status_node, None, False)
+        alive = node.heartbeat_at > now - timedelta(seconds=lease_s)
+        return LastRunner(node.name, node.advertise_url, alive)

@@ -12,7 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from sqlalchemy import func, select
 
+from storage.db import Database
+from storage.models import ToolUsage
 from tests.daemon_helpers import Daemon, daemon_env, start_daemon
 
 # Standard library only: it starts in tens of milliseconds, so many can start at once.
@@ -123,3 +126,16 @@ class CopyWatch:
             self.samples += 1
             # Not a wait for anything: the pace of sampling, gentle on a shared machine.
             self._stop.wait(0.02)
+
+
+async def usage_rows(url: str) -> list[tuple[str | None, int]]:
+    """(client name, calls) of every client in the fleet's tool_usage, sorted."""
+    db = Database(url)
+    try:
+        async with db.read() as session:
+            rows = await session.execute(
+                select(ToolUsage.client_name, func.count()).group_by(ToolUsage.client_name)
+            )
+            return sorted(((name, count) for name, count in rows), key=str)
+    finally:
+        await db.dispose()

@@ -12,14 +12,19 @@ from pathlib import Path
 import httpx2
 import psutil
 import pytest
-from sqlalchemy import func, select
 
 from app.faces.gateway.router import FORWARDED_CLIENT_KEY
 from app.runtime.node_credentials import fleet_keys
 from storage.db import Database
-from storage.models import ToolUsage
 from tests.daemon_helpers import Daemon, wait_for
-from tests.fleet_helpers import node_of, nodes_seen_by, servers_of, start_node, tagged_server
+from tests.fleet_helpers import (
+    node_of,
+    nodes_seen_by,
+    servers_of,
+    start_node,
+    tagged_server,
+    usage_rows,
+)
 from tests.gateway_helpers import Naming, RecordingClient, every_feature, over_http
 from tests.runtime_helpers import eventually
 
@@ -67,18 +72,6 @@ def call_count(node: Daemon) -> float:
     series = f'tooldeck_tool_call_duration_seconds_count{{server="{SERVER}",tool="whoami"}}'
     found = re.search(rf"^{re.escape(series)} (\S+)$", text, re.MULTILINE)
     return float(found.group(1)) if found else 0.0
-
-
-async def usage_rows(url: str) -> list[tuple[str | None, int]]:
-    db = Database(url)
-    try:
-        async with db.read() as session:
-            rows = await session.execute(
-                select(ToolUsage.client_name, func.count()).group_by(ToolUsage.client_name)
-            )
-            return [(name, count) for name, count in rows]
-    finally:
-        await db.dispose()
 
 
 async def test_a_call_through_beta_runs_on_alpha_and_is_counted_once(

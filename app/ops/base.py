@@ -22,6 +22,7 @@ from app.core.schemas import (
 from app.core.scrub import mask_args, mask_url, restore_masked_args, restore_masked_url
 from app.core.settings import Settings
 from app.runtime.call_latency import CallLatency
+from app.runtime.peers import PeerLinks
 from storage.db import Database
 from storage.models import ANY_NODE, ServerTool, ToolServer
 from storage.queries import find_server
@@ -153,6 +154,7 @@ class OpsBase:
     recorder: UsageSink | None
     changes: ChangeBus
     call_latency: CallLatency
+    peers: PeerLinks | None
 
     # ---- lookups -----------------------------------------------------------------------
 

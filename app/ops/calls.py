@@ -10,16 +10,26 @@ from datetime import UTC, datetime
 from typing import Any, get_args
 
 import mcp_types as types
+from mcp.shared.exceptions import MCPError
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.changes import Change
-from app.core.errors import CallFailed, Conflict, InvalidInput, NotFound, NotRunning, TooldeckError
+from app.core.errors import (
+    CallFailed,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    NotRunning,
+    TooldeckError,
+    Unavailable,
+)
 from app.core.schemas import CallSource, ServerToolResponse, ToolCallResult
 from app.core.usage_record import Outcome, UsageRecord
 from app.ops.base import Runtime
 from app.ops.servers import ServerOperations
 from app.runtime.calls import ArgumentChecker, content_dicts, error_text
+from app.runtime.peers import FORWARDED_CLIENT_KEY
 from storage.models import ServerTool, ToolServer
 
 ROUTE_CACHE_SIZE = 10_000
@@ -45,6 +55,9 @@ class CallOperations(ServerOperations):
     ) -> ToolCallResult:
         if source not in CALL_SOURCES:
             raise InvalidInput(f"use one of {', '.join(CALL_SOURCES)}", field="source")
+        forwarded = await self._forwarded(server, tool, arguments, client_name or source)
+        if forwarded is not None:
+            return forwarded
         # The usage row of this call, filled in as the call goes; every outcome is recorded.
         usage = UsageRecord(
             server_id=None,
@@ -150,6 +163,75 @@ class CallOperations(ServerOperations):
             is_error=is_error,
             error_message=error_text(content) if is_error else None,
             duration_ms=duration_ms,
+        )
+
+    async def _forwarded(
+        self, server_ref: str, tool_ref: str, arguments: Any, client_name: str
+    ) -> ToolCallResult | None:
+        """A call for a server another node runs, sent over this node's link to it, answered
+        and metered there under the caller's name (so not here). None when this node runs the
+        server or no other node does: the call takes the local path."""
+        if self.peers is None or self.runtime is None:
+            return None
+        try:
+            server, tool = await self._routed(server_ref, tool_ref)
+        except TooldeckError:
+            return None  # the local path refuses it, and records the refusal
+        if not server.enabled or self.runtime.is_running(server.id):
+            return None
+        conn = await self.peers.connection(server.id)
+        if conn is None:
+            why = self.peers.why_unreachable(server.id)
+            if why is not None:
+                raise Unavailable(why)
+            return None
+        params = {
+            "name": tool.name if tool is not None else tool_ref,
+            "arguments": arguments if isinstance(arguments, dict) else {},
+            "_meta": {FORWARDED_CLIENT_KEY: {"name": client_name, "version": None}},
+        }
+        began = time.monotonic()
+        try:
+            async with asyncio.timeout(server.call_timeout_s):
+                raw = await conn.request("tools/call", params)
+            answer = types.CallToolResult.model_validate(raw)
+        except TimeoutError:
+            error = (
+                f"{params['name']} timed out after {server.call_timeout_s:g} s "
+                f"(its server runs on node {conn.peer_node})"
+            )
+            return self._forwarded_error(server, params["name"], error, began)
+        except MCPError as exc:
+            error = f"{params['name']} failed: {exc.message}"
+            if exc.code == types.CONNECTION_CLOSED:
+                error = f"the connection to {conn.where} closed"
+            return self._forwarded_error(server, params["name"], error, began)
+        content = content_dicts(answer)
+        is_error = bool(answer.is_error)
+        return ToolCallResult(
+            server_id=server.id,
+            server_name=server.name,
+            tool_name=str(params["name"]),
+            content=content,
+            structured_content=answer.structured_content,
+            is_error=is_error,
+            error_message=error_text(content) if is_error else None,
+            duration_ms=(time.monotonic() - began) * 1000,
+        )
+
+    @staticmethod
+    def _forwarded_error(
+        server: ToolServer, tool_name: object, error: str, began: float
+    ) -> ToolCallResult:
+        return ToolCallResult(
+            server_id=server.id,
+            server_name=server.name,
+            tool_name=str(tool_name),
+            content=[{"type": "text", "text": error}],
+            structured_content=None,
+            is_error=True,
+            error_message=error,
+            duration_ms=(time.monotonic() - began) * 1000,
         )
 
     async def _routed(self, server_ref: str, tool_ref: str) -> tuple[ToolServer, ServerTool | None]:

@@ -52,10 +52,25 @@ class ControlOperations(OpsBase):
         return await self._require_runtime().runtime_info(server.id)
 
     async def log_tail(self, ref: str, lines: int = 100) -> list[str]:
-        """The last lines of a server's stderr: live from the supervisor, else its log file."""
+        """The last lines of a server's stderr: from the node that runs it when another one does;
+        here, live from the supervisor, else its log file."""
         if not 1 <= lines <= 10_000:
             raise InvalidInput("use a number from 1 to 10000", field="lines")
         server = await self.get_server(ref)
+        if self.peers is not None:
+            from app.runtime.peer_logs import owner_log_tail
+
+            remote = await owner_log_tail(
+                self.db,
+                server_id=server.id,
+                server_name=server.name,
+                node=self.peers.node,
+                credential=self.peers.credential,
+                lease_s=self.peers.lease_s,
+                lines=lines,
+            )
+            if remote is not None:
+                return remote
         if self.runtime is not None:
             return await self.runtime.log_tail(server.id, lines)
         from app.runtime.serverlog import log_path, read_log_tail

@@ -39,6 +39,9 @@ from storage.fleet import RemoteServer
 
 logger = logging.getLogger(__name__)
 
+# Where a node forwarding a call names its client: the owner meters the call under that name,
+# and only when a node's credential opened the session.
+FORWARDED_CLIENT_KEY = "dev.tooldeck/client"
 CONNECT_TIMEOUT_S = 10.0
 CLOSE_S = 2.0
 # Status changes come in bursts (starting, running): look once they settled.
@@ -84,6 +87,11 @@ class PeerLinks:
         self._pending: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._unsubscribe: Callable[[], None] | None = None
+
+    @property
+    def credential(self) -> str:
+        """This node's credential, for the owner's one API route a node may read (its logs)."""
+        return self._credential
 
     def watch(self, changes: ChangeBus) -> None:
         self._unsubscribe = changes.subscribe(self._changed)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
 
-from app.core.errors import NotFound, NotRunning
+from app.core.errors import CallFailed, NotFound, NotRunning, Unavailable
 from app.core.periods import PERIODS
 from app.core.schemas import (
     ServerEventResponse,
@@ -408,6 +408,9 @@ class DeckData:
             return await source.log_tail(server_id, lines)
         except (NotRunning, NotFound):
             return []
+        except (Unavailable, CallFailed) as exc:
+            # The log is on another node that cannot answer now: say so in the pane.
+            return [f"({exc})"]
 
 
 def series_set(series: UsageTimeSeries) -> SeriesSet:

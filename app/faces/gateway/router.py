@@ -48,6 +48,7 @@ from app.faces.gateway import uris
 from app.ops.gateway_port import GatewayPort, ServerIntent, ToolIntent
 from app.runtime.connections import Connection
 from app.runtime.node_credentials import is_node_identity
+from app.runtime.peers import FORWARDED_CLIENT_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -75,9 +76,6 @@ _CAPABILITY_OF_REQUEST = {
     "roots/list": "roots",
 }
 TOOLS_CHANGED = jsonrpc.notification("notifications/tools/list_changed")
-# Where a node forwarding a call to the server's owner names the client that made it: the owner
-# meters the call under that name, and only when a node's credential opened the session.
-FORWARDED_CLIENT_KEY = "dev.tooldeck/client"
 
 Deliver = Callable[[Message, Any], None]  # (message, the client request it belongs to, or None)
 Rewrite = Callable[[dict[str, Any], str], None]

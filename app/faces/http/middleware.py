@@ -132,6 +132,10 @@ def bearer_token(authorization: str | None) -> str | None:
     return given if scheme.lower() == "bearer" and given else None
 
 
+# The one API route another node reads: the log file of a server this node runs.
+NODE_READABLE = re.compile(r"/api/v1/toolservers/servers/[^/]+/logs")
+
+
 def token_refusal(
     given: str | None, identity: Identity | None, method: str, path: str, query: bytes
 ) -> TooldeckError | None:
@@ -141,8 +145,14 @@ def token_refusal(
         return Unauthorized("send the header Authorization: Bearer <`tooldeck token show`>")
     if identity is None:
         return Unauthorized("wrong token: see `tooldeck token show` or `tooldeck token list`")
-    if is_node_identity(identity.name) and not is_gateway_path(path):
-        return Unauthorized("a node's credential opens only the gateway (/mcp), not the API")
+    if is_node_identity(identity.name):
+        if method == "GET" and NODE_READABLE.fullmatch(path):
+            return None
+        if not is_gateway_path(path):
+            return Unauthorized(
+                "a node's credential opens only the gateway (/mcp) and a server's logs, "
+                "not the rest of the API"
+            )
     return refusal_of(identity, method, path, query)
 
 
