@@ -9,14 +9,14 @@ from datetime import UTC, datetime, timedelta
 
 import httpx2
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select, update
 
 from app.core.errors import InvalidInput, NotFound
 from app.core.settings import Settings
 from app.faces.http.api import create_app
 from app.ops.facade import LocalOperations
 from app.runtime.scheduler import core_scheduler
-from storage.models import ResourceSample
+from storage.models import ResourceSample, ToolServer
 from storage.resource_history import Sample, write_samples
 from storage.retention import prune_old_rows
 from tests.cli_runner import tooldeck
@@ -224,3 +224,39 @@ async def test_the_cli_prints_a_servers_history_and_its_json(ops: LocalOperation
     assert [s["rss_bytes"] for s in json.loads(answer.stdout)["samples"]] == [105 * MIB]
     bad = await asyncio.to_thread(tooldeck, "server", "history", "seen", "--since", "soon")
     assert bad.returncode != 0 and "since" in bad.stderr
+
+
+async def test_a_server_another_node_runs_shows_its_owner_s_latest_sample(
+    ops: LocalOperations,
+) -> None:
+    spec = {**stdio_server_spec("elsewhere", "tiny"), "auto_start": False}
+    server = await ops.create_server(spec, actor="test")
+    supervisor = fast_supervisor(ops)
+    try:
+        # Up in the shared database with no process here: what another node's run looks like.
+        async with ops.db.session() as session:
+            await session.execute(
+                update(ToolServer).where(ToolServer.id == server.id).values(status="running")
+            )
+        interval = ops.settings.resource_sample_interval_s
+        now = datetime.now(UTC)
+        await write_samples(
+            ops.db,
+            [
+                Sample(server.id, now - timedelta(seconds=5 * interval), 900 * MIB, 90.0),
+                Sample(server.id, now - timedelta(seconds=interval), 42 * MIB, 7.5),
+            ],
+        )
+        info = await ops.runtime_info("elsewhere")
+        assert (info.rss_bytes, info.cpu_percent, info.pid) == (42 * MIB, 7.5, None)
+        assert info.log_path is None
+
+        async with ops.db.session() as session:
+            await session.execute(delete(ResourceSample))
+        await write_samples(
+            ops.db, [Sample(server.id, now - timedelta(seconds=5 * interval), 900 * MIB, 90.0)]
+        )
+        stale = await ops.runtime_info("elsewhere")
+        assert (stale.rss_bytes, stale.cpu_percent) == (None, None)
+    finally:
+        await supervisor.shutdown()

@@ -52,8 +52,13 @@ from app.runtime.tool_catalogue import ToolCatalogue
 from app.runtime.upstream_oauth import unattended_auth
 from storage.db import Database
 from storage.models import ANY_NODE, ToolServer
+from storage.resource_history import read_series
 
 logger = logging.getLogger(__name__)
+
+# A remote server's memory and CPU are shown from its owner's samples up to this many sample
+# intervals old (one sweep may be late); older, they say nothing about it now.
+REMOTE_SAMPLE_INTERVALS = 3
 
 T = TypeVar("T")
 
@@ -499,6 +504,8 @@ class Supervisor:
             log_path=str(log_path(self.settings, row.name)),
         )
         if handle is None:
+            if row.status in UP_STATUSES:
+                await self._remote_figures(info)
             return info
         info.last_error = handle.last_error
         info.next_retry_at = handle.next_retry_at
@@ -515,6 +522,17 @@ class Supervisor:
                     handle.sampler.sample, conn.pid
                 )
         return info
+
+    async def _remote_figures(self, info: ServerRuntimeInfo) -> None:
+        """A server up with no process here runs on another node: its memory and CPU are the
+        owner's latest stored sample, if recent; its log file is not on this machine."""
+        info.log_path = None
+        recent = datetime.now(UTC) - timedelta(
+            seconds=REMOTE_SAMPLE_INTERVALS * self.settings.resource_sample_interval_s
+        )
+        latest = await read_series(self.db, info.server_id, recent, limit=1)
+        if latest:
+            info.rss_bytes, info.cpu_percent = latest[0].rss_bytes, latest[0].cpu_percent
 
     async def sample_processes(self) -> list[tuple[str, int | None, float | None]]:
         """(server id, RSS bytes, CPU%) of every running server with a local process, all read
