@@ -198,6 +198,25 @@ async def test_a_call_for_a_node_that_died_gets_an_error_naming_it(
         assert node_of(psutil.Process(pid), pair) == "beta"
 
 
+async def test_a_call_sent_as_its_server_stops_on_the_owner_is_still_answered(
+    pair: dict[str, Daemon],
+) -> None:
+    """Sent on the link just before the forwarding node hears the server stopped (and closes
+    that link), the call starts it again on its owner and gets its answer there."""
+    alpha, beta = pair["alpha"], pair["beta"]
+    async with over_http(f"{beta.url}/mcp", RecordingClient(name=CLIENT), beta.token) as session:
+        await session.list_tools()
+        assert not (await session.call_tool(TOOL, {})).is_error
+        server_id = servers_of(beta)[SERVER]["id"]
+        with alpha.client() as client:
+            answer = client.post(f"/api/v1/toolservers/servers/{server_id}/stop")
+            assert answer.status_code == 200, answer.text
+        result = await session.call_tool(TOOL, {})
+        assert not result.is_error, result
+        pid = int(result.content[0].text)  # type: ignore[union-attr]
+        assert node_of(psutil.Process(pid), pair) == "alpha"
+
+
 async def test_a_call_for_a_paused_node_ends_at_the_call_timeout(pair: dict[str, Daemon]) -> None:
     alpha, beta = pair["alpha"], pair["beta"]
     async with over_http(f"{beta.url}/mcp", RecordingClient(name=CLIENT), beta.token) as session:

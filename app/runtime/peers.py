@@ -44,6 +44,9 @@ logger = logging.getLogger(__name__)
 FORWARDED_CLIENT_KEY = "dev.tooldeck/client"
 CONNECT_TIMEOUT_S = 10.0
 CLOSE_S = 2.0
+# How long a link that is going away still waits for the answers to calls sent on it.
+DRAIN_S = 30.0
+DRAIN_POLL_S = 0.05
 # Status changes come in bursts (starting, running): look once they settled.
 SYNC_DELAY_S = 0.05
 
@@ -245,6 +248,7 @@ class PeerLinks:
                     await _first(link.stop.wait(), conn.closed.wait())
                 finally:
                     self.registry.remove(server_id, conn)
+                await _drained(conn)
         except StartError as exc:
             if link.on_demand:
                 why = f"{link.name} did not start on node {link.node}: {exc.message}"
@@ -258,6 +262,17 @@ class PeerLinks:
             self.unreachable[server_id] = why
         except Exception:
             logger.warning("the link to %s on node %s failed", link.name, link.node, exc_info=True)
+
+
+async def _drained(conn: Connection) -> None:
+    """Out of the registry, so no new call takes it, the link still answers the calls already
+    sent on it: one sent a moment before the server stopped there ends as the owner answers
+    it, not with "connection closed" (bounded: a hung owner still lets the link go)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + DRAIN_S
+    # The answers arrive through handlers the router keeps in `pending`: it has no signal.
+    while conn.pending and not conn.is_closed and loop.time() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(DRAIN_POLL_S)
 
 
 async def _first(*waits: object) -> None:
