@@ -97,7 +97,8 @@ def _listing(tool: types.Tool) -> dict[str, object]:
         "description": tool.description,
         "input_schema": dict(tool.input_schema or {}),
         "output_schema": tool.output_schema,
-        "annotations": tool.annotations.model_dump(mode="json", exclude_none=True)
+        # As the protocol spells them (readOnlyHint): tools/list sends them back as kept.
+        "annotations": tool.annotations.model_dump(mode="json", exclude_none=True, by_alias=True)
         if tool.annotations
         else None,
     }
