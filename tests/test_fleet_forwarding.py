@@ -8,6 +8,7 @@ import re
 import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx2
 import psutil
@@ -69,6 +70,18 @@ def pair(tmp_path: Path, fleet_url: str) -> Iterator[dict[str, Daemon]]:
         wait_for(lambda: not running_copies().get(SERVER), timeout_s=30)
 
 
+def stop_on(node: Daemon, server_id: str) -> None:
+    with node.client() as client:
+        answer = client.post(f"/api/v1/toolservers/servers/{server_id}/stop")
+        assert answer.status_code == 200, answer.text
+
+
+def answered_by(result: Any, pair: dict[str, Daemon]) -> str | None:
+    """The node whose child process answered `whoami`."""
+    assert not result.is_error, result
+    return node_of(psutil.Process(int(result.content[0].text)), pair)
+
+
 def call_count(node: Daemon) -> float:
     """How many calls of the tool this node's own call path timed (its Prometheus histogram)."""
     with node.client() as client:
@@ -86,10 +99,8 @@ async def test_a_call_through_beta_runs_on_alpha_and_is_counted_once(
         listed = await session.list_tools()
         assert TOOL in [tool.name for tool in listed.tools]
         result = await session.call_tool(TOOL, {})
-    assert not result.is_error
     # Answered by the server alpha started: its pid is a child of alpha's daemon.
-    pid = int(result.content[0].text)  # type: ignore[union-attr]
-    assert node_of(psutil.Process(pid), pair) == "alpha"
+    assert answered_by(result, pair) == "alpha"
     # The client's name went along beside the call, and no further than alpha.
     assert result.meta == {"got": None}
     # Timed once, by the owner's call path; beta only forwarded it.
@@ -165,14 +176,9 @@ async def test_a_call_for_a_node_that_died_gets_an_error_naming_it(
         assert not (await session.call_tool(TOOL, {})).is_error
         # Stopped on alpha, the server is started there again by a call through beta.
         server_id = servers_of(beta)[SERVER]["id"]
-        with alpha.client() as client:
-            answer = client.post(f"/api/v1/toolservers/servers/{server_id}/stop")
-            assert answer.status_code == 200, answer.text
+        stop_on(alpha, server_id)
         wait_for(lambda: servers_of(beta)[SERVER]["status"] == "stopped")
-        result = await session.call_tool(TOOL, {})
-        assert not result.is_error, result
-        pid = int(result.content[0].text)  # type: ignore[union-attr]
-        assert node_of(psutil.Process(pid), pair) == "alpha"
+        assert answered_by(await session.call_tool(TOOL, {}), pair) == "alpha"
         alpha.kill()
         result = await session.call_tool(TOOL, {})
         assert result.is_error
@@ -196,10 +202,7 @@ async def test_a_call_for_a_node_that_died_gets_an_error_naming_it(
             ),
             timeout_s=30,
         )
-        result = await session.call_tool(TOOL, {})
-        assert not result.is_error, result
-        pid = int(result.content[0].text)  # type: ignore[union-attr]
-        assert node_of(psutil.Process(pid), pair) == "beta"
+        assert answered_by(await session.call_tool(TOOL, {}), pair) == "beta"
 
 
 async def test_a_call_sent_as_its_server_stops_on_the_owner_is_still_answered(
@@ -212,13 +215,8 @@ async def test_a_call_sent_as_its_server_stops_on_the_owner_is_still_answered(
         await session.list_tools()
         assert not (await session.call_tool(TOOL, {})).is_error
         server_id = servers_of(beta)[SERVER]["id"]
-        with alpha.client() as client:
-            answer = client.post(f"/api/v1/toolservers/servers/{server_id}/stop")
-            assert answer.status_code == 200, answer.text
-        result = await session.call_tool(TOOL, {})
-        assert not result.is_error, result
-        pid = int(result.content[0].text)  # type: ignore[union-attr]
-        assert node_of(psutil.Process(pid), pair) == "alpha"
+        stop_on(alpha, server_id)
+        assert answered_by(await session.call_tool(TOOL, {}), pair) == "alpha"
 
 
 async def test_a_call_for_a_paused_node_ends_at_the_call_timeout(pair: dict[str, Daemon]) -> None:
