@@ -349,6 +349,28 @@ async def test_flushes_asked_together_share_a_write_and_never_wait_for_later_cal
     assert (await ops.get_tool(tools[0][1])).total_calls == 3
 
 
+async def test_a_flush_waits_for_the_write_under_way_of_the_calls_it_covers(
+    ops: LocalOperations, settings: Settings
+) -> None:
+    """The batch being written has left the queue: an empty queue is not a written one."""
+    tools = await make_tools(ops, 1)
+    recorder = GatedRecorder(ops.db, settings)
+    recorder.record(usage(tools[0], START, 1.0))
+    under_way = asyncio.create_task(recorder.flush())
+    await asyncio.to_thread(recorder.writing.acquire)  # taken from the queue, being written
+    assert recorder.stats().queued == 0
+    asked = asyncio.create_task(recorder.flush())
+    for _ in range(3):
+        await asyncio.sleep(0)  # yields, no wait: a flush that returned at once is done now
+    returned_early = asked.done()
+    recorder.let_through.release()
+    await asked
+    assert not returned_early
+    assert (await ops.get_tool(tools[0][1])).total_calls == 1
+    await under_way
+    await recorder.stop()
+
+
 def test_times_are_written_exactly_as_sqlalchemy_writes_them() -> None:
     from sqlalchemy.dialects import sqlite
 

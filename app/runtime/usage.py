@@ -246,10 +246,13 @@ class UsageRecorder:
         instead of each writing the calls that came in behind the one before.
         """
         target = self._enqueued
-        while self._queue and self._settled < target:
+        while self._settled < target:
+            # The lock is held by a write under way: its batch has left the queue but is not
+            # written yet, so an empty queue alone does not mean the records are in.
             async with self._lock:
-                if self._settled < target:
-                    await self._write_some()
+                if self._settled >= target or not self._queue:
+                    return
+                await self._write_some()
 
     async def __aenter__(self) -> UsageRecorder:
         await self.start()
