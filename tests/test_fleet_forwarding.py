@@ -182,8 +182,11 @@ async def test_a_call_for_a_node_that_died_gets_an_error_naming_it(
         alpha.kill()
         result = await session.call_tool(TOOL, {})
         assert result.is_error
-        # The call in flight when the link closed, and the next ones: each says where it runs.
-        assert "on-alpha on node alpha" in result.content[0].text  # type: ignore[union-attr]
+        # Whether the link saw alpha go before this call ("the connection to on-alpha on node
+        # alpha closed") or not ("on-alpha runs on node alpha, which cannot be reached"), the
+        # error says where the server runs; so do the next ones.
+        text = result.content[0].text  # type: ignore[union-attr]
+        assert SERVER in text and "node alpha" in text, text
         result = await session.call_tool(TOOL, {})
         assert result.is_error
         assert "runs on node alpha" in result.content[0].text  # type: ignore[union-attr]
