@@ -48,17 +48,9 @@ def shown(table: ServerTable, key: str, column: str) -> str:
 async def test_unchanged_rows_keep_their_cells_and_only_ages_move() -> None:
     now = [START]
     table = ServerTable(clock=lambda: now[0])
-    updates: list[tuple[str, str]] = []
     async with TableApp(table).run_test(size=(120, 10)) as pilot:
         table.sync(rows())
         await pilot.pause()
-        real_update = table.update_cell
-
-        def counted(row_key: Any, column_key: Any, value: Any, **kwargs: Any) -> None:
-            updates.append((str(row_key), str(column_key)))
-            real_update(row_key, column_key, value, **kwargs)
-
-        table.update_cell = counted  # type: ignore[method-assign]
         rendered: list[str] = []
         real_render = table.render_cells
 
@@ -67,18 +59,74 @@ async def test_unchanged_rows_keep_their_cells_and_only_ages_move() -> None:
             return real_render(row, at)
 
         table.render_cells = whole_row  # type: ignore[method-assign]
+        before = cells(table)
         table.sync(rows())  # equal models, new objects, the same minute
-        assert updates == [] and rendered == []
+        assert written(before, table) == [] and rendered == []
 
         now[0] = START + timedelta(minutes=2)
+        before = cells(table)
         table.sync(rows())
-        assert {column for _, column in updates} == {"checked", "uptime"}
+        assert {column for _, column in written(before, table)} == {"checked", "uptime"}
         assert shown(table, "id-0", "checked") == "3m"
 
-        updates.clear()
         changed = rows()
         changed[1] = replace(changed[1], calls=999)
+        before = cells(table)
         table.sync(changed)
         assert rendered == ["id-1"]  # the one changed row alone is rendered whole
-        assert updates == [("id-1", "calls")]
+        assert written(before, table) == [("id-1", "calls")]
         assert shown(table, "id-1", "calls") == "999"
+
+
+def many_rows(count: int, calls: int = 0) -> list[ServerRow]:
+    return [
+        replace(rows()[0], key=f"id-{index:03}", name=f"srv-{index:03}", calls=calls)
+        for index in range(count)
+    ]
+
+
+async def test_a_changed_row_is_repainted_where_it_shows_after_scrolling() -> None:
+    """Only the changed rows are repainted (not the whole table): the line on screen is the
+    right one, below the header and with the table scrolled, and the others keep theirs."""
+    table = ServerTable(clock=lambda: START)
+    async with TableApp(table).run_test(size=(80, 12)) as pilot:
+        table.sync(many_rows(100))
+        await pilot.pause()
+        table.focus()
+        await pilot.press("end")
+        table.move_cursor(row=50, animate=False)
+        await pilot.pause()
+        top = round(table.scroll_offset.y)
+        assert top > 40
+        fresh = many_rows(100)
+        for index in (top + 2, top + 5):
+            fresh[index] = replace(fresh[index], calls=4242)
+        fresh[2] = replace(fresh[2], calls=777)  # out of sight
+        table.sync(fresh)
+        await pilot.pause()
+        lines = screen_lines(pilot.app)
+        for index in (top + 2, top + 5):
+            # The header is line 0 and the first row in sight line 1.
+            assert f"srv-{index:03}" in lines[1 + index - top] and "4242" in lines[1 + index - top]
+        assert sum("4242" in line for line in lines) == 2
+        table.move_cursor(row=0, animate=False)
+        await pilot.pause()
+        assert "777" in screen_lines(pilot.app)[1 + 2]
+
+
+def screen_lines(app: App[None]) -> list[str]:
+    """The text on screen, line by line, as the terminal shows it."""
+    return [strip.text for strip in app.screen._compositor.render_strips()]
+
+
+def cells(table: ServerTable) -> dict[tuple[str, str], Any]:
+    return {
+        (str(row.value), str(column.value)): table.get_cell(row, column)
+        for row in table.rows
+        for column in table.columns
+    }
+
+
+def written(before: dict[tuple[str, str], Any], table: ServerTable) -> list[tuple[str, str]]:
+    """The cells given a new value since `before` (an unchanged cell keeps its object)."""
+    return [place for place, cell in cells(table).items() if before[place] is not cell]

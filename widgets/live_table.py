@@ -1,9 +1,10 @@
 """A DataTable that follows a changing list of rows without losing the reader's place.
 
 Each refresh hands the table the full list of row models. The table diffs them by key: it
-adds and removes rows, calls `update_cell` only for cells whose text or style changed, and
-re-sorts only when the order changed. Cursor (by row key), scroll offset, sort, filter and
-marks survive every refresh; nothing is cleared and rebuilt on a live update.
+adds and removes rows, writes only the cells whose text or style changed, repaints only the
+rows in sight that have such a cell, and re-sorts only when the order changed. Cursor (by row
+key), scroll offset, sort, filter and marks survive every refresh; nothing is cleared and
+rebuilt on a live update.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from rich.text import Text
 from textual.binding import Binding, BindingType
+from textual.geometry import Region
 from textual.message import Message
 from textual.widgets import DataTable
-from textual.widgets.data_table import ColumnKey, RowDoesNotExist
+from textual.widgets.data_table import ColumnKey, RowDoesNotExist, RowKey
 
 from widgets import formatting as fmt
 
@@ -150,6 +152,8 @@ class LiveTable(KeyTable, Generic[RowT]):
             None,
         )
         self._flex_width: int | None = None
+        # Rows whose cells were written since the last repaint (see `_repaint_changed`).
+        self._changed: set[str] = set()
 
     def on_mount(self) -> None:
         for spec in self.COLUMNS:
@@ -386,6 +390,7 @@ class LiveTable(KeyTable, Generic[RowT]):
                 self._cursor_wanted = None
                 if wanted_key in wanted_set:
                     cursor_key = wanted_key
+            self._repaint_changed()
             self._follow_cursor(cursor_key)
 
     # The name column: in the mark's colour on a marked row.
@@ -395,9 +400,36 @@ class LiveTable(KeyTable, Generic[RowT]):
         old = self._cells[key]
         if old == cells:
             return
+        # Written into DataTable's store rather than through `update_cell`, which repaints the
+        # whole table for each cell: `_repaint_changed` repaints the rows written, once.
+        stored = self._data[RowKey(key)]
         for spec, before, after in zip(self.COLUMNS, old, cells, strict=True):
             if before != after:
-                self.update_cell(key, spec.key, self._to_text(after, spec))
+                stored[ColumnKey(spec.key)] = self._to_text(after, spec)
+        self._changed.add(key)
+
+    def _repaint_changed(self) -> None:
+        """Repaint the rows in sight whose cells changed, and nothing else.
+
+        A whole-table repaint renders every visible cell again (DataTable keys its render
+        caches on one table-wide counter): ~25 ms at 36 rows, while a live refresh changes a
+        few rows. A row left alone keeps the lines already drawn for it.
+        """
+        if not self._changed:
+            return
+        changed, self._changed = self._changed, set()
+        self._update_count += 1  # DataTable's row and line caches are keyed on it
+        top = self.header_height if self.show_header else 0
+        width = max(self.size.width, self.virtual_size.width)
+        for key in changed:
+            try:
+                index = self.get_row_index(key)
+            except RowDoesNotExist:
+                continue
+            # Every row of a live table is one line high: its line is its index below the header.
+            line = Region(0, top + index, width, 1)
+            if self.window_region.overlaps(line):
+                self.refresh(line.translate(-self.scroll_offset))
 
     def _cells_again(self, key: str, now: datetime) -> tuple[Cell, ...]:
         """A row's cells for this refresh: a thousand rows of which a few changed cost a few
@@ -429,6 +461,7 @@ class LiveTable(KeyTable, Generic[RowT]):
                 self._update_row(key, cells)
                 self._cells[key] = cells
                 self._rendered[key] = self._render_state(key, model)
+            self._repaint_changed()
 
     def _follow_cursor(self, key: str | None) -> None:
         if key is None or not self.row_count:
