@@ -132,7 +132,10 @@ class ServerTool(Base):
     input_schema: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     # Passed through by the gateway as the server listed them.
     output_schema: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # As the protocol spells them (readOnlyHint).
     annotations: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # What else the server listed with the tool (icons, execution, _meta), as it spelled it.
+    listing_rest: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     is_available: Mapped[bool] = mapped_column(Boolean, default=False)
     bypass_when_unavailable: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -12,6 +12,7 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx2
 import mcp_types as types
@@ -22,7 +23,7 @@ from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from app.core import jsonrpc
 from app.core.profiles import Selection
@@ -35,7 +36,7 @@ from app.faces.gateway.router import Router
 from app.faces.gateway.service import running_router
 from app.ops.bootstrap import running_core
 from app.ops.facade import LocalOperations
-from storage.models import ServerTool, ToolUsage
+from storage.models import ToolUsage
 from tests.conftest import PYTHON, TEST_SERVERS
 from tests.runtime_helpers import eventually, free_port, scripted
 
@@ -247,26 +248,25 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, st
 async def test_a_stopped_server_s_tools_are_listed_as_the_server_gave_them(
     core: LocalOperations,
 ) -> None:
-    """Listed from the catalogue while stopped, a tool keeps its annotations as the protocol
-    spells them, also from a row kept in the older, Python-named form."""
+    """Listed from the catalogue while stopped, a tool is what the server listed: its
+    annotations as the protocol spells them, its icons and its `_meta`."""
     async with (
         running_router(core) as router,
         served(router) as url,
         http_client(url, ListChanged()) as session,
     ):
+        running = {tool.name: dumped(tool) for tool in await all_tools(session)}
+        lookup = running["library__lookup"]
+        assert lookup["annotations"]["readOnlyHint"] is True
+        assert lookup["icons"] and lookup["_meta"] == {"example.library/shelf": "fiction"}
         await core.stop_server("library", actor="test")
-        async with core.db.session() as db_session:
-            await db_session.execute(
-                update(ServerTool)
-                .where(ServerTool.name == "add")
-                .values(annotations={"read_only_hint": False, "idempotent_hint": True})
-            )
         await router.port.reload()
-        tools = {tool.name: tool for tool in await all_tools(session)}
-        lookup = tools["library__lookup"]
-        assert lookup.annotations and lookup.annotations.read_only_hint is True
-        added = tools["library__add"].annotations
-        assert added and (added.read_only_hint, added.idempotent_hint) == (False, True)
+        stopped = {tool.name: dumped(tool) for tool in await all_tools(session)}
+        assert stopped == running
+
+
+def dumped(tool: types.Tool) -> dict[str, Any]:
+    return tool.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
 async def test_the_lean_http_path_checks_like_the_api_and_hands_on_what_it_does_not_take(

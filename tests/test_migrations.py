@@ -3,6 +3,7 @@ with data in them."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -138,3 +139,49 @@ async def test_call_outcomes_and_the_seeding_flag_from_revision_0005(
             assert (await conn.execute(text("SELECT count(*) FROM deck_state"))).scalar() == 0
     finally:
         await fresh.dispose()
+
+
+@pytest.mark.both_backends
+async def test_tool_annotations_from_revision_0013_take_the_protocol_s_spelling(
+    empty_database_url: str,
+) -> None:
+    """Rows kept before 0013's release spelled annotations as Python does; a client reads only
+    the protocol's spelling, so they are rewritten once, and rows already right are left."""
+    db = Database(empty_database_url)
+    try:
+        await db.upgrade("0013_fleet_secret")
+        async with db.engine.begin() as conn:
+            await insert_server(conn, "old", builtin=False)
+            for tool_id, annotations in (
+                ("t1", '{"read_only_hint": true, "open_world_hint": false, "title": "T"}'),
+                ("t2", '{"destructiveHint": true}'),
+                ("t3", None),
+            ):
+                await conn.execute(
+                    text(
+                        "INSERT INTO server_tools (id, server_id, name, annotations, enabled,"
+                        " is_available, bypass_when_unavailable, total_calls, total_errors,"
+                        " discovered_at, updated_at) VALUES (:id, 's1', :id, :annotations,"
+                        " true, false, false, 0, 0, '2026-01-01 00:00:00',"
+                        " '2026-01-01 00:00:00')"
+                    ),
+                    {"id": tool_id, "annotations": annotations},
+                )
+        await db.upgrade()
+        async with db.engine.connect() as conn:
+            rows = await conn.execute(
+                text("SELECT id, annotations, listing_rest FROM server_tools ORDER BY id")
+            )
+            found = {tool_id: (_json(kept), rest) for tool_id, kept, rest in rows}
+        assert found == {
+            "t1": ({"readOnlyHint": True, "openWorldHint": False, "title": "T"}, None),
+            "t2": ({"destructiveHint": True}, None),
+            "t3": (None, None),
+        }
+    finally:
+        await db.dispose()
+
+
+def _json(value: object) -> object:
+    # SQLite hands a JSON column back as text when read without the ORM's types.
+    return json.loads(value) if isinstance(value, str) else value

@@ -291,12 +291,7 @@ def catalogue_listing(tool: ServerTool) -> dict[str, Any]:
     if tool.output_schema:
         item["outputSchema"] = tool.output_schema
     if tool.annotations:
-        # Rows kept before annotations were stored as the protocol spells them hold
-        # `read_only_hint`: a client reads only `readOnlyHint`.
-        item["annotations"] = {_camel(key): value for key, value in tool.annotations.items()}
+        item["annotations"] = tool.annotations
+    if tool.listing_rest:
+        item.update(tool.listing_rest)
     return item
-
-
-def _camel(key: str) -> str:
-    head, *rest = key.split("_")
-    return head + "".join(part[:1].upper() + part[1:] for part in rest)

@@ -92,8 +92,15 @@ class ToolCatalogue:
             return len(rows.all())
 
 
+# The fields of a listed tool kept in a column of their own (the title is the display name,
+# which a person may change); the others are kept together, as the server spelled them.
+_OWN_COLUMNS = {"name", "title", "description", "input_schema", "output_schema", "annotations"}
+
+
 def _listing(tool: types.Tool) -> dict[str, object]:
+    rest = tool.model_dump(mode="json", by_alias=True, exclude_none=True, exclude=_OWN_COLUMNS)
     return {
+        "listing_rest": rest or None,
         "description": tool.description,
         "input_schema": dict(tool.input_schema or {}),
         "output_schema": tool.output_schema,

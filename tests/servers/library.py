@@ -3,7 +3,8 @@
     python tests/servers/library.py [--name NAME]
 
 Its `add` tool shares its name with the calculator's, so two servers expose a tool of the same
-name. `lookup` has an output schema and annotations that the gateway must pass through.
+name. `lookup` has an output schema, annotations, icons and `_meta` that the gateway must pass
+through.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import asyncio
 
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp_types import ToolAnnotations
+from mcp_types import Icon, ToolAnnotations
 from pydantic import BaseModel
 
 parser = argparse.ArgumentParser()
@@ -30,7 +31,11 @@ class Book(BaseModel):
     title: str
 
 
-@server.tool(annotations=ToolAnnotations(read_only_hint=True, title="Look up a book"))
+@server.tool(
+    annotations=ToolAnnotations(read_only_hint=True, title="Look up a book"),
+    icons=[Icon(src="https://library.example/book.png", mime_type="image/png")],
+    meta={"example.library/shelf": "fiction"},
+)
 def lookup(book_id: str) -> Book:
     """Find a book by its id."""
     if book_id not in BOOKS:
