@@ -252,9 +252,15 @@ async def test_every_message_type_passes_through_the_forwarding_node(
     wait_for(lambda: servers_of(beta)["everything"]["status"] == "running", timeout_s=60)
     recording = RecordingClient(name=CLIENT)
     async with over_http(f"{beta.url}/mcp", recording, beta.token) as session:
+        # The API shows the server running as soon as alpha says so, which can be before alpha
+        # has stored its tools: a client calls what it was listed.
+        await eventually(lambda: lists(session, "everything__echo"))
         # Until beta's link to it is up, beta lists a server alpha runs from the shared
-        # catalogue, which keeps less of each tool than the server gives (not `execution`); a
-        # call waits for the link.
+        # catalogue; a call waits for the link.
         warm = await session.call_tool("everything__echo", {"message": "link up"})
         assert not warm.is_error, warm
         await every_feature(session, recording, Naming("everything", aggregated=True))
+
+
+async def lists(session: Any, name: str) -> bool:
+    return name in {tool.name for tool in (await session.list_tools()).tools}
