@@ -7,7 +7,9 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from textual.app import App, ComposeResult
+from textual.widgets import DataTable
 
 from widgets.server_table import ServerRow, ServerTable
 
@@ -130,3 +132,29 @@ def cells(table: ServerTable) -> dict[tuple[str, str], Any]:
 def written(before: dict[tuple[str, str], Any], table: ServerTable) -> list[tuple[str, str]]:
     """The cells given a new value since `before` (an unchanged cell keeps its object)."""
     return [place for place, cell in cells(table).items() if before[place] is not cell]
+
+
+async def test_a_repainted_row_renders_only_its_changed_cells_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A row repainted after one of its cells changed reuses the rendered lines of the others;
+    the changed cell is rendered from its new value."""
+    table = ServerTable(clock=lambda: START)
+    async with TableApp(table).run_test(size=(100, 12)) as pilot:
+        table.sync(many_rows(5))
+        await pilot.pause()
+        rendered: list[tuple[int, int]] = []
+        real = DataTable._render_cell
+
+        def counted(self: DataTable[Any], row: int, column: int, *args: Any, **kw: Any) -> Any:
+            rendered.append((row, column))
+            return real(self, row, column, *args, **kw)
+
+        monkeypatch.setattr(DataTable, "_render_cell", counted)
+        fresh = many_rows(5)
+        fresh[3] = replace(fresh[3], calls=4321)
+        table.sync(fresh)
+        await pilot.pause()
+        calls = table.get_column_index("calls")
+        assert rendered == [(3, calls)]
+        assert "4321" in screen_lines(pilot.app)[1 + 3]

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
+from rich.style import Style
 from rich.text import Text
 from textual.binding import Binding, BindingType
 from textual.geometry import Region
@@ -28,6 +29,8 @@ from widgets import formatting as fmt
 Cell = tuple[str, str]
 MARK_GLYPH = "✓"
 MARK_STYLE = "bold magenta"
+# Rendered cells kept per table (each visible cell in a few cursor and hover states).
+CELL_LINES_KEPT = 4000
 
 
 class KeyedRow(Protocol):
@@ -154,6 +157,8 @@ class LiveTable(KeyTable, Generic[RowT]):
         self._flex_width: int | None = None
         # Rows whose cells were written since the last repaint (see `_repaint_changed`).
         self._changed: set[str] = set()
+        # Each cell's rendered lines, with the value they were rendered from (`_render_cell`).
+        self._cell_lines: dict[tuple[Any, ...], tuple[object, Any]] = {}
 
     def on_mount(self) -> None:
         for spec in self.COLUMNS:
@@ -462,6 +467,57 @@ class LiveTable(KeyTable, Generic[RowT]):
                 self._cells[key] = cells
                 self._rendered[key] = self._render_state(key, model)
             self._repaint_changed()
+
+    # ---- DataTable's cell render, kept per cell (textual is pinned: these are its internals) ----
+
+    def _render_cell(
+        self,
+        row_index: int,
+        column_index: int,
+        base_style: Style,
+        width: int,
+        cursor: bool = False,
+        hover: bool = False,
+    ) -> Any:
+        """A cell's lines, rendered again only when its value or looks changed.
+
+        DataTable keeps rendered cells under its table-wide update counter, which every
+        change moves: a row repainted after one cell changed rendered all its cells again.
+        """
+        if row_index < 0 or column_index < 0:  # the header and row labels: DataTable's own
+            return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
+        row_key = self._row_locations.get_key(row_index)
+        column_key = self._column_locations.get_key(column_index)
+        value = self._data[row_key][column_key]
+        key = (
+            row_key,
+            column_key,
+            row_index,  # in the cell's style, for the mouse
+            column_index,
+            base_style,
+            width,
+            cursor,
+            hover,
+            self.show_cursor,
+            self._show_hover_cursor,
+            self._pseudo_class_state,
+        )
+        kept = self._cell_lines.get(key)
+        if kept is not None and kept[0] is value:
+            return kept[1]
+        lines = super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
+        if len(self._cell_lines) >= CELL_LINES_KEPT:
+            self._cell_lines.clear()
+        self._cell_lines[key] = (value, lines)
+        return lines
+
+    def _clear_caches(self) -> None:
+        super()._clear_caches()
+        self._cell_lines.clear()
+
+    def notify_style_update(self) -> None:
+        self._cell_lines.clear()  # a theme or a class changed the cells' looks
+        super().notify_style_update()
 
     def _follow_cursor(self, key: str | None) -> None:
         if key is None or not self.row_count:
