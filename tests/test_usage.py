@@ -325,14 +325,23 @@ class GatedRecorder(UsageRecorder):
         super()._write_batch(batch, drops)
 
 
-async def test_flushes_asked_together_share_a_write_and_never_wait_for_later_calls(
+async def one_call_being_written(
     ops: LocalOperations, settings: Settings
-) -> None:
+) -> tuple[GatedRecorder, list[tuple[str, str, str]], asyncio.Task[None]]:
+    """A gated recorder with one call taken from its queue and held in its write, and the
+    flush that asked for it."""
     tools = await make_tools(ops, 1)
     recorder = GatedRecorder(ops.db, settings)
     recorder.record(usage(tools[0], START, 1.0))
-    first = asyncio.create_task(recorder.flush())
-    await asyncio.to_thread(recorder.writing.acquire)  # the first call is being written
+    flush = asyncio.create_task(recorder.flush())
+    await asyncio.to_thread(recorder.writing.acquire)
+    return recorder, tools, flush
+
+
+async def test_flushes_asked_together_share_a_write_and_never_wait_for_later_calls(
+    ops: LocalOperations, settings: Settings
+) -> None:
+    recorder, tools, first = await one_call_being_written(ops, settings)
     recorder.record(usage(tools[0], START, 2.0))
     later = [asyncio.create_task(recorder.flush()) for _ in range(3)]
     await asyncio.sleep(0)  # a yield, no wait: the three flushes take note of what is queued
@@ -353,11 +362,7 @@ async def test_a_flush_waits_for_the_write_under_way_of_the_calls_it_covers(
     ops: LocalOperations, settings: Settings
 ) -> None:
     """The batch being written has left the queue: an empty queue is not a written one."""
-    tools = await make_tools(ops, 1)
-    recorder = GatedRecorder(ops.db, settings)
-    recorder.record(usage(tools[0], START, 1.0))
-    under_way = asyncio.create_task(recorder.flush())
-    await asyncio.to_thread(recorder.writing.acquire)  # taken from the queue, being written
+    recorder, tools, under_way = await one_call_being_written(ops, settings)
     assert recorder.stats().queued == 0
     asked = asyncio.create_task(recorder.flush())
     for _ in range(3):
