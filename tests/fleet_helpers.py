@@ -130,12 +130,19 @@ class CopyWatch:
 
 async def usage_rows(url: str) -> list[tuple[str | None, int]]:
     """(client name, calls) of every client in the fleet's tool_usage, sorted."""
+    return [(name, count) for name, _source, count in await usage_by_source(url)]
+
+
+async def usage_by_source(url: str) -> list[tuple[str | None, str, int]]:
+    """(client name, source, calls) of every client and face in the fleet's tool_usage."""
     db = Database(url)
     try:
         async with db.read() as session:
             rows = await session.execute(
-                select(ToolUsage.client_name, func.count()).group_by(ToolUsage.client_name)
+                select(ToolUsage.client_name, ToolUsage.source, func.count()).group_by(
+                    ToolUsage.client_name, ToolUsage.source
+                )
             )
-            return sorted(((name, count) for name, count in rows), key=str)
+            return sorted(((name, source, count) for name, source, count in rows), key=str)
     finally:
         await db.dispose()

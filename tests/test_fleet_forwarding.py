@@ -25,6 +25,7 @@ from tests.fleet_helpers import (
     servers_of,
     start_node,
     tagged_server,
+    usage_by_source,
     usage_rows,
 )
 from tests.gateway_helpers import Naming, RecordingClient, every_feature, over_http
@@ -107,11 +108,11 @@ async def test_a_call_through_beta_runs_on_alpha_and_is_counted_once(
     assert call_count(alpha) == 1
     assert call_count(beta) == 0
 
-    # A person's token naming another client in the call gets its own client's name used, and
-    # the server does not see the name either.
+    # A person's token naming another client (and face) in the call gets its own client's name
+    # used, and the server does not see the name either.
     direct = RecordingClient(name=DIRECT)
     async with over_http(f"{alpha.url}/mcp", direct, alpha.token) as session:
-        impostor = {FORWARDED_CLIENT_KEY: {"name": CLIENT}}
+        impostor = {FORWARDED_CLIENT_KEY: {"name": CLIENT, "source": "cli"}}
         result = await session.call_tool(TOOL, {}, meta=impostor)  # type: ignore[arg-type]
     assert not result.is_error
     assert result.meta == {"got": None}
@@ -126,7 +127,9 @@ async def test_a_call_through_beta_runs_on_alpha_and_is_counted_once(
 
     await eventually(counted_once, within=20)
     assert alpha.stop() == 0
-    assert sorted(await usage_rows(fleet_url)) == expected
+    assert await usage_by_source(fleet_url) == sorted(
+        [(CLIENT, "gateway", 1), (DIRECT, "gateway", 1)]
+    )
 
 
 async def test_the_node_credential_opens_the_gateway_only(

@@ -14,7 +14,13 @@ import httpx2
 from app.runtime.node_credentials import fleet_keys
 from storage.db import Database
 from tests.daemon_helpers import wait_for
-from tests.fleet_helpers import nodes_seen_by, servers_of, start_node, usage_rows
+from tests.fleet_helpers import (
+    nodes_seen_by,
+    servers_of,
+    start_node,
+    usage_by_source,
+    usage_rows,
+)
 from tests.runtime_helpers import eventually
 
 SCRIPTED = Path(__file__).resolve().parent / "servers" / "scripted.py"
@@ -73,7 +79,7 @@ async def test_logs_of_a_server_on_another_node_come_from_its_owner(
                 assert refused.status_code == 401, (method, path, refused.text)
 
         # A call made through beta's API is answered by alpha's server and metered once, by
-        # alpha, under the caller's name.
+        # alpha, under the caller's name and as made through the API.
         with beta.client() as client:
             answer = client.post(
                 "/api/v1/toolservers/tools/echo/call",
@@ -85,7 +91,7 @@ async def test_logs_of_a_server_on_another_node_come_from_its_owner(
             assert not result["is_error"], result
             assert result["content"][0]["text"] == "through beta"
         # The owner flushes its usage every 0.5 s; beta records nothing.
-        assert await eventually(lambda: usage_rows(url)) == [(CALLER, 1)]
+        assert await eventually(lambda: usage_by_source(url)) == [(CALLER, "api", 1)]
 
         # Owner killed: beta names it, without a 500 and without hanging.
         alpha.process.send_signal(signal.SIGKILL)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -40,6 +40,7 @@ BULK_OPERATIONS: tuple[str, ...] = (
     "refresh",
 )
 CallSource = Literal["tui", "api", "cli", "gateway"]
+CALL_SOURCES: tuple[str, ...] = get_args(CallSource)
 
 
 def check_name(value: str) -> str:

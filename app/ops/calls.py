@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any, get_args
+from typing import Any
 
 import mcp_types as types
 from mcp.shared.exceptions import MCPError
@@ -24,7 +24,7 @@ from app.core.errors import (
     TooldeckError,
     Unavailable,
 )
-from app.core.schemas import CallSource, ServerToolResponse, ToolCallResult
+from app.core.schemas import CALL_SOURCES, CallSource, ServerToolResponse, ToolCallResult
 from app.core.usage_record import Outcome, UsageRecord
 from app.ops.base import Runtime
 from app.ops.servers import ServerOperations
@@ -33,7 +33,6 @@ from app.runtime.peers import FORWARDED_CLIENT_KEY
 from storage.models import ServerTool, ToolServer
 
 ROUTE_CACHE_SIZE = 10_000
-CALL_SOURCES: tuple[str, ...] = get_args(CallSource)
 # One cache of compiled input schemas for the process: compiling costs ~60x validating.
 ARGUMENTS = ArgumentChecker()
 logger = logging.getLogger(__name__)
@@ -55,7 +54,7 @@ class CallOperations(ServerOperations):
     ) -> ToolCallResult:
         if source not in CALL_SOURCES:
             raise InvalidInput(f"use one of {', '.join(CALL_SOURCES)}", field="source")
-        forwarded = await self._forwarded(server, tool, arguments, client_name or source)
+        forwarded = await self._forwarded(server, tool, arguments, client_name or source, source)
         if forwarded is not None:
             return forwarded
         # The usage row of this call, filled in as the call goes; every outcome is recorded.
@@ -166,11 +165,11 @@ class CallOperations(ServerOperations):
         )
 
     async def _forwarded(
-        self, server_ref: str, tool_ref: str, arguments: Any, client_name: str
+        self, server_ref: str, tool_ref: str, arguments: Any, client_name: str, source: str
     ) -> ToolCallResult | None:
         """A call for a server another node runs, sent over this node's link to it, answered
-        and metered there under the caller's name (so not here). None when this node runs the
-        server or no other node does: the call takes the local path."""
+        and metered there under the caller's name and face (so not here). None when this node
+        runs the server or no other node does: the call takes the local path."""
         if self.peers is None or self.runtime is None:
             return None
         try:
@@ -188,7 +187,9 @@ class CallOperations(ServerOperations):
         params = {
             "name": tool.name if tool is not None else tool_ref,
             "arguments": arguments if isinstance(arguments, dict) else {},
-            "_meta": {FORWARDED_CLIENT_KEY: {"name": client_name, "version": None}},
+            "_meta": {
+                FORWARDED_CLIENT_KEY: {"name": client_name, "version": None, "source": source}
+            },
         }
         began = time.monotonic()
         try:

@@ -42,9 +42,11 @@ from app.core import jsonrpc
 from app.core.clients import GatewaySession, Transport
 from app.core.errors import TooldeckError
 from app.core.jsonrpc import Message
+from app.core.schemas import CALL_SOURCES
 from app.core.tool_names import NameTable
 from app.core.usage_record import Outcome
 from app.faces.gateway import uris
+from app.ops.gateway_port import SOURCE as GATEWAY_SOURCE
 from app.ops.gateway_port import GatewayPort, ServerIntent, ToolIntent
 from app.runtime.connections import Connection
 from app.runtime.node_credentials import is_node_identity
@@ -101,6 +103,7 @@ class InFlight:
         "rewrite",
         "server",
         "session",
+        "source",
         "started",
         "timeout_s",
         "timer",
@@ -128,6 +131,7 @@ class InFlight:
         self.arguments: Any = None
         self.gate: object = None
         self.client_name: str | None = session.client_name
+        self.source = GATEWAY_SOURCE
 
     def on_response(self, reply: Message) -> None:
         session = self.session
@@ -642,6 +646,7 @@ class Router:
             success=success,
             error=error,
             client_name=inflight.client_name,
+            source=inflight.source,
             arguments=inflight.arguments,
             result=result,
             outcome=outcome,
@@ -804,6 +809,7 @@ class Router:
         text: str,
     ) -> None:
         """A call that is not sent: a tool error the model can read, metered without a time."""
+        client_name, source = _calling_client(session, message)
         self.port.record(
             server,
             tool,
@@ -811,7 +817,8 @@ class Router:
             began=None,
             success=False,
             error=text,
-            client_name=_calling_client(session, message),
+            client_name=client_name,
+            source=source,
             arguments=(message.get("params") or {}).get("arguments"),
             outcome="refused",
         )
@@ -827,7 +834,7 @@ class Router:
         conn: Connection,
         gate: object,
     ) -> None:
-        client_name = _calling_client(session, message)
+        client_name, source = _calling_client(session, message)
         if conn.peer_node is not None:
             _name_the_client(session, message)
         inflight = self.forward(
@@ -837,7 +844,7 @@ class Router:
             None if session.view.transparent else uris.tool_result,
             server.call_timeout_s,
         )
-        inflight.client_name = client_name
+        inflight.client_name, inflight.source = client_name, source
         inflight.server, inflight.tool, inflight.tool_name = server, tool, name
         inflight.arguments = (message.get("params") or {}).get("arguments")
         inflight.gate = gate
@@ -1282,19 +1289,26 @@ def _drop(message: Message, related: Any) -> None:
     pass
 
 
-def _calling_client(session: Session, message: Message) -> str | None:
-    """Who made a call: the session's client, or for a session a node opened to forward its own
-    clients' calls, the client that node names. The name is taken out of the call either way:
-    the server never sees it, and a client naming someone else gets its own name used."""
+def _calling_client(session: Session, message: Message) -> tuple[str | None, str]:
+    """Who made a call, and through which face: the session's client through the gateway, or
+    for a session a node opened to forward its callers' calls, the client and face that node
+    names (a call made through its API, CLI or dashboard keeps that source). What a node names
+    is taken out of the call either way: the server never sees it, and a client naming someone
+    else gets its own name used."""
     params = message.get("params")
     meta = params.get("_meta") if isinstance(params, dict) else None
     named = meta.pop(FORWARDED_CLIENT_KEY, None) if isinstance(meta, dict) else None
     if isinstance(meta, dict) and not meta:
         del params["_meta"]  # type: ignore[index]
     if is_node_identity(session.token_name):
-        name = named.get("name") if isinstance(named, dict) else None
-        return name if isinstance(name, str) else None
-    return session.client_name
+        if not isinstance(named, dict):
+            return None, GATEWAY_SOURCE
+        name, source = named.get("name"), named.get("source")
+        return (
+            name if isinstance(name, str) else None,
+            source if source in CALL_SOURCES else GATEWAY_SOURCE,
+        )
+    return session.client_name, GATEWAY_SOURCE
 
 
 def _name_the_client(session: Session, message: Message) -> None:
