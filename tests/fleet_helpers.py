@@ -3,6 +3,7 @@ processes of their servers (found by a tag in their command line, their node by 
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from collections import defaultdict
@@ -42,12 +43,18 @@ def start_node(root: Path, database_url: str, node: str) -> Daemon:
     return start_daemon(data_dir, env=node_env(data_dir, database_url, node))
 
 
+# The tag names this test session too: another session on the machine (a second suite run
+# alongside) starts servers of the same names, and their processes are not this session's copies.
+TAG = f"fleet-tag={os.getpid()}:"
+
+
 def tagged_server(name: str, placement: str) -> dict[str, Any]:
-    """A small stdio server whose processes carry `fleet-tag=<name>` in their command line."""
+    """A small stdio server whose processes carry `fleet-tag=<session>:<name>` in their
+    command line."""
     return {
         "name": name,
         "command": sys.executable,
-        "args": ["-I", "-S", str(BARE), f"fleet-tag={name}"],
+        "args": ["-I", "-S", str(BARE), f"{TAG}{name}"],
         "placement": placement,
     }
 
@@ -60,8 +67,8 @@ def running_copies() -> dict[str, list[psutil.Process]]:
             if process.info["status"] == psutil.STATUS_ZOMBIE:
                 continue
             for part in process.info["cmdline"] or ():
-                if part.startswith("fleet-tag="):
-                    found[part.removeprefix("fleet-tag=")].append(process)
+                if part.startswith(TAG):
+                    found[part.removeprefix(TAG)].append(process)
     return found
 
 
